@@ -1,0 +1,1 @@
+"""Treadle: durable workflow orchestration."""

@@ -1,0 +1,163 @@
+"""Settings: `config/default.toml`, then an optional file, then `TREADLE_*` environment variables.
+
+`TREADLE_<SECTION>__<KEY>` sets any key; a few short names (`TREADLE_DATABASE_URL`,
+`TREADLE_TRANSPORT`, `TREADLE_BROKER_URL`, `TREADLE_HANDLERS`) are kept for convenience.
+A bad value stops start-up with one line that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from app.domain.errors import TreadleError
+
+DEFAULT_FILE = Path(__file__).with_name("default.toml")
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base for settings sections: unknown keys are a typo, so they are an error."""
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite+aiosqlite:///./treadle.db"
+    pool_size: int = 10
+    echo: bool = False
+    migrate_on_start: bool | None = None
+    """None: migrate automatically on SQLite only."""
+
+
+class TransportSettings(_Section):
+    kind: Literal["memory", "rabbitmq", "kafka", "nats"] = "memory"
+    url: str = ""
+    namespace: str = "treadle"
+    """Prefix of every queue, topic, stream and subject, so installs can share a broker."""
+    prefetch: int = 64
+    max_deliveries: int = 5
+    partitions: int = 8
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1_048_576
+    max_page_size: int = 500
+    default_page_size: int = 50
+
+
+class WorkerSettings(_Section):
+    concurrency: int = 32
+    queues: list[str] = msgspec.field(default_factory=lambda: ["default"])
+    handlers: list[str] = []
+    drain_seconds: float = 30.0
+    traceback_lines: int = 20
+
+
+class OrchestratorSettings(_Section):
+    default_task_timeout: float = 300.0
+    """Start-to-close seconds for an attempt whose task sets no timeout."""
+    timer_poll_seconds: float = 1.0
+    timer_lease_seconds: float = 30.0
+    timer_batch: int = 200
+    sweep_interval_seconds: float = 5.0
+    outbox_stale_seconds: float = 10.0
+    event_prefetch: int = 128
+
+
+class LogSettings(_Section):
+    level: str = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(_Section):
+    database: DatabaseSettings = DatabaseSettings()
+    transport: TransportSettings = TransportSettings()
+    api: ApiSettings = ApiSettings()
+    worker: WorkerSettings = WorkerSettings()
+    orchestrator: OrchestratorSettings = OrchestratorSettings()
+    log: LogSettings = LogSettings()
+
+
+class ConfigError(TreadleError):
+    """A setting has a bad value or an unknown key."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"config {key}: {reason}")
+
+
+_SHORT_NAMES = {
+    "TREADLE_DATABASE_URL": ("database", "url"),
+    "TREADLE_TRANSPORT": ("transport", "kind"),
+    "TREADLE_BROKER_URL": ("transport", "url"),
+    "TREADLE_HANDLERS": ("worker", "handlers"),
+}
+_LIST_KEYS = {("worker", "handlers"), ("worker", "queues")}
+
+
+def load_settings(
+    file: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Merge the defaults, an optional TOML file and the environment into `Settings`."""
+    env = os.environ if environ is None else environ
+    raw = _read_toml(DEFAULT_FILE)
+    file = file or env.get("TREADLE_CONFIG")
+    if file:
+        _merge(raw, _read_toml(Path(file)))
+    _merge(raw, _from_environment(env))
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(*_key_and_reason(str(exc))) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML ({exc})") from None
+
+
+def _from_environment(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if name in _SHORT_NAMES:
+            section, key = _SHORT_NAMES[name]
+        elif name.startswith("TREADLE_") and "__" in name:
+            section, _, key = name.removeprefix("TREADLE_").lower().partition("__")
+        else:
+            continue
+        parsed: Any = value
+        if (section, key) in _LIST_KEYS:
+            parsed = [part.strip() for part in value.split(",") if part.strip()]
+        out.setdefault(section, {})[key] = parsed
+    return out
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> None:
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _key_and_reason(message: str) -> tuple[str, str]:
+    # msgspec says e.g. "Expected `int`, got `str` - at `$.api.port`"
+    reason, sep, where = message.rpartition(" - at `")
+    if not sep:
+        return "settings", message
+    key = where.rstrip("`").removeprefix("$.")
+    if reason.startswith("Object contains unknown field"):
+        field = reason.split("`")[1]
+        return (f"{key}.{field}" if key != "$" else field), "unknown key"
+    return key, reason

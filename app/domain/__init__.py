@@ -1,0 +1,1 @@
+"""The pure model of Treadle: definitions, expressions, state and the decider. No I/O."""

@@ -1,0 +1,86 @@
+"""The workflow definition format, as users write it (JSON or YAML).
+
+These Structs only parse; `app.domain.compile` validates them and turns them into the
+compiled form the decider runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+TaskType = Literal["handler", "http", "sleep", "signal", "map", "workflow"]
+Duration = str | int | float
+"""`30s`, `1m`, `1h30m`, `250ms`, or a number of seconds."""
+
+MapFailurePolicy = Literal["fail_fast", "complete_all"]
+
+
+class _Def(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base for definition Structs: unknown fields are an error, not silently dropped."""
+
+
+class RetryDefinition(_Def):
+    """How a failed attempt is retried: exponential backoff, capped."""
+
+    max_attempts: int = 1
+    initial_interval: Duration = "1s"
+    backoff: float = 2.0
+    max_interval: Duration = "1m"
+    non_retryable: list[str] = []
+    """Error type names (the exception's class name) that stop retries at once."""
+
+
+class HttpRequestDefinition(_Def):
+    """An HTTP call made by a worker for an `http` task; every value may be an expression."""
+
+    method: str = "GET"
+    url: Any = None
+    headers: Any = None
+    query: Any = None
+    json: Any = None
+    form: Any = None
+    timeout: Duration | None = None
+
+
+class TaskDefinition(_Def):
+    """One node of the graph. `type` selects which of the optional fields apply."""
+
+    type: TaskType = "handler"
+    after: list[str] = []
+    when: str | None = None
+    input: Any = None
+    retry: RetryDefinition | None = None
+    timeout: Duration | None = None
+    queue: str = "default"
+    description: str | None = None
+    # handler
+    handler: str | None = None
+    # http
+    request: HttpRequestDefinition | None = None
+    expect: list[int] | None = None
+    # sleep
+    duration: Duration | None = None
+    until: str | None = None
+    # signal (the signal name; defaults to the task id)
+    signal: str | None = None
+    # map: fan `task` out over the list that `items` evaluates to
+    items: Any = None
+    task: TaskDefinition | None = None
+    concurrency: int | None = None
+    on_failure: MapFailurePolicy = "fail_fast"
+    # workflow (child run)
+    workflow: str | None = None
+    version: int | None = None
+
+
+class WorkflowDefinition(_Def):
+    """A named graph of tasks with an optional input schema and output expression."""
+
+    name: str
+    tasks: dict[str, TaskDefinition]
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+    output: Any = None
+    timeout: Duration | None = None

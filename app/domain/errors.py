@@ -1,0 +1,82 @@
+"""Domain errors: one root, each subclass carries its facts as attributes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+
+class TreadleError(Exception):
+    """Root of every error Treadle raises on purpose."""
+
+
+class ValidationIssue(msgspec.Struct, frozen=True, kw_only=True):
+    """One problem in a definition or input, located by a dotted path."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class DefinitionInvalid(TreadleError):
+    """A workflow definition failed validation."""
+
+    def __init__(self, issues: Sequence[ValidationIssue]) -> None:
+        self.issues = list(issues)
+        super().__init__("; ".join(str(i) for i in self.issues) or "invalid definition")
+
+
+class ExpressionError(TreadleError):
+    """An expression did not parse or could not be evaluated."""
+
+    def __init__(self, expression: str, reason: str) -> None:
+        self.expression = expression
+        self.reason = reason
+        super().__init__(f"expression {expression!r}: {reason}")
+
+
+class InputInvalid(TreadleError):
+    """A run's input does not match the workflow's input_schema."""
+
+    def __init__(self, issues: Sequence[ValidationIssue]) -> None:
+        self.issues = list(issues)
+        super().__init__("; ".join(str(i) for i in self.issues) or "invalid input")
+
+
+class WorkflowNotFound(TreadleError):
+    """No workflow (or no such version of it) is registered."""
+
+    def __init__(self, name: str, version: int | None = None) -> None:
+        self.name = name
+        self.version = version
+        where = f"{name!r} version {version}" if version is not None else repr(name)
+        super().__init__(f"workflow {where} is not registered")
+
+
+class RunNotFound(TreadleError):
+    """No run has this id."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} does not exist")
+
+
+class RunNotActive(TreadleError):
+    """The run is finished (or otherwise not in a state that allows the action)."""
+
+    def __init__(self, run_id: str, status: str, action: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        self.action = action
+        super().__init__(f"cannot {action} run {run_id!r}: it is {status}")
+
+
+class InvalidCursor(TreadleError):
+    """A pagination cursor was not one Treadle issued."""
+
+    def __init__(self, cursor: str) -> None:
+        self.cursor = cursor
+        super().__init__("the cursor is not valid; use next_cursor from a previous page")

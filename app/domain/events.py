@@ -1,0 +1,203 @@
+"""What the decider consumes (events) and what it asks for (commands).
+
+Events and some commands travel on the wire too (see `app.messages`), so each is a
+tagged Struct: `type` names it in JSON.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from app.domain.state import ErrorInfo, RunState, RunStatus
+
+
+class _Tagged(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base for tagged wire/domain Structs."""
+
+
+# --- events -----------------------------------------------------------------------
+
+
+class RunStarted(_Tagged, tag="run.started"):
+    """The run was created and should begin; its input is already in the run state."""
+
+    run_id: str
+
+
+class TaskStarted(_Tagged, tag="task.started"):
+    """A worker began an attempt."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    worker: str = ""
+    started_at: datetime | None = None
+
+
+class TaskCompleted(_Tagged, tag="task.completed"):
+    """An attempt finished with an output."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    output: Any = None
+    worker: str = ""
+
+
+class TaskFailed(_Tagged, tag="task.failed"):
+    """An attempt raised; `error.retryable` false stops further attempts."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    error: ErrorInfo
+    worker: str = ""
+
+
+class TaskHeartbeat(_Tagged, tag="task.heartbeat"):
+    """A running attempt is alive; `details` is whatever the handler reported."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    details: Any = None
+
+
+class TimerKind(StrEnum):
+    """Why a durable timer exists."""
+
+    RETRY = "retry"  # the backoff of a failed attempt elapsed: dispatch the next one
+    ATTEMPT_TIMEOUT = "attempt_timeout"  # start-to-close of one attempt
+    RUN_TIMEOUT = "run_timeout"  # the run's own deadline
+    SLEEP = "sleep"  # a `sleep` task is due
+    SIGNAL_TIMEOUT = "signal_timeout"  # a `signal` task waited too long
+
+
+class TimerFired(_Tagged, tag="timer.fired"):
+    """A durable timer came due."""
+
+    run_id: str
+    kind: TimerKind
+    task_id: str | None = None
+    attempt: int = 0
+
+
+class SignalReceived(_Tagged, tag="signal.received"):
+    """An external signal was sent to the run."""
+
+    run_id: str
+    name: str
+    payload: Any = None
+
+
+class CancelRequested(_Tagged, tag="run.cancel_requested"):
+    """Someone asked for the run to stop."""
+
+    run_id: str
+    reason: str = ""
+
+
+class DispatchLost(_Tagged, tag="task.dispatch_lost"):
+    """An attempt's dispatch may be gone (in-process transport restarted): send it again."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+
+
+Event = (
+    RunStarted
+    | TaskStarted
+    | TaskCompleted
+    | TaskFailed
+    | TaskHeartbeat
+    | TimerFired
+    | SignalReceived
+    | CancelRequested
+    | DispatchLost
+)
+
+
+# --- commands ---------------------------------------------------------------------
+
+
+class DispatchTask(_Tagged, tag="task.dispatch"):
+    """Send one attempt of a task to the workers of its queue."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    task_type: str
+    queue: str
+    handler: str | None = None
+    input: Any = None
+    timeout_seconds: float | None = None
+    workflow: str = ""
+    version: int = 0
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across attempts: a handler uses it to make its side effect once."""
+        return f"{self.run_id}/{self.task_id}"
+
+
+class StartTimer(_Tagged, tag="timer.start"):
+    """Create (or replace) the durable timer identified by (run, kind, task, attempt)."""
+
+    run_id: str
+    kind: TimerKind
+    fire_at: datetime
+    task_id: str | None = None
+    attempt: int = 0
+
+
+class CancelTimer(_Tagged, tag="timer.cancel"):
+    """Delete the durable timer identified by (run, kind, task, attempt), if any."""
+
+    run_id: str
+    kind: TimerKind
+    task_id: str | None = None
+    attempt: int = 0
+
+
+class RunFinished(_Tagged, tag="run.finished"):
+    """The run reached a terminal status (for notifications and parent runs)."""
+
+    run_id: str
+    status: RunStatus
+    output: Any = None
+    error: ErrorInfo | None = None
+    parent_run_id: str | None = None
+    parent_task_id: str | None = None
+
+
+Command = DispatchTask | StartTimer | CancelTimer | RunFinished
+
+
+# --- history and decisions ----------------------------------------------------------
+
+
+class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of a run's history, as `GET /v1/runs/{id}/events` shows it."""
+
+    type: str
+    at: datetime
+    task_id: str | None = None
+    attempt: int | None = None
+    data: Any = None
+
+
+class Decision(msgspec.Struct, frozen=True, kw_only=True):
+    """The decider's answer: the new state, what to do, and what to record."""
+
+    state: RunState
+    commands: list[Command] = []
+    history: list[HistoryEntry] = []
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.commands or self.history)

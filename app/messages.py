@@ -1,0 +1,84 @@
+"""The wire contract between roles: one envelope, a tagged union of payloads, JSON.
+
+Channels: `tasks.<queue>` carries `DispatchTask`; `events` carries worker results
+(`TaskStarted`, `TaskCompleted`, `TaskFailed`, `TaskHeartbeat`); `dead` carries poison.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+
+from app.domain.events import (
+    DispatchTask,
+    TaskCompleted,
+    TaskFailed,
+    TaskHeartbeat,
+    TaskStarted,
+)
+
+Payload = DispatchTask | TaskStarted | TaskCompleted | TaskFailed | TaskHeartbeat
+
+EVENTS_CHANNEL = "events"
+DEAD_CHANNEL = "dead"
+
+
+def tasks_channel(queue: str) -> str:
+    """The channel a task queue's dispatches travel on."""
+    return f"tasks.{queue}"
+
+
+class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+    """Every message on every channel. `correlation_id` is the run id."""
+
+    event_id: str
+    event_type: str
+    timestamp: datetime
+    source: str
+    correlation_id: str
+    traceparent: str | None = None
+    payload: Payload
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """What a transport moves: an opaque body, a partition/ordering key, and headers."""
+
+    key: str
+    body: bytes
+    headers: dict[str, str] = {}
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Envelope)
+
+
+def envelope(payload: Payload, *, source: str, traceparent: str | None = None) -> Envelope:
+    """Wrap a payload, stamping a fresh event id and the time."""
+    return Envelope(
+        event_id=uuid.uuid4().hex,
+        event_type=type(payload).__struct_config__.tag,  # type: ignore[arg-type]
+        timestamp=datetime.now(UTC),
+        source=source,
+        correlation_id=payload.run_id,
+        traceparent=traceparent,
+        payload=payload,
+    )
+
+
+def to_message(env: Envelope) -> Message:
+    """Encode an envelope; the routing facts ride as headers too, for brokers and tools."""
+    headers = {
+        "event_type": env.event_type,
+        "correlation_id": env.correlation_id,
+        "event_id": env.event_id,
+    }
+    if env.traceparent:
+        headers["traceparent"] = env.traceparent
+    return Message(key=env.correlation_id, body=_encoder.encode(env), headers=headers)
+
+
+def decode(body: bytes) -> Envelope:
+    """Decode a message body; raises `msgspec.DecodeError`/`ValidationError` on poison."""
+    return _decoder.decode(body)

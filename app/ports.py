@@ -1,0 +1,315 @@
+"""The internal ports. A module reaches another module or an adapter only through these.
+
+Signatures use primitives and msgspec Structs, never a driver's types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+import msgspec
+
+from app.domain.events import CancelTimer, HistoryEntry, StartTimer, TimerKind
+from app.domain.state import RunState
+from app.messages import Message
+
+# --- shared records -----------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class Page(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
+    """One page of a list; `next_cursor` is None on the last page."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class StoredWorkflow(msgspec.Struct, frozen=True, kw_only=True):
+    """A registered version of a workflow definition (the definition as JSON-able data)."""
+
+    name: str
+    version: int
+    definition: dict[str, Any]
+    digest: str
+    created_at: datetime
+
+
+class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """A run without its tasks, for lists."""
+
+    id: str
+    workflow: str
+    version: int
+    status: str
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    idempotency_key: str | None = None
+
+
+class OutboxRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A message written in a decision transaction, to publish after commit."""
+
+    id: int
+    channel: str
+    message: Message
+
+
+class OutgoingMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A message the decision wants published on `channel` (becomes an outbox row)."""
+
+    channel: str
+    message: Message
+
+
+class DueTimer(msgspec.Struct, frozen=True, kw_only=True):
+    """A durable timer whose time has come, claimed by one orchestrator for a lease."""
+
+    run_id: str
+    kind: TimerKind
+    task_id: str | None
+    attempt: int
+    fire_at: datetime
+
+
+class InflightAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    """A task attempt that is scheduled or running according to the store."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+
+
+class Changes(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything one decision writes, atomically, beside the new run state."""
+
+    state: RunState
+    history: Sequence[HistoryEntry] = ()
+    outbox: Sequence[OutgoingMessage] = ()
+    start_timers: Sequence[StartTimer] = ()
+    cancel_timers: Sequence[CancelTimer] = ()
+
+
+class Applied(msgspec.Struct, frozen=True, kw_only=True):
+    """What a committed decision produced: the state and the outbox rows to relay."""
+
+    state: RunState
+    outbox: list[OutboxRecord]
+
+
+Decide = Callable[[RunState], Changes | None]
+"""A pure function run inside the store's transaction; None means 'nothing to write'."""
+
+
+# --- state store ----------------------------------------------------------------------
+
+
+class WorkflowStore(Protocol):
+    """Registered workflow definitions, versioned by content."""
+
+    async def save_workflow(
+        self, name: str, definition: dict[str, Any], digest: str
+    ) -> tuple[StoredWorkflow, bool]:
+        """Store a new version unless the latest has this digest; (workflow, created)."""
+        ...
+
+    async def get_workflow(self, name: str, version: int | None = None) -> StoredWorkflow:
+        """The given version, or the latest; raises `WorkflowNotFound`."""
+        ...
+
+    async def list_workflows(self, limit: int, cursor: str | None) -> Page[StoredWorkflow]:
+        """The latest version of each workflow, by name."""
+        ...
+
+    async def list_versions(
+        self, name: str, limit: int, cursor: str | None
+    ) -> Page[StoredWorkflow]:
+        """Every version of one workflow, newest first; raises `WorkflowNotFound`."""
+        ...
+
+
+class RunStore(Protocol):
+    """Reads of runs for the API and the CLI."""
+
+    async def get_run(self, run_id: str) -> RunState:
+        """The run with all its tasks; raises `RunNotFound`."""
+        ...
+
+    async def list_runs(
+        self, *, workflow: str | None, status: str | None, limit: int, cursor: str | None
+    ) -> Page[RunSummary]:
+        """Runs newest first; raises `InvalidCursor`."""
+        ...
+
+    async def list_history(
+        self, run_id: str, limit: int, cursor: str | None
+    ) -> Page[HistoryEntry]:
+        """A run's history, oldest first; raises `RunNotFound`, `InvalidCursor`."""
+        ...
+
+
+class DecisionStore(Protocol):
+    """Atomic decisions: lock the run, decide, write state, history, outbox and timers."""
+
+    async def create_run(self, run: RunState, decide: Decide) -> tuple[Applied, bool]:
+        """Insert the run and apply `decide` to it in one transaction.
+
+        With `run.idempotency_key` already taken, writes nothing and returns the existing
+        run with `created` False.
+        """
+        ...
+
+    async def apply(self, run_id: str, decide: Decide) -> Applied | None:
+        """Lock the run, call `decide` on its state, persist; None if nothing changed."""
+        ...
+
+    async def inflight_attempts(self, limit: int, after: str | None) -> list[InflightAttempt]:
+        """Attempts in `scheduled` or `running`, ordered by run id (for recovery)."""
+        ...
+
+
+class OutboxStore(Protocol):
+    """The outbox relay's side of the store."""
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        """Record that these rows were published."""
+        ...
+
+    async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
+        """Unsent rows created before `older_than` (left by a crash), oldest first."""
+        ...
+
+    async def outbox_backlog(self) -> tuple[int, datetime | None]:
+        """How many rows are unsent, and when the oldest was written."""
+        ...
+
+
+class TimerStore(Protocol):
+    """Durable timers, claimed so that one orchestrator fires each."""
+
+    async def claim_due_timers(
+        self, now: datetime, limit: int, lease_seconds: float
+    ) -> list[DueTimer]:
+        """Timers due at `now` and not leased by another orchestrator; leases them."""
+        ...
+
+    async def next_timer_at(self) -> datetime | None:
+        """When the earliest timer is due (leased ones included)."""
+        ...
+
+
+class StateStore(WorkflowStore, RunStore, DecisionStore, OutboxStore, TimerStore, Protocol):
+    """Everything the engine keeps in its database; one adapter implements it all."""
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest migration."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+# --- transport ------------------------------------------------------------------------
+
+
+class Delivery(Protocol):
+    """One received message; settle it exactly once with `ack` or `nack`."""
+
+    @property
+    def message(self) -> Message: ...
+
+    @property
+    def delivery_count(self) -> int:
+        """1 on first delivery; more when the broker redelivers."""
+        ...
+
+    async def ack(self) -> None: ...
+
+    async def nack(self, *, requeue: bool = True) -> None:
+        """Give it back (requeue) or send it to the dead channel (requeue False).
+
+        A transport dead-letters by itself after `max_deliveries` deliveries.
+        """
+        ...
+
+
+class Transport(Protocol):
+    """Moves messages between roles. Capabilities are class constants tests skip on."""
+
+    name: ClassVar[str]
+    DURABLE: ClassVar[bool]
+    """Messages survive the process (and broker restarts); False for the in-process one."""
+    ORDERED_PER_KEY: ClassVar[bool]
+
+    async def connect(self) -> None:
+        """Open connections and declare what is needed; raise `TransportUnavailable`."""
+        ...
+
+    async def close(self) -> None:
+        """Stop consuming, finish in-flight acks, close connections."""
+        ...
+
+    async def publish(self, channel: str, messages: Sequence[Message]) -> None:
+        """Publish a batch durably (confirmed by the broker) before returning."""
+        ...
+
+    def subscribe(
+        self, channel: str, group: str, prefetch: int
+    ) -> AbstractAsyncContextManager[AsyncIterator[Delivery]]:
+        """Consume `channel` as a member of consumer group `group`."""
+        ...
+
+
+# --- the engine's control surface (api -> orchestrator logic) ---------------------------
+
+
+class RunControl(Protocol):
+    """Starting and steering runs; what the API and CLI call."""
+
+    async def start_run(
+        self,
+        workflow: str,
+        version: int | None,
+        input: Any,
+        idempotency_key: str | None = None,
+        traceparent: str | None = None,
+    ) -> tuple[RunState, bool]:
+        """Start a run (or return the one started with this key); (run, created)."""
+        ...
+
+    async def cancel_run(self, run_id: str, reason: str = "") -> RunState:
+        """Request cancellation; raises `RunNotFound`, `RunNotActive`."""
+        ...
+
+    async def signal_run(self, run_id: str, name: str, payload: Any) -> RunState:
+        """Deliver a signal; raises `RunNotFound`, `RunNotActive`."""
+        ...
+
+    async def register_workflow(self, definition: dict[str, Any]) -> tuple[StoredWorkflow, bool]:
+        """Validate and store a definition; raises `DefinitionInvalid`."""
+        ...
+
+
+class Clock(Protocol):
+    """The time, injectable so tests can jump it."""
+
+    def now(self) -> datetime: ...
+
+
+class HealthCheck(Protocol):
+    """One readiness check (database, broker, a role's loop)."""
+
+    name: str
+
+    async def check(self) -> None:
+        """Raise with a reason if not ready."""
+        ...
