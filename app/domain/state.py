@@ -93,3 +93,5 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str | None = None
     parent_run_id: str | None = None
     parent_task_id: str | None = None
+    signals: dict[str, list[Any]] = {}
+    """Signals received that no `signal` task has consumed yet, by name, oldest first."""
