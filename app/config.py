@@ -40,6 +40,10 @@ class TransportSettings(_Section):
     prefetch: int = 64
     max_deliveries: int = 5
     partitions: int = 8
+    ack_wait_seconds: float = 30.0
+    """NATS: how long an unacked delivery is held before the broker redelivers it."""
+    kafka_idempotence: bool = True
+    """Kafka: idempotent producer; turn off for brokers without InitProducerId (Tansu)."""
 
 
 class ApiSettings(_Section):
