@@ -1,0 +1,1 @@
+"""Examples shipped with Treadle; `treadle serve --example` loads the quick start."""
