@@ -24,7 +24,7 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Base for settings sections: unknown keys are a typo, so they are an error."""
 
 
-class DatabaseSettings(_Section):
+class DatabaseSettings(_Section, frozen=True, kw_only=True):
     url: str = "sqlite+aiosqlite:///./treadle.db"
     pool_size: int = 10
     echo: bool = False
@@ -32,7 +32,7 @@ class DatabaseSettings(_Section):
     """None: migrate automatically on SQLite only."""
 
 
-class TransportSettings(_Section):
+class TransportSettings(_Section, frozen=True, kw_only=True):
     kind: Literal["memory", "rabbitmq", "kafka", "nats"] = "memory"
     url: str = ""
     namespace: str = "treadle"
@@ -46,7 +46,7 @@ class TransportSettings(_Section):
     """Kafka: idempotent producer; turn off for brokers without InitProducerId (Tansu)."""
 
 
-class ApiSettings(_Section):
+class ApiSettings(_Section, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 1_048_576
@@ -54,7 +54,7 @@ class ApiSettings(_Section):
     default_page_size: int = 50
 
 
-class WorkerSettings(_Section):
+class WorkerSettings(_Section, frozen=True, kw_only=True):
     concurrency: int = 32
     queues: list[str] = msgspec.field(default_factory=lambda: ["default"])
     handlers: list[str] = []
@@ -62,7 +62,7 @@ class WorkerSettings(_Section):
     traceback_lines: int = 20
 
 
-class OrchestratorSettings(_Section):
+class OrchestratorSettings(_Section, frozen=True, kw_only=True):
     default_task_timeout: float = 300.0
     """Start-to-close seconds for an attempt whose task sets no timeout."""
     timer_poll_seconds: float = 1.0
@@ -73,12 +73,12 @@ class OrchestratorSettings(_Section):
     event_prefetch: int = 128
 
 
-class LogSettings(_Section):
+class LogSettings(_Section, frozen=True, kw_only=True):
     level: str = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
 
-class Settings(_Section):
+class Settings(_Section, frozen=True, kw_only=True):
     database: DatabaseSettings = DatabaseSettings()
     transport: TransportSettings = TransportSettings()
     api: ApiSettings = ApiSettings()

@@ -21,7 +21,7 @@ class _Def(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     """Base for definition Structs: unknown fields are an error, not silently dropped."""
 
 
-class RetryDefinition(_Def):
+class RetryDefinition(_Def, frozen=True, kw_only=True):
     """How a failed attempt is retried: exponential backoff, capped."""
 
     max_attempts: int = 1
@@ -32,7 +32,7 @@ class RetryDefinition(_Def):
     """Error type names (the exception's class name) that stop retries at once."""
 
 
-class HttpRequestDefinition(_Def):
+class HttpRequestDefinition(_Def, frozen=True, kw_only=True):
     """An HTTP call made by a worker for an `http` task; every value may be an expression."""
 
     method: str = "GET"
@@ -44,7 +44,7 @@ class HttpRequestDefinition(_Def):
     timeout: Duration | None = None
 
 
-class TaskDefinition(_Def):
+class TaskDefinition(_Def, frozen=True, kw_only=True):
     """One node of the graph. `type` selects which of the optional fields apply."""
 
     type: TaskType = "handler"
@@ -75,7 +75,7 @@ class TaskDefinition(_Def):
     version: int | None = None
 
 
-class WorkflowDefinition(_Def):
+class WorkflowDefinition(_Def, frozen=True, kw_only=True):
     """A named graph of tasks with an optional input schema and output expression."""
 
     name: str

@@ -22,13 +22,13 @@ class _Tagged(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 # --- events -----------------------------------------------------------------------
 
 
-class RunStarted(_Tagged, tag="run.started"):
+class RunStarted(_Tagged, frozen=True, kw_only=True, tag="run.started"):
     """The run was created and should begin; its input is already in the run state."""
 
     run_id: str
 
 
-class TaskStarted(_Tagged, tag="task.started"):
+class TaskStarted(_Tagged, frozen=True, kw_only=True, tag="task.started"):
     """A worker began an attempt."""
 
     run_id: str
@@ -38,7 +38,7 @@ class TaskStarted(_Tagged, tag="task.started"):
     started_at: datetime | None = None
 
 
-class TaskCompleted(_Tagged, tag="task.completed"):
+class TaskCompleted(_Tagged, frozen=True, kw_only=True, tag="task.completed"):
     """An attempt finished with an output."""
 
     run_id: str
@@ -48,7 +48,7 @@ class TaskCompleted(_Tagged, tag="task.completed"):
     worker: str = ""
 
 
-class TaskFailed(_Tagged, tag="task.failed"):
+class TaskFailed(_Tagged, frozen=True, kw_only=True, tag="task.failed"):
     """An attempt raised; `error.retryable` false stops further attempts."""
 
     run_id: str
@@ -58,7 +58,7 @@ class TaskFailed(_Tagged, tag="task.failed"):
     worker: str = ""
 
 
-class TaskHeartbeat(_Tagged, tag="task.heartbeat"):
+class TaskHeartbeat(_Tagged, frozen=True, kw_only=True, tag="task.heartbeat"):
     """A running attempt is alive; `details` is whatever the handler reported."""
 
     run_id: str
@@ -77,7 +77,7 @@ class TimerKind(StrEnum):
     SIGNAL_TIMEOUT = "signal_timeout"  # a `signal` task waited too long
 
 
-class TimerFired(_Tagged, tag="timer.fired"):
+class TimerFired(_Tagged, frozen=True, kw_only=True, tag="timer.fired"):
     """A durable timer came due."""
 
     run_id: str
@@ -86,7 +86,7 @@ class TimerFired(_Tagged, tag="timer.fired"):
     attempt: int = 0
 
 
-class SignalReceived(_Tagged, tag="signal.received"):
+class SignalReceived(_Tagged, frozen=True, kw_only=True, tag="signal.received"):
     """An external signal was sent to the run."""
 
     run_id: str
@@ -94,14 +94,14 @@ class SignalReceived(_Tagged, tag="signal.received"):
     payload: Any = None
 
 
-class CancelRequested(_Tagged, tag="run.cancel_requested"):
+class CancelRequested(_Tagged, frozen=True, kw_only=True, tag="run.cancel_requested"):
     """Someone asked for the run to stop."""
 
     run_id: str
     reason: str = ""
 
 
-class DispatchLost(_Tagged, tag="task.dispatch_lost"):
+class DispatchLost(_Tagged, frozen=True, kw_only=True, tag="task.dispatch_lost"):
     """An attempt's dispatch may be gone (in-process transport restarted): send it again."""
 
     run_id: str
@@ -125,7 +125,7 @@ Event = (
 # --- commands ---------------------------------------------------------------------
 
 
-class DispatchTask(_Tagged, tag="task.dispatch"):
+class DispatchTask(_Tagged, frozen=True, kw_only=True, tag="task.dispatch"):
     """Send one attempt of a task to the workers of its queue."""
 
     run_id: str
@@ -145,7 +145,7 @@ class DispatchTask(_Tagged, tag="task.dispatch"):
         return f"{self.run_id}/{self.task_id}"
 
 
-class StartTimer(_Tagged, tag="timer.start"):
+class StartTimer(_Tagged, frozen=True, kw_only=True, tag="timer.start"):
     """Create (or replace) the durable timer identified by (run, kind, task, attempt)."""
 
     run_id: str
@@ -155,7 +155,7 @@ class StartTimer(_Tagged, tag="timer.start"):
     attempt: int = 0
 
 
-class CancelTimer(_Tagged, tag="timer.cancel"):
+class CancelTimer(_Tagged, frozen=True, kw_only=True, tag="timer.cancel"):
     """Delete the durable timer identified by (run, kind, task, attempt), if any."""
 
     run_id: str
@@ -164,7 +164,7 @@ class CancelTimer(_Tagged, tag="timer.cancel"):
     attempt: int = 0
 
 
-class RunFinished(_Tagged, tag="run.finished"):
+class RunFinished(_Tagged, frozen=True, kw_only=True, tag="run.finished"):
     """The run reached a terminal status (for notifications and parent runs)."""
 
     run_id: str
