@@ -1,0 +1,129 @@
+"""Running one dispatched attempt and turning its outcome into a result event."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import anyio
+import msgspec
+
+from app.domain.events import DispatchTask, TaskCompleted, TaskFailed
+from app.domain.state import ErrorInfo
+from app.modules.worker._context import TaskContext
+from app.modules.worker._registry import (
+    HandlerInputMismatch,
+    HandlerRegistry,
+    RegisteredHandler,
+)
+
+_json = msgspec.json.Encoder()
+
+
+class OutputNotSerializable(Exception):
+    """A handler returned a value that cannot be written as JSON."""
+
+
+async def execute(
+    dispatch: DispatchTask,
+    ctx: TaskContext,
+    registry: HandlerRegistry,
+    *,
+    worker: str,
+    traceback_lines: int,
+) -> TaskCompleted | TaskFailed:
+    """Run the attempt within its timeout; any failure becomes a `TaskFailed`."""
+    if dispatch.task_type != "handler":
+        return _failed(
+            dispatch,
+            worker,
+            ErrorInfo(
+                type="NotSupported",
+                message=f"task type {dispatch.task_type!r} is not supported by this worker",
+                retryable=False,
+            ),
+        )
+    registered = registry.get(dispatch.handler or "")
+    if registered is None:
+        # Retryable: another worker (or this one after a deploy) may know the handler.
+        return _failed(
+            dispatch,
+            worker,
+            ErrorInfo(
+                type="HandlerNotFound",
+                message=f"no handler named {dispatch.handler!r} is registered on this worker",
+                retryable=True,
+            ),
+        )
+    outcome = await _run_handler(registered, dispatch, ctx, traceback_lines)
+    if isinstance(outcome, ErrorInfo):
+        return _failed(dispatch, worker, outcome)
+    return TaskCompleted(
+        run_id=dispatch.run_id,
+        task_id=dispatch.task_id,
+        attempt=dispatch.attempt,
+        output=outcome.value,
+        worker=worker,
+    )
+
+
+class _Output(msgspec.Struct, frozen=True, kw_only=True):
+    """A handler's output, already plain JSON data (boxed: None is a valid output)."""
+
+    value: Any
+
+
+async def _run_handler(
+    registered: RegisteredHandler,
+    dispatch: DispatchTask,
+    ctx: TaskContext,
+    traceback_lines: int,
+) -> _Output | ErrorInfo:
+    try:
+        with anyio.move_on_after(dispatch.timeout_seconds) as deadline:
+            output = await registered.call(ctx, dispatch.input)
+        if deadline.cancelled_caught:
+            return _timed_out(dispatch)
+        return _Output(value=to_json_value(output))
+    except (HandlerInputMismatch, OutputNotSerializable) as exc:
+        # Retrying cannot help: the same input or the same code gives the same mismatch.
+        return ErrorInfo(type=type(exc).__name__, message=str(exc), retryable=False)
+    except Exception as exc:  # noqa: BLE001 -- a handler raising anything is the attempt failing
+        return error_info(exc, traceback_lines)
+
+
+def to_json_value(value: Any) -> Any:
+    """The value as plain JSON data, or `OutputNotSerializable` naming what went wrong."""
+    try:
+        return msgspec.json.decode(_json.encode(value))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise OutputNotSerializable(
+            f"the handler returned a value that is not JSON-serialisable: {exc}"
+        ) from exc
+
+
+def error_info(exc: BaseException, traceback_lines: int) -> ErrorInfo:
+    """Describe an exception: its class name, message and the end of its traceback."""
+    lines = "".join(traceback.format_exception(exc)).rstrip("\n").splitlines()
+    tail = "\n".join(lines[-traceback_lines:]) if traceback_lines > 0 else None
+    message = str(exc) or type(exc).__name__
+    return ErrorInfo(type=type(exc).__name__, message=message, traceback=tail, retryable=True)
+
+
+def _timed_out(dispatch: DispatchTask) -> ErrorInfo:
+    # Retryable like any failure: the task's retry policy decides whether to try again.
+    return ErrorInfo(
+        type="TimeoutError",
+        message=f"the attempt ran longer than its timeout of {dispatch.timeout_seconds}s",
+        retryable=True,
+    )
+
+
+def _failed(dispatch: DispatchTask, worker: str, info: ErrorInfo) -> TaskFailed:
+    return TaskFailed(
+        run_id=dispatch.run_id,
+        task_id=dispatch.task_id,
+        attempt=dispatch.attempt,
+        error=info,
+        worker=worker,
+    )
