@@ -1,8 +1,232 @@
-"""Validation and compilation of workflow definitions (to be completed by the domain work).
+"""Validation and compilation of workflow definitions.
 
-Public surface, used by the orchestrator and API:
-- `parse_definition(data) -> WorkflowDefinition` (raises DefinitionInvalid with paths)
-- `compile_workflow(defn) -> Workflow` (raises DefinitionInvalid with paths)
-- `definition_digest(defn) -> str`
-- `validate_input(workflow, value)` (raises InputInvalid)
+`parse_definition` turns JSON (or a dict) into a `WorkflowDefinition`; `compile_workflow`
+checks it, collecting every issue with its path (`tasks.charge.after[0]`), and returns
+the `Workflow` the decider runs: expressions compiled once, durations in seconds, the
+tasks in topological order.
 """
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+import msgspec
+
+from app.domain._task_rules import (
+    CompiledTask,
+    RetryPolicy,
+    check_name,
+    compile_task,
+    find_cycles,
+    optional_seconds,
+    topological_order,
+)
+from app.domain.definitions import TaskDefinition, WorkflowDefinition
+from app.domain.errors import DefinitionInvalid, InputInvalid, ValidationIssue
+from app.domain.expressions import Template, check_template
+
+__all__ = [
+    "CompiledTask",
+    "RetryPolicy",
+    "Workflow",
+    "compile_workflow",
+    "definition_digest",
+    "parse_definition",
+    "validate_input",
+]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Workflow:
+    """A validated, compiled workflow definition, ready for the decider."""
+
+    name: str
+    definition: WorkflowDefinition
+    digest: str
+    input_schema: dict[str, Any] | None
+    timeout_seconds: float | None
+    tasks: Mapping[str, CompiledTask]
+    """Every task by id, in the order the definition lists them."""
+    order: tuple[str, ...]
+    """Task ids in topological order (dependencies first; ties in definition order)."""
+    output: Template
+    _input_validator: jsonschema.protocols.Validator | None = field(default=None, repr=False)
+
+
+# --- parsing ------------------------------------------------------------------------
+
+
+def parse_definition(data: Mapping[str, Any] | bytes | str) -> WorkflowDefinition:
+    """Decode a definition from JSON or a dict; raises DefinitionInvalid with paths."""
+    raw = _raw_object(data)
+    issues: list[ValidationIssue] = []
+    raw_tasks = raw.get("tasks")
+    tasks: dict[str, TaskDefinition] = {}
+    if isinstance(raw_tasks, dict):
+        # msgspec names a dict key `[...]` in its error path; decoding each task on its
+        # own keeps the task id in the path (`tasks.charge.after[0]`).
+        for task_id, raw_task in raw_tasks.items():
+            try:
+                tasks[str(task_id)] = msgspec.convert(raw_task, TaskDefinition)
+            except msgspec.ValidationError as exc:
+                issues.append(_issue_from_msgspec(exc, prefix=f"tasks.{task_id}"))
+        raw = {**raw, "tasks": {}}
+    try:
+        top = msgspec.convert(raw, WorkflowDefinition)
+    except msgspec.ValidationError as exc:
+        issues.insert(0, _issue_from_msgspec(exc, prefix=""))
+    if issues:
+        raise DefinitionInvalid(issues)
+    return msgspec.structs.replace(top, tasks=tasks) if tasks else top
+
+
+def _raw_object(data: Mapping[str, Any] | bytes | str) -> dict[str, Any]:
+    if isinstance(data, bytes | str):
+        try:
+            data = msgspec.json.decode(data)
+        except msgspec.DecodeError as exc:
+            issue = ValidationIssue(path="", message=f"not valid JSON: {exc}")
+            raise DefinitionInvalid([issue]) from None
+    if not isinstance(data, Mapping):
+        got = type(data).__name__
+        raise DefinitionInvalid(
+            [ValidationIssue(path="", message=f"expected an object, got {got}")]
+        )
+    return dict(data)
+
+
+def _issue_from_msgspec(exc: msgspec.ValidationError, *, prefix: str) -> ValidationIssue:
+    # msgspec says e.g. "Expected `str`, got `int` - at `$.tasks.a.after[0]`".
+    reason, sep, where = str(exc).rpartition(" - at `")
+    if not sep:
+        reason, where = str(exc), "$"
+    path = _join_path(prefix, where.rstrip("`").removeprefix("$").removeprefix("."))
+    for marker, message in (
+        ("Object contains unknown field `", "unknown field"),
+        ("Object missing required field `", "required"),
+    ):
+        if reason.startswith(marker):
+            return ValidationIssue(path=_join_path(path, reason.split("`")[1]), message=message)
+    reason = reason.replace("`", "")
+    return ValidationIssue(path=path, message=reason[:1].lower() + reason[1:])
+
+
+def _join_path(path: str, key: str) -> str:
+    if not key:
+        return path
+    if not path or key.startswith("["):
+        return f"{path}{key}"
+    return f"{path}.{key}"
+
+
+# --- compiling ----------------------------------------------------------------------
+
+
+def compile_workflow(defn: WorkflowDefinition, *, default_task_timeout: float = 300.0) -> Workflow:
+    """Validate a definition and compile it; raises DefinitionInvalid listing every issue."""
+    issues: list[ValidationIssue] = []
+    check_name(defn.name, "name", "workflow name", issues)
+    if not defn.tasks:
+        issues.append(ValidationIssue(path="tasks", message="a workflow needs at least one task"))
+    tasks: dict[str, CompiledTask] = {}
+    for task_id, task in defn.tasks.items():
+        compiled = compile_task(
+            task_id,
+            task,
+            path=f"tasks.{task_id}",
+            known=set(defn.tasks),
+            default_timeout=default_task_timeout,
+            issues=issues,
+        )
+        if compiled is not None:
+            tasks[task_id] = compiled
+    for cycle in find_cycles(defn.tasks):
+        chain = " -> ".join([*cycle, cycle[0]])
+        issues.append(ValidationIssue(path=f"tasks.{cycle[0]}.after", message=f"cycle {chain}"))
+    output, output_issues = check_template(defn.output, "output")
+    issues.extend(output_issues)
+    timeout = optional_seconds(defn.timeout, "timeout", issues)
+    validator = _input_validator(defn.input_schema, issues)
+    if issues or output is None:
+        raise DefinitionInvalid(issues)
+    return Workflow(
+        name=defn.name,
+        definition=defn,
+        digest=definition_digest(defn),
+        input_schema=defn.input_schema,
+        timeout_seconds=timeout,
+        tasks=tasks,
+        order=topological_order(defn.tasks),
+        output=output,
+        _input_validator=validator,
+    )
+
+
+def _input_validator(
+    schema: dict[str, Any] | None, issues: list[ValidationIssue]
+) -> jsonschema.protocols.Validator | None:
+    if schema is None:
+        return None
+    meta = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
+    errors = sorted(meta.iter_errors(schema), key=lambda e: list(map(str, e.absolute_path)))
+    for error in errors:
+        path = _schema_path("input_schema", error.absolute_path)
+        issues.append(
+            ValidationIssue(path=path, message=f"not a valid JSON Schema: {error.message}")
+        )
+    if errors:
+        return None
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+
+
+def _schema_path(root: str, parts: Any) -> str:
+    path = root
+    for part in parts:
+        path = f"{path}[{part}]" if isinstance(part, int) else _join_path(path, str(part))
+    return path
+
+
+def definition_digest(defn: WorkflowDefinition) -> str:
+    """sha256 hex of the definition's canonical JSON: same content, same digest."""
+    canonical = msgspec.json.encode(msgspec.to_builtins(defn), order="sorted")
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def validate_input(workflow: Workflow, value: Any) -> None:
+    """Check a run's input against the workflow's input_schema; raises InputInvalid."""
+    validator = workflow._input_validator
+    if validator is None:
+        return
+    issues: list[ValidationIssue] = []
+    for error in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.path))):
+        path = _schema_path("input", error.absolute_path)
+        if error.validator == "required" and isinstance(error.instance, dict):
+            # Point at the missing property itself, not at the object that lacks it.
+            missing = [n for n in _as_list(error.validator_value) if n not in error.instance]
+            issues.extend(
+                ValidationIssue(path=_join_path(path, str(n)), message="required") for n in missing
+            )
+            continue
+        issues.append(ValidationIssue(path=path, message=error.message))
+    if issues:
+        raise InputInvalid(_unique(issues))
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _unique(issues: list[ValidationIssue]) -> list[ValidationIssue]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for issue in issues:
+        if (issue.path, issue.message) not in seen:
+            seen.add((issue.path, issue.message))
+            out.append(issue)
+    return out

@@ -1,0 +1,460 @@
+"""The compiled form of one task, and the rules each task of a definition must follow.
+
+Every check appends a `ValidationIssue` instead of raising, so a definition with
+several mistakes gets all of them back at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from app.domain.definitions import (
+    Duration,
+    HttpRequestDefinition,
+    RetryDefinition,
+    TaskDefinition,
+)
+from app.domain.durations import parse_duration
+from app.domain.errors import ValidationIssue
+from app.domain.expressions import Template, check_template, expression_source
+
+_URL_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+# Fields that belong to one task type; on a task of another type they are a mistake.
+_OWN_FIELDS: dict[str, tuple[str, ...]] = {
+    "handler": ("handler",),
+    "http": ("request", "expect"),
+    "sleep": ("duration", "until"),
+    "signal": ("signal",),
+    "map": ("items", "task", "concurrency", "on_failure"),
+    "workflow": ("workflow", "version"),
+}
+# Fields several types share, and the types they apply to.
+_SHARED_FIELDS: dict[str, frozenset[str]] = {
+    "input": frozenset({"handler", "workflow"}),
+    "retry": frozenset({"handler", "http"}),
+    "timeout": frozenset({"handler", "http", "signal", "map", "workflow"}),
+    "queue": frozenset({"handler", "http"}),
+}
+_DEFAULTS = {f.name: f.default for f in msgspec.structs.fields(TaskDefinition)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Scope:
+    """What every per-type rule needs besides the task: the graph, defaults, the issues."""
+
+    known: set[str]
+    default_timeout: float
+    issues: list[ValidationIssue]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How failed attempts are retried, with every interval in seconds."""
+
+    max_attempts: int = 1
+    initial_interval: float = 1.0
+    backoff: float = 2.0
+    max_interval: float = 60.0
+    non_retryable: frozenset[str] = frozenset()
+
+    def delay(self, failed_attempt: int) -> float:
+        """Seconds to wait after attempt `failed_attempt` failed: exponential, capped."""
+        try:
+            wait = self.initial_interval * self.backoff ** (failed_attempt - 1)
+        except OverflowError:  # a huge attempt number; the cap applies anyway
+            return self.max_interval
+        return min(wait, self.max_interval)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class CompiledTask:
+    """One task, checked and compiled; the fields that do not apply to its type are None.
+
+    For an `http` task, `request` renders to the attempt's input: a dict with `method`,
+    `url`, and (when set) `headers`, `query`, `json`, `form`, `timeout` (seconds) and
+    `expect` (the accepted status codes).
+    """
+
+    id: str
+    type: str
+    deps: tuple[str, ...]
+    queue: str
+    handler: str | None
+    input: Template
+    when: Template | None
+    retry: RetryPolicy
+    timeout_seconds: float | None
+    """Per attempt for handler/http (the task's or the default); optional for the rest."""
+    request: Template | None = None
+    sleep_seconds: float | None = None
+    sleep_until: datetime | None = None
+    signal: str | None = None
+    """The signal name a `signal` task waits for (the task id unless set)."""
+    items: Template | None = None
+    map_task: CompiledTask | None = None
+    concurrency: int | None = None
+    on_failure: str = "fail_fast"
+    child_workflow: str | None = None
+    child_version: int | None = None
+
+
+def compile_task(
+    task_id: str,
+    task: TaskDefinition,
+    *,
+    path: str,
+    known: set[str],
+    default_timeout: float,
+    issues: list[ValidationIssue],
+    in_map: bool = False,
+) -> CompiledTask | None:
+    """Check one task against every rule; the compiled task, or None if it has issues."""
+    before = len(issues)
+    if not in_map:
+        check_name(task_id, path, "task id", issues)
+    check_name(task.queue, f"{path}.queue", "queue name", issues)
+    _check_applicable(task, path, issues)
+    deps = _check_after(
+        task_id, after=task.after, path=path, known=known, in_map=in_map, issues=issues
+    )
+    when = _check_when(task.when, f"{path}.when", issues)
+    task_input, input_issues = check_template(task.input, f"{path}.input")
+    issues.extend(input_issues)
+    retry = _retry_policy(task.retry, f"{path}.retry", issues)
+    timeout = optional_seconds(task.timeout, f"{path}.timeout", issues)
+    if task.type in ("handler", "http") and timeout is None:
+        timeout = default_timeout
+    scope = _Scope(known=known, default_timeout=default_timeout, issues=issues)
+    specific = _TYPE_RULES[task.type](task_id, task, path, scope)
+    if len(issues) > before or task_input is None:
+        return None
+    return CompiledTask(
+        id=task_id,
+        type=task.type,
+        deps=deps,
+        queue=task.queue,
+        handler=task.handler,
+        input=task_input,
+        when=when,
+        retry=retry,
+        timeout_seconds=timeout,
+        **specific,
+    )
+
+
+# --- common rules -------------------------------------------------------------------
+
+
+def check_name(value: str, path: str, what: str, issues: list[ValidationIssue]) -> None:
+    """Names end up in URLs and broker channels, so they keep to [A-Za-z0-9_.-]."""
+    if not value:
+        issues.append(ValidationIssue(path=path, message=f"the {what} is empty"))
+    elif not _URL_SAFE.fullmatch(value):
+        message = f"the {what} {value!r} may only use letters, digits, '_', '.' and '-'"
+        issues.append(ValidationIssue(path=path, message=message))
+
+
+def optional_seconds(
+    value: Duration | None, path: str, issues: list[ValidationIssue], *, allow_zero: bool = False
+) -> float | None:
+    """The duration in seconds, or None if unset; a bad or non-positive value is an issue."""
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        issues.append(ValidationIssue(path=path, message=str(exc)))
+        return None
+    if seconds == 0 and not allow_zero:
+        issues.append(ValidationIssue(path=path, message="must be longer than zero"))
+        return None
+    return seconds
+
+
+def _check_applicable(task: TaskDefinition, path: str, issues: list[ValidationIssue]) -> None:
+    misplaced = [
+        name
+        for kind, names in _OWN_FIELDS.items()
+        if kind != task.type
+        for name in names
+        if getattr(task, name) != _DEFAULTS[name]
+    ]
+    misplaced += [
+        name
+        for name, kinds in _SHARED_FIELDS.items()
+        if task.type not in kinds and getattr(task, name) != _DEFAULTS[name]
+    ]
+    message = f"not allowed on a {task.type} task"
+    issues.extend(ValidationIssue(path=f"{path}.{name}", message=message) for name in misplaced)
+
+
+def _check_after(
+    task_id: str,
+    *,
+    after: list[str],
+    path: str,
+    known: set[str],
+    in_map: bool,
+    issues: list[ValidationIssue],
+) -> tuple[str, ...]:
+    if in_map and after:
+        issues.append(
+            ValidationIssue(path=f"{path}.after", message="not allowed on the task of a map")
+        )
+        return ()
+    for index, dep in enumerate(after):
+        where = f"{path}.after[{index}]"
+        if dep == task_id:
+            issues.append(ValidationIssue(path=where, message="a task cannot depend on itself"))
+        elif dep not in known:
+            issues.append(ValidationIssue(path=where, message=f"unknown task {dep!r}"))
+    return tuple(dict.fromkeys(after))
+
+
+def _check_when(value: str | None, path: str, issues: list[ValidationIssue]) -> Template | None:
+    if value is None:
+        return None
+    if expression_source(value) is None:
+        message = "must be an expression written as ${ ... }"
+        issues.append(ValidationIssue(path=path, message=message))
+        return None
+    template, found = check_template(value, path)
+    issues.extend(found)
+    return template
+
+
+def _retry_policy(
+    retry: RetryDefinition | None, path: str, issues: list[ValidationIssue]
+) -> RetryPolicy:
+    if retry is None:
+        return RetryPolicy()
+    if retry.max_attempts < 1:
+        issues.append(ValidationIssue(path=f"{path}.max_attempts", message="must be at least 1"))
+    if retry.backoff < 1:
+        issues.append(ValidationIssue(path=f"{path}.backoff", message="must be at least 1"))
+    initial = optional_seconds(retry.initial_interval, f"{path}.initial_interval", issues)
+    maximum = optional_seconds(retry.max_interval, f"{path}.max_interval", issues)
+    return RetryPolicy(
+        max_attempts=max(retry.max_attempts, 1),
+        initial_interval=initial or 1.0,
+        backoff=max(retry.backoff, 1.0),
+        max_interval=maximum or 60.0,
+        non_retryable=frozenset(retry.non_retryable),
+    )
+
+
+# --- rules by task type -------------------------------------------------------------
+
+
+def _handler_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> dict[str, Any]:
+    issues = scope.issues
+    if not task.handler:
+        issues.append(
+            ValidationIssue(path=f"{path}.handler", message="required for a handler task")
+        )
+    return {}
+
+
+def _http_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> dict[str, Any]:
+    issues = scope.issues
+    request = task.request
+    if request is None:
+        issues.append(ValidationIssue(path=f"{path}.request", message="required for an http task"))
+        return {}
+    where = f"{path}.request"
+    _check_url(request.url, f"{where}.url", issues)
+    method = request.method.upper()
+    if method not in HTTP_METHODS:
+        message = f"{request.method!r} is not one of {', '.join(HTTP_METHODS)}"
+        issues.append(ValidationIssue(path=f"{where}.method", message=message))
+    timeout = optional_seconds(request.timeout, f"{where}.timeout", issues)
+    for index, status in enumerate(task.expect or []):
+        if not 100 <= status <= 599:
+            message = f"{status} is not an HTTP status code"
+            issues.append(ValidationIssue(path=f"{path}.expect[{index}]", message=message))
+    template, found = check_template(_request_value(request, method, timeout, task.expect), where)
+    issues.extend(found)
+    return {"request": template}
+
+
+def _check_url(url: Any, path: str, issues: list[ValidationIssue]) -> None:
+    if url is None:
+        issues.append(ValidationIssue(path=path, message="required"))
+    elif expression_source(url) is None and not (
+        isinstance(url, str) and url.startswith(("http://", "https://"))
+    ):
+        message = "must be an http:// or https:// URL or an expression"
+        issues.append(ValidationIssue(path=path, message=message))
+
+
+def _request_value(
+    request: HttpRequestDefinition, method: str, timeout: float | None, expect: list[int] | None
+) -> dict[str, Any]:
+    value: dict[str, Any] = {"method": method, "url": request.url}
+    optional = {
+        "headers": request.headers,
+        "query": request.query,
+        "json": request.json,
+        "form": request.form,
+        "timeout": timeout,
+        "expect": expect,
+    }
+    value.update({key: item for key, item in optional.items() if item is not None})
+    return value
+
+
+def _sleep_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> dict[str, Any]:
+    issues = scope.issues
+    if (task.duration is None) == (task.until is None):
+        message = "a sleep task needs exactly one of duration and until"
+        issues.append(ValidationIssue(path=path, message=message))
+        return {}
+    if task.duration is not None:
+        seconds = optional_seconds(task.duration, f"{path}.duration", issues, allow_zero=True)
+        return {"sleep_seconds": seconds}
+    return {"sleep_until": _rfc3339(str(task.until), f"{path}.until", issues)}
+
+
+def _rfc3339(value: str, path: str, issues: list[ValidationIssue]) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        message = f"{value!r} is not an RFC 3339 time with an offset (e.g. 2030-01-01T00:00:00Z)"
+        issues.append(ValidationIssue(path=path, message=message))
+        return None
+    return moment
+
+
+def _signal_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> dict[str, Any]:
+    issues = scope.issues
+    if task.signal is not None:
+        check_name(task.signal, f"{path}.signal", "signal name", issues)
+    return {"signal": task.signal or task_id}
+
+
+def _map_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> dict[str, Any]:
+    issues = scope.issues
+    items: Template | None = None
+    if task.items is None:
+        issues.append(ValidationIssue(path=f"{path}.items", message="required for a map task"))
+    else:
+        items, found = check_template(task.items, f"{path}.items")
+        issues.extend(found)
+    template_task = None
+    if task.task is None:
+        issues.append(ValidationIssue(path=f"{path}.task", message="required for a map task"))
+    else:
+        template_task = compile_task(
+            task_id,
+            task.task,
+            path=f"{path}.task",
+            known=scope.known,
+            default_timeout=scope.default_timeout,
+            issues=issues,
+            in_map=True,
+        )
+    if task.concurrency is not None and task.concurrency < 1:
+        issues.append(ValidationIssue(path=f"{path}.concurrency", message="must be at least 1"))
+    return {
+        "items": items,
+        "map_task": template_task,
+        "concurrency": task.concurrency,
+        "on_failure": task.on_failure,
+    }
+
+
+def _workflow_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> dict[str, Any]:
+    issues = scope.issues
+    if task.workflow is None:
+        message = "required for a workflow task"
+        issues.append(ValidationIssue(path=f"{path}.workflow", message=message))
+    else:
+        check_name(task.workflow, f"{path}.workflow", "workflow name", issues)
+    if task.version is not None and task.version < 1:
+        issues.append(ValidationIssue(path=f"{path}.version", message="must be at least 1"))
+    return {"child_workflow": task.workflow, "child_version": task.version}
+
+
+_TYPE_RULES: dict[str, Callable[[str, TaskDefinition, str, _Scope], dict[str, Any]]] = {
+    "handler": _handler_rules,
+    "http": _http_rules,
+    "sleep": _sleep_rules,
+    "signal": _signal_rules,
+    "map": _map_rules,
+    "workflow": _workflow_rules,
+}
+
+
+# --- the graph ----------------------------------------------------------------------
+
+
+def _edges(tasks: Mapping[str, TaskDefinition]) -> dict[str, list[str]]:
+    """Each task's valid dependencies (unknown and self references are reported elsewhere)."""
+    return {
+        task_id: [dep for dep in dict.fromkeys(task.after) if dep in tasks and dep != task_id]
+        for task_id, task in tasks.items()
+    }
+
+
+def find_cycles(tasks: Mapping[str, TaskDefinition]) -> list[list[str]]:
+    """Each dependency cycle once, as the chain of tasks that wait on each other."""
+    edges = _edges(tasks)
+    state: dict[str, int] = {}  # 1: on the current path, 2: fully explored
+    cycles: list[list[str]] = []
+    seen: set[frozenset[str]] = set()
+    for root in edges:
+        if root in state:
+            continue
+        # Iterative depth-first search, so a long chain cannot hit the recursion limit.
+        path: list[str] = [root]
+        stack = [iter(edges[root])]
+        state[root] = 1
+        while stack:
+            dep = next(stack[-1], None)
+            if dep is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(dep) == 1:
+                cycle = path[path.index(dep) :]
+                if frozenset(cycle) not in seen:
+                    seen.add(frozenset(cycle))
+                    cycles.append(cycle)
+            elif dep not in state:
+                state[dep] = 1
+                path.append(dep)
+                stack.append(iter(edges[dep]))
+    return cycles
+
+
+def topological_order(tasks: Mapping[str, TaskDefinition]) -> tuple[str, ...]:
+    """Dependencies before dependents; among ready tasks, the definition's order."""
+    edges = _edges(tasks)
+    rank = {task_id: index for index, task_id in enumerate(tasks)}
+    waiting = {task_id: len(deps) for task_id, deps in edges.items()}
+    dependents: dict[str, list[str]] = {task_id: [] for task_id in tasks}
+    for task_id, deps in edges.items():
+        for dep in deps:
+            dependents[dep].append(task_id)
+    ready = [rank[task_id] for task_id, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    names = list(tasks)
+    order: list[str] = []
+    while ready:
+        task_id = names[heapq.heappop(ready)]
+        order.append(task_id)
+        for dependent in dependents[task_id]:
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0:
+                heapq.heappush(ready, rank[dependent])
+    return tuple(order)

@@ -1,0 +1,193 @@
+"""Templates: literal JSON values with `${ expr }` JMESPath expressions inside.
+
+A string that is exactly `${ expr }` (whitespace allowed inside) is an expression and
+yields the raw value it evaluates to; any other value is a literal. Dicts and lists are
+walked, so `{"sku": "${ input.sku }", "qty": 1}` renders to a dict. Expressions are
+compiled once, when the workflow is compiled, and evaluated against the context
+`{"input": ..., "tasks": {id: {"output": ..., "status": ...}}, "run": {"id", "workflow",
+"version"}}`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jmespath
+from jmespath import functions as jmespath_functions
+from jmespath.exceptions import IncompleteExpressionError, JMESPathError, LexerError, ParseError
+
+from app.domain.errors import ExpressionError, ValidationIssue
+
+_EXPRESSION = re.compile(r"\$\{(.*)\}", re.DOTALL)
+_KNOWN_FUNCTIONS = frozenset(jmespath_functions.Functions.FUNCTION_TABLE)
+# What a bad expression or odd data can make jmespath raise while searching.
+_EVALUATION_ERRORS = (JMESPathError, TypeError, ValueError, KeyError, RecursionError)
+
+
+class TemplateSyntaxError(ExpressionError):
+    """An expression inside a template did not parse; `path` says where it sits."""
+
+    def __init__(self, expression: str, reason: str, path: str) -> None:
+        super().__init__(expression, reason)
+        self.path = path
+
+
+class Template:
+    """A compiled value: render it against a context to get plain JSON-able data."""
+
+    __slots__ = ()
+
+    @property
+    def is_literal(self) -> bool:
+        """True when rendering never looks at the context (no expression inside)."""
+        return False
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        """The value with every expression replaced by its result; raises ExpressionError."""
+        raise NotImplementedError  # pragma: no cover - every subclass overrides it
+
+
+class _Literal(Template):
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    @property
+    def is_literal(self) -> bool:
+        return True
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        # A copy, so a caller that edits what it got cannot change the definition.
+        if isinstance(self._value, dict | list):
+            return copy.deepcopy(self._value)
+        return self._value
+
+
+class _Expression(Template):
+    __slots__ = ("_compiled", "source")
+
+    def __init__(self, source: str, compiled: Any) -> None:
+        self.source = source
+        self._compiled = compiled
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        try:
+            return self._compiled.search(dict(context))
+        except _EVALUATION_ERRORS as exc:
+            raise ExpressionError(self.source, str(exc)) from None
+
+
+class _Mapping(Template):
+    __slots__ = ("_items",)
+
+    def __init__(self, items: dict[str, Template]) -> None:
+        self._items = items
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        return {key: item.render(context) for key, item in self._items.items()}
+
+
+class _Sequence(Template):
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[Template]) -> None:
+        self._items = items
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        return [item.render(context) for item in self._items]
+
+
+def expression_source(value: Any) -> str | None:
+    """The JMESPath text if `value` is exactly `${ expr }`, else None."""
+    if not isinstance(value, str):
+        return None
+    match = _EXPRESSION.fullmatch(value)
+    return match.group(1).strip() if match else None
+
+
+def compile_template(value: Any, path: str = "") -> Template:
+    """Compile a JSON-able value; raises TemplateSyntaxError for the first bad expression."""
+    issues: list[TemplateSyntaxError] = []
+    template = _compile(value, path, issues)
+    if issues:
+        raise issues[0]
+    return template
+
+
+def check_template(value: Any, path: str) -> tuple[Template | None, list[ValidationIssue]]:
+    """Compile a value and report every bad expression in it, each at its own path."""
+    errors: list[TemplateSyntaxError] = []
+    template = _compile(value, path, errors)
+    if errors:
+        return None, [ValidationIssue(path=e.path, message=str(e)) for e in errors]
+    return template, []
+
+
+def _compile(value: Any, path: str, errors: list[TemplateSyntaxError]) -> Template:
+    source = expression_source(value)
+    if source is not None:
+        return _compile_expression(source, path, errors)
+    if isinstance(value, dict):
+        items = {str(k): _compile(v, _join(path, str(k)), errors) for k, v in value.items()}
+        if all(item.is_literal for item in items.values()):
+            return _Literal(value)
+        return _Mapping(items)
+    if isinstance(value, list):
+        elements = [_compile(v, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+        if all(element.is_literal for element in elements):
+            return _Literal(value)
+        return _Sequence(elements)
+    return _Literal(value)
+
+
+def _compile_expression(source: str, path: str, errors: list[TemplateSyntaxError]) -> Template:
+    if not source:
+        errors.append(TemplateSyntaxError(source, "the expression is empty", path))
+        return _Literal(None)
+    try:
+        compiled = jmespath.compile(source)
+    except JMESPathError as exc:
+        errors.append(TemplateSyntaxError(source, _parse_reason(exc), path))
+        return _Literal(None)
+    unknown = sorted(set(_function_names(compiled.parsed)) - _KNOWN_FUNCTIONS)
+    if unknown:
+        errors.append(TemplateSyntaxError(source, f"unknown function {unknown[0]}()", path))
+        return _Literal(None)
+    return _Expression(source, compiled)
+
+
+def _function_names(node: Any) -> Iterator[str]:
+    # jmespath only notices an unknown function when it calls it; we want it at compile time.
+    if isinstance(node, dict):
+        if node.get("type") == "function_expression":
+            yield str(node.get("value"))
+        for child in node.get("children", ()):
+            yield from _function_names(child)
+
+
+def _parse_reason(exc: JMESPathError) -> str:
+    # jmespath's own text spans three lines with a caret; one line reads better in a 422.
+    if isinstance(exc, IncompleteExpressionError):
+        return "does not parse: the expression is incomplete"
+    if isinstance(exc, LexerError):
+        return f"does not parse: {exc.message} at column {exc.lexer_position}"
+    if isinstance(exc, ParseError):
+        return f"does not parse: unexpected {exc.token_value!r} at column {exc.lex_position}"
+    return f"does not parse: {exc}"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def is_truthy(value: Any) -> bool:
+    """JMESPath truth: false, null, "", [] and {} are false; every number is true."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, str | list | dict):
+        return len(value) > 0
+    return True
