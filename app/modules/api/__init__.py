@@ -1,0 +1,56 @@
+"""The HTTP API (litestar): `create_app` wires the routes to the engine's ports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+
+from app.config import ApiSettings
+from app.modules.api._errors import problem_response
+from app.modules.api._ops import healthz, metrics, readyz
+from app.modules.api._routes import RunController, Services, WorkflowController
+from app.ports import HealthCheck, RunControl, RunStore, WorkflowStore
+
+__all__ = ["create_app"]
+
+API_VERSION = "1.0.0"
+
+
+def create_app(
+    *,
+    run_control: RunControl,
+    workflows: WorkflowStore,
+    runs: RunStore,
+    health: Sequence[HealthCheck],
+    settings: ApiSettings,
+) -> Litestar:
+    """The litestar application serving `/v1`, the operational routes and `/schema`."""
+    services = Services(
+        run_control=run_control,
+        workflows=workflows,
+        runs=runs,
+        health=tuple(health),
+        settings=settings,
+    )
+
+    async def provide_services() -> Services:
+        return services
+
+    return Litestar(
+        route_handlers=[WorkflowController, RunController, healthz, readyz, metrics],
+        dependencies={"services": Provide(provide_services, use_cache=True)},
+        exception_handlers={Exception: problem_response},
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Treadle",
+            version=API_VERSION,
+            description="Durable workflow orchestration: register workflows, start and "
+            "steer runs. Errors are application/problem+json (RFC 9457).",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
+        ),
+    )

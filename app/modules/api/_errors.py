@@ -1,0 +1,212 @@
+"""The one place where errors become `application/problem+json` (RFC 9457) responses.
+
+Domain errors carry their facts as attributes; this module picks the status, a stable
+`type` URI and a title for each, and adds the facts as extension members. Litestar's
+own errors (validation, malformed JSON, unknown route, oversize body) go through the
+same handler, and anything unexpected is logged and answered 500 without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, SerializationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+
+from app.domain.errors import (
+    DefinitionInvalid,
+    ExpressionError,
+    InputInvalid,
+    InvalidCursor,
+    RunNotActive,
+    RunNotFound,
+    TreadleError,
+    ValidationIssue,
+    WorkflowNotFound,
+)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_TYPE_PREFIX = "urn:treadle:problem:"
+
+log = logging.getLogger("app.api")
+
+
+# --- errors the API itself raises -------------------------------------------------------
+
+
+class InvalidParameter(TreadleError):
+    """A query parameter or header has a value the API does not accept."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{name}: {reason}")
+
+
+class UnsupportedMediaType(TreadleError):
+    """A request body was sent with a content type other than JSON."""
+
+    def __init__(self, content_type: str) -> None:
+        self.content_type = content_type
+        shown = content_type or "none"
+        super().__init__(f"the request body must be application/json, not {shown}")
+
+
+class RetryUnavailable(TreadleError):
+    """Retry-from-failure is not implemented by the engine this API is wired to."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__("retry from failure is not available yet")
+
+
+# --- the mapping ------------------------------------------------------------------------
+
+
+class _Kind(msgspec.Struct, frozen=True):
+    status: int
+    slug: str
+    title: str
+
+
+_KINDS: dict[type[TreadleError], _Kind] = {
+    DefinitionInvalid: _Kind(422, "definition-invalid", "Workflow definition is not valid"),
+    InputInvalid: _Kind(422, "input-invalid", "Run input does not match the input schema"),
+    ExpressionError: _Kind(422, "expression-invalid", "Expression is not valid"),
+    WorkflowNotFound: _Kind(404, "workflow-not-found", "Workflow not found"),
+    RunNotFound: _Kind(404, "run-not-found", "Run not found"),
+    RunNotActive: _Kind(409, "run-not-active", "Run is not active"),
+    RetryUnavailable: _Kind(409, "retry-unavailable", "Retry is not available"),
+    InvalidCursor: _Kind(400, "invalid-cursor", "Invalid cursor"),
+    InvalidParameter: _Kind(400, "invalid-parameter", "Invalid parameter"),
+    UnsupportedMediaType: _Kind(415, "unsupported-media-type", "Unsupported media type"),
+}
+
+
+def _issues(issues: list[ValidationIssue]) -> dict[str, Any]:
+    return {"errors": [msgspec.to_builtins(issue) for issue in issues]}
+
+
+_EXTENSIONS: dict[type[TreadleError], Callable[[Any], dict[str, Any]]] = {
+    DefinitionInvalid: lambda e: _issues(e.issues),
+    InputInvalid: lambda e: _issues(e.issues),
+    ExpressionError: lambda e: {"expression": e.expression},
+    WorkflowNotFound: lambda e: {"workflow": e.name, "version": e.version},
+    RunNotFound: lambda e: {"run_id": e.run_id},
+    RunNotActive: lambda e: {"run_id": e.run_id, "run_status": e.status},
+    RetryUnavailable: lambda e: {"run_id": e.run_id},
+    InvalidParameter: lambda e: {"parameter": e.name},
+}
+
+
+def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The exception handler registered for `Exception`: every error answer is made here."""
+    if isinstance(exc, TreadleError):
+        return _treadle_problem(request, exc)
+    if isinstance(exc, HTTPException):
+        return _http_problem(request, exc)
+    log.error("unexpected error answering %s %s", request.method, request.url.path, exc_info=exc)
+    return _internal_error(request)
+
+
+def _treadle_problem(request: Request[Any, Any, Any], exc: TreadleError) -> Response[Any]:
+    for cls in type(exc).__mro__:
+        kind = _KINDS.get(cls)
+        if kind is not None:
+            extend = _EXTENSIONS.get(cls)
+            extensions = extend(exc) if extend else {}
+            return _problem(
+                request,
+                kind.status,
+                slug=kind.slug,
+                title=kind.title,
+                detail=str(exc),
+                extensions=extensions,
+            )
+    # A TreadleError the API has no row for is an engine fault, not the caller's.
+    log.error("unmapped %s answering %s: %s", type(exc).__name__, request.url.path, exc)
+    return _internal_error(request)
+
+
+def _http_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    if status >= 500:
+        log.error("%s answering %s %s: %s", status, request.method, request.url.path, exc)
+        return _internal_error(request, status)
+    title = HTTPStatus(status).phrase
+    detail = str(exc.detail)
+    if detail == title:
+        # Litestar's routing errors only repeat the phrase; say what did not match.
+        detail = f"{request.method} {request.url.path}: {title.lower()}"
+    extensions: dict[str, Any] = {}
+    slug = ""
+    if isinstance(exc.__cause__, SerializationException):
+        slug, title = "malformed-json", "Malformed JSON"
+        detail = f"the request body is not valid JSON ({exc.detail})"
+    elif isinstance(exc, RequestEntityTooLarge):
+        slug, title = "body-too-large", "Request body too large"
+        limit = request.route_handler.resolve_request_max_body_size()
+        detail = f"the request body is larger than the limit of {limit} bytes"
+    elif isinstance(exc.extra, list) and exc.extra:
+        slug, title = "request-invalid", "Request is not valid"
+        issues = [_issue_from_litestar(item) for item in exc.extra]
+        extensions["errors"] = [msgspec.to_builtins(i) for i in issues]
+        detail = "; ".join(str(i) for i in issues)
+    response = _problem(
+        request, status, slug=slug, title=title, detail=detail, extensions=extensions
+    )
+    response.headers.update(exc.headers or {})
+    return response
+
+
+def _issue_from_litestar(item: Any) -> ValidationIssue:
+    if not isinstance(item, dict):
+        return ValidationIssue(path="", message=str(item))
+    key = str(item.get("key", ""))
+    source = getattr(item.get("source"), "value", item.get("source"))
+    return ValidationIssue(
+        path=_issue_path(key, source), message=str(item.get("message", "invalid value"))
+    )
+
+
+def _issue_path(key: str, source: object) -> str:
+    if source not in (None, "body"):
+        return f"{source}.{key}"
+    # Litestar names the whole body "data"; a path inside the body is given bare.
+    return "" if key == "data" else key
+
+
+def _internal_error(request: Request[Any, Any, Any], status: int = 500) -> Response[Any]:
+    return _problem(
+        request,
+        status,
+        slug="internal-error",
+        title=HTTPStatus(status).phrase,
+        detail="the server could not answer this request; the error was logged",
+        extensions={},
+    )
+
+
+def _problem(
+    request: Request[Any, Any, Any],
+    status: int,
+    *,
+    slug: str,
+    title: str,
+    detail: str,
+    extensions: dict[str, Any],
+) -> Response[Any]:
+    body = {
+        "type": f"{_TYPE_PREFIX}{slug}" if slug else "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extensions,
+    }
+    return Response(content=body, status_code=status, media_type=PROBLEM_MEDIA_TYPE)

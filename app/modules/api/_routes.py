@@ -1,0 +1,262 @@
+"""The v1 routes: thin translations between HTTP and the ports.
+
+Handlers receive the ports through one injected `Services` value, so the same routes
+serve the real engine and test fakes alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from litestar import Controller, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
+
+from app.config import ApiSettings
+from app.domain.state import RunStatus
+from app.modules.api._errors import (
+    PROBLEM_MEDIA_TYPE,
+    InvalidParameter,
+    RetryUnavailable,
+    UnsupportedMediaType,
+)
+from app.modules.api._schemas import (
+    CancelRunRequest,
+    HistoryPage,
+    Problem,
+    RunBody,
+    RunPage,
+    StartRunRequest,
+    WorkflowDetail,
+    WorkflowPage,
+    WorkflowRef,
+    WorkflowVersion,
+    run_body,
+    run_summary,
+    workflow_detail,
+    workflow_ref,
+    workflow_summary,
+    workflow_version,
+)
+from app.ports import HealthCheck, RunControl, RunStore, WorkflowStore
+
+_STATUSES = ", ".join(s.value for s in RunStatus)
+
+
+@dataclass(frozen=True)
+class Services:
+    """The ports and settings the routes use; injected into handlers as `services`."""
+
+    run_control: RunControl
+    workflows: WorkflowStore
+    runs: RunStore
+    health: Sequence[HealthCheck]
+    settings: ApiSettings
+
+    def page_size(self, limit: int | None) -> int:
+        """The page size to ask the store for; raises `InvalidParameter` when out of range."""
+        if limit is None:
+            return min(self.settings.default_page_size, self.settings.max_page_size)
+        top = self.settings.max_page_size
+        if not 1 <= limit <= top:
+            raise InvalidParameter("limit", f"must be between 1 and {top}, got {limit}")
+        return limit
+
+
+def require_json_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: a request that carries a body must say it is JSON.
+
+    Litestar would decode any body as JSON whatever its content type; refusing others
+    turns a client's mistake (a form post, text/plain) into a clear 415.
+    """
+    has_body = connection.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in connection.headers
+    )
+    if not has_body:
+        return
+    media_type = connection.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return
+    raise UnsupportedMediaType(media_type)
+
+
+def _problems(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problem+json answers a route can give."""
+    return {
+        code: ResponseSpec(
+            data_container=Problem,
+            media_type=PROBLEM_MEDIA_TYPE,
+            description="An RFC 9457 problem",
+            generate_examples=False,
+        )
+        for code in codes
+    }
+
+
+Limit = Annotated[int | None, Parameter(description="Page size, 1 to the server's max_page_size.")]
+Cursor = Annotated[
+    str | None, Parameter(description="`next_cursor` from the previous page; omit for the first.")
+]
+
+
+class WorkflowController(Controller):
+    """Registering and reading workflow definitions."""
+
+    path = "/v1/workflows"
+    tags = ["workflows"]
+
+    @post(
+        "/",
+        status_code=201,
+        guards=[require_json_body],
+        summary="Register a workflow definition",
+        description="201 when a new version was created; 200 with the same body when the "
+        "definition is identical to the latest version.",
+        responses={
+            200: ResponseSpec(
+                data_container=WorkflowRef,
+                description="The definition is identical to the latest version",
+                generate_examples=False,
+            ),
+            **_problems(400, 413, 415, 422),
+        },
+    )
+    async def register(self, services: Services, data: dict[str, Any]) -> Response[WorkflowRef]:
+        stored, created = await services.run_control.register_workflow(data)
+        return Response(workflow_ref(stored), status_code=201 if created else 200)
+
+    @get("/", summary="List workflows (latest version of each)", responses=_problems(400))
+    async def list_workflows(
+        self, services: Services, limit: Limit = None, cursor: Cursor = None
+    ) -> WorkflowPage:
+        page = await services.workflows.list_workflows(services.page_size(limit), cursor)
+        return WorkflowPage(
+            items=[workflow_summary(w) for w in page.items], next_cursor=page.next_cursor
+        )
+
+    @get("/{name:str}", summary="The latest definition and its versions", responses=_problems(404))
+    async def get_workflow(self, services: Services, name: str) -> WorkflowDetail:
+        latest = await services.workflows.get_workflow(name)
+        versions = await services.workflows.list_versions(
+            name, services.settings.max_page_size, None
+        )
+        return workflow_detail(latest, versions.items)
+
+    @get(
+        "/{name:str}/versions/{version:int}",
+        summary="One version of a definition",
+        responses=_problems(404),
+    )
+    async def get_version(self, services: Services, name: str, version: int) -> WorkflowVersion:
+        return workflow_version(await services.workflows.get_workflow(name, version))
+
+
+class RunController(Controller):
+    """Starting, reading and steering runs."""
+
+    path = "/v1/runs"
+    tags = ["runs"]
+
+    @post(
+        "/",
+        status_code=201,
+        guards=[require_json_body],
+        summary="Start a run",
+        description="201 with the new run; 200 with the existing run when the "
+        "Idempotency-Key was used before.",
+        responses={
+            200: ResponseSpec(
+                data_container=RunBody,
+                description="The run started earlier with this Idempotency-Key",
+                generate_examples=False,
+            ),
+            **_problems(400, 404, 413, 415, 422),
+        },
+    )
+    async def start(
+        self,
+        services: Services,
+        data: StartRunRequest,
+        idempotency_key: Annotated[
+            str | None,
+            Parameter(header="Idempotency-Key", description="Start at most one run per key."),
+        ] = None,
+    ) -> Response[RunBody]:
+        if idempotency_key is not None and not idempotency_key.strip():
+            raise InvalidParameter("Idempotency-Key", "must not be empty")
+        run, created = await services.run_control.start_run(
+            data.workflow, data.version, data.input, idempotency_key=idempotency_key
+        )
+        return Response(run_body(run), status_code=201 if created else 200)
+
+    @get("/", summary="List runs, newest first", responses=_problems(400))
+    async def list_runs(
+        self,
+        services: Services,
+        workflow: str | None = None,
+        status: Annotated[str | None, Parameter(description=f"One of: {_STATUSES}.")] = None,
+        limit: Limit = None,
+        cursor: Cursor = None,
+    ) -> RunPage:
+        if status is not None and status not in RunStatus.__members__.values():
+            raise InvalidParameter("status", f"must be one of {_STATUSES}; got {status!r}")
+        page = await services.runs.list_runs(
+            workflow=workflow, status=status, limit=services.page_size(limit), cursor=cursor
+        )
+        return RunPage(items=[run_summary(r) for r in page.items], next_cursor=page.next_cursor)
+
+    @get("/{run_id:str}", summary="A run with its tasks", responses=_problems(404))
+    async def get_run(self, services: Services, run_id: str) -> RunBody:
+        return run_body(await services.runs.get_run(run_id))
+
+    @get(
+        "/{run_id:str}/events",
+        summary="A run's history, oldest first",
+        responses=_problems(400, 404),
+    )
+    async def history(
+        self, services: Services, run_id: str, limit: Limit = None, cursor: Cursor = None
+    ) -> HistoryPage:
+        page = await services.runs.list_history(run_id, services.page_size(limit), cursor)
+        return HistoryPage(items=page.items, next_cursor=page.next_cursor)
+
+    @post(
+        "/{run_id:str}/cancel",
+        status_code=202,
+        guards=[require_json_body],
+        summary="Request cancellation of a run",
+        responses=_problems(400, 404, 409, 415),
+    )
+    async def cancel(
+        self, services: Services, run_id: str, data: CancelRunRequest | None = None
+    ) -> RunBody:
+        reason = data.reason if data is not None else ""
+        return run_body(await services.run_control.cancel_run(run_id, reason))
+
+    @post(
+        "/{run_id:str}/signals/{name:str}",
+        status_code=202,
+        guards=[require_json_body],
+        summary="Send a signal (the body is its JSON payload)",
+        responses=_problems(400, 404, 409, 413, 415),
+    )
+    async def signal(self, services: Services, run_id: str, name: str, data: Any = None) -> RunBody:
+        return run_body(await services.run_control.signal_run(run_id, name, data))
+
+    @post(
+        "/{run_id:str}/retry",
+        status_code=202,
+        summary="Retry a failed run from the failed tasks",
+        responses=_problems(404, 409),
+    )
+    async def retry(self, services: Services, run_id: str) -> RunBody:
+        run = await services.runs.get_run(run_id)
+        # Retry-from-failure lands in a later issue; until the engine grows it, say so.
+        retry_run = getattr(services.run_control, "retry_run", None)
+        if retry_run is None:
+            raise RetryUnavailable(run.id)
+        return run_body(await retry_run(run_id))
