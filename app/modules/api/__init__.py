@@ -13,9 +13,38 @@ from app.config import ApiSettings
 from app.modules.api._errors import problem_response
 from app.modules.api._ops import healthz, metrics, readyz
 from app.modules.api._routes import RunController, Services, WorkflowController
+from app.modules.api._schemas import (
+    HistoryPage,
+    Problem,
+    RunBody,
+    RunPage,
+    RunSummaryBody,
+    TaskBody,
+    WorkflowDetail,
+    WorkflowPage,
+    WorkflowRef,
+    WorkflowSummary,
+    WorkflowVersion,
+    WorkflowVersionInfo,
+)
 from app.ports import HealthCheck, RunControl, RunStore, WorkflowStore
 
-__all__ = ["create_app"]
+# The response bodies are public: the typed client decodes into them.
+__all__ = [
+    "HistoryPage",
+    "Problem",
+    "RunBody",
+    "RunPage",
+    "RunSummaryBody",
+    "TaskBody",
+    "WorkflowDetail",
+    "WorkflowPage",
+    "WorkflowRef",
+    "WorkflowSummary",
+    "WorkflowVersion",
+    "WorkflowVersionInfo",
+    "create_app",
+]
 
 API_VERSION = "1.0.0"
 

@@ -1,0 +1,374 @@
+"""A typed client for Treadle's HTTP API, async (`AsyncClient`) and sync (`Client`).
+
+Both build the same `_Call`s and decode answers into the API's own response Structs;
+they differ only in how the request is sent. Every failure is one of two errors:
+`TreadleUnreachable` (no answer) or `ApiError` (an answer that is a problem).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from app.domain.errors import TreadleError
+from app.modules.api import (
+    HistoryPage,
+    RunBody,
+    RunPage,
+    WorkflowDetail,
+    WorkflowPage,
+    WorkflowRef,
+    WorkflowVersion,
+)
+
+__all__ = ["DEFAULT_URL", "ApiError", "AsyncClient", "Client", "TreadleUnreachable"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT_SECONDS = 30.0
+
+T = TypeVar("T")
+
+
+class ApiError(TreadleError):
+    """The API answered with an error (an RFC 9457 problem, or something unexpected)."""
+
+    def __init__(self, status: int, title: str, detail: str, body: Mapping[str, Any]) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.body = dict(body)
+        super().__init__(f"{title}: {detail}" if detail else title)
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """The `errors` extension ([{path, message}]) of validation problems, else []."""
+        errors = self.body.get("errors")
+        return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+
+
+class TreadleUnreachable(TreadleError):
+    """No answer from the API: refused, timed out, or the connection broke."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot reach Treadle at {url}: {reason}")
+
+
+@dataclass(frozen=True)
+class _Call(Generic[T]):
+    """One API request and the type its answer decodes into."""
+
+    method: str
+    path: str
+    type: type[T]
+    params: dict[str, Any] = field(default_factory=dict)
+    json: Any = None
+    send_json: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def request(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+        params = {k: v for k, v in self.params.items() if v is not None}
+        content = msgspec.json.encode(self.json) if self.send_json else None
+        headers = dict(self.headers)
+        if self.send_json:
+            headers["content-type"] = "application/json"
+        return http.build_request(
+            self.method, self.path, params=params, content=content, headers=headers
+        )
+
+
+def _segment(value: str) -> str:
+    """Quote a path segment: run ids and names are user data."""
+    return quote(value, safe="")
+
+
+# --- the calls, shared by both clients --------------------------------------------------
+
+
+def _register_workflow(definition: Mapping[str, Any]) -> _Call[WorkflowRef]:
+    return _Call("POST", "/v1/workflows", WorkflowRef, json=dict(definition), send_json=True)
+
+
+def _list_workflows(limit: int | None, cursor: str | None) -> _Call[WorkflowPage]:
+    params = {"limit": limit, "cursor": cursor}
+    return _Call("GET", "/v1/workflows", WorkflowPage, params=params)
+
+
+def _get_workflow(name: str, version: int | None) -> _Call[Any]:
+    if version is None:
+        return _Call("GET", f"/v1/workflows/{_segment(name)}", WorkflowDetail)
+    path = f"/v1/workflows/{_segment(name)}/versions/{version}"
+    return _Call("GET", path, WorkflowVersion)
+
+
+def _start_run(
+    workflow: str, input: Any, version: int | None, idempotency_key: str | None
+) -> _Call[RunBody]:
+    body = {"workflow": workflow, "version": version, "input": input}
+    headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
+    return _Call("POST", "/v1/runs", RunBody, json=body, send_json=True, headers=headers)
+
+
+def _list_runs(
+    workflow: str | None, status: str | None, limit: int | None, cursor: str | None
+) -> _Call[RunPage]:
+    params = {"workflow": workflow, "status": status, "limit": limit, "cursor": cursor}
+    return _Call("GET", "/v1/runs", RunPage, params=params)
+
+
+def _get_run(run_id: str) -> _Call[RunBody]:
+    return _Call("GET", f"/v1/runs/{_segment(run_id)}", RunBody)
+
+
+def _list_events(run_id: str, limit: int | None, cursor: str | None) -> _Call[HistoryPage]:
+    path = f"/v1/runs/{_segment(run_id)}/events"
+    return _Call("GET", path, HistoryPage, params={"limit": limit, "cursor": cursor})
+
+
+def _cancel_run(run_id: str, reason: str) -> _Call[RunBody]:
+    path = f"/v1/runs/{_segment(run_id)}/cancel"
+    return _Call("POST", path, RunBody, json={"reason": reason}, send_json=True)
+
+
+def _signal_run(run_id: str, name: str, payload: Any) -> _Call[RunBody]:
+    path = f"/v1/runs/{_segment(run_id)}/signals/{_segment(name)}"
+    return _Call("POST", path, RunBody, json=payload, send_json=True)
+
+
+def _retry_run(run_id: str) -> _Call[RunBody]:
+    return _Call("POST", f"/v1/runs/{_segment(run_id)}/retry", RunBody)
+
+
+# --- answers ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _map_transport_errors(url: str) -> Iterator[None]:
+    """httpx's errors become `TreadleUnreachable`: the one place they are translated."""
+    try:
+        yield
+    except httpx.ConnectError as exc:
+        raise TreadleUnreachable(url, f"connection failed ({exc})") from exc
+    except httpx.TimeoutException as exc:
+        raise TreadleUnreachable(url, "timed out waiting for an answer") from exc
+    except httpx.TransportError as exc:
+        raise TreadleUnreachable(url, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _decode(call: _Call[T], response: httpx.Response) -> tuple[T, int]:
+    if response.status_code >= 400:
+        raise _api_error(response)
+    try:
+        return msgspec.json.decode(response.content, type=call.type), response.status_code
+    except msgspec.DecodeError as exc:
+        raise ApiError(
+            response.status_code,
+            "Unexpected response",
+            f"{call.method} {call.path} answered a body the client does not understand: {exc}",
+            {},
+        ) from exc
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    try:
+        body = msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        body = None
+    if not isinstance(body, dict):
+        text = response.text.strip()[:200]
+        return ApiError(response.status_code, response.reason_phrase, text, {})
+    title = str(body.get("title") or response.reason_phrase)
+    return ApiError(response.status_code, title, str(body.get("detail") or ""), body)
+
+
+# --- the clients ----------------------------------------------------------------------------
+
+
+class AsyncClient:
+    """The API over httpx's async client. Use as `async with AsyncClient(url) as c:`."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url
+        self._http = httpx.AsyncClient(base_url=url, timeout=timeout, transport=transport)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, call: _Call[T]) -> tuple[T, int]:
+        with _map_transport_errors(self.url):
+            response = await self._http.send(call.request(self._http))
+        return _decode(call, response)
+
+    async def register_workflow(self, definition: Mapping[str, Any]) -> tuple[WorkflowRef, bool]:
+        """Register a definition; (name and version, whether a new version was created)."""
+        ref, status = await self._send(_register_workflow(definition))
+        return ref, status == 201
+
+    async def list_workflows(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> WorkflowPage:
+        return (await self._send(_list_workflows(limit, cursor)))[0]
+
+    async def get_workflow(self, name: str) -> WorkflowDetail:
+        """The latest definition and the list of its versions."""
+        detail: WorkflowDetail = (await self._send(_get_workflow(name, None)))[0]
+        return detail
+
+    async def get_workflow_version(self, name: str, version: int) -> WorkflowVersion:
+        found: WorkflowVersion = (await self._send(_get_workflow(name, version)))[0]
+        return found
+
+    async def start_run(
+        self,
+        workflow: str,
+        input: Any = None,
+        *,
+        version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[RunBody, bool]:
+        """Start a run; (the run, False when the idempotency key returned an earlier one)."""
+        run, status = await self._send(_start_run(workflow, input, version, idempotency_key))
+        return run, status == 201
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> RunPage:
+        return (await self._send(_list_runs(workflow, status, limit, cursor)))[0]
+
+    async def get_run(self, run_id: str) -> RunBody:
+        return (await self._send(_get_run(run_id)))[0]
+
+    async def list_events(
+        self, run_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> HistoryPage:
+        return (await self._send(_list_events(run_id, limit, cursor)))[0]
+
+    async def cancel_run(self, run_id: str, reason: str = "") -> RunBody:
+        return (await self._send(_cancel_run(run_id, reason)))[0]
+
+    async def signal_run(self, run_id: str, name: str, payload: Any = None) -> RunBody:
+        return (await self._send(_signal_run(run_id, name, payload)))[0]
+
+    async def retry_run(self, run_id: str) -> RunBody:
+        return (await self._send(_retry_run(run_id)))[0]
+
+
+class Client:
+    """The API over httpx's sync client (scripts, the CLI). Use as `with Client(url) as c:`."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url
+        self._http = httpx.Client(base_url=url, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: _Call[T]) -> tuple[T, int]:
+        with _map_transport_errors(self.url):
+            response = self._http.send(call.request(self._http))
+        return _decode(call, response)
+
+    def register_workflow(self, definition: Mapping[str, Any]) -> tuple[WorkflowRef, bool]:
+        """Register a definition; (name and version, whether a new version was created)."""
+        ref, status = self._send(_register_workflow(definition))
+        return ref, status == 201
+
+    def list_workflows(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> WorkflowPage:
+        return self._send(_list_workflows(limit, cursor))[0]
+
+    def get_workflow(self, name: str) -> WorkflowDetail:
+        """The latest definition and the list of its versions."""
+        detail: WorkflowDetail = self._send(_get_workflow(name, None))[0]
+        return detail
+
+    def get_workflow_version(self, name: str, version: int) -> WorkflowVersion:
+        found: WorkflowVersion = self._send(_get_workflow(name, version))[0]
+        return found
+
+    def start_run(
+        self,
+        workflow: str,
+        input: Any = None,
+        *,
+        version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[RunBody, bool]:
+        """Start a run; (the run, False when the idempotency key returned an earlier one)."""
+        run, status = self._send(_start_run(workflow, input, version, idempotency_key))
+        return run, status == 201
+
+    def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> RunPage:
+        return self._send(_list_runs(workflow, status, limit, cursor))[0]
+
+    def get_run(self, run_id: str) -> RunBody:
+        return self._send(_get_run(run_id))[0]
+
+    def list_events(
+        self, run_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> HistoryPage:
+        return self._send(_list_events(run_id, limit, cursor))[0]
+
+    def cancel_run(self, run_id: str, reason: str = "") -> RunBody:
+        return self._send(_cancel_run(run_id, reason))[0]
+
+    def signal_run(self, run_id: str, name: str, payload: Any = None) -> RunBody:
+        return self._send(_signal_run(run_id, name, payload))[0]
+
+    def retry_run(self, run_id: str) -> RunBody:
+        return self._send(_retry_run(run_id))[0]
