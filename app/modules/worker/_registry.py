@@ -100,7 +100,11 @@ class RegisteredHandler:
     def of(cls, name: str, fn: Callable[..., Any]) -> RegisteredHandler:
         signature = inspect.signature(fn)
         after_ctx = list(signature.parameters.values())[1:]
-        whole = len(after_ctx) == 1 and after_ctx[0].name == "input"
+        whole = (
+            len(after_ctx) == 1
+            and after_ctx[0].name == "input"
+            and after_ctx[0].kind not in (after_ctx[0].VAR_KEYWORD, after_ctx[0].VAR_POSITIONAL)
+        )
         return cls(
             name=name,
             function=fn,

@@ -1,0 +1,173 @@
+"""The worker loop: dispatches in, results out, ack after publish, limits and draining."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+
+from app import TaskContext, handler
+from app.config import WorkerSettings
+from app.domain.events import DispatchTask, TaskCompleted, TaskFailed, TaskStarted
+from app.messages import EVENTS_CHANNEL, Message
+from app.modules.worker import HandlerRegistry, Worker
+from tests.unit.worker.fakes import FakeClock, FakeDelivery, FakeTransport, delivery_of
+
+gate: dict[str, anyio.Event] = {}
+
+
+@handler("double")
+async def double(ctx: TaskContext, value: int) -> int:
+    return value * 2
+
+
+@handler("wait")
+async def wait(ctx: TaskContext, key: str) -> str:
+    await gate[key].wait()
+    return key
+
+
+def _dispatch(task_id: str, handler: str = "double", **input: object) -> DispatchTask:
+    return DispatchTask(
+        run_id="r1",
+        task_id=task_id,
+        attempt=1,
+        task_type="handler",
+        queue="default",
+        handler=handler,
+        input=input,
+    )
+
+
+@asynccontextmanager
+async def running_worker(
+    transport: FakeTransport, **settings: object
+) -> AsyncIterator[anyio.CancelScope]:
+    """A worker running in the background; cancel the yielded scope to stop it."""
+    registry = HandlerRegistry()
+    registry.add(double)
+    registry.add(wait)
+    worker = Worker(transport, registry, WorkerSettings(**settings), FakeClock(), source="worker-1")
+    async with anyio.create_task_group() as tg:
+        scope = anyio.CancelScope()
+
+        async def run() -> None:
+            with scope:
+                await worker.run()
+
+        tg.start_soon(run)
+        try:
+            yield scope
+        finally:
+            scope.cancel()
+    await transport.close()
+
+
+@pytest.mark.anyio
+async def test_a_dispatch_is_started_completed_then_acked() -> None:
+    """TaskStarted then TaskCompleted are published, and the delivery is acked after."""
+    transport = FakeTransport()
+    delivery = delivery_of(_dispatch("t1", value=4), traceparent="00-abc-def-01")
+    with anyio.fail_after(5):
+        async with running_worker(transport):
+            await transport.feed("tasks.default").send(delivery)
+            await delivery.settled_event.wait()
+
+    payloads = transport.payloads(EVENTS_CHANNEL)
+    assert [type(p) for p in payloads] == [TaskStarted, TaskCompleted]
+    assert isinstance(payloads[1], TaskCompleted)
+    assert payloads[1].output == 8
+    assert delivery.settled == "ack"
+    assert {e.traceparent for e in transport.envelopes(EVENTS_CHANNEL)} == {"00-abc-def-01"}
+    assert transport.subscriptions == [("tasks.default", "workers", 32)]
+
+
+@pytest.mark.anyio
+async def test_a_poison_message_is_dead_lettered() -> None:
+    """A body that does not decode is nacked without requeue and nothing is published."""
+    transport = FakeTransport()
+    poison = FakeDelivery(Message(key="k", body=b"not json"))
+    with anyio.fail_after(5):
+        async with running_worker(transport):
+            await transport.feed("tasks.default").send(poison)
+            await poison.settled_event.wait()
+
+    assert poison.settled == "dead"
+    assert transport.published == {}
+
+
+@pytest.mark.anyio
+async def test_a_failed_publish_gives_the_dispatch_back() -> None:
+    """When the result cannot be published the delivery is requeued, not acked."""
+    transport = FakeTransport()
+    transport.fail_publish = True
+    delivery = delivery_of(_dispatch("t1", value=1))
+    with anyio.fail_after(5):
+        async with running_worker(transport):
+            await transport.feed("tasks.default").send(delivery)
+            await delivery.settled_event.wait()
+
+    assert delivery.settled == "requeue"
+
+
+@pytest.mark.anyio
+async def test_concurrency_bounds_attempts_in_flight() -> None:
+    """With concurrency 2, a third dispatch waits until one of the first two finishes."""
+    transport = FakeTransport()
+    for key in ("a", "b", "c"):
+        gate[key] = anyio.Event()
+    deliveries = [delivery_of(_dispatch(k, handler="wait", key=k)) for k in ("a", "b", "c")]
+    with anyio.fail_after(5):
+        async with running_worker(transport, concurrency=2):
+            for d in deliveries:
+                await transport.feed("tasks.default").send(d)
+            await transport.wait_published(EVENTS_CHANNEL, 2)
+            await anyio.sleep(0.05)
+            started = [p.task_id for p in transport.payloads(EVENTS_CHANNEL)]
+            assert started == ["a", "b"]
+            gate["a"].set()
+            gate["c"].set()
+            await deliveries[2].settled_event.wait()
+            gate["b"].set()
+            await deliveries[1].settled_event.wait()
+
+    assert transport.subscriptions[0][2] == 2
+    assert [d.settled for d in deliveries] == ["ack", "ack", "ack"]
+
+
+@pytest.mark.anyio
+async def test_stopping_drains_attempts_in_flight() -> None:
+    """Cancelling the worker lets a running attempt finish, publish and ack."""
+    transport = FakeTransport()
+    gate["drain"] = anyio.Event()
+    delivery = delivery_of(_dispatch("t1", handler="wait", key="drain"))
+    with anyio.fail_after(5):
+        async with running_worker(transport, drain_seconds=5.0) as scope:
+            await transport.feed("tasks.default").send(delivery)
+            await transport.wait_published(EVENTS_CHANNEL, 1)
+            scope.cancel()
+            await anyio.sleep(0.05)
+            assert delivery.settled is None
+            gate["drain"].set()
+            await delivery.settled_event.wait()
+
+    assert delivery.settled == "ack"
+    assert isinstance(transport.payloads(EVENTS_CHANNEL)[-1], TaskCompleted)
+
+
+@pytest.mark.anyio
+async def test_attempts_past_the_drain_period_are_left_unacked() -> None:
+    """An attempt still running after `drain_seconds` is cancelled and never settled."""
+    transport = FakeTransport()
+    gate["stuck"] = anyio.Event()
+    delivery = delivery_of(_dispatch("t1", handler="wait", key="stuck"))
+    with anyio.fail_after(5):
+        async with running_worker(transport, drain_seconds=0.1) as scope:
+            await transport.feed("tasks.default").send(delivery)
+            await transport.wait_published(EVENTS_CHANNEL, 1)
+            scope.cancel()
+
+    assert delivery.settled is None
+    assert not any(isinstance(p, TaskFailed) for p in transport.payloads(EVENTS_CHANNEL))
