@@ -1,0 +1,175 @@
+"""The decision being built, and the moves that end tasks and runs; used by the decider."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from app.domain.compile import Workflow
+from app.domain.errors import ExpressionError
+from app.domain.events import (
+    CancelTimer,
+    Command,
+    Decision,
+    HistoryEntry,
+    RunFinished,
+    TimerKind,
+)
+from app.domain.state import ErrorInfo, RunState, RunStatus, TaskState, TaskStatus
+
+DISPATCHED_TYPES = frozenset({"handler", "http"})
+ACTIVE = frozenset({TaskStatus.SCHEDULED, TaskStatus.RUNNING})
+
+
+class Draft:
+    """The decision being built: copies of the run's pieces, edited, then frozen again."""
+
+    def __init__(self, workflow: Workflow, state: RunState, now: datetime) -> None:
+        self.workflow = workflow
+        self.original = state
+        self.now = now
+        self.run_changes: dict[str, Any] = {}
+        self.tasks = dict(state.tasks)
+        self.signals = {name: list(payloads) for name, payloads in state.signals.items()}
+        self.commands: list[Command] = []
+        self.history: list[HistoryEntry] = []
+
+    @property
+    def status(self) -> RunStatus:
+        status: RunStatus = self.run_changes.get("status", self.original.status)
+        return status
+
+    def update_run(self, **changes: Any) -> None:
+        self.run_changes.update(changes)
+
+    def update_task(self, task_id: str, **changes: Any) -> None:
+        self.tasks[task_id] = msgspec.structs.replace(self.tasks[task_id], **changes)
+
+    def record(
+        self,
+        kind: str,
+        task_id: str | None = None,
+        attempt: int | None = None,
+        data: Any = None,
+    ) -> None:
+        self.history.append(
+            HistoryEntry(type=kind, at=self.now, task_id=task_id, attempt=attempt, data=data)
+        )
+
+    def command(self, command: Command) -> None:
+        self.commands.append(command)
+
+    def context(self) -> dict[str, Any]:
+        """What expressions see: the input, each task's output and status, the run."""
+        return {
+            "input": self.original.input,
+            "tasks": {
+                task_id: {"output": task.output, "status": task.status.value}
+                for task_id, task in self.tasks.items()
+            },
+            "run": {
+                "id": self.original.id,
+                "workflow": self.original.workflow,
+                "version": self.original.version,
+            },
+        }
+
+    def decision(self) -> Decision:
+        if not self.history and not self.commands:
+            return Decision(state=self.original)
+        state = msgspec.structs.replace(
+            self.original, tasks=self.tasks, signals=self.signals, **self.run_changes
+        )
+        return Decision(state=state, commands=self.commands, history=self.history)
+
+
+def complete_task(d: Draft, task_id: str, attempt: int, output: Any) -> None:
+    d.update_task(
+        task_id, status=TaskStatus.COMPLETED, output=output, error=None, finished_at=d.now
+    )
+    d.record("task.completed", task_id, attempt)
+
+
+def awaiting_backoff(task: TaskState) -> bool:
+    return task.status is TaskStatus.SCHEDULED and task.scheduled_at is None
+
+
+def fail_task(d: Draft, task_id: str, error: ErrorInfo) -> None:
+    """The task failed for good without an attempt to retry (bad expression, unsupported)."""
+    attempt = d.tasks[task_id].attempt
+    d.update_task(task_id, status=TaskStatus.FAILED, error=error, finished_at=d.now)
+    d.record("task.failed", task_id, attempt or None, data={"error": msgspec.to_builtins(error)})
+    fail_run(d, task_id, error)
+
+
+def fail_run(d: Draft, task_id: str, error: ErrorInfo) -> None:
+    message = f"task '{task_id}' failed: {error.type}: {error.message}"
+    run_error = ErrorInfo(type="TaskFailed", message=message, retryable=False)
+    finish(d, RunStatus.FAILED, history="run.failed", error=run_error)
+
+
+def finish(
+    d: Draft,
+    status: RunStatus,
+    *,
+    history: str,
+    output: Any = None,
+    error: ErrorInfo | None = None,
+    data: Any = None,
+    fired: TimerKind | None = None,
+) -> None:
+    """End the run: cancel what is still going, drop every timer, announce the end."""
+    was_running = d.status is RunStatus.RUNNING
+    for task_id, task in list(d.tasks.items()):
+        if not task.status.is_terminal:
+            cancel_task_timers(d, task_id, task)
+            d.update_task(task_id, status=TaskStatus.CANCELLED, finished_at=d.now)
+            d.record("task.cancelled", task_id, task.attempt or None)
+    if was_running and d.workflow.timeout_seconds is not None and fired is None:
+        d.command(CancelTimer(run_id=d.original.id, kind=TimerKind.RUN_TIMEOUT))
+    d.update_run(status=status, output=output, error=error, finished_at=d.now)
+    if data is None and error is not None:
+        data = {"error": msgspec.to_builtins(error)}
+    d.record(history, data=data)
+    d.command(
+        RunFinished(
+            run_id=d.original.id,
+            status=status,
+            output=output,
+            error=error,
+            parent_run_id=d.original.parent_run_id,
+            parent_task_id=d.original.parent_task_id,
+        )
+    )
+
+
+def cancel_task_timers(d: Draft, task_id: str, task: TaskState) -> None:
+    compiled = d.workflow.tasks.get(task_id)
+    if compiled is None or task.status not in ACTIVE:
+        return
+    run_id = d.original.id
+    if compiled.type in DISPATCHED_TYPES:
+        kind = TimerKind.ATTEMPT_TIMEOUT
+        d.command(CancelTimer(run_id=run_id, kind=kind, task_id=task_id, attempt=task.attempt))
+        if awaiting_backoff(task):
+            kind = TimerKind.RETRY
+            d.command(CancelTimer(run_id=run_id, kind=kind, task_id=task_id, attempt=task.attempt))
+    elif compiled.type == "sleep":
+        d.command(CancelTimer(run_id=run_id, kind=TimerKind.SLEEP, task_id=task_id, attempt=1))
+    elif compiled.type == "signal" and compiled.timeout_seconds is not None:
+        kind = TimerKind.SIGNAL_TIMEOUT
+        d.command(CancelTimer(run_id=run_id, kind=kind, task_id=task_id, attempt=1))
+
+
+def after(now: datetime, seconds: float) -> datetime:
+    """`now + seconds`, clamped so an absurd duration cannot overflow the calendar."""
+    try:
+        return now + timedelta(seconds=seconds)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=now.tzinfo)
+
+
+def expression_error(exc: ExpressionError) -> ErrorInfo:
+    return ErrorInfo(type="ExpressionError", message=str(exc), retryable=False)
