@@ -1,0 +1,335 @@
+"""Behaviour of the NATS JetStream and Kafka adapters beyond the shared contract.
+
+NATS runs against the server on 127.0.0.1:4222; Kafka against a Tansu broker that the
+session starts (see `_tansu.py`). Each test uses its own namespace and removes it.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
+
+import anyio
+import anyio.abc
+import pytest
+
+from app.config import TransportSettings
+from app.messages import DEAD_CHANNEL, Message
+from app.ports import Delivery
+from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
+from app.transports._errors import TransportUnavailable
+from app.transports.nats import NatsTransport
+
+NATS_URL = "nats://127.0.0.1:4222"
+WAIT = 20.0
+"""Upper bound on any single wait for a message; generous for a loaded 2-core machine."""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """nats-py and aiokafka are asyncio-only."""
+    return "asyncio"
+
+
+def _message(n: int, key: str = "run-1") -> Message:
+    return Message(key=key, body=f"m{n}".encode(), headers={"event_id": f"e{n}"})
+
+
+async def _next(deliveries: AsyncIterator[Delivery]) -> Delivery:
+    with anyio.fail_after(WAIT):
+        return await deliveries.__anext__()
+
+
+async def _nothing_within(deliveries: AsyncIterator[Delivery], seconds: float) -> bool:
+    with anyio.move_on_after(seconds):
+        await deliveries.__anext__()
+        return False
+    return True
+
+
+# --- NATS -------------------------------------------------------------------------------
+
+
+def _nats_settings(url: str = NATS_URL) -> TransportSettings:
+    return TransportSettings(
+        kind="nats",
+        url=url,
+        namespace=f"t{uuid.uuid4().hex[:12]}",
+        max_deliveries=3,
+        ack_wait_seconds=2.0,
+    )
+
+
+@pytest.fixture
+async def nats_stack() -> AsyncIterator[AsyncExitStack]:
+    """Closes every transport a test opened, then deletes their streams."""
+    async with AsyncExitStack() as stack:
+        yield stack
+
+
+async def _open_nats(stack: AsyncExitStack, settings: TransportSettings) -> NatsTransport:
+    transport = NatsTransport(settings)
+    await transport.connect()
+    stack.push_async_callback(_close_and_delete, transport, settings)
+    return transport
+
+
+async def _close_and_delete(transport: NatsTransport, settings: TransportSettings) -> None:
+    await transport.close()
+    cleaner = NatsTransport(TransportSettings(url=NATS_URL, namespace=settings.namespace))
+    await cleaner.connect()
+    await cleaner.delete_stream()
+    await cleaner.close()
+
+
+@pytest.mark.anyio
+async def test_nats_round_trip_keeps_key_body_and_headers(nats_stack: AsyncExitStack) -> None:
+    """A message published before anyone subscribes arrives intact on first delivery."""
+    transport = await _open_nats(nats_stack, _nats_settings())
+    sent = _message(1, key="run-42")
+    await transport.publish("tasks.default", [sent])
+    async with transport.subscribe("tasks.default", "workers", prefetch=4) as deliveries:
+        delivery = await _next(deliveries)
+        assert delivery.message == sent
+        assert delivery.delivery_count == 1
+        await delivery.ack()
+
+
+@pytest.mark.anyio
+async def test_nats_group_members_compete(nats_stack: AsyncExitStack) -> None:
+    """Two members of one group share the messages, each taken by exactly one member."""
+    settings = _nats_settings()
+    first = await _open_nats(nats_stack, settings)
+    second = await _open_nats(nats_stack, settings)
+    await first.publish("tasks.q", [_message(n) for n in range(20)])
+    seen: dict[int, list[bytes]] = {1: [], 2: []}
+    all_seen = anyio.Event()
+
+    async def consume(transport: NatsTransport, member: int) -> None:
+        async with transport.subscribe("tasks.q", "workers", prefetch=2) as deliveries:
+            async for delivery in deliveries:
+                seen[member].append(delivery.message.body)
+                await delivery.ack()
+                if len(seen[1]) + len(seen[2]) == 20:
+                    all_seen.set()
+                await anyio.sleep(0.05)  # let the other member take some too
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume, first, 1)
+            tg.start_soon(consume, second, 2)
+            await all_seen.wait()
+            tg.cancel_scope.cancel()
+    assert sorted(seen[1] + seen[2]) == sorted(_message(n).body for n in range(20))
+    assert seen[1]
+    assert seen[2]
+
+
+@pytest.mark.anyio
+async def test_nats_each_group_gets_every_message(nats_stack: AsyncExitStack) -> None:
+    """Two different groups on one channel each receive the whole stream."""
+    transport = await _open_nats(nats_stack, _nats_settings())
+    await transport.publish("events", [_message(1), _message(2)])
+    for group in ("orchestrators", "auditors"):
+        async with transport.subscribe("events", group, prefetch=8) as deliveries:
+            bodies = [(await _next(deliveries)).message.body for _ in range(2)]
+        assert sorted(bodies) == [b"m1", b"m2"]
+
+
+@pytest.mark.anyio
+async def test_nats_unsettled_message_returns_when_member_leaves(
+    nats_stack: AsyncExitStack,
+) -> None:
+    """A delivery left unsettled by a member that leaves goes to the next member."""
+    transport = await _open_nats(nats_stack, _nats_settings())
+    await transport.publish("tasks.q", [_message(1)])
+    async with transport.subscribe("tasks.q", "workers", prefetch=1) as deliveries:
+        await _next(deliveries)
+    async with transport.subscribe("tasks.q", "workers", prefetch=1) as deliveries:
+        again = await _next(deliveries)
+        assert again.message.body == b"m1"
+        assert again.delivery_count == 2
+        await again.ack()
+
+
+@pytest.mark.anyio
+async def test_nats_redelivers_after_ack_wait_when_holder_hangs(
+    nats_stack: AsyncExitStack,
+) -> None:
+    """A member that holds a delivery past ack_wait loses it to another member."""
+    settings = _nats_settings()
+    hung = await _open_nats(nats_stack, settings)
+    healthy = await _open_nats(nats_stack, settings)
+    await hung.publish("tasks.q", [_message(1)])
+    async with (
+        hung.subscribe("tasks.q", "workers", prefetch=1) as stuck,
+        healthy.subscribe("tasks.q", "workers", prefetch=1) as deliveries,
+    ):
+        await _next(stuck)  # never settled, as by a process that froze
+        again = await _next(deliveries)
+        assert again.delivery_count == 2
+        await again.ack()
+
+
+@pytest.mark.anyio
+async def test_nats_prefetch_bounds_unsettled(nats_stack: AsyncExitStack) -> None:
+    """A member holds at most `prefetch` unsettled deliveries; settling one frees room."""
+    transport = await _open_nats(nats_stack, _nats_settings())
+    await transport.publish("tasks.q", [_message(n) for n in range(3)])
+    async with transport.subscribe("tasks.q", "workers", prefetch=2) as deliveries:
+        held = [await _next(deliveries), await _next(deliveries)]
+        assert await _nothing_within(deliveries, 1.5)
+        await held[0].ack()
+        third = await _next(deliveries)
+        assert third.message.body not in {d.message.body for d in held}
+
+
+@pytest.mark.anyio
+async def test_nats_dead_after_max_deliveries(nats_stack: AsyncExitStack) -> None:
+    """Nacked on each of its `max_deliveries` deliveries, a message lands in `dead`."""
+    transport = await _open_nats(nats_stack, _nats_settings())
+    await transport.publish("tasks.q", [_message(1)])
+    counts = []
+    async with transport.subscribe("tasks.q", "workers", prefetch=1) as deliveries:
+        for _ in range(3):
+            delivery = await _next(deliveries)
+            counts.append(delivery.delivery_count)
+            await delivery.nack()
+        assert await _nothing_within(deliveries, 1.0)
+    assert counts == [1, 2, 3]
+    async with transport.subscribe(DEAD_CHANNEL, "ops", prefetch=1) as dead:
+        poison = await _next(dead)
+    assert poison.message.body == b"m1"
+    assert poison.message.key == "run-1"
+    assert poison.message.headers[DEAD_REASON_HEADER] == MAX_DELIVERIES
+    assert poison.message.headers[DEAD_FROM_HEADER] == "tasks.q"
+
+
+@pytest.mark.anyio
+async def test_nats_rejected_goes_dead_at_once(nats_stack: AsyncExitStack) -> None:
+    """nack(requeue=False) moves the message to `dead` with reason `rejected`."""
+    transport = await _open_nats(nats_stack, _nats_settings())
+    await transport.publish("tasks.q", [_message(1)])
+    async with transport.subscribe("tasks.q", "workers", prefetch=1) as deliveries:
+        await (await _next(deliveries)).nack(requeue=False)
+        assert await _nothing_within(deliveries, 1.0)
+    async with transport.subscribe(DEAD_CHANNEL, "ops", prefetch=1) as dead:
+        poison = await _next(dead)
+    assert poison.message.headers[DEAD_REASON_HEADER] == REJECTED
+    assert poison.message.headers["event_id"] == "e1"
+
+
+@pytest.mark.anyio
+async def test_nats_last_attempt_lost_by_a_dead_member_goes_dead(
+    nats_stack: AsyncExitStack,
+) -> None:
+    """A message whose holder died during its last allowed delivery still reaches `dead`."""
+    transport = await _open_nats(nats_stack, _nats_settings())
+    await transport.publish("tasks.q", [_message(1)])
+    for _ in range(3):  # each member takes it and dies without settling
+        async with transport.subscribe("tasks.q", "workers", prefetch=1) as deliveries:
+            await _next(deliveries)
+    async with transport.subscribe("tasks.q", "workers", prefetch=1) as deliveries:
+        assert await _nothing_within(deliveries, 1.5)
+    async with transport.subscribe(DEAD_CHANNEL, "ops", prefetch=1) as dead:
+        poison = await _next(dead)
+    assert poison.message.headers[DEAD_REASON_HEADER] == MAX_DELIVERIES
+
+
+@pytest.mark.anyio
+async def test_nats_connect_twice_reuses_the_stream(nats_stack: AsyncExitStack) -> None:
+    """A second process on the same namespace adopts the stream and sees its messages."""
+    settings = _nats_settings()
+    first = await _open_nats(nats_stack, settings)
+    await first.publish("tasks.q", [_message(1)])
+    second = await _open_nats(nats_stack, settings)
+    async with second.subscribe("tasks.q", "workers", prefetch=1) as deliveries:
+        assert (await _next(deliveries)).message.body == b"m1"
+
+
+@pytest.mark.anyio
+async def test_nats_unreachable_server_is_transport_unavailable() -> None:
+    """connect() to a port nobody listens on fails fast with TransportUnavailable."""
+    port = _free_port()
+    transport = NatsTransport(_nats_settings(url=f"nats://u:secret@127.0.0.1:{port}"))
+    with anyio.fail_after(WAIT), pytest.raises(TransportUnavailable) as caught:
+        await transport.connect()
+    assert caught.value.url == f"nats://u:***@127.0.0.1:{port}"
+
+
+@pytest.mark.anyio
+async def test_nats_consumer_survives_a_dropped_connection(nats_stack: AsyncExitStack) -> None:
+    """After the network drops every connection, the client reconnects and consumes on."""
+    async with _tcp_proxy(upstream_port=4222) as proxy:
+        settings = _nats_settings(url=f"nats://127.0.0.1:{proxy.port}")
+        transport = await _open_nats(nats_stack, settings)
+        async with transport.subscribe("tasks.q", "workers", prefetch=4) as deliveries:
+            await transport.publish("tasks.q", [_message(1)])
+            await (await _next(deliveries)).ack()
+            await proxy.drop_connections()
+            with anyio.fail_after(WAIT):
+                while True:  # publishing fails until the client has reconnected
+                    try:
+                        await transport.publish("tasks.q", [_message(2)])
+                        break
+                    except TransportUnavailable:
+                        await anyio.sleep(0.2)
+            after = await _next(deliveries)
+            assert after.message.body == b"m2"
+            await after.ack()
+        await transport.close()  # before the proxy goes away
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _TcpProxy:
+    """A TCP relay to a local port whose live connections a test can cut at once."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._scopes: set[anyio.CancelScope] = set()
+
+    async def drop_connections(self) -> None:
+        for scope in list(self._scopes):
+            scope.cancel()
+        await anyio.sleep(0.1)
+
+    async def relay(self, client: anyio.abc.SocketStream, upstream_port: int) -> None:
+        with anyio.CancelScope() as scope:
+            self._scopes.add(scope)
+            upstream = await anyio.connect_tcp("127.0.0.1", upstream_port)
+            async with client, upstream, anyio.create_task_group() as tg:
+                tg.start_soon(_pipe, client, upstream)
+                tg.start_soon(_pipe, upstream, client)
+        self._scopes.discard(scope)
+
+
+@asynccontextmanager
+async def _tcp_proxy(upstream_port: int) -> AsyncIterator[_TcpProxy]:
+    proxy = _TcpProxy()
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener, anyio.create_task_group() as tg:
+        proxy.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        tg.start_soon(listener.serve, partial(proxy.relay, upstream_port=upstream_port))
+        yield proxy
+        tg.cancel_scope.cancel()
+
+
+async def _pipe(source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream) -> None:
+    try:
+        async for chunk in source:
+            await sink.send(chunk)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        pass
+    finally:
+        await sink.aclose()
