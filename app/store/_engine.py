@@ -1,0 +1,128 @@
+"""Engines and transactions: one `Database` per store, no module-level state.
+
+SQLite allows one writer at a time. Rather than let concurrent writers collide and fail
+with "database is locked", writes in this process queue on a lock and open with
+`BEGIN IMMEDIATE` (which waits on `busy_timeout` for writers in other processes); WAL
+lets reads proceed beside them. PostgreSQL and MySQL serialise on row locks instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import anyio
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+_SCHEMES = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "mysql": "mysql+asyncmy",
+    "mariadb": "mysql+asyncmy",
+}
+_BUSY_TIMEOUT_MS = 30_000
+_WRITE = "treadle_write"
+
+
+def normalise_url(url: str) -> URL:
+    """The URL with the async driver Treadle uses when the scheme names none."""
+    parsed = make_url(url)
+    return parsed.set(drivername=_SCHEMES.get(parsed.drivername, parsed.drivername))
+
+
+class Database:
+    """An engine plus the transaction discipline of its dialect."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = normalise_url(url)
+        self.dialect = self.url.get_backend_name()
+        self.is_sqlite = self.dialect == "sqlite"
+        self._in_memory = self.is_sqlite and self.url.database in (None, "", ":memory:")
+        self.engine = self._create_engine(pool_size, echo)
+        # A `:memory:` database is one shared connection, so even reads must take turns.
+        self._gate = anyio.Lock() if self.is_sqlite else None
+
+    def _create_engine(self, pool_size: int, echo: bool) -> AsyncEngine:
+        if not self.is_sqlite:
+            return create_async_engine(
+                self.url,
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,  # survive a database restart without a failed request
+                pool_recycle=1800,
+            )
+        if not self._in_memory and self.url.database:
+            Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(self.url, echo=echo)
+        _configure_sqlite(engine, in_memory=self._in_memory)
+        return engine
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        """A connection inside a transaction, committed on success, rolled back otherwise.
+
+        The rollback and the release are shielded from cancellation, so a cancelled caller
+        never hands the pool a connection that is still inside a transaction.
+        """
+        async with self._turn(write):
+            conn = await self.engine.connect()
+            try:
+                if write and self.is_sqlite:
+                    await conn.execution_options(**{_WRITE: True})
+                await conn.begin()
+                yield conn
+                await conn.commit()
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await _rollback_or_discard(conn)
+                raise
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await conn.close()
+
+    def _turn(self, write: bool) -> AbstractAsyncContextManager[Any]:
+        if self._gate is not None and (write or self._in_memory):
+            return self._gate
+        return nullcontext()
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        with anyio.CancelScope(shield=True):
+            await self.engine.dispose()
+
+
+async def _rollback_or_discard(conn: AsyncConnection) -> None:
+    # A connection interrupted mid-statement may not even take a ROLLBACK; then it is
+    # invalidated, so the pool replaces it instead of reusing it.
+    try:
+        await conn.rollback()
+    except Exception:  # noqa: BLE001 - any failure here means the connection is unusable
+        await conn.invalidate()
+
+
+def _configure_sqlite(engine: AsyncEngine, *, in_memory: bool) -> None:
+    """WAL, a busy timeout, foreign keys, and explicit BEGIN so writes can be IMMEDIATE."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the driver: its implicit, deferred BEGIN cannot be made
+        # IMMEDIATE, and a deferred writer fails at once on a stale WAL snapshot.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            # synchronous stays FULL: a commit must survive a power cut, not just a crash.
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -1,0 +1,257 @@
+"""Translation between table rows and the port's Structs, and opaque cursors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import Row, Select, select
+
+from app.domain.errors import InvalidCursor
+from app.domain.events import HistoryEntry, TimerKind
+from app.domain.state import ErrorInfo, RunState, RunStatus, TaskState, TaskStatus
+from app.messages import Message
+from app.ports import DueTimer, OutboxRecord, RunSummary, StoredWorkflow
+from app.store._tables import history, outbox, runs, tasks, timers, workflows
+from app.store._types import as_utc, decode_json, encode_json
+
+Signals = dict[str, list[Any]]
+Headers = dict[str, str]
+Definition = dict[str, Any]
+
+# --- runs and tasks --------------------------------------------------------------------
+
+_TASK_COLUMNS = [c.label(f"t_{c.name}") for c in tasks.c if c.name != "run_id"]
+
+
+def select_run_with_tasks() -> Select[Any]:
+    """One round trip for a run and all its tasks (a run without tasks yields one row)."""
+    joined = runs.outerjoin(tasks, tasks.c.run_id == runs.c.id)
+    return select(*runs.c, *_TASK_COLUMNS).select_from(joined).order_by(tasks.c.position)
+
+
+def run_from_rows(rows: Sequence[Row[Any]]) -> RunState:
+    """The RunState of rows from `select_run_with_tasks` (at least one row)."""
+    first = rows[0]._mapping
+    task_list = [_task_from_mapping(r._mapping) for r in rows if r._mapping["t_task_id"]]
+    return RunState(
+        id=first["id"],
+        workflow=first["workflow"],
+        version=first["version"],
+        status=RunStatus(first["status"]),
+        input=decode_json(first["input"], Any),
+        output=decode_json(first["output"], Any),
+        error=decode_json(first["error"], ErrorInfo),
+        created_at=first["created_at"],
+        started_at=first["started_at"],
+        finished_at=first["finished_at"],
+        tasks={t.task_id: t for t in task_list},
+        idempotency_key=first["idempotency_key"],
+        parent_run_id=first["parent_run_id"],
+        parent_task_id=first["parent_task_id"],
+        signals=decode_json(first["signals"], Signals) or {},
+    )
+
+
+def _task_from_mapping(m: Any) -> TaskState:
+    return TaskState(
+        task_id=m["t_task_id"],
+        type=m["t_type"],
+        status=TaskStatus(m["t_status"]),
+        attempt=m["t_attempt"],
+        input=decode_json(m["t_input"], Any),
+        output=decode_json(m["t_output"], Any),
+        error=decode_json(m["t_error"], ErrorInfo),
+        scheduled_at=m["t_scheduled_at"],
+        started_at=m["t_started_at"],
+        finished_at=m["t_finished_at"],
+    )
+
+
+def mutable_run_values(state: RunState) -> dict[str, Any]:
+    """The run columns a decision may change."""
+    return {
+        "status": state.status.value,
+        "input": encode_json(state.input),
+        "output": encode_json(state.output),
+        "error": encode_json(state.error),
+        "started_at": state.started_at,
+        "finished_at": state.finished_at,
+        "signals": encode_json(state.signals),
+    }
+
+
+def run_values(state: RunState, now: datetime) -> dict[str, Any]:
+    """Every column of a new run row."""
+    return {
+        "id": state.id,
+        "workflow": state.workflow,
+        "version": state.version,
+        "idempotency_key": state.idempotency_key,
+        "parent_run_id": state.parent_run_id,
+        "parent_task_id": state.parent_task_id,
+        "created_at": state.created_at,
+        "updated_at": now,
+        **mutable_run_values(state),
+    }
+
+
+def task_values(run_id: str, position: int, task: TaskState) -> dict[str, Any]:
+    """Every column of a task row."""
+    return {
+        "run_id": run_id,
+        "task_id": task.task_id,
+        "position": position,
+        "type": task.type,
+        "status": task.status.value,
+        "attempt": task.attempt,
+        "input": encode_json(task.input),
+        "output": encode_json(task.output),
+        "error": encode_json(task.error),
+        "scheduled_at": task.scheduled_at,
+        "started_at": task.started_at,
+        "finished_at": task.finished_at,
+    }
+
+
+SUMMARY_COLUMNS = [
+    runs.c.id,
+    runs.c.workflow,
+    runs.c.version,
+    runs.c.status,
+    runs.c.created_at,
+    runs.c.started_at,
+    runs.c.finished_at,
+    runs.c.idempotency_key,
+]
+
+
+def summary_from_row(row: Row[Any]) -> RunSummary:
+    """A list entry from a row of `SUMMARY_COLUMNS`."""
+    m = row._mapping
+    return RunSummary(
+        id=m["id"],
+        workflow=m["workflow"],
+        version=m["version"],
+        status=m["status"],
+        created_at=m["created_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        idempotency_key=m["idempotency_key"],
+    )
+
+
+# --- history, outbox, timers, workflows ------------------------------------------------
+
+
+def history_values(run_id: str, entry: HistoryEntry) -> dict[str, Any]:
+    """A history row for one entry."""
+    return {
+        "run_id": run_id,
+        "type": entry.type,
+        "task_id": entry.task_id,
+        "attempt": entry.attempt,
+        "data": encode_json(entry.data),
+        "at": entry.at,
+    }
+
+
+HISTORY_COLUMNS = [history.c.id, history.c.type, history.c.at, history.c.task_id]
+HISTORY_COLUMNS += [history.c.attempt, history.c.data]
+
+
+def history_from_row(row: Row[Any]) -> HistoryEntry:
+    """The entry of a row of `HISTORY_COLUMNS`."""
+    m = row._mapping
+    return HistoryEntry(
+        type=m["type"],
+        at=m["at"],
+        task_id=m["task_id"],
+        attempt=m["attempt"],
+        data=decode_json(m["data"], Any),
+    )
+
+
+OUTBOX_COLUMNS = [outbox.c.id, outbox.c.channel, outbox.c.key, outbox.c.body, outbox.c.headers]
+
+
+def outbox_values(channel: str, message: Message, now: datetime) -> dict[str, Any]:
+    """An outbox row for one message."""
+    return {
+        "channel": channel,
+        "key": message.key,
+        "body": message.body,
+        "headers": encode_json(message.headers),
+        "created_at": now,
+    }
+
+
+def outbox_from_row(row: Row[Any]) -> OutboxRecord:
+    """The record of a row of `OUTBOX_COLUMNS`."""
+    m = row._mapping
+    message = Message(
+        key=m["key"], body=bytes(m["body"]), headers=decode_json(m["headers"], Headers) or {}
+    )
+    return OutboxRecord(id=m["id"], channel=m["channel"], message=message)
+
+
+TIMER_COLUMNS = [timers.c.run_id, timers.c.kind, timers.c.task_id, timers.c.attempt]
+TIMER_COLUMNS += [timers.c.fire_at]
+
+
+def timer_from_row(row: Row[Any]) -> DueTimer:
+    """The due timer of a row of `TIMER_COLUMNS`; '' in the table is 'no task'."""
+    m = row._mapping
+    return DueTimer(
+        run_id=m["run_id"],
+        kind=TimerKind(m["kind"]),
+        task_id=m["task_id"] or None,
+        attempt=m["attempt"],
+        fire_at=m["fire_at"],
+    )
+
+
+def workflow_from_row(row: Row[Any]) -> StoredWorkflow:
+    """A stored workflow from a full `workflows` row."""
+    m = row._mapping
+    return StoredWorkflow(
+        name=m["name"],
+        version=m["version"],
+        definition=decode_json(m["definition"], Definition),
+        digest=m["digest"],
+        created_at=m["created_at"],
+    )
+
+
+WORKFLOW_COLUMNS = list(workflows.c)
+
+# --- cursors ---------------------------------------------------------------------------
+# A cursor is base64url of a small JSON array tagged with the list it belongs to, so a
+# cursor from one list (or a hand-edited one) is refused rather than misread.
+
+RunsCursor = tuple[datetime, str]
+
+
+def encode_cursor(kind: str, *position: Any) -> str:
+    """An opaque cursor for the last item of a page."""
+    raw = msgspec.json.encode([kind, *position])
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str, kind: str, type_: Any) -> Any:
+    """The position in `cursor` as `type_` (a tuple type); raises `InvalidCursor`."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        tag, *position = msgspec.json.decode(raw, type=list[Any])
+        if tag != kind:
+            raise InvalidCursor(cursor)
+        value = msgspec.convert(position, type=type_)
+    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise InvalidCursor(cursor) from None
+    if isinstance(value, tuple):
+        return tuple(as_utc(v) if isinstance(v, datetime) else v for v in value)
+    return value

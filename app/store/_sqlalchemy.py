@@ -1,0 +1,435 @@
+"""The `StateStore` on SQLAlchemy Core: SQLite (aiosqlite), PostgreSQL (asyncpg), MySQL.
+
+Every public method is one transaction and maps driver errors through `mapped_errors`.
+Lists use keyset pagination (never OFFSET) and fetch one row beyond the page to know
+whether another page follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Row, func, or_, select, text, tuple_, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.domain.errors import RunNotFound, WorkflowNotFound
+from app.domain.events import HistoryEntry
+from app.domain.state import RunState
+from app.ports import (
+    Applied,
+    Decide,
+    DueTimer,
+    InflightAttempt,
+    OutboxRecord,
+    Page,
+    RunSummary,
+    StoredWorkflow,
+)
+from app.store import _rows as rows_
+from app.store._decisions import write_changes, write_effects, write_new_tasks
+from app.store._engine import Database
+from app.store._errors import StoreError, mapped_errors
+from app.store._migrate import upgrade
+from app.store._tables import ACTIVE_TASK, UNSENT, history, outbox, runs, tasks, timers, workflows
+from app.store._types import encode_json
+
+T = TypeVar("T")
+_SAVE_WORKFLOW_TRIES = 20  # each lost race means another writer won, so this is plenty
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SqlStore:
+    """One adapter for the whole `StateStore` port, over any supported database."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._db = Database(url, pool_size=pool_size, echo=echo)
+        self._now = clock
+
+    @property
+    def dialect(self) -> str:
+        """The database's dialect name: `sqlite`, `postgresql` or `mysql`."""
+        return self._db.dialect
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest migration (safe to call again, or concurrently)."""
+        with mapped_errors("migrate"):
+            async with self._db.transaction(write=True) as conn:
+                await upgrade(conn)
+
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` if the database cannot be reached."""
+        with mapped_errors("ping"):
+            async with self._db.transaction(write=False) as conn:
+                await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        """Release every pooled connection."""
+        await self._db.dispose()
+
+    # --- workflows ---------------------------------------------------------------------
+
+    async def save_workflow(
+        self, name: str, definition: dict[str, Any], digest: str
+    ) -> tuple[StoredWorkflow, bool]:
+        """Store version latest+1 unless the latest has this digest; (workflow, created)."""
+        for _ in range(_SAVE_WORKFLOW_TRIES):
+            try:
+                with mapped_errors("save_workflow"):
+                    return await self._try_save_workflow(name, definition, digest)
+            except StoreError as exc:
+                # Another writer took the version we computed: look at the latest again.
+                if not isinstance(exc.__cause__, sa_exc.IntegrityError):
+                    raise
+        raise StoreError("save_workflow", f"too much contention on workflow {name!r}")
+
+    async def _try_save_workflow(
+        self, name: str, definition: dict[str, Any], digest: str
+    ) -> tuple[StoredWorkflow, bool]:
+        async with self._db.transaction(write=True) as conn:
+            latest = await _latest_workflow(conn, name)
+            if latest is not None and latest.digest == digest:
+                return latest, False
+            stored = StoredWorkflow(
+                name=name,
+                version=latest.version + 1 if latest else 1,
+                definition=definition,
+                digest=digest,
+                created_at=self._now(),
+            )
+            values = {f: getattr(stored, f) for f in stored.__struct_fields__}
+            values["definition"] = encode_json(definition)
+            await conn.execute(workflows.insert(), values)
+            return stored, True
+
+    async def get_workflow(self, name: str, version: int | None = None) -> StoredWorkflow:
+        """The given version, or the latest; raises `WorkflowNotFound`."""
+        with mapped_errors("get_workflow"):
+            async with self._db.transaction(write=False) as conn:
+                if version is None:
+                    found = await _latest_workflow(conn, name)
+                else:
+                    stmt = select(workflows).where(
+                        workflows.c.name == name, workflows.c.version == version
+                    )
+                    row = (await conn.execute(stmt)).first()
+                    found = rows_.workflow_from_row(row) if row else None
+        if found is None:
+            raise WorkflowNotFound(name, version)
+        return found
+
+    async def list_workflows(self, limit: int, cursor: str | None) -> Page[StoredWorkflow]:
+        """The latest version of each workflow, by name."""
+        newer = workflows.alias("newer")
+        stmt = (
+            select(workflows)
+            .where(
+                ~select(newer.c.version)
+                .where(newer.c.name == workflows.c.name, newer.c.version > workflows.c.version)
+                .exists()
+            )
+            .order_by(workflows.c.name)
+            .limit(limit + 1)
+        )
+        if cursor is not None:
+            (after,) = rows_.decode_cursor(cursor, "workflows", tuple[str])
+            stmt = stmt.where(workflows.c.name > after)
+        with mapped_errors("list_workflows"):
+            async with self._db.transaction(write=False) as conn:
+                found = (await conn.execute(stmt)).all()
+        return _page(found, limit, rows_.workflow_from_row, lambda w: ("workflows", w.name))
+
+    async def list_versions(
+        self, name: str, limit: int, cursor: str | None
+    ) -> Page[StoredWorkflow]:
+        """Every version of one workflow, newest first; raises `WorkflowNotFound`."""
+        stmt = (
+            select(workflows)
+            .where(workflows.c.name == name)
+            .order_by(workflows.c.version.desc())
+            .limit(limit + 1)
+        )
+        if cursor is not None:
+            (before,) = rows_.decode_cursor(cursor, "versions", tuple[int])
+            stmt = stmt.where(workflows.c.version < before)
+        with mapped_errors("list_versions"):
+            async with self._db.transaction(write=False) as conn:
+                found = (await conn.execute(stmt)).all()
+                if not found and await _latest_workflow(conn, name) is None:
+                    raise WorkflowNotFound(name)
+        return _page(found, limit, rows_.workflow_from_row, lambda w: ("versions", w.version))
+
+    # --- runs --------------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunState:
+        """The run with all its tasks; raises `RunNotFound`."""
+        with mapped_errors("get_run"):
+            async with self._db.transaction(write=False) as conn:
+                return await _load_run(conn, run_id, lock=False)
+
+    async def list_runs(
+        self, *, workflow: str | None, status: str | None, limit: int, cursor: str | None
+    ) -> Page[RunSummary]:
+        """Runs newest first (by creation time, then id); raises `InvalidCursor`."""
+        stmt = (
+            select(*rows_.SUMMARY_COLUMNS)
+            .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+            .limit(limit + 1)
+        )
+        if workflow is not None:
+            stmt = stmt.where(runs.c.workflow == workflow)
+        if status is not None:
+            stmt = stmt.where(runs.c.status == status)
+        if cursor is not None:
+            created_at, run_id = rows_.decode_cursor(cursor, "runs", rows_.RunsCursor)
+            stmt = stmt.where(tuple_(runs.c.created_at, runs.c.id) < tuple_(created_at, run_id))
+        with mapped_errors("list_runs"):
+            async with self._db.transaction(write=False) as conn:
+                found = (await conn.execute(stmt)).all()
+        return _page(found, limit, rows_.summary_from_row, lambda r: ("runs", r.created_at, r.id))
+
+    async def list_history(self, run_id: str, limit: int, cursor: str | None) -> Page[HistoryEntry]:
+        """A run's history, oldest first; raises `RunNotFound`, `InvalidCursor`."""
+        stmt = (
+            select(*rows_.HISTORY_COLUMNS)
+            .where(history.c.run_id == run_id)
+            .order_by(history.c.id)
+            .limit(limit + 1)
+        )
+        if cursor is not None:
+            (after,) = rows_.decode_cursor(cursor, "history", tuple[int])
+            stmt = stmt.where(history.c.id > after)
+        with mapped_errors("list_history"):
+            async with self._db.transaction(write=False) as conn:
+                found = (await conn.execute(stmt)).all()
+                if not found and not await _run_exists(conn, run_id):
+                    raise RunNotFound(run_id)
+        page = _page(found, limit, lambda r: r, lambda r: ("history", r.id))
+        items = [rows_.history_from_row(r) for r in page.items]
+        return Page(items=items, next_cursor=page.next_cursor)
+
+    # --- decisions ---------------------------------------------------------------------
+
+    async def create_run(self, run: RunState, decide: Decide) -> tuple[Applied, bool]:
+        """Insert the run and apply `decide` to it in one transaction.
+
+        `decide` is pure, so it runs before the insert and the run row is written once,
+        already in its decided state. A taken idempotency key writes nothing and returns
+        the run that holds it, with `created` False.
+        """
+        changes = decide(run)
+        state = changes.state if changes is not None else run
+        with mapped_errors("create_run"):
+            async with self._db.transaction(write=True) as conn:
+                now = self._now()
+                if not await self._insert_run(conn, state, now):
+                    existing = await _load_run_by_key(conn, state.idempotency_key)
+                    return Applied(state=existing, outbox=[]), False
+                await write_new_tasks(conn, state)
+                records = await write_effects(conn, changes, now) if changes else []
+        return Applied(state=state, outbox=records), True
+
+    async def _insert_run(self, conn: AsyncConnection, state: RunState, now: datetime) -> bool:
+        """Insert the run row; False if its idempotency key is already taken."""
+        values = rows_.run_values(state, now)
+        if state.idempotency_key is None:
+            await conn.execute(runs.insert(), values)
+            return True
+        dialect = conn.dialect.name
+        if dialect in ("postgresql", "sqlite"):
+            # ON CONFLICT waits for a concurrent insert of the same key to commit or roll
+            # back, so two racing creates end with one run and one "already there".
+            module = postgresql if dialect == "postgresql" else sqlite
+            stmt = module.insert(runs).on_conflict_do_nothing(index_elements=["idempotency_key"])
+            return (await conn.execute(stmt, values)).rowcount == 1
+        try:  # MySQL: a duplicate key fails only the statement, inside a savepoint
+            async with conn.begin_nested():
+                await conn.execute(runs.insert(), values)
+        except sa_exc.IntegrityError:
+            return False
+        return True
+
+    async def apply(self, run_id: str, decide: Decide) -> Applied | None:
+        """Lock the run, call `decide` on its state, persist; None if nothing changed."""
+        with mapped_errors("apply"):
+            async with self._db.transaction(write=True) as conn:
+                loaded = await _load_run(conn, run_id, lock=True)
+                changes = decide(loaded)
+                if changes is None:
+                    return None
+                now = self._now()
+                await write_changes(conn, loaded, changes, now)
+                records = await write_effects(conn, changes, now)
+        return Applied(state=changes.state, outbox=records)
+
+    async def inflight_attempts(self, limit: int, after: str | None) -> list[InflightAttempt]:
+        """Attempts in `scheduled` or `running`, ordered by run id (for recovery).
+
+        A page never ends inside a run: when the limit falls in the middle of one, the rest
+        of that run's attempts come too, so passing the last run id as `after` skips none.
+        """
+        columns = (tasks.c.run_id, tasks.c.task_id, tasks.c.attempt)
+        stmt = select(*columns).where(ACTIVE_TASK).order_by(tasks.c.run_id, tasks.c.task_id)
+        if after is not None:
+            stmt = stmt.where(tasks.c.run_id > after)
+        with mapped_errors("inflight_attempts"):
+            async with self._db.transaction(write=False) as conn:
+                found = list((await conn.execute(stmt.limit(limit))).all())
+                if found and len(found) == limit:
+                    last = found[-1]
+                    rest = select(*columns).where(
+                        ACTIVE_TASK, tasks.c.run_id == last.run_id, tasks.c.task_id > last.task_id
+                    )
+                    found += (await conn.execute(rest.order_by(tasks.c.task_id))).all()
+        return [
+            InflightAttempt(run_id=r.run_id, task_id=r.task_id, attempt=r.attempt) for r in found
+        ]
+
+    # --- outbox ------------------------------------------------------------------------
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        """Record that these rows were published."""
+        if not ids:
+            return
+        stmt = update(outbox).where(outbox.c.id.in_(list(ids))).values(sent_at=self._now())
+        with mapped_errors("mark_sent"):
+            async with self._db.transaction(write=True) as conn:
+                await conn.execute(stmt)
+
+    async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
+        """Unsent rows created before `older_than` (left by a crash), oldest first."""
+        stmt = (
+            select(*rows_.OUTBOX_COLUMNS)
+            .where(UNSENT, outbox.c.created_at < older_than)
+            .order_by(outbox.c.created_at, outbox.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with mapped_errors("claim_unsent"):
+            async with self._db.transaction(write=False) as conn:
+                found = (await conn.execute(stmt)).all()
+        return [rows_.outbox_from_row(r) for r in found]
+
+    async def outbox_backlog(self) -> tuple[int, datetime | None]:
+        """How many rows are unsent, and when the oldest was written."""
+        stmt = select(func.count(), func.min(outbox.c.created_at)).where(UNSENT)
+        with mapped_errors("outbox_backlog"):
+            async with self._db.transaction(write=False) as conn:
+                count, oldest = (await conn.execute(stmt)).one()
+        return int(count), oldest
+
+    # --- timers ------------------------------------------------------------------------
+
+    async def claim_due_timers(
+        self, now: datetime, limit: int, lease_seconds: float
+    ) -> list[DueTimer]:
+        """Timers due at `now` and not leased by another orchestrator; leases them."""
+        key = tuple_(timers.c.run_id, timers.c.kind, timers.c.task_id, timers.c.attempt)
+        due = (
+            select(timers.c.run_id, timers.c.kind, timers.c.task_id, timers.c.attempt)
+            .where(
+                timers.c.fire_at <= now,
+                or_(timers.c.leased_until.is_(None), timers.c.leased_until < now),
+            )
+            .order_by(timers.c.fire_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        lease = update(timers).values(leased_until=now + timedelta(seconds=lease_seconds))
+        with mapped_errors("claim_due_timers"):
+            async with self._db.transaction(write=True) as conn:
+                if conn.dialect.update_returning:
+                    stmt = lease.where(key.in_(due)).returning(*rows_.TIMER_COLUMNS)
+                    found = list((await conn.execute(stmt)).all())
+                    found.sort(key=lambda r: r.fire_at)
+                else:
+                    found = await _claim_by_select(conn, due, lease)
+        return [rows_.timer_from_row(r) for r in found]
+
+    async def next_timer_at(self) -> datetime | None:
+        """When the earliest timer is due (leased ones included)."""
+        with mapped_errors("next_timer_at"):
+            async with self._db.transaction(write=False) as conn:
+                earliest: datetime | None = (
+                    await conn.execute(select(func.min(timers.c.fire_at)))
+                ).scalar()
+        return earliest
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+async def _load_run(conn: AsyncConnection, run_id: str, *, lock: bool) -> RunState:
+    stmt = rows_.select_run_with_tasks().where(runs.c.id == run_id)
+    if lock:
+        # PostgreSQL locks only the run row (the outer join's nullable side cannot be
+        # locked); MariaDB has no `FOR UPDATE OF`, and SQLite's writer is already exclusive.
+        pg = conn.dialect.name == "postgresql"
+        stmt = stmt.with_for_update(of=runs) if pg else stmt.with_for_update()
+    found = (await conn.execute(stmt)).all()
+    if not found:
+        raise RunNotFound(run_id)
+    return rows_.run_from_rows(found)
+
+
+async def _load_run_by_key(conn: AsyncConnection, key: str | None) -> RunState:
+    stmt = rows_.select_run_with_tasks().where(runs.c.idempotency_key == key)
+    found = (await conn.execute(stmt)).all()
+    if not found:  # the holder of the key was deleted between the conflict and this read
+        raise StoreError("create_run", f"idempotency key {key!r} conflicted but has no run")
+    return rows_.run_from_rows(found)
+
+
+async def _run_exists(conn: AsyncConnection, run_id: str) -> bool:
+    return (await conn.execute(select(runs.c.id).where(runs.c.id == run_id))).first() is not None
+
+
+async def _latest_workflow(conn: AsyncConnection, name: str) -> StoredWorkflow | None:
+    stmt = (
+        select(workflows)
+        .where(workflows.c.name == name)
+        .order_by(workflows.c.version.desc())
+        .limit(1)
+    )
+    row = (await conn.execute(stmt)).first()
+    return rows_.workflow_from_row(row) if row else None
+
+
+async def _claim_by_select(conn: AsyncConnection, due: Any, lease: Any) -> list[Row[Any]]:
+    """Claim without UPDATE ... RETURNING (MySQL): lock the due rows, then lease them."""
+    key_columns = (timers.c.run_id, timers.c.kind, timers.c.task_id, timers.c.attempt)
+    keys = [tuple(r) for r in (await conn.execute(due)).all()]
+    if not keys:
+        return []
+    key = tuple_(*key_columns)
+    await conn.execute(lease.where(key.in_(keys)))
+    stmt = select(*rows_.TIMER_COLUMNS).where(key.in_(keys)).order_by(timers.c.fire_at)
+    return list((await conn.execute(stmt)).all())
+
+
+def _page(
+    found: Sequence[Row[Any]],
+    limit: int,
+    convert: Callable[[Row[Any]], T],
+    position: Callable[[T], tuple[Any, ...]],
+) -> Page[T]:
+    """A page of `limit` items from `limit + 1` rows, with a cursor if the extra row exists."""
+    items = [convert(r) for r in found[:limit]]
+    if len(found) > limit and items:
+        return Page(items=items, next_cursor=rows_.encode_cursor(*position(items[-1])))
+    return Page(items=items)

@@ -1,0 +1,152 @@
+"""The schema, as SQLAlchemy Core tables. Migrations create it; queries are built on it.
+
+Every JSON value is msgspec-encoded text (see `_types`), every timestamp aware UTC.
+Indexes exist for each hot query; the comment beside each names the query it serves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    text,
+)
+
+from app.store._types import BIG_ID, BYTES, JSON_TEXT, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+VERSION_TABLE = "treadle_alembic_version"
+
+metadata = MetaData(naming_convention=NAMING)
+
+_ID = 64  # run ids are uuids (hex); room for user-chosen ids
+_NAME = 200  # workflow and task names
+_KEY = 255  # idempotency keys, channels, message keys
+# Queries repeat these exact texts (never bound parameters) so that SQLite and PostgreSQL
+# can prove the partial indexes apply.
+ACTIVE_TASK = text("status IN ('scheduled', 'running')")
+UNSENT = text("sent_at IS NULL")
+# `ddl_if` takes a tuple of dialect names at run time though its annotation says str.
+_PARTIAL: Any = ("postgresql", "sqlite")
+_MYSQL: Any = ("mysql", "mariadb")
+
+workflows = Table(
+    "treadle_workflows",
+    metadata,
+    Column("name", String(_NAME), primary_key=True),
+    Column("version", Integer, primary_key=True),  # PK (name, version) also finds the latest
+    Column("digest", String(128), nullable=False),
+    Column("definition", JSON_TEXT, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+runs = Table(
+    "treadle_runs",
+    metadata,
+    Column("id", String(_ID), primary_key=True),
+    Column("workflow", String(_NAME), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("input", JSON_TEXT),
+    Column("output", JSON_TEXT),
+    Column("error", JSON_TEXT),
+    Column("idempotency_key", String(_KEY), unique=True),  # NULLs never collide
+    Column("parent_run_id", String(_ID)),
+    Column("parent_task_id", String(_NAME)),
+    Column("signals", JSON_TEXT),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # list_runs: newest first, keyset on (created_at, id), optionally by workflow or status
+    Index(None, "created_at", "id"),
+    Index(None, "workflow", "created_at", "id"),
+    Index(None, "status", "created_at", "id"),
+    Index(None, "parent_run_id"),  # finding a parent's children
+)
+
+tasks = Table(
+    "treadle_tasks",
+    metadata,
+    Column("run_id", String(_ID), ForeignKey(runs.c.id, ondelete="CASCADE"), primary_key=True),
+    Column("task_id", String(_NAME), primary_key=True),
+    Column("position", Integer, nullable=False),  # keeps the definition's order
+    Column("type", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("input", JSON_TEXT),
+    Column("output", JSON_TEXT),
+    Column("error", JSON_TEXT),
+    Column("scheduled_at", UTCDateTime),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    # inflight_attempts: scheduled/running rows in run-id order. PostgreSQL and SQLite
+    # index just those rows; MySQL has no partial index, so it leads with the status.
+    Index(
+        "ix_treadle_tasks_active",
+        "run_id",
+        "task_id",
+        postgresql_where=ACTIVE_TASK,
+        sqlite_where=ACTIVE_TASK,
+    ).ddl_if(dialect=_PARTIAL),
+    Index("ix_treadle_tasks_status", "status", "run_id", "task_id").ddl_if(dialect=_MYSQL),
+)
+
+history = Table(
+    "treadle_history",
+    metadata,
+    Column("id", BIG_ID, primary_key=True, autoincrement=True),
+    Column("run_id", String(_ID), ForeignKey(runs.c.id, ondelete="CASCADE"), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("task_id", String(_NAME)),
+    Column("attempt", Integer),
+    Column("data", JSON_TEXT),
+    Column("at", UTCDateTime, nullable=False),
+    Index(None, "run_id", "id"),  # list_history: a run's entries in order
+)
+
+outbox = Table(
+    "treadle_outbox",
+    metadata,
+    Column("id", BIG_ID, primary_key=True, autoincrement=True),
+    Column("channel", String(_KEY), nullable=False),
+    Column("key", String(_KEY), nullable=False),
+    Column("body", BYTES, nullable=False),
+    Column("headers", JSON_TEXT),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    # claim_unsent and outbox_backlog read only unsent rows, oldest first; as above,
+    # MySQL gets a full index led by sent_at instead of a partial one.
+    Index(
+        "ix_treadle_outbox_unsent",
+        "created_at",
+        "id",
+        postgresql_where=UNSENT,
+        sqlite_where=UNSENT,
+    ).ddl_if(dialect=_PARTIAL),
+    Index("ix_treadle_outbox_sent", "sent_at", "created_at", "id").ddl_if(dialect=_MYSQL),
+)
+
+timers = Table(
+    "treadle_timers",
+    metadata,
+    Column("run_id", String(_ID), ForeignKey(runs.c.id, ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("task_id", String(_NAME), primary_key=True),  # '' when the timer has no task
+    Column("attempt", Integer, primary_key=True),
+    Column("fire_at", UTCDateTime, nullable=False),
+    Column("leased_until", UTCDateTime),
+    Index(None, "fire_at"),  # claim_due_timers and next_timer_at
+)
