@@ -1,0 +1,80 @@
+"""Turning the decider's `Decision` into the `Changes` the store writes atomically."""
+
+from __future__ import annotations
+
+import logging
+
+from app.domain.events import CancelTimer, Decision, DispatchTask, RunFinished, StartTimer
+from app.domain.state import RunState
+from app.messages import envelope, tasks_channel, to_message
+from app.ports import Changes, DueTimer, OutgoingMessage
+
+log = logging.getLogger(__name__)
+
+
+def changes_from_decision(
+    decision: Decision, *, source: str, traceparent: str | None = None
+) -> Changes | None:
+    """What to persist for a decision; None when the decision changes nothing."""
+    if not decision.changed:
+        return None
+    outbox: list[OutgoingMessage] = []
+    start: list[StartTimer] = []
+    cancel: list[CancelTimer] = []
+    for command in decision.commands:
+        if isinstance(command, DispatchTask):
+            outbox.append(_dispatch_message(command, source, traceparent))
+        elif isinstance(command, StartTimer):
+            start.append(command)
+        elif isinstance(command, CancelTimer):
+            cancel.append(command)
+        elif isinstance(command, RunFinished):
+            # Nothing subscribes to run completions yet; the history records it.
+            log.info("run %s finished: %s", command.run_id, command.status)
+    return Changes(
+        state=decision.state,
+        history=decision.history,
+        outbox=outbox,
+        start_timers=start,
+        cancel_timers=cancel,
+    )
+
+
+def _dispatch_message(
+    command: DispatchTask, source: str, traceparent: str | None
+) -> OutgoingMessage:
+    message = to_message(envelope(command, source=source, traceparent=traceparent))
+    return OutgoingMessage(channel=tasks_channel(command.queue), message=message)
+
+
+def fired_timer_cancel(timer: DueTimer) -> CancelTimer:
+    """The command that deletes a timer row once it has fired."""
+    return CancelTimer(
+        run_id=timer.run_id, kind=timer.kind, task_id=timer.task_id, attempt=timer.attempt
+    )
+
+
+def with_cancelled(changes: Changes | None, state: RunState, cancel: CancelTimer) -> Changes:
+    """`changes` plus deleting the fired timer, so the row goes in the same transaction.
+
+    A timer the decider found stale still has to be deleted, so with no changes this is
+    a `Changes` that only cancels it. A decision that re-arms the same timer identity
+    (start and cancel together) keeps the new one: the cancel is then left out.
+    """
+    if changes is None:
+        return Changes(state=state, cancel_timers=[cancel])
+    if _identity(cancel) in {_identity(t) for t in changes.start_timers}:
+        return changes
+    if cancel in changes.cancel_timers:
+        return changes
+    return Changes(
+        state=changes.state,
+        history=changes.history,
+        outbox=changes.outbox,
+        start_timers=changes.start_timers,
+        cancel_timers=[*changes.cancel_timers, cancel],
+    )
+
+
+def _identity(timer: StartTimer | CancelTimer) -> tuple[str, str, str | None, int]:
+    return (timer.run_id, str(timer.kind), timer.task_id, timer.attempt)

@@ -1,0 +1,104 @@
+"""The events consumer: results and heartbeats from workers, applied to their runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+import msgspec
+import stamina
+
+from app.domain.errors import RunNotFound
+from app.domain.events import DispatchTask, TaskCompleted, TaskFailed, TaskHeartbeat, TaskStarted
+from app.messages import EVENTS_CHANNEL, decode
+from app.modules.orchestrator._engine import RunEngine
+from app.ports import Delivery, Transport
+
+log = logging.getLogger(__name__)
+
+CONSUMER_GROUP = "orchestrator"
+
+WorkerEvent = TaskStarted | TaskCompleted | TaskFailed | TaskHeartbeat
+
+RETRY_ATTEMPTS = 5
+RETRY_TIMEOUT_SECONDS = 30.0
+
+
+class EventConsumer:
+    """Applies each event delivery to its run, then acks; never lets one delivery crash it.
+
+    `transient` lists the errors (the store's "try again later") retried with backoff
+    before the delivery is given back to the broker.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        engine: RunEngine,
+        *,
+        prefetch: int,
+        transient: Sequence[type[Exception]] = (),
+    ) -> None:
+        self._transport = transport
+        self._engine = engine
+        self._prefetch = prefetch
+        self._transient = tuple(transient)
+
+    async def run(self) -> None:
+        """Consume until cancelled, applying up to `prefetch` deliveries concurrently."""
+        limiter = anyio.CapacityLimiter(self._prefetch)
+        async with (
+            self._transport.subscribe(EVENTS_CHANNEL, CONSUMER_GROUP, self._prefetch) as deliveries,
+            anyio.create_task_group() as tg,
+        ):
+            async for delivery in deliveries:
+                token = object()
+                await limiter.acquire_on_behalf_of(token)
+                tg.start_soon(self._handle_and_release, delivery, limiter, token)
+
+    async def _handle_and_release(
+        self, delivery: Delivery, limiter: anyio.CapacityLimiter, token: object
+    ) -> None:
+        try:
+            await self.handle(delivery)
+        except Exception:
+            log.exception("settling an event delivery failed; the broker will redeliver it")
+        finally:
+            limiter.release_on_behalf_of(token)
+
+    async def handle(self, delivery: Delivery) -> None:
+        """Decode, apply and settle one delivery."""
+        try:
+            env = decode(delivery.message.body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("dead-lettering an undecodable event: %s", exc)
+            await delivery.nack(requeue=False)
+            return
+        event = env.payload
+        if isinstance(event, DispatchTask):
+            log.warning("dead-lettering a task dispatch found on the events channel")
+            await delivery.nack(requeue=False)
+            return
+        try:
+            await self._apply_with_retries(event, env.traceparent)
+        except RunNotFound:
+            log.warning("dropping a %s for unknown run %s", env.event_type, event.run_id)
+        except Exception:
+            log.exception("applying %s to run %s failed; requeueing", env.event_type, event.run_id)
+            await delivery.nack(requeue=True)
+            return
+        await delivery.ack()
+
+    async def _apply_with_retries(self, event: WorkerEvent, traceparent: str | None) -> None:
+        async for attempt in stamina.retry_context(
+            on=self._transient or _Never,
+            attempts=RETRY_ATTEMPTS,
+            timeout=RETRY_TIMEOUT_SECONDS,
+        ):
+            with attempt:
+                await self._engine.apply_event(event.run_id, event, traceparent=traceparent)
+
+
+class _Never(Exception):
+    """Stands for 'retry nothing' when no transient errors are configured."""

@@ -1,0 +1,236 @@
+"""`RunEngine`: starts and steers runs by applying events to them in store transactions.
+
+Every change to a run goes through `apply_event`: the store locks the run, the pure
+decider computes the next state, the resulting messages and timers are written in the
+same transaction, and after commit the relay publishes the messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Any, Generic, TypeVar
+
+from app.config import OrchestratorSettings
+from app.domain.compile import (
+    Workflow,
+    compile_workflow,
+    definition_digest,
+    parse_definition,
+    validate_input,
+)
+from app.domain.decider import decide, new_run
+from app.domain.errors import RunNotActive
+from app.domain.events import (
+    CancelRequested,
+    CancelTimer,
+    Event,
+    RunStarted,
+    SignalReceived,
+    StartTimer,
+    TimerFired,
+)
+from app.domain.state import RunState
+from app.modules.orchestrator._changes import (
+    changes_from_decision,
+    fired_timer_cancel,
+    with_cancelled,
+)
+from app.modules.orchestrator._ids import new_run_id
+from app.modules.orchestrator._relay import Relay
+from app.modules.orchestrator._timers import TimerAlarm
+from app.ports import Applied, Changes, Clock, DueTimer, StateStore, StoredWorkflow
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Lru(Generic[K, V]):
+    """A small least-recently-used map."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
+class _Outcome:
+    """What the decide callback saw and wrote (the store may call it more than once)."""
+
+    def __init__(self) -> None:
+        self.state: RunState | None = None
+        self.changes: Changes | None = None
+
+
+class RunEngine:
+    """The `RunControl` port, and the one way events reach runs in this process."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        relay: Relay,
+        clock: Clock,
+        settings: OrchestratorSettings,
+        *,
+        source: str,
+        alarm: TimerAlarm | None = None,
+        cache_size: int = 256,
+    ) -> None:
+        self._store = store
+        self._relay = relay
+        self._clock = clock
+        self._settings = settings
+        self._source = source
+        self.alarm = alarm or TimerAlarm()
+        # Versions are immutable and a run never changes workflow: both caches never go stale.
+        self._workflows: _Lru[tuple[str, int], Workflow] = _Lru(cache_size)
+        self._run_workflows: _Lru[str, tuple[str, int]] = _Lru(cache_size * 16)
+
+    # --- RunControl -------------------------------------------------------------------
+
+    async def register_workflow(self, definition: dict[str, Any]) -> tuple[StoredWorkflow, bool]:
+        """Validate and store a definition; raises `DefinitionInvalid`."""
+        defn = parse_definition(definition)
+        compile_workflow(defn, default_task_timeout=self._settings.default_task_timeout)
+        return await self._store.save_workflow(defn.name, definition, definition_digest(defn))
+
+    async def start_run(
+        self,
+        workflow: str,
+        version: int | None,
+        input: Any,
+        idempotency_key: str | None = None,
+        traceparent: str | None = None,
+    ) -> tuple[RunState, bool]:
+        """Create and start a run in one transaction, or return the run for this key."""
+        stored = await self._store.get_workflow(workflow, version)
+        compiled = self._compiled(stored)
+        validate_input(compiled, input)
+        now = self._clock.now()
+        run = new_run(
+            compiled,
+            run_id=new_run_id(now),
+            version=stored.version,
+            input=input,
+            now=now,
+            idempotency_key=idempotency_key,
+        )
+        outcome = _Outcome()
+        decide_start = self._decider(compiled, RunStarted(run_id=run.id), outcome, traceparent)
+        applied, created = await self._store.create_run(run, decide_start)
+        if created:
+            self._run_workflows.put(run.id, (stored.name, stored.version))
+            await self._after_commit(applied, outcome)
+        return applied.state, created
+
+    async def cancel_run(self, run_id: str, reason: str = "") -> RunState:
+        """Request cancellation; raises `RunNotFound`, `RunNotActive`."""
+        return await self._steer(run_id, CancelRequested(run_id=run_id, reason=reason), "cancel")
+
+    async def signal_run(self, run_id: str, name: str, payload: Any) -> RunState:
+        """Deliver a signal; raises `RunNotFound`, `RunNotActive`."""
+        event = SignalReceived(run_id=run_id, name=name, payload=payload)
+        return await self._steer(run_id, event, "signal")
+
+    # --- events -----------------------------------------------------------------------
+
+    async def apply_event(
+        self,
+        run_id: str,
+        event: Event,
+        *,
+        traceparent: str | None = None,
+        also_cancel: CancelTimer | None = None,
+    ) -> tuple[Applied | None, RunState | None]:
+        """Apply one event to its run; (what was committed or None, the state decided on).
+
+        Raises `RunNotFound`, and the store's errors.
+        """
+        compiled = await self._workflow_of_run(run_id)
+        outcome = _Outcome()
+        decider = self._decider(compiled, event, outcome, traceparent, also_cancel)
+        applied = await self._store.apply(run_id, decider)
+        if applied is not None:
+            await self._after_commit(applied, outcome)
+        return applied, outcome.state
+
+    async def fire_timer(self, timer: DueTimer) -> None:
+        """Apply a due timer to its run, deleting the timer row in the same transaction."""
+        event = TimerFired(
+            run_id=timer.run_id, kind=timer.kind, task_id=timer.task_id, attempt=timer.attempt
+        )
+        await self.apply_event(timer.run_id, event, also_cancel=fired_timer_cancel(timer))
+
+    # --- helpers ----------------------------------------------------------------------
+
+    async def _steer(self, run_id: str, event: Event, action: str) -> RunState:
+        applied, seen = await self.apply_event(run_id, event)
+        state = applied.state if applied is not None else seen
+        assert state is not None, "the store decides on the run's state or raises"
+        if applied is None and state.status.is_terminal:
+            raise RunNotActive(run_id, str(state.status), action)
+        return state
+
+    def _decider(
+        self,
+        compiled: Workflow,
+        event: Event,
+        outcome: _Outcome,
+        traceparent: str | None,
+        also_cancel: CancelTimer | None = None,
+    ) -> Any:
+        def decide_in_transaction(state: RunState) -> Changes | None:
+            decision = decide(compiled, state, event, self._clock.now())
+            changes = changes_from_decision(decision, source=self._source, traceparent=traceparent)
+            if also_cancel is not None:
+                changes = with_cancelled(changes, state, also_cancel)
+            outcome.state, outcome.changes = state, changes
+            return changes
+
+        return decide_in_transaction
+
+    async def _after_commit(self, applied: Applied, outcome: _Outcome) -> None:
+        if outcome.changes is not None:
+            self._wake_for(outcome.changes.start_timers)
+        await self._relay.publish(applied.outbox)
+
+    def _wake_for(self, timers: Any) -> None:
+        started: list[StartTimer] = list(timers)
+        if started:
+            self.alarm.notify(min(t.fire_at for t in started))
+
+    def _compiled(self, stored: StoredWorkflow) -> Workflow:
+        key = (stored.name, stored.version)
+        compiled = self._workflows.get(key)
+        if compiled is None:
+            defn = parse_definition(stored.definition)
+            compiled = compile_workflow(
+                defn, default_task_timeout=self._settings.default_task_timeout
+            )
+            self._workflows.put(key, compiled)
+        return compiled
+
+    async def _workflow_of_run(self, run_id: str) -> Workflow:
+        key = self._run_workflows.get(run_id)
+        if key is None:
+            run = await self._store.get_run(run_id)
+            key = (run.workflow, run.version)
+            self._run_workflows.put(run_id, key)
+        compiled = self._workflows.get(key)
+        if compiled is None:
+            compiled = self._compiled(await self._store.get_workflow(*key))
+        return compiled

@@ -1,0 +1,92 @@
+"""The orchestrator role: events consumer, timer loop and outbox sweeper in one task group."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+
+from app.config import OrchestratorSettings
+from app.domain.errors import RunNotFound
+from app.domain.events import DispatchLost
+from app.modules.orchestrator._consumer import EventConsumer
+from app.modules.orchestrator._engine import RunEngine
+from app.modules.orchestrator._relay import Relay
+from app.modules.orchestrator._timers import TimerLoop
+from app.ports import Clock, StateStore, Transport
+
+log = logging.getLogger(__name__)
+
+RECOVERY_PAGE = 500
+
+
+class Orchestrator:
+    """Drives runs forward from worker events and durable timers until cancelled.
+
+    Pass the `RunEngine` the API uses in this process, so timers it starts wake this
+    orchestrator's timer loop; without one, the orchestrator builds its own.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        transport: Transport,
+        settings: OrchestratorSettings,
+        clock: Clock,
+        *,
+        source: str = "orchestrator",
+        run_engine: RunEngine | None = None,
+        transient: Sequence[type[Exception]] = (),
+    ) -> None:
+        self._store = store
+        self._transport = transport
+        self._settings = settings
+        self._clock = clock
+        self._relay = Relay(store, transport)
+        self.run_engine = run_engine or RunEngine(
+            store, self._relay, clock, settings, source=source
+        )
+        self._consumer = EventConsumer(
+            transport, self.run_engine, prefetch=settings.event_prefetch, transient=transient
+        )
+        self._timers = TimerLoop(
+            store, self.run_engine.fire_timer, clock, settings, self.run_engine.alarm
+        )
+
+    async def run(self) -> None:
+        """Recover (in-process transport only), then consume, fire timers and sweep."""
+        if not self._transport.DURABLE:
+            await self.recover()
+        settings = self._settings
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._consumer.run)
+            tg.start_soon(self._timers.run)
+            tg.start_soon(
+                self._relay.sweep_forever,
+                self._clock,
+                settings.sweep_interval_seconds,
+                settings.outbox_stale_seconds,
+            )
+
+    async def recover(self) -> int:
+        """Re-dispatch every attempt in flight: a transport without durability lost them."""
+        recovered = 0
+        after: str | None = None
+        while True:
+            page = await self._store.inflight_attempts(RECOVERY_PAGE, after)
+            for attempt in page:
+                lost = DispatchLost(
+                    run_id=attempt.run_id, task_id=attempt.task_id, attempt=attempt.attempt
+                )
+                try:
+                    await self.run_engine.apply_event(attempt.run_id, lost)
+                except RunNotFound:
+                    continue
+                recovered += 1
+            if len(page) < RECOVERY_PAGE:
+                break
+            after = page[-1].run_id
+        if recovered:
+            log.warning("re-dispatched %d attempts in flight when the process stopped", recovered)
+        return recovered
