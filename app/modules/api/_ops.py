@@ -8,7 +8,7 @@ import anyio
 from litestar import Response, get
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from app.modules.api._routes import Services
+from app.modules.api._routes import ServicesDep
 from app.modules.api._schemas import Health, Readiness
 from app.ports import HealthCheck
 
@@ -26,7 +26,7 @@ async def healthz() -> Health:
     summary="Readiness: every dependency answered (503 otherwise)",
     tags=["operations"],
 )
-async def readyz(services: Services) -> Response[Readiness]:
+async def readyz(services: ServicesDep) -> Response[Readiness]:
     checks = await run_checks(services.health, READINESS_TIMEOUT_SECONDS)
     ready = all(result == "ok" for result in checks.values())
     body = Readiness(status="ok" if ready else "unavailable", checks=checks)

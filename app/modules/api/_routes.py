@@ -12,9 +12,10 @@ from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from app.config import ApiSettings
 from app.domain.state import RunStatus
@@ -67,6 +68,10 @@ class Services:
         return limit
 
 
+ServicesDep = NamedDependency[Services]
+"""How a handler asks for the injected `Services`."""
+
+
 def require_json_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard: a request that carries a body must say it is JSON.
 
@@ -97,10 +102,18 @@ def _problems(*codes: int) -> dict[int, ResponseSpec]:
     }
 
 
-Limit = Annotated[int | None, Parameter(description="Page size, 1 to the server's max_page_size.")]
-Cursor = Annotated[
-    str | None, Parameter(description="`next_cursor` from the previous page; omit for the first.")
+Limit = Annotated[
+    int | None, QueryParameter(description="Page size, 1 to the server's max_page_size.")
 ]
+Cursor = Annotated[
+    str | None,
+    QueryParameter(description="`next_cursor` from the previous page; omit for the first."),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(name="Idempotency-Key", description="Start at most one run per key."),
+]
+StatusFilter = Annotated[str | None, QueryParameter(description=f"One of: {_STATUSES}.")]
 
 
 class WorkflowController(Controller):
@@ -125,13 +138,15 @@ class WorkflowController(Controller):
             **_problems(400, 413, 415, 422),
         },
     )
-    async def register(self, services: Services, data: dict[str, Any]) -> Response[WorkflowRef]:
+    async def register(
+        self, services: ServicesDep, data: JSONBody[dict[str, Any]]
+    ) -> Response[WorkflowRef]:
         stored, created = await services.run_control.register_workflow(data)
         return Response(workflow_ref(stored), status_code=201 if created else 200)
 
     @get("/", summary="List workflows (latest version of each)", responses=_problems(400))
     async def list_workflows(
-        self, services: Services, limit: Limit = None, cursor: Cursor = None
+        self, services: ServicesDep, limit: Limit = None, cursor: Cursor = None
     ) -> WorkflowPage:
         page = await services.workflows.list_workflows(services.page_size(limit), cursor)
         return WorkflowPage(
@@ -139,7 +154,7 @@ class WorkflowController(Controller):
         )
 
     @get("/{name:str}", summary="The latest definition and its versions", responses=_problems(404))
-    async def get_workflow(self, services: Services, name: str) -> WorkflowDetail:
+    async def get_workflow(self, services: ServicesDep, name: FromPath[str]) -> WorkflowDetail:
         latest = await services.workflows.get_workflow(name)
         versions = await services.workflows.list_versions(
             name, services.settings.max_page_size, None
@@ -151,7 +166,9 @@ class WorkflowController(Controller):
         summary="One version of a definition",
         responses=_problems(404),
     )
-    async def get_version(self, services: Services, name: str, version: int) -> WorkflowVersion:
+    async def get_version(
+        self, services: ServicesDep, name: FromPath[str], version: FromPath[int]
+    ) -> WorkflowVersion:
         return workflow_version(await services.workflows.get_workflow(name, version))
 
 
@@ -179,12 +196,9 @@ class RunController(Controller):
     )
     async def start(
         self,
-        services: Services,
-        data: StartRunRequest,
-        idempotency_key: Annotated[
-            str | None,
-            Parameter(header="Idempotency-Key", description="Start at most one run per key."),
-        ] = None,
+        services: ServicesDep,
+        data: JSONBody[StartRunRequest],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[RunBody]:
         if idempotency_key is not None and not idempotency_key.strip():
             raise InvalidParameter("Idempotency-Key", "must not be empty")
@@ -196,9 +210,9 @@ class RunController(Controller):
     @get("/", summary="List runs, newest first", responses=_problems(400))
     async def list_runs(
         self,
-        services: Services,
-        workflow: str | None = None,
-        status: Annotated[str | None, Parameter(description=f"One of: {_STATUSES}.")] = None,
+        services: ServicesDep,
+        workflow: FromQuery[str | None] = None,
+        status: StatusFilter = None,
         limit: Limit = None,
         cursor: Cursor = None,
     ) -> RunPage:
@@ -210,7 +224,7 @@ class RunController(Controller):
         return RunPage(items=[run_summary(r) for r in page.items], next_cursor=page.next_cursor)
 
     @get("/{run_id:str}", summary="A run with its tasks", responses=_problems(404))
-    async def get_run(self, services: Services, run_id: str) -> RunBody:
+    async def get_run(self, services: ServicesDep, run_id: FromPath[str]) -> RunBody:
         return run_body(await services.runs.get_run(run_id))
 
     @get(
@@ -219,7 +233,11 @@ class RunController(Controller):
         responses=_problems(400, 404),
     )
     async def history(
-        self, services: Services, run_id: str, limit: Limit = None, cursor: Cursor = None
+        self,
+        services: ServicesDep,
+        run_id: FromPath[str],
+        limit: Limit = None,
+        cursor: Cursor = None,
     ) -> HistoryPage:
         page = await services.runs.list_history(run_id, services.page_size(limit), cursor)
         return HistoryPage(items=page.items, next_cursor=page.next_cursor)
@@ -232,7 +250,10 @@ class RunController(Controller):
         responses=_problems(400, 404, 409, 415),
     )
     async def cancel(
-        self, services: Services, run_id: str, data: CancelRunRequest | None = None
+        self,
+        services: ServicesDep,
+        run_id: FromPath[str],
+        data: JSONBody[CancelRunRequest | None] = None,
     ) -> RunBody:
         reason = data.reason if data is not None else ""
         return run_body(await services.run_control.cancel_run(run_id, reason))
@@ -244,7 +265,13 @@ class RunController(Controller):
         summary="Send a signal (the body is its JSON payload)",
         responses=_problems(400, 404, 409, 413, 415),
     )
-    async def signal(self, services: Services, run_id: str, name: str, data: Any = None) -> RunBody:
+    async def signal(
+        self,
+        services: ServicesDep,
+        run_id: FromPath[str],
+        name: FromPath[str],
+        data: JSONBody[Any] = None,
+    ) -> RunBody:
         return run_body(await services.run_control.signal_run(run_id, name, data))
 
     @post(
@@ -253,7 +280,7 @@ class RunController(Controller):
         summary="Retry a failed run from the failed tasks",
         responses=_problems(404, 409),
     )
-    async def retry(self, services: Services, run_id: str) -> RunBody:
+    async def retry(self, services: ServicesDep, run_id: FromPath[str]) -> RunBody:
         run = await services.runs.get_run(run_id)
         # Retry-from-failure lands in a later issue; until the engine grows it, say so.
         retry_run = getattr(services.run_control, "retry_run", None)
