@@ -19,6 +19,14 @@ from app.modules.worker._registry import (
 
 _json = msgspec.json.Encoder()
 
+TIMEOUT_GRACE_SECONDS = 1.0
+"""Extra time a worker allows past an attempt's timeout before abandoning it.
+
+The orchestrator's durable timer is what times an attempt out (the task becomes
+`timed_out`); the worker's own deadline is a backstop that frees the slot, and the grace
+keeps it from racing the timer and reporting a plain failure first.
+"""
+
 
 class OutputNotSerializable(Exception):
     """A handler returned a value that cannot be written as JSON."""
@@ -80,7 +88,7 @@ async def _run_handler(
     traceback_lines: int,
 ) -> _Output | ErrorInfo:
     try:
-        with anyio.move_on_after(dispatch.timeout_seconds) as deadline:
+        with anyio.move_on_after(_worker_deadline(dispatch.timeout_seconds)) as deadline:
             output = await registered.call(ctx, dispatch.input)
         if deadline.cancelled_caught:
             return _timed_out(dispatch)
@@ -108,6 +116,10 @@ def error_info(exc: BaseException, traceback_lines: int) -> ErrorInfo:
     tail = "\n".join(lines[-traceback_lines:]) if traceback_lines > 0 else None
     message = str(exc) or type(exc).__name__
     return ErrorInfo(type=type(exc).__name__, message=message, traceback=tail, retryable=True)
+
+
+def _worker_deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else timeout + TIMEOUT_GRACE_SECONDS
 
 
 def _timed_out(dispatch: DispatchTask) -> ErrorInfo:

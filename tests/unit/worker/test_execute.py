@@ -105,7 +105,7 @@ async def test_other_task_types_are_not_supported_yet() -> None:
 
 @pytest.mark.anyio
 async def test_an_attempt_past_its_timeout_fails() -> None:
-    """A handler still running at `timeout_seconds` is stopped and reported as timed out."""
+    """A handler still running past `timeout_seconds` (plus grace) is stopped and reported."""
     with anyio.fail_after(5):
         result = await _run(_dispatch(handler="slow", input=None, timeout_seconds=0.05))
 

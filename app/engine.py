@@ -1,0 +1,254 @@
+"""Wiring: build an engine from settings, and serve its roles in one process.
+
+`build` is the one place ports meet adapters; it makes no globals, so a test builds as
+many engines as it likes. `serve` runs the selected roles in one task group until
+SIGINT/SIGTERM, then stops them gracefully.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import anyio
+import anyio.abc
+import uvicorn
+
+from app.config import Settings
+from app.modules.orchestrator import Orchestrator, Relay, RunEngine
+from app.modules.worker import HandlerRegistry, Worker
+from app.ports import Clock, StateStore, Transport
+from app.store import StoreUnavailable, build_store
+from app.transports import build_transport
+from app.transports._errors import TransportUnavailable
+
+log = logging.getLogger(__name__)
+
+ROLES = frozenset({"api", "orchestrator", "worker"})
+
+
+class SystemClock:
+    """The wall clock, in UTC."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class DatabaseHealth:
+    """Ready when the database answers."""
+
+    name = "database"
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    async def check(self) -> None:
+        with anyio.fail_after(5):
+            await self._store.ping()
+
+
+class TransportHealth:
+    """Ready while the transport is connected (the port has no ping of its own)."""
+
+    name = "transport"
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def check(self) -> None:
+        if not self._engine.transport_connected:
+            raise TransportUnavailable(self._engine.settings.transport.kind, "not connected")
+
+
+def _source(role: str) -> str:
+    return f"{role}@{socket.gethostname()}:{os.getpid()}"
+
+
+class Engine:
+    """One engine's ports and roles, built from settings by `build`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        transport: Transport,
+        registry: HandlerRegistry,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.transport = transport
+        self.registry = registry
+        self.clock = clock
+        self.relay = Relay(store, transport)
+        self.run_engine = RunEngine(
+            store, self.relay, clock, settings.orchestrator, source=_source("orchestrator")
+        )
+        self.transport_connected = False
+
+    def orchestrator(self) -> Orchestrator:
+        """The orchestrator role, sharing the run engine (and its timer alarm)."""
+        return Orchestrator(
+            self.store,
+            self.transport,
+            self.settings.orchestrator,
+            self.clock,
+            source=_source("orchestrator"),
+            run_engine=self.run_engine,
+            transient=(StoreUnavailable,),
+        )
+
+    def worker(self) -> Worker:
+        """The worker role, running this engine's registered handlers."""
+        return Worker(
+            self.transport, self.registry, self.settings.worker, self.clock, _source("worker")
+        )
+
+    def health_checks(self) -> list[DatabaseHealth | TransportHealth]:
+        return [DatabaseHealth(self.store), TransportHealth(self)]
+
+    async def connect(self) -> None:
+        """Connect the transport (the store connects lazily)."""
+        await self.transport.connect()
+        self.transport_connected = True
+
+    async def close(self) -> None:
+        """Close the transport and the store's connections."""
+        self.transport_connected = False
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.transport.close()
+            finally:
+                await self.store.close()
+
+
+def build(
+    settings: Settings, *, handler_modules: Sequence[str] = (), clock: Clock | None = None
+) -> Engine:
+    """An engine whose ports are the adapters `settings` names (nothing connected yet)."""
+    modules = list(dict.fromkeys([*settings.worker.handlers, *handler_modules]))
+    return Engine(
+        settings,
+        build_store(settings.database),
+        build_transport(settings.transport),
+        HandlerRegistry.from_modules(modules),
+        clock or SystemClock(),
+    )
+
+
+async def migrate(settings: Settings) -> None:
+    """Bring the database schema to the newest migration."""
+    store = build_store(settings.database)
+    try:
+        await store.migrate()
+    finally:
+        await store.close()
+
+
+def _migrates_on_start(settings: Settings) -> bool:
+    wanted = settings.database.migrate_on_start
+    if wanted is None:
+        return settings.database.url.startswith("sqlite")
+    return wanted
+
+
+async def serve(
+    settings: Settings,
+    *,
+    roles: set[str],
+    handler_modules: Sequence[str] = (),
+    on_ready: Callable[[Engine], Awaitable[None] | None] | None = None,
+) -> None:
+    """Run `roles` until SIGINT/SIGTERM, then stop them within the drain period."""
+    unknown = set(roles) - ROLES
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}; choose from {sorted(ROLES)}")
+    engine = build(settings, handler_modules=handler_modules)
+    if _migrates_on_start(settings):
+        await engine.store.migrate()
+    await engine.connect()
+    try:
+        async with anyio.create_task_group() as tg:
+            stop = await _start_roles(engine, roles, tg)
+            tg.start_soon(_stop_on_signal, stop)
+            if on_ready is not None:
+                result = on_ready(engine)
+                if result is not None:
+                    await result
+    finally:
+        await engine.close()
+
+
+async def _start_roles(
+    engine: Engine, roles: set[str], tg: anyio.abc.TaskGroup
+) -> Callable[[], None]:
+    """Start each role; returns the function that asks them all to stop."""
+    scopes: list[anyio.CancelScope] = []
+    servers: list[_Server] = []
+    # The worker starts first: with the in-process transport, the orchestrator's start-up
+    # recovery re-dispatches to it.
+    if "worker" in roles:
+        tg.start_soon(_in_scope, engine.worker().run, scopes)
+    if "orchestrator" in roles:
+        tg.start_soon(_in_scope, engine.orchestrator().run, scopes)
+    if "api" in roles:
+        server = _api_server(engine)
+        servers.append(server)
+        tg.start_soon(server.serve)
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+        for scope in scopes:
+            scope.cancel()  # the worker drains in-flight attempts as it is cancelled
+
+    return stop
+
+
+async def _in_scope(run: Callable[[], Awaitable[None]], scopes: list[anyio.CancelScope]) -> None:
+    with anyio.CancelScope() as scope:
+        scopes.append(scope)
+        await run()
+
+
+async def _stop_on_signal(stop: Callable[[], None]) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            stop()
+            return
+
+
+def _api_server(engine: Engine) -> _Server:
+    from app.modules.api import create_app  # noqa: PLC0415 -- litestar loads only for the api
+
+    app = create_app(
+        run_control=engine.run_engine,
+        workflows=engine.store,
+        runs=engine.store,
+        health=engine.health_checks(),
+        settings=engine.settings.api,
+    )
+    config = uvicorn.Config(
+        app,
+        host=engine.settings.api.host,
+        port=engine.settings.api.port,
+        log_config=None,
+        lifespan="on",
+    )
+    return _Server(config)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to `serve`."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn would install its own handlers and re-raise the signal after shutting
+        # down, killing the process before the other roles have drained.
+        yield
