@@ -60,6 +60,11 @@ class SqlStore:
         self._now = clock
 
     @property
+    def url(self) -> str:
+        """The database URL, password included (for building a second store on it)."""
+        return self._db.url.render_as_string(hide_password=False)
+
+    @property
     def dialect(self) -> str:
         """The database's dialect name: `sqlite`, `postgresql` or `mysql`."""
         return self._db.dialect
