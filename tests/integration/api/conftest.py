@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -50,16 +50,23 @@ def settings() -> ApiSettings:
     return ApiSettings(max_body_bytes=64 * 1024, max_page_size=50, default_page_size=10)
 
 
+def asgi_client(
+    engine: FakeEngine, checks: Sequence[FakeCheck], settings: ApiSettings
+) -> httpx.AsyncClient:
+    """An HTTP client talking in process to an app wired to these ports."""
+    app = create_app(
+        run_control=engine, workflows=engine, runs=engine, health=checks, settings=settings
+    )
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://treadle.test")
+
+
 @pytest.fixture
 async def http(
     engine: FakeEngine, checks: list[FakeCheck], settings: ApiSettings
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client talking to the app in process."""
-    app = create_app(
-        run_control=engine, workflows=engine, runs=engine, health=checks, settings=settings
-    )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://treadle.test") as client:
+    async with asgi_client(engine, checks, settings) as client:
         yield client
 
 

@@ -1,0 +1,109 @@
+"""/healthz, /readyz, /metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from app.config import ApiSettings
+from app.modules.api import _ops
+from tests.integration.api._fakes import FakeCheck, FakeEngine
+from tests.integration.api.conftest import asgi_client
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_healthz_is_ok(http: httpx.AsyncClient) -> None:
+    """Liveness answers 200 {"status": "ok"} whatever the dependencies say."""
+    response = await http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_is_200_when_every_check_passes(http: httpx.AsyncClient) -> None:
+    """Readiness reports each check by name."""
+    response = await http.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok"}}
+
+
+async def test_readyz_is_503_with_the_reason_of_a_failing_check(
+    engine: FakeEngine, settings: ApiSettings
+) -> None:
+    """One failing check makes the process unready, and its reason is reported."""
+    checks = [FakeCheck("database"), FakeCheck("broker", "connection refused")]
+    async with asgi_client(engine, checks, settings) as http:
+        response = await http.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "checks": {"database": "ok", "broker": "connection refused"},
+    }
+
+
+async def test_readyz_times_out_a_hanging_check(
+    engine: FakeEngine, settings: ApiSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check that never answers is cut short and reported as timed out."""
+    monkeypatch.setattr(_ops, "READINESS_TIMEOUT_SECONDS", 0.05)
+    checks = [FakeCheck("database"), FakeCheck("broker", hang=True)]
+    async with asgi_client(engine, checks, settings) as http:
+        response = await http.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["broker"] == "timed out after 0.05s"
+
+
+async def test_metrics_is_prometheus_text(http: httpx.AsyncClient) -> None:
+    """/metrics serves the default registry in the Prometheus text format 0.0.4."""
+    response = await http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "# TYPE" in response.text
+
+
+async def test_the_openapi_document_lists_every_route(http: httpx.AsyncClient) -> None:
+    """/schema/openapi.json is OpenAPI 3.1 JSON with every route and its methods."""
+    response = await http.get("/schema/openapi.json")
+    assert response.status_code == 200
+    doc = json.loads(response.content)
+    assert doc["openapi"].startswith("3.1")
+    expected = {
+        "/v1/workflows": {"get", "post"},
+        "/v1/workflows/{name}": {"get"},
+        "/v1/workflows/{name}/versions/{version}": {"get"},
+        "/v1/runs": {"get", "post"},
+        "/v1/runs/{run_id}": {"get"},
+        "/v1/runs/{run_id}/events": {"get"},
+        "/v1/runs/{run_id}/cancel": {"post"},
+        "/v1/runs/{run_id}/signals/{name}": {"post"},
+        "/v1/runs/{run_id}/retry": {"post"},
+        "/healthz": {"get"},
+        "/readyz": {"get"},
+        "/metrics": {"get"},
+    }
+    paths = doc["paths"]
+    assert set(paths) == set(expected)
+    for path, methods in expected.items():
+        assert methods <= set(paths[path]), path
+
+
+async def test_the_openapi_document_describes_both_answers_of_registration(
+    http: httpx.AsyncClient,
+) -> None:
+    """POST /v1/workflows documents 201 (created) and 200 (identical), and 422 problems."""
+    doc = (await http.get("/schema/openapi.json")).json()
+    responses = doc["paths"]["/v1/workflows"]["post"]["responses"]
+    assert {"200", "201", "422"} <= set(responses)
+    assert "application/problem+json" in responses["422"]["content"]
+    start = doc["paths"]["/v1/runs"]["post"]
+    assert any(p["name"] == "Idempotency-Key" for p in start["parameters"])
+    assert set(doc["components"]["schemas"]["RunBody"]["properties"]) >= {"id", "tasks"}
+
+
+async def test_the_docs_ui_is_served_at_schema(http: httpx.AsyncClient) -> None:
+    """/schema is an HTML docs page."""
+    response = await http.get("/schema")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
