@@ -226,6 +226,8 @@ class RabbitMQTransport:
         return f"{self.namespace}.{channel}"
 
     async def connect(self) -> None:
+        if self._connection is not None:
+            return
         with _broker_errors(self.url):
             self._connection = await aio_pika.connect_robust(
                 self._url,

@@ -195,6 +195,24 @@ async def test_requeued_too_often_goes_to_dead_channel(transport: Transport) -> 
     assert corpse.message.headers[DEAD_FROM_HEADER] == CHANNEL
 
 
+async def test_message_whose_consumers_keep_dying_goes_to_dead_channel(
+    transport: Transport,
+) -> None:
+    """A message held unsettled by `max_deliveries` consumers in turn is not delivered again."""
+    await transport.publish(CHANNEL, [_message(1)])
+    for _ in range(LIMIT):
+        async with transport.subscribe(CHANNEL, "workers", prefetch=1) as deliveries:
+            await _take(deliveries)
+    async with transport.subscribe(CHANNEL, "workers", prefetch=1) as deliveries:
+        assert await _quiet(deliveries)
+    async with transport.subscribe(DEAD_CHANNEL, "operators", prefetch=1) as dead:
+        corpse = await _take(dead)
+        await corpse.ack()
+    assert corpse.message.body == b"m1"
+    assert corpse.message.headers[DEAD_REASON_HEADER] == MAX_DELIVERIES
+    assert corpse.message.headers[DEAD_FROM_HEADER] == CHANNEL
+
+
 async def test_messages_of_one_key_arrive_in_order(transport: Transport) -> None:
     """Where the transport orders per key, each key's messages arrive in publish order."""
     if not transport.ORDERED_PER_KEY:

@@ -1,0 +1,37 @@
+"""RabbitMQ-only behaviour that the shared contract suite does not cover."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.config import TransportSettings
+from app.messages import Message
+from app.transports import TransportUnavailable, build_transport
+from app.transports.rabbitmq import RabbitMQTransport
+
+pytestmark = pytest.mark.anyio
+
+
+def _settings(url: str) -> TransportSettings:
+    return TransportSettings(kind="rabbitmq", url=url, namespace="test-unreachable")
+
+
+async def test_build_transport_picks_rabbitmq() -> None:
+    """`kind = "rabbitmq"` builds the RabbitMQ adapter (imported only then)."""
+    assert isinstance(build_transport(_settings("amqp://127.0.0.1/")), RabbitMQTransport)
+
+
+async def test_unreachable_broker_is_transport_unavailable_without_password() -> None:
+    """A broker that refuses connections raises TransportUnavailable, the password hidden."""
+    transport = RabbitMQTransport(_settings("amqp://guest:s3cret@127.0.0.1:1/"))
+    with pytest.raises(TransportUnavailable) as info:
+        await transport.connect()
+    assert info.value.url == "amqp://guest:***@127.0.0.1:1/"
+    assert "s3cret" not in str(info.value)
+
+
+async def test_publish_before_connect_is_transport_unavailable() -> None:
+    """Publishing without a connection is a TransportUnavailable, not an AttributeError."""
+    transport = RabbitMQTransport(_settings("amqp://127.0.0.1/"))
+    with pytest.raises(TransportUnavailable):
+        await transport.publish("events", [Message(key="k", body=b"x")])
