@@ -17,6 +17,9 @@ message is read back from its `x-death` header when it is consumed.
 Resilience. The connection is `connect_robust`: after a drop it reconnects, declares
 the queues again and restarts consumers. Deliveries received before the drop cannot
 be settled any more (the broker redelivers them), so settling one is a logged no-op.
+Messages the broker had sent ahead (up to `prefetch`) but the consumer had not yet
+handed out when it closes go back to the queue, and quorum queues count that as a
+delivery.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import anyio
@@ -52,6 +54,17 @@ async def _nothing_within(deliveries: AsyncIterator[Delivery], seconds: float = 
 async def test_build_transport_picks_memory_by_default() -> None:
     """The default settings build the in-process transport."""
     assert isinstance(build_transport(TransportSettings()), MemoryTransport)
+
+
+def test_building_the_memory_transport_imports_no_broker_driver() -> None:
+    """The factory imports an adapter's driver only when that adapter is chosen."""
+    code = (
+        "import sys; from app.config import TransportSettings; "
+        "from app.transports import build_transport; build_transport(TransportSettings()); "
+        "print(sorted({'aio_pika', 'aiokafka', 'nats'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert result.stdout.decode().strip() == "[]"
 
 
 async def test_build_transport_rejects_unknown_kind() -> None:
