@@ -158,10 +158,10 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> None:
 def _key_and_reason(message: str) -> tuple[str, str]:
     # msgspec says e.g. "Expected `int`, got `str` - at `$.api.port`"
     reason, sep, where = message.rpartition(" - at `")
-    if not sep:
-        return "settings", message
+    if not sep:  # at the root msgspec omits the location, e.g. an unknown section
+        reason, where = message, "$`"
     key = where.rstrip("`").removeprefix("$.")
     if reason.startswith("Object contains unknown field"):
         field = reason.split("`")[1]
         return (f"{key}.{field}" if key != "$" else field), "unknown key"
-    return key, reason
+    return (key if key != "$" else "settings"), reason
