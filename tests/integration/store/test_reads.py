@@ -1,0 +1,117 @@
+"""Reads for the API: run lists with keyset pagination, history pages, cursors."""
+
+from __future__ import annotations
+
+import base64
+
+import msgspec
+import pytest
+
+from app.domain.errors import InvalidCursor, RunNotFound
+from app.domain.state import RunStatus
+from app.ports import Changes
+from app.store._sqlalchemy import SqlStore
+from tests.integration.store.factories import at, entry, make_run, unchanged
+
+pytestmark = pytest.mark.anyio
+
+
+async def _all_pages(store: SqlStore, limit: int, **filters: str | None) -> list[list[str]]:
+    pages: list[list[str]] = []
+    cursor: str | None = None
+    while True:
+        page = await store.list_runs(
+            workflow=filters.get("workflow"),
+            status=filters.get("status"),
+            limit=limit,
+            cursor=cursor,
+        )
+        pages.append([r.id for r in page.items])
+        if page.next_cursor is None:
+            return pages
+        cursor = page.next_cursor
+
+
+async def test_list_runs_is_newest_first_across_pages_with_equal_times(store: SqlStore) -> None:
+    """Keyset pages cover every run once, newest first, even when created_at ties."""
+    ids = []
+    for i in range(7):
+        run = make_run(f"run-{i}", created_at=at(i // 3))  # three runs share each instant
+        await store.create_run(run, unchanged)
+        ids.append(run.id)
+    expected = sorted(ids, key=lambda r: (int(r[-1]) // 3, r), reverse=True)
+    pages = await _all_pages(store, limit=2)
+    assert [len(p) for p in pages] == [2, 2, 2, 1]
+    assert [r for p in pages for r in p] == expected
+
+
+async def test_list_runs_filters_by_workflow_and_status(store: SqlStore) -> None:
+    """The workflow and status filters combine, and paginate like the full list."""
+    for i, (workflow, status) in enumerate(
+        [("a", RunStatus.RUNNING), ("a", RunStatus.COMPLETED), ("b", RunStatus.RUNNING)] * 2
+    ):
+        await store.create_run(
+            make_run(f"r{i}", workflow=workflow, status=status, created_at=at(i)), unchanged
+        )
+    assert await _all_pages(store, 1, workflow="a", status="running") == [["r3"], ["r0"]]
+    assert await _all_pages(store, 10, workflow="b") == [["r5", "r2"]]
+    assert await _all_pages(store, 10, status="completed") == [["r4", "r1"]]
+    assert await _all_pages(store, 10, workflow="none") == [[]]
+
+
+async def test_list_runs_summary_carries_the_run_facts(store: SqlStore) -> None:
+    """A list entry has the run's workflow, version, status, times and idempotency key."""
+    run = make_run(key="k-1", status=RunStatus.RUNNING)
+    await store.create_run(run, unchanged)
+    (summary,) = (await store.list_runs(workflow=None, status=None, limit=5, cursor=None)).items
+    assert (summary.id, summary.workflow, summary.version) == (run.id, "wf", 1)
+    assert (summary.status, summary.idempotency_key) == ("running", "k-1")
+    assert summary.created_at == run.created_at
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage!",
+        "",
+        base64.urlsafe_b64encode(b"not json").decode(),
+        base64.urlsafe_b64encode(msgspec.json.encode(["runs", "not-a-time", "x"])).decode(),
+        base64.urlsafe_b64encode(msgspec.json.encode(["history", 3])).decode(),
+        base64.urlsafe_b64encode(msgspec.json.encode({"runs": 1})).decode(),
+    ],
+)
+async def test_a_bad_cursor_is_refused(store: SqlStore, cursor: str) -> None:
+    """A cursor Treadle did not issue for this list raises InvalidCursor, not a 500."""
+    with pytest.raises(InvalidCursor) as info:
+        await store.list_runs(workflow=None, status=None, limit=5, cursor=cursor)
+    assert info.value.cursor == cursor
+
+
+async def test_history_pages_oldest_first(store: SqlStore) -> None:
+    """A run's history pages in insertion order with a cursor between pages."""
+    run = make_run()
+    await store.create_run(
+        run, lambda s: Changes(state=s, history=[entry(f"e{i}", i) for i in range(5)])
+    )
+    first = await store.list_history(run.id, 3, None)
+    second = await store.list_history(run.id, 3, first.next_cursor)
+    assert [h.type for h in first.items] == ["e0", "e1", "e2"]
+    assert [h.type for h in second.items] == ["e3", "e4"]
+    assert second.next_cursor is None
+    assert second.items[0].at == at(3)
+
+
+async def test_history_of_unknown_run_or_with_bad_cursor_raises(store: SqlStore) -> None:
+    """An unknown run raises RunNotFound; a runs cursor on history raises InvalidCursor."""
+    run = make_run()
+    await store.create_run(run, unchanged)
+    assert (await store.list_history(run.id, 5, None)).items == []
+    with pytest.raises(RunNotFound):
+        await store.list_history("missing", 5, None)
+    await store.create_run(make_run(created_at=at(-1)), unchanged)
+    runs_cursor = (
+        await store.list_runs(workflow=None, status=None, limit=1, cursor=None)
+    ).next_cursor
+    assert runs_cursor is not None
+    with pytest.raises(InvalidCursor):
+        await store.list_history(run.id, 5, runs_cursor)
