@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import AsyncIterator, Hashable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
+
+import anyio
 
 from app.config import OrchestratorSettings
 from app.domain.compile import (
@@ -40,7 +43,7 @@ from app.modules.orchestrator._changes import (
 from app.modules.orchestrator._ids import new_run_id
 from app.modules.orchestrator._relay import Relay
 from app.modules.orchestrator._timers import TimerAlarm
-from app.ports import Applied, Changes, Clock, DueTimer, StateStore, StoredWorkflow
+from app.ports import Applied, Changes, Clock, Decide, DueTimer, StateStore, StoredWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,33 @@ class _Lru(Generic[K, V]):
         self._items.move_to_end(key)
         while len(self._items) > self._size:
             self._items.popitem(last=False)
+
+
+class _RunLocks:
+    """One lock per run with decisions in progress in this process.
+
+    The store serialises decisions per run across processes; taking turns here first keeps
+    one process's events for a run in arrival order and spares the database lock waits.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[anyio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, run_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(run_id, (None, 0))
+        if lock is None:
+            lock = anyio.Lock()
+        self._locks[run_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[run_id]
+            if users == 1:
+                del self._locks[run_id]
+            else:
+                self._locks[run_id] = (lock, users - 1)
 
 
 class _Outcome:
@@ -99,6 +129,7 @@ class RunEngine:
         # Versions are immutable and a run never changes workflow: both caches never go stale.
         self._workflows: _Lru[tuple[str, int], Workflow] = _Lru(cache_size)
         self._run_workflows: _Lru[str, tuple[str, int]] = _Lru(cache_size * 16)
+        self._run_locks = _RunLocks()
 
     # --- RunControl -------------------------------------------------------------------
 
@@ -163,7 +194,8 @@ class RunEngine:
         compiled = await self._workflow_of_run(run_id)
         outcome = _Outcome()
         decider = self._decider(compiled, event, outcome, traceparent, also_cancel)
-        applied = await self._store.apply(run_id, decider)
+        async with self._run_locks.hold(run_id):
+            applied = await self._store.apply(run_id, decider)
         if applied is not None:
             await self._after_commit(applied, outcome)
         return applied, outcome.state
@@ -192,7 +224,7 @@ class RunEngine:
         outcome: _Outcome,
         traceparent: str | None,
         also_cancel: CancelTimer | None = None,
-    ) -> Any:
+    ) -> Decide:
         def decide_in_transaction(state: RunState) -> Changes | None:
             decision = decide(compiled, state, event, self._clock.now())
             changes = changes_from_decision(decision, source=self._source, traceparent=traceparent)
@@ -208,10 +240,9 @@ class RunEngine:
             self._wake_for(outcome.changes.start_timers)
         await self._relay.publish(applied.outbox)
 
-    def _wake_for(self, timers: Any) -> None:
-        started: list[StartTimer] = list(timers)
-        if started:
-            self.alarm.notify(min(t.fire_at for t in started))
+    def _wake_for(self, timers: Sequence[StartTimer]) -> None:
+        if timers:
+            self.alarm.notify(min(t.fire_at for t in timers))
 
     def _compiled(self, stored: StoredWorkflow) -> Workflow:
         key = (stored.name, stored.version)

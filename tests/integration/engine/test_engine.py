@@ -1,0 +1,194 @@
+"""Runs driven end to end: `RunEngine` starts them, the worker runs real handlers, the
+orchestrator applies results and timers, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from app.domain.errors import RunNotActive
+from app.domain.state import RunState, RunStatus, TaskStatus
+from app.engine import Engine, build
+from tests.integration.engine import handlers
+from tests.integration.engine.conftest import SettingsFactory
+
+DIAMOND: dict[str, Any] = {
+    "name": "diamond",
+    "tasks": {
+        "a": {"handler": "t.echo", "input": {"n": "${ input.n }"}},
+        "b": {"after": ["a"], "handler": "t.add", "input": {"a": "${ tasks.a.output.n }", "b": 1}},
+        "c": {"after": ["a"], "handler": "t.echo", "when": "${ input.n > `100` }"},
+        "d": {"after": ["b"], "handler": "t.add", "input": {"a": "${ tasks.b.output }", "b": 10}},
+        "e": {"after": ["b", "c"], "handler": "t.echo"},
+    },
+    "output": "${ tasks.d.output }",
+}
+
+
+@asynccontextmanager
+async def running(engine: Engine) -> AsyncIterator[Engine]:
+    """The engine migrated and connected, its orchestrator and worker running."""
+    await engine.store.migrate()
+    await engine.connect()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.worker().run)
+            tg.start_soon(engine.orchestrator().run)
+            try:
+                yield engine
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        await engine.close()
+
+
+async def finished(engine: Engine, run_id: str, timeout: float = 20.0) -> RunState:
+    """The run once it reaches a terminal status."""
+    with anyio.fail_after(timeout):
+        while True:
+            run = await engine.store.get_run(run_id)
+            if run.status.is_terminal:
+                return run
+            await anyio.sleep(0.05)
+
+
+async def one_task_workflow(engine: Engine, name: str, task: dict[str, Any]) -> None:
+    await engine.run_engine.register_workflow({"name": name, "tasks": {"only": task}})
+
+
+@pytest.mark.anyio
+async def test_a_diamond_runs_to_completion_skipping_a_false_branch(
+    make_settings: SettingsFactory,
+) -> None:
+    """Tasks run in dependency order; a false `when` skips its task and what needs it."""
+    async with running(build(make_settings())) as engine:
+        stored, created = await engine.run_engine.register_workflow(DIAMOND)
+        run, _ = await engine.run_engine.start_run("diamond", None, {"n": 5})
+        done = await finished(engine, run.id)
+
+    assert created
+    assert stored.version == 1
+    assert done.status is RunStatus.COMPLETED
+    assert done.output == 16
+    statuses = {tid: t.status for tid, t in done.tasks.items()}
+    assert statuses == {
+        "a": TaskStatus.COMPLETED,
+        "b": TaskStatus.COMPLETED,
+        "c": TaskStatus.SKIPPED,
+        "d": TaskStatus.COMPLETED,
+        "e": TaskStatus.SKIPPED,
+    }
+    assert done.tasks["a"].output == {"task": "a", "n": 5}
+
+
+@pytest.mark.anyio
+async def test_a_failing_handler_is_retried_after_its_backoff(
+    make_settings: SettingsFactory,
+) -> None:
+    """A handler failing twice succeeds on the third attempt, after short backoffs."""
+    async with running(build(make_settings())) as engine:
+        await one_task_workflow(
+            engine,
+            "flaky",
+            {
+                "handler": "t.flaky",
+                "input": {"succeed_on": 3},
+                "retry": {"max_attempts": 3, "initial_interval": "100ms", "backoff": 1.0},
+            },
+        )
+        run, _ = await engine.run_engine.start_run("flaky", None, None)
+        done = await finished(engine, run.id, timeout=10)
+        history = await engine.store.list_history(run.id, 100, None)
+
+    assert done.status is RunStatus.COMPLETED
+    assert done.tasks["only"].attempt == 3
+    assert done.tasks["only"].output == 3
+    failures = [h for h in history.items if h.type == "task.failed"]
+    assert [h.attempt for h in failures] == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_an_attempt_past_its_timeout_times_the_task_out(
+    make_settings: SettingsFactory,
+) -> None:
+    """A handler sleeping past a 0.5s timeout, without retries, fails the run as timed out."""
+    async with running(build(make_settings())) as engine:
+        await one_task_workflow(
+            engine, "slow", {"handler": "t.sleep", "input": {"seconds": 5}, "timeout": "500ms"}
+        )
+        run, _ = await engine.run_engine.start_run("slow", None, None)
+        done = await finished(engine, run.id, timeout=4)
+
+    assert done.status is RunStatus.FAILED
+    assert done.tasks["only"].status is TaskStatus.TIMED_OUT
+    assert done.tasks["only"].error is not None
+    assert done.tasks["only"].error.type == "TimeoutError"
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_run_stops_and_cannot_be_cancelled_again(
+    make_settings: SettingsFactory,
+) -> None:
+    """Cancelling a running run makes it cancelled; a second cancel is `RunNotActive`."""
+    async with running(build(make_settings())) as engine:
+        await one_task_workflow(engine, "held", {"handler": "t.hold"})
+        run, _ = await engine.run_engine.start_run("held", None, None)
+        with anyio.fail_after(5):
+            while run.id not in handlers.ENTERED:
+                await anyio.sleep(0.02)
+        cancelled = await engine.run_engine.cancel_run(run.id, reason="test")
+        handlers.RELEASED.add(run.id)
+        with pytest.raises(RunNotActive) as info:
+            await engine.run_engine.cancel_run(run.id)
+        await anyio.sleep(0.2)  # the late result arrives and must change nothing
+        after = await engine.store.get_run(run.id)
+
+    assert cancelled.status is RunStatus.CANCELLED
+    assert info.value.status == "cancelled"
+    assert after.status is RunStatus.CANCELLED
+
+
+@pytest.mark.anyio
+async def test_starting_twice_with_one_idempotency_key_gives_one_run(
+    make_settings: SettingsFactory,
+) -> None:
+    """The second start with the same key returns the first run, not created."""
+    async with running(build(make_settings())) as engine:
+        await one_task_workflow(engine, "once", {"handler": "t.echo"})
+        first, created_first = await engine.run_engine.start_run(
+            "once", None, {"x": 1}, idempotency_key="key-1"
+        )
+        second, created_second = await engine.run_engine.start_run(
+            "once", None, {"x": 1}, idempotency_key="key-1"
+        )
+        await finished(engine, first.id)
+        page = await engine.store.list_runs(workflow="once", status=None, limit=10, cursor=None)
+
+    assert (created_first, created_second) == (True, False)
+    assert second.id == first.id
+    assert [r.id for r in page.items] == [first.id]
+
+
+@pytest.mark.anyio
+async def test_an_attempt_in_flight_at_a_stop_is_redispatched_after_restart(
+    make_settings: SettingsFactory,
+) -> None:
+    """With the in-process transport, a new engine re-dispatches attempts left running."""
+    settings = make_settings(drain_seconds=0.1)
+    async with running(build(settings)) as engine:
+        await one_task_workflow(engine, "restart", {"handler": "t.hold"})
+        run, _ = await engine.run_engine.start_run("restart", None, None)
+        with anyio.fail_after(5):
+            while run.id not in handlers.ENTERED:
+                await anyio.sleep(0.02)
+    handlers.RELEASED.add(run.id)
+
+    async with running(build(settings)) as engine:
+        done = await finished(engine, run.id)
+
+    assert done.status is RunStatus.COMPLETED
+    assert done.tasks["only"].output == "released"
