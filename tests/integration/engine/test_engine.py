@@ -46,9 +46,18 @@ async def running(engine: Engine) -> AsyncIterator[Engine]:
         await engine.close()
 
 
-async def finished(engine: Engine, run_id: str, timeout: float = 20.0) -> RunState:
+async def entered(run_id: str) -> None:
+    """Wait until the run's `t.hold` task is running in the worker."""
+    with anyio.fail_after(5):
+        while True:
+            if run_id in handlers.ENTERED:
+                return
+            await anyio.sleep(0.02)
+
+
+async def finished(engine: Engine, run_id: str, within: float = 20.0) -> RunState:
     """The run once it reaches a terminal status."""
-    with anyio.fail_after(timeout):
+    with anyio.fail_after(within):
         while True:
             run = await engine.store.get_run(run_id)
             if run.status.is_terminal:
@@ -101,7 +110,7 @@ async def test_a_failing_handler_is_retried_after_its_backoff(
             },
         )
         run, _ = await engine.run_engine.start_run("flaky", None, None)
-        done = await finished(engine, run.id, timeout=10)
+        done = await finished(engine, run.id, within=10)
         history = await engine.store.list_history(run.id, 100, None)
 
     assert done.status is RunStatus.COMPLETED
@@ -121,7 +130,7 @@ async def test_an_attempt_past_its_timeout_times_the_task_out(
             engine, "slow", {"handler": "t.sleep", "input": {"seconds": 5}, "timeout": "500ms"}
         )
         run, _ = await engine.run_engine.start_run("slow", None, None)
-        done = await finished(engine, run.id, timeout=4)
+        done = await finished(engine, run.id, within=4)
 
     assert done.status is RunStatus.FAILED
     assert done.tasks["only"].status is TaskStatus.TIMED_OUT
@@ -137,9 +146,7 @@ async def test_a_cancelled_run_stops_and_cannot_be_cancelled_again(
     async with running(build(make_settings())) as engine:
         await one_task_workflow(engine, "held", {"handler": "t.hold"})
         run, _ = await engine.run_engine.start_run("held", None, None)
-        with anyio.fail_after(5):
-            while run.id not in handlers.ENTERED:
-                await anyio.sleep(0.02)
+        await entered(run.id)
         cancelled = await engine.run_engine.cancel_run(run.id, reason="test")
         handlers.RELEASED.add(run.id)
         with pytest.raises(RunNotActive) as info:
@@ -182,9 +189,7 @@ async def test_an_attempt_in_flight_at_a_stop_is_redispatched_after_restart(
     async with running(build(settings)) as engine:
         await one_task_workflow(engine, "restart", {"handler": "t.hold"})
         run, _ = await engine.run_engine.start_run("restart", None, None)
-        with anyio.fail_after(5):
-            while run.id not in handlers.ENTERED:
-                await anyio.sleep(0.02)
+        await entered(run.id)
     handlers.RELEASED.add(run.id)
 
     async with running(build(settings)) as engine:
