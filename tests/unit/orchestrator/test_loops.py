@@ -1,0 +1,173 @@
+"""The relay, the timer alarm and the events consumer, against in-process fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import pytest
+
+from app.domain.errors import RunNotFound
+from app.domain.events import DispatchTask, TaskCompleted
+from app.messages import Message, envelope, to_message
+from app.modules.orchestrator import Relay, TimerAlarm
+from app.modules.orchestrator._consumer import EventConsumer
+from app.ports import OutboxRecord
+from tests.unit.worker.fakes import FakeClock, FakeDelivery, FakeTransport, delivery_of
+
+NOW = datetime(2024, 5, 1, tzinfo=UTC)
+
+
+class FakeOutbox:
+    """The outbox side of a store: rows and which were marked sent."""
+
+    def __init__(self, unsent: Sequence[OutboxRecord] = ()) -> None:
+        self.unsent = list(unsent)
+        self.sent: list[int] = []
+        self.claimed_before: list[datetime] = []
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        self.sent.extend(ids)
+        self.unsent = [r for r in self.unsent if r.id not in ids]
+
+    async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
+        self.claimed_before.append(older_than)
+        return self.unsent[:limit]
+
+    async def outbox_backlog(self) -> tuple[int, datetime | None]:
+        return len(self.unsent), None
+
+
+def _record(id: int, channel: str) -> OutboxRecord:
+    return OutboxRecord(id=id, channel=channel, message=Message(key="r", body=b"{}"))
+
+
+@pytest.mark.anyio
+async def test_the_relay_publishes_one_batch_per_channel_then_marks_sent() -> None:
+    """Rows are grouped by channel, published, and their ids marked sent."""
+    store, transport = FakeOutbox(), FakeTransport()
+    records = [_record(1, "tasks.a"), _record(2, "tasks.b"), _record(3, "tasks.a")]
+
+    published = await Relay(store, transport).publish(records)  # type: ignore[arg-type]
+
+    assert published == 3
+    assert {c: len(m) for c, m in transport.published.items()} == {"tasks.a": 2, "tasks.b": 1}
+    assert sorted(store.sent) == [1, 2, 3]
+
+
+@pytest.mark.anyio
+async def test_a_failed_publish_leaves_rows_for_the_sweeper() -> None:
+    """When the broker is down nothing is marked sent and nothing is raised."""
+    store, transport = FakeOutbox(), FakeTransport()
+    transport.fail_publish = True
+
+    published = await Relay(store, transport).publish([_record(1, "tasks.a")])  # type: ignore[arg-type]
+
+    assert published == 0
+    assert store.sent == []
+
+
+@pytest.mark.anyio
+async def test_the_sweeper_publishes_stale_unsent_rows() -> None:
+    """A sweep claims rows older than the stale age and publishes them."""
+    store = FakeOutbox([_record(7, "tasks.a")])
+    transport = FakeTransport()
+    clock = FakeClock(NOW)
+
+    swept = await Relay(store, transport).sweep(clock, stale_seconds=10)  # type: ignore[arg-type]
+
+    assert swept == 1
+    assert store.sent == [7]
+    assert store.claimed_before[0] == NOW - timedelta(seconds=10)
+
+
+@pytest.mark.anyio
+async def test_the_alarm_wakes_a_sleep_for_a_sooner_timer() -> None:
+    """A timer notified while the loop sleeps, due before it wakes, ends the sleep early."""
+    alarm = TimerAlarm()
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(alarm.sleep, NOW + timedelta(seconds=30), 30.0)
+            await anyio.sleep(0.01)
+            alarm.notify(NOW + timedelta(seconds=60))  # later: keeps sleeping
+            await anyio.sleep(0.01)
+            assert tg.cancel_scope.cancel_called is False
+            alarm.notify(NOW + timedelta(seconds=1))
+
+
+@pytest.mark.anyio
+async def test_a_timer_notified_before_the_sleep_skips_it() -> None:
+    """A notice between reading the store and sleeping is not missed."""
+    alarm = TimerAlarm()
+    alarm.reset()
+    alarm.notify(NOW)
+    with anyio.fail_after(1):
+        await alarm.sleep(NOW + timedelta(seconds=30), 30.0)
+
+
+class FakeRunEngine:
+    """Records applied events; raises what the test asks for."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.applied: list[Any] = []
+        self.error = error
+
+    async def apply_event(self, run_id: str, event: Any, **_: Any) -> tuple[None, None]:
+        if self.error is not None:
+            raise self.error
+        self.applied.append(event)
+        return None, None
+
+
+def _consumer(engine: FakeRunEngine, transient: Sequence[type[Exception]] = ()) -> EventConsumer:
+    return EventConsumer(FakeTransport(), engine, prefetch=4, transient=transient)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_an_event_is_applied_then_acked() -> None:
+    """A worker result is applied to its run and the delivery acked."""
+    engine = FakeRunEngine()
+    event = TaskCompleted(run_id="r1", task_id="t", attempt=1, output=1)
+    delivery = delivery_of(event)
+
+    await _consumer(engine).handle(delivery)
+
+    assert engine.applied == [event]
+    assert delivery.settled == "ack"
+
+
+@pytest.mark.anyio
+async def test_poison_events_are_dead_lettered() -> None:
+    """A body that does not decode, or a dispatch on the events channel, is dead-lettered."""
+    engine = FakeRunEngine()
+    garbage = FakeDelivery(Message(key="k", body=b"\xff"))
+    dispatch = DispatchTask(run_id="r", task_id="t", attempt=1, task_type="handler", queue="q")
+    misplaced = FakeDelivery(to_message(envelope(dispatch, source="x")))
+
+    await _consumer(engine).handle(garbage)
+    await _consumer(engine).handle(misplaced)
+
+    assert (garbage.settled, misplaced.settled) == ("dead", "dead")
+    assert engine.applied == []
+
+
+@pytest.mark.anyio
+async def test_an_event_for_an_unknown_run_is_acked() -> None:
+    """An event whose run does not exist is dropped (acked), not redelivered forever."""
+    delivery = delivery_of(TaskCompleted(run_id="gone", task_id="t", attempt=1))
+
+    await _consumer(FakeRunEngine(RunNotFound("gone"))).handle(delivery)
+
+    assert delivery.settled == "ack"
+
+
+@pytest.mark.anyio
+async def test_a_store_failure_requeues_the_event() -> None:
+    """When applying fails, the delivery goes back to the broker for a later try."""
+    delivery = delivery_of(TaskCompleted(run_id="r1", task_id="t", attempt=1))
+
+    await _consumer(FakeRunEngine(RuntimeError("database is gone"))).handle(delivery)
+
+    assert delivery.settled == "requeue"
