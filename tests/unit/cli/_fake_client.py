@@ -1,0 +1,98 @@
+"""An in-process ApiClient for CLI tests: runs advance one step per poll."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from app.client import ApiError
+from app.domain.events import HistoryEntry
+from app.modules.api import HistoryPage, RunBody, RunPage, WorkflowPage, WorkflowRef
+
+T0 = datetime(2026, 1, 2, 18, 42, 1, tzinfo=UTC)
+
+
+def run_body(status: str = "running", run_id: str = "r1") -> RunBody:
+    """A run in `status` with no tasks."""
+    return RunBody(
+        id=run_id,
+        workflow="order",
+        version=1,
+        status=status,
+        input={"sku": "A1"},
+        output=None,
+        error=None,
+        created_at=T0,
+        started_at=T0,
+        finished_at=None,
+        tasks=[],
+    )
+
+
+class FakeClient:
+    """Serves a scripted run: each get_run poll reveals the next batch of history."""
+
+    def __init__(self, batches: list[list[HistoryEntry]], final: str = "completed") -> None:
+        self.batches = batches
+        self.final = final
+        self.polls = 0
+        self.calls: list[tuple[str, Any]] = []
+        self.page_size = 2
+
+    def _visible(self) -> list[HistoryEntry]:
+        return [e for batch in self.batches[: self.polls] for e in batch]
+
+    def get_run(self, run_id: str) -> RunBody:
+        self.polls += 1
+        if run_id != "r1":
+            raise ApiError(404, "Run not found", f"run {run_id!r} does not exist", {})
+        done = self.polls >= len(self.batches)
+        return run_body(self.final if done else "running")
+
+    def list_events(
+        self, run_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> HistoryPage:
+        start = int(cursor or 0)
+        entries = self._visible()
+        end = start + self.page_size
+        more = end < len(entries)
+        return HistoryPage(items=entries[start:end], next_cursor=str(end) if more else None)
+
+    def start_run(
+        self,
+        workflow: str,
+        input: Any = None,
+        *,
+        version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[RunBody, bool]:
+        self.calls.append(("start_run", (workflow, input, version, idempotency_key)))
+        if workflow == "strict":
+            raise ApiError(
+                422,
+                "Run input does not match the input schema",
+                "input.sku: required",
+                {"errors": [{"path": "input.sku", "message": "required"}]},
+            )
+        return run_body(), True
+
+    def register_workflow(self, definition: dict[str, Any]) -> tuple[WorkflowRef, bool]:
+        self.calls.append(("register_workflow", definition))
+        return WorkflowRef(name=definition["name"], version=3), False
+
+    def list_workflows(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> WorkflowPage:
+        return WorkflowPage(items=[], next_cursor=None)
+
+    def list_runs(self, **filters: Any) -> RunPage:
+        self.calls.append(("list_runs", filters))
+        return RunPage(items=[], next_cursor=None)
+
+    def cancel_run(self, run_id: str, reason: str = "") -> RunBody:
+        self.calls.append(("cancel_run", (run_id, reason)))
+        return run_body("running")
+
+    def signal_run(self, run_id: str, name: str, payload: Any = None) -> RunBody:
+        self.calls.append(("signal_run", (run_id, name, payload)))
+        return run_body("running")
