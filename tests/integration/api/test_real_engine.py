@@ -1,0 +1,189 @@
+"""The API wired to the real engine (SQLite file, in-process transport, worker and
+orchestrator running), driven through the typed `AsyncClient`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from app.client import ApiError, AsyncClient
+from app.config import (
+    DatabaseSettings,
+    OrchestratorSettings,
+    Settings,
+    TransportSettings,
+    WorkerSettings,
+)
+from app.engine import build
+from app.modules.api import RunBody, create_app
+
+pytestmark = pytest.mark.anyio
+
+GREET: dict[str, Any] = {
+    "name": "greet",
+    "input_schema": {"type": "object", "required": ["who"]},
+    "tasks": {"hello": {"handler": "api.greet", "input": {"who": "${ input.who }"}}},
+    "output": "${ tasks.hello.output }",
+}
+GATE: dict[str, Any] = {
+    "name": "gate",
+    "tasks": {
+        "wait": {"type": "signal", "signal": "go"},
+        "hello": {"after": ["wait"], "handler": "api.greet", "input": {"who": "gate"}},
+    },
+}
+BOOM: dict[str, Any] = {"name": "boom", "tasks": {"only": {"handler": "api.boom"}}}
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[AsyncClient]:
+    """A typed client on an app wired to a running engine on a fresh SQLite file."""
+    settings = Settings(
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'treadle.db'}"),
+        transport=TransportSettings(kind="memory"),
+        worker=WorkerSettings(concurrency=4, drain_seconds=0.2),
+        orchestrator=OrchestratorSettings(timer_poll_seconds=0.2, sweep_interval_seconds=0.5),
+    )
+    engine = build(settings, handler_modules=["tests.integration.api.handlers"])
+    await engine.store.migrate()
+    await engine.connect()
+    app = create_app(
+        run_control=engine.run_engine,
+        workflows=engine.store,
+        runs=engine.store,
+        health=engine.health_checks(),
+        settings=settings.api,
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.worker().run)
+            tg.start_soon(engine.orchestrator().run)
+            async with AsyncClient("http://treadle.test", transport=httpx.ASGITransport(app)) as c:
+                for definition in (GREET, GATE, BOOM):
+                    await c.register_workflow(definition)
+                yield c
+            tg.cancel_scope.cancel()
+    finally:
+        await engine.close()
+
+
+async def settled(api: AsyncClient, run_id: str, status: str | None = None) -> RunBody:
+    """The run once it is finished (or has `status`)."""
+    with anyio.fail_after(15):
+        while True:
+            run = await api.get_run(run_id)
+            if run.status == status or (status is None and run.finished_at is not None):
+                return run
+            await anyio.sleep(0.05)
+
+
+async def test_a_run_started_over_http_completes_with_its_output(api: AsyncClient) -> None:
+    """A run goes from POST /v1/runs to completed, with task details and history."""
+    run, created = await api.start_run("greet", {"who": "ada"})
+    assert created
+    assert [task.task_id for task in run.tasks] == ["hello"]
+    done = await settled(api, run.id)
+    assert done.status == "completed"
+    assert done.output == {"greeting": "hello ada"}
+    assert done.tasks[0].status == "completed"
+    assert done.tasks[0].attempt == 1
+    history = await api.list_events(run.id)
+    types = [entry.type for entry in history.items]
+    assert types[0] == "run.started"
+    assert "task.completed" in types
+
+
+async def test_registration_reports_created_then_unchanged(api: AsyncClient) -> None:
+    """The real store versions by content: same content is not a new version."""
+    ref, created = await api.register_workflow(GREET)
+    assert (ref.name, ref.version, created) == ("greet", 1, False)
+    ref, created = await api.register_workflow({**GREET, "description": "v2"})
+    assert (ref.version, created) == (2, True)
+    detail = await api.get_workflow("greet")
+    assert [v.version for v in detail.versions] == [2, 1]
+    assert (await api.get_workflow_version("greet", 1)).definition == GREET
+
+
+async def test_idempotency_key_returns_the_same_run(api: AsyncClient) -> None:
+    """Two starts with one key give one run; the second says it was not created."""
+    first, created = await api.start_run("greet", {"who": "a"}, idempotency_key="k-1")
+    second, again = await api.start_run("greet", {"who": "a"}, idempotency_key="k-1")
+    assert (created, again) == (True, False)
+    assert second.id == first.id
+
+
+async def test_invalid_input_and_unknown_workflow_raise_api_errors(api: AsyncClient) -> None:
+    """The engine's InputInvalid is a 422 with paths; an unknown workflow a 404."""
+    with pytest.raises(ApiError) as invalid:
+        await api.start_run("greet", {})
+    assert invalid.value.status == 422
+    assert invalid.value.errors == [{"path": "input.who", "message": "required"}]
+    with pytest.raises(ApiError) as missing:
+        await api.start_run("ghost", {})
+    assert missing.value.status == 404
+
+
+async def test_a_signal_releases_a_waiting_run(api: AsyncClient) -> None:
+    """A signal task waits until POST /signals/{name} arrives, then the run completes."""
+    run, _ = await api.start_run("gate")
+    await settled(api, run.id, "running")
+    signalled = await api.signal_run(run.id, "go", {"ok": True})
+    assert signalled.id == run.id
+    assert (await settled(api, run.id)).status == "completed"
+
+
+async def test_signal_and_cancel_of_a_finished_run_are_409(api: AsyncClient) -> None:
+    """Steering a run that already ended is a conflict naming its status."""
+    run, _ = await api.start_run("boom")
+    assert (await settled(api, run.id)).status == "failed"
+    for attempt in (api.signal_run(run.id, "go"), api.cancel_run(run.id)):
+        with pytest.raises(ApiError) as conflict:
+            await attempt
+        assert conflict.value.status == 409
+        assert conflict.value.body["run_status"] == "failed"
+
+
+async def test_cancel_stops_a_waiting_run(api: AsyncClient) -> None:
+    """Cancelling a run that waits for a signal answers with it and ends it cancelled."""
+    run, _ = await api.start_run("gate")
+    await settled(api, run.id, "running")
+    await api.cancel_run(run.id, "no longer needed")
+    assert (await settled(api, run.id)).status == "cancelled"
+
+
+async def test_retry_is_409_on_the_real_engine(api: AsyncClient) -> None:
+    """Until the engine has retry_run, retrying a failed run is a 409 problem."""
+    run, _ = await api.start_run("boom")
+    await settled(api, run.id)
+    with pytest.raises(ApiError) as conflict:
+        await api.retry_run(run.id)
+    assert conflict.value.status == 409
+    assert conflict.value.detail == "retry from failure is not available yet"
+
+
+async def test_list_runs_filters_and_rejects_a_bad_cursor(api: AsyncClient) -> None:
+    """The real store lists newest first by status, and refuses a forged cursor with 400."""
+    ok, _ = await api.start_run("greet", {"who": "x"})
+    bad, _ = await api.start_run("boom")
+    await settled(api, ok.id)
+    await settled(api, bad.id)
+    failed = await api.list_runs(status="failed")
+    assert [r.id for r in failed.items] == [bad.id]
+    everything = await api.list_runs(limit=1)
+    assert everything.items[0].id == bad.id
+    assert everything.next_cursor is not None
+    with pytest.raises(ApiError) as forged:
+        await api.list_runs(cursor="not-a-cursor")
+    assert forged.value.status == 400
+
+
+async def test_unknown_run_is_404_through_the_client(api: AsyncClient) -> None:
+    """RunNotFound from the real store reaches the client as an ApiError 404."""
+    with pytest.raises(ApiError) as missing:
+        await api.get_run("no-such-run")
+    assert (missing.value.status, missing.value.title) == (404, "Run not found")
