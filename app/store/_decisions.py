@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, bindparam, delete, insert, update
+from sqlalchemy import Insert, bindparam, delete, insert, null, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -166,9 +166,10 @@ def upsert_timer(dialect: str) -> Insert:
     """INSERT of a timer row that replaces `fire_at` (and drops any lease) if it exists."""
     if dialect in ("mysql", "mariadb"):
         my = mysql.insert(timers)
-        return my.on_duplicate_key_update(fire_at=my.inserted.fire_at, leased_until=None)
+        # A literal NULL: asyncmy's executemany cannot bind parameters after VALUES (...).
+        return my.on_duplicate_key_update(fire_at=my.inserted.fire_at, leased_until=null())
     pg_or_lite = postgresql.insert(timers) if dialect == "postgresql" else sqlite.insert(timers)
     return pg_or_lite.on_conflict_do_update(
         index_elements=[timers.c.run_id, timers.c.kind, timers.c.task_id, timers.c.attempt],
-        set_={"fire_at": pg_or_lite.excluded.fire_at, "leased_until": None},
+        set_={"fire_at": pg_or_lite.excluded.fire_at, "leased_until": null()},
     )

@@ -49,8 +49,12 @@ class Database:
 
     def _create_engine(self, pool_size: int, echo: bool) -> AsyncEngine:
         if not self.is_sqlite:
+            # MySQL defaults to REPEATABLE READ; READ COMMITTED makes it read what a
+            # concurrent writer just committed, as PostgreSQL does (after a duplicate key).
+            extra = {"isolation_level": "READ COMMITTED"} if self.dialect == "mysql" else {}
             return create_async_engine(
                 self.url,
+                **extra,
                 echo=echo,
                 pool_size=pool_size,
                 max_overflow=pool_size,

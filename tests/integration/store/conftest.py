@@ -1,7 +1,8 @@
 """The store contract suite runs over every database, each test on a database of its own.
 
 PostgreSQL: a migrated template database per xdist worker, copied per test (fast).
-SQLite: a fresh file per test. SQLAlchemy's async engine needs asyncio, so no trio here.
+SQLite: a fresh file per test. MySQL/MariaDB: a fresh database per test, migrated (it has
+no templates). SQLAlchemy's async engine needs asyncio, so no trio here.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
+import asyncmy
 import asyncpg
 import pytest
 
 from app.store._sqlalchemy import SqlStore
 
 PG_HOST = "postgresql://postgres@127.0.0.1:5432"
+MYSQL_HOST = "mysql://root@127.0.0.1:3306"
 
 
 @pytest.fixture
@@ -84,6 +87,37 @@ async def postgres_store(pg_database: str) -> AsyncIterator[SqlStore]:
         await store.close()
 
 
+async def _mysql_admin(sql: str) -> None:
+    conn = await asyncmy.connect(host="127.0.0.1", port=3306, user="root", password="")
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+async def empty_mysql_database() -> AsyncIterator[str]:
+    """The URL of a fresh MySQL/MariaDB database with no schema, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex}"
+    await _mysql_admin(f"CREATE DATABASE `{name}`")
+    try:
+        yield f"{MYSQL_HOST}/{name}"
+    finally:
+        await _mysql_admin(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+async def mysql_store(empty_mysql_database: str) -> AsyncIterator[SqlStore]:
+    """A store on its own migrated MySQL/MariaDB database."""
+    store = SqlStore(empty_mysql_database, pool_size=4)
+    try:
+        await store.migrate()
+        yield store
+    finally:
+        await store.close()
+
+
 @pytest.fixture
 async def sqlite_store(tmp_path: object) -> AsyncIterator[SqlStore]:
     """A store on its own migrated SQLite file."""
@@ -95,7 +129,7 @@ async def sqlite_store(tmp_path: object) -> AsyncIterator[SqlStore]:
         await store.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 def store(request: pytest.FixtureRequest) -> SqlStore:
     """The store under test, once per database."""
     value: SqlStore = request.getfixturevalue(f"{request.param}_store")

@@ -45,6 +45,12 @@ def _run_fk(table: str) -> sa.ForeignKey:
     return sa.ForeignKey("treadle_runs.id", ondelete="CASCADE", name=f"fk_{table}_run_id")
 
 
+def _pk(name: str, *columns: str) -> sa.PrimaryKeyConstraint:
+    # MySQL names every primary key PRIMARY and warns about any other name.
+    mysql_like = op.get_bind().dialect.name in _MYSQL
+    return sa.PrimaryKeyConstraint(*columns, name="PRIMARY" if mysql_like else name)
+
+
 def upgrade() -> None:
     partial = op.get_bind().dialect.name not in _MYSQL
     op.create_table(
@@ -54,7 +60,7 @@ def upgrade() -> None:
         sa.Column("digest", sa.String(128), nullable=False),
         sa.Column("definition", _json(), nullable=False),
         sa.Column("created_at", _ts(), nullable=False),
-        sa.PrimaryKeyConstraint("name", "version", name="pk_treadle_workflows"),
+        _pk("pk_treadle_workflows", "name", "version"),
     )
     op.create_table(
         "treadle_runs",
@@ -73,7 +79,7 @@ def upgrade() -> None:
         sa.Column("started_at", _ts()),
         sa.Column("finished_at", _ts()),
         sa.Column("updated_at", _ts(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_treadle_runs"),
+        _pk("pk_treadle_runs", "id"),
         sa.UniqueConstraint("idempotency_key", name="uq_treadle_runs_idempotency_key"),
     )
     _index("treadle_runs", "created_at", "id")
@@ -94,7 +100,7 @@ def upgrade() -> None:
         sa.Column("scheduled_at", _ts()),
         sa.Column("started_at", _ts()),
         sa.Column("finished_at", _ts()),
-        sa.PrimaryKeyConstraint("run_id", "task_id", name="pk_treadle_tasks"),
+        _pk("pk_treadle_tasks", "run_id", "task_id"),
     )
     if partial:
         active = sa.text("status IN ('scheduled', 'running')")
@@ -116,7 +122,7 @@ def upgrade() -> None:
         sa.Column("attempt", sa.Integer()),
         sa.Column("data", _json()),
         sa.Column("at", _ts(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_treadle_history"),
+        _pk("pk_treadle_history", "id"),
     )
     _index("treadle_history", "run_id", "id")
     op.create_table(
@@ -128,7 +134,7 @@ def upgrade() -> None:
         sa.Column("headers", _json()),
         sa.Column("created_at", _ts(), nullable=False),
         sa.Column("sent_at", _ts()),
-        sa.PrimaryKeyConstraint("id", name="pk_treadle_outbox"),
+        _pk("pk_treadle_outbox", "id"),
     )
     if partial:
         unsent = sa.text("sent_at IS NULL")
@@ -149,7 +155,7 @@ def upgrade() -> None:
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("fire_at", _ts(), nullable=False),
         sa.Column("leased_until", _ts()),
-        sa.PrimaryKeyConstraint("run_id", "kind", "task_id", "attempt", name="pk_treadle_timers"),
+        _pk("pk_treadle_timers", "run_id", "kind", "task_id", "attempt"),
     )
     _index("treadle_timers", "fire_at")
 
