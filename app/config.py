@@ -76,6 +76,18 @@ class OrchestratorSettings(_Section, frozen=True, kw_only=True):
 class LogSettings(_Section, frozen=True, kw_only=True):
     level: str = "info"
     format: Literal["auto", "json", "console"] = "auto"
+    max_value_bytes: int = 2048
+    """A logged value (a task input, an output) larger than this as JSON is elided."""
+    quiet_loggers: list[str] = msgspec.field(
+        default_factory=lambda: ["aiokafka", "aio_pika", "aiormq", "nats", "httpx", "httpcore"]
+    )
+    """Chatty third-party loggers held at WARNING whatever `level` says."""
+
+
+class MetricsSettings(_Section, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 9464
+    """Where a process without the api role serves /metrics (0 turns that server off)."""
 
 
 class Settings(_Section, frozen=True, kw_only=True):
@@ -85,6 +97,7 @@ class Settings(_Section, frozen=True, kw_only=True):
     worker: WorkerSettings = WorkerSettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()
     log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
 
 class ConfigError(TreadleError):
@@ -102,7 +115,7 @@ _SHORT_NAMES = {
     "TREADLE_BROKER_URL": ("transport", "url"),
     "TREADLE_HANDLERS": ("worker", "handlers"),
 }
-_LIST_KEYS = {("worker", "handlers"), ("worker", "queues")}
+_LIST_KEYS = {("worker", "handlers"), ("worker", "queues"), ("log", "quiet_loggers")}
 
 
 def load_settings(
