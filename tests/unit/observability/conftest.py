@@ -1,0 +1,69 @@
+"""Fixtures for the observability tests: logging is process-wide, so each test restores it."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from app.config import LogSettings
+from app.observability import Tracing, configure_logging
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Put the root logger, the named loggers' levels and structlog back as they were."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    named = {name: logging.getLogger(name).level for name in ("aiokafka", "uvicorn.error")}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, old in named.items():
+        logging.getLogger(name).setLevel(old)
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+
+
+class LogCapture:
+    """Logging configured into a buffer; `lines()` decodes what was written."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+
+    def configure(self, role: str = "worker", **settings: Any) -> None:
+        configure_logging(LogSettings(**settings), role, stream=self.stream)
+
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.text().splitlines() if line]
+
+
+@pytest.fixture
+def logs() -> LogCapture:
+    """JSON logging at debug level into a buffer, role `worker`."""
+    capture = LogCapture()
+    capture.configure(format="json", level="debug")
+    return capture
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    """An in-memory exporter that collects finished spans."""
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracing(spans: InMemorySpanExporter) -> Iterator[Tracing]:
+    """A per-test tracer exporting into `spans`."""
+    tracer = Tracing.for_tests(spans)
+    yield tracer
+    tracer.shutdown()
