@@ -145,9 +145,7 @@ class RunStore(Protocol):
         """Runs newest first; raises `InvalidCursor`."""
         ...
 
-    async def list_history(
-        self, run_id: str, limit: int, cursor: str | None
-    ) -> Page[HistoryEntry]:
+    async def list_history(self, run_id: str, limit: int, cursor: str | None) -> Page[HistoryEntry]:
         """A run's history, oldest first; raises `RunNotFound`, `InvalidCursor`."""
         ...
 
