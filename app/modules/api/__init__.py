@@ -27,6 +27,7 @@ from app.modules.api._schemas import (
     WorkflowVersion,
     WorkflowVersionInfo,
 )
+from app.modules.ui import ui_routes
 from app.ports import HealthCheck, RunControl, RunStore, WorkflowStore
 
 # The response bodies are public: the typed client decodes into them.
@@ -70,7 +71,7 @@ def create_app(
         return services
 
     return Litestar(
-        route_handlers=[WorkflowController, RunController, healthz, readyz, metrics],
+        route_handlers=[WorkflowController, RunController, healthz, readyz, metrics, *ui_routes()],
         dependencies={"services": Provide(provide_services, use_cache=True)},
         exception_handlers={Exception: problem_response},
         request_max_body_size=settings.max_body_bytes,

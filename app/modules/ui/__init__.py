@@ -1,0 +1,57 @@
+"""The web dashboard: static ES modules served by the api role at `/ui`, no build step.
+
+`index.html` answers `/ui` and every `/ui/...` path that is not a static file (the page
+routes on the URL hash, so deep links work whichever form they take); the browser code
+lives in `static/` and talks only to the public `/v1` API, `/readyz` and `/metrics`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from litestar import Response, Router, get
+from litestar.datastructures import CacheControlHeader
+from litestar.static_files import create_static_files_router
+
+__all__ = ["STATIC_DIR", "ui_routes"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+# Defence in depth against XSS: the page renders every user string as text, and the
+# policy forbids inline scripts and any script or connection to another origin.
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+        "form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _index() -> Response[bytes]:
+    return Response(
+        (STATIC_DIR / "index.html").read_bytes(),
+        media_type="text/html",
+        headers={**_SECURITY_HEADERS, "Cache-Control": "no-cache"},
+    )
+
+
+@get(["/", "/{rest:path}"], include_in_schema=False, sync_to_thread=False)
+def _page(rest: str | None = None) -> Response[bytes]:
+    """Any page of the dashboard: the same document, which routes on the client."""
+    return _index()
+
+
+def ui_routes() -> list[Router]:
+    """The route handlers to mount on the api role's app: the dashboard under `/ui`."""
+    static = create_static_files_router(
+        path="/ui/static",
+        directories=[STATIC_DIR],
+        name="ui-static",
+        cache_control=CacheControlHeader(no_cache=True),
+        include_in_schema=False,
+    )
+    pages = Router(path="/ui", route_handlers=[_page], include_in_schema=False)
+    return [static, pages]
