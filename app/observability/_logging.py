@@ -46,7 +46,9 @@ def configure_logging(settings: LogSettings, role: str, *, stream: IO[str] | Non
         processors=_structlog_chain(),
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: a module-level logger first used before this call (an import-time
+        # line, a test) would otherwise keep structlog's default printer for good.
+        cache_logger_on_first_use=False,
     )
     handler = _TreadleHandler(out)
     handler.setFormatter(
