@@ -6,6 +6,7 @@ for the kinds a decision actually touches.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -107,14 +108,16 @@ async def _insert_outbox(
         return []
     rows = [outbox_values(o.channel, o.message, now) for o in changes.outbox]
     if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
-        stmt = insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True)
-        ids = list((await conn.execute(stmt, rows)).scalars())
+        ids = list((await conn.execute(_INSERT_OUTBOX_RETURNING_IDS, rows)).scalars())
     else:  # MySQL proper has no RETURNING: one insert per row, reading its key
         ids = [await _insert_one(conn, row) for row in rows]
     return [
         OutboxRecord(id=i, channel=o.channel, message=o.message)
         for i, o in zip(ids, changes.outbox, strict=True)
     ]
+
+
+_INSERT_OUTBOX_RETURNING_IDS = insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True)
 
 
 async def _insert_one(conn: AsyncConnection, row: dict[str, Any]) -> int:
@@ -162,6 +165,7 @@ async def _start_timers(conn: AsyncConnection, starts: Sequence[StartTimer]) -> 
     await conn.execute(upsert_timer(conn.dialect.name), list(rows.values()))
 
 
+@functools.cache  # built once per dialect: constructing it costs more than running it
 def upsert_timer(dialect: str) -> Insert:
     """INSERT of a timer row that replaces `fire_at` (and drops any lease) if it exists."""
     if dialect in ("mysql", "mariadb"):

@@ -63,7 +63,9 @@ class Database:
             )
         if not self._in_memory and self.url.database:
             Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(self.url, echo=echo)
+        # `transaction()` always ends its transaction (shielded), so the pool's own
+        # ROLLBACK on return would only cost another trip to the SQLite thread.
+        engine = create_async_engine(self.url, echo=echo, pool_reset_on_return=None)
         _configure_sqlite(engine, in_memory=self._in_memory)
         return engine
 
