@@ -381,11 +381,17 @@ class SqlStore:
 
 async def _load_run(conn: AsyncConnection, run_id: str, *, lock: bool) -> RunState:
     stmt = rows_.select_run_with_tasks().where(runs.c.id == run_id)
-    if lock:
-        # PostgreSQL locks only the run row (the outer join's nullable side cannot be
-        # locked); MariaDB has no `FOR UPDATE OF`, and SQLite's writer is already exclusive.
-        pg = conn.dialect.name == "postgresql"
-        stmt = stmt.with_for_update(of=runs) if pg else stmt.with_for_update()
+    if lock and conn.dialect.name == "postgresql":
+        # Lock the run row alone first, then read in a new statement: under READ COMMITTED
+        # a locking join that waited re-reads only the locked row, so the tasks it returned
+        # would predate the decision it waited for.
+        locked = select(runs.c.id).where(runs.c.id == run_id).with_for_update()
+        if (await conn.execute(locked)).first() is None:
+            raise RunNotFound(run_id)
+    elif lock:
+        # MariaDB's locking reads see the newest committed rows of every joined table;
+        # SQLite's writer is already exclusive.
+        stmt = stmt.with_for_update()
     found = (await conn.execute(stmt)).all()
     if not found:
         raise RunNotFound(run_id)

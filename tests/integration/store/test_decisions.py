@@ -225,6 +225,24 @@ async def test_concurrent_applies_on_one_run_serialise(store: SqlStore, twin: Sq
     assert [h.data for h in history] == [{"n": n} for n in range(1, 21)]
 
 
+async def test_concurrent_applies_see_each_others_task_writes(
+    store: SqlStore, twin: SqlStore
+) -> None:
+    """A decision that waited for the run lock reads the task rows the previous one wrote."""
+    run = make_run(task_ids=("first",))
+    await store.create_run(run, unchanged)
+
+    def bump_attempt(state: RunState) -> Changes:
+        task = state.tasks["first"]
+        bumped = replace(task, attempt=task.attempt + 1)
+        return Changes(state=replace(state, tasks={**state.tasks, "first": bumped}))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(lambda on=(store if i % 2 else twin): on.apply(run.id, bump_attempt))
+    assert (await store.get_run(run.id)).tasks["first"].attempt == 20
+
+
 async def test_decision_for_another_run_is_refused(store: SqlStore) -> None:
     """A decision that returns a different run's state is an error, and writes nothing."""
     run = make_run()
