@@ -1,0 +1,1 @@
+"""Peer engines, each driven through the same `bench._engine.Engine` interface as Treadle."""
