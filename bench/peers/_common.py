@@ -27,7 +27,7 @@ class PgReader:
                     _pg.url(self.database), autocommit=True
                 )
             cursor = await self._conn.execute(query, params)
-            return list(await cursor.fetchall())
+            return list(await cursor.fetchall()) if cursor.description else []
 
     async def count(self, query: str, params: Sequence[Any] = ()) -> int:
         rows = await self.fetch(query, params)
