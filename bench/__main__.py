@@ -119,6 +119,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
             capture_output=True,
             text=True,
             timeout=limit,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return {"status": "error", "reason": f"cell timed out after {limit:.0f}s"}

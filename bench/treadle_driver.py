@@ -105,7 +105,7 @@ class TreadleEngine:
         else:
             self._database = _pg.create("treadle")
             self._db_url = _pg.url(self._database, "postgresql+asyncpg")
-        env = self._env()
+        env = await asyncio.to_thread(self._env)  # Tansu's readiness check runs its own loop
         treadle = [sys.executable, "-m", "app.cli"]
         if self._database:
             await asyncio.to_thread(
