@@ -10,6 +10,8 @@ import msgspec
 from app.domain.compile import Workflow
 from app.domain.errors import ExpressionError
 from app.domain.events import (
+    CancelChildRun,
+    CancelMapItems,
     CancelTimer,
     Command,
     Decision,
@@ -33,6 +35,7 @@ class Draft:
         self.run_changes: dict[str, Any] = {}
         self.tasks = dict(state.tasks)
         self.signals = {name: list(payloads) for name, payloads in state.signals.items()}
+        self.items = {(item.task_id, item.index): item for item in state.map_items}
         self.commands: list[Command] = []
         self.history: list[HistoryEntry] = []
 
@@ -40,6 +43,12 @@ class Draft:
     def status(self) -> RunStatus:
         status: RunStatus = self.run_changes.get("status", self.original.status)
         return status
+
+    @property
+    def paused(self) -> bool:
+        """Whether the run is paused: it records results but starts nothing new."""
+        paused: bool = self.run_changes.get("paused", self.original.paused)
+        return paused
 
     def update_run(self, **changes: Any) -> None:
         self.run_changes.update(changes)
@@ -80,7 +89,11 @@ class Draft:
         if not self.history and not self.commands:
             return Decision(state=self.original)
         state = msgspec.structs.replace(
-            self.original, tasks=self.tasks, signals=self.signals, **self.run_changes
+            self.original,
+            tasks=self.tasks,
+            signals=self.signals,
+            map_items=list(self.items.values()),
+            **self.run_changes,
         )
         return Decision(state=state, commands=self.commands, history=self.history)
 
@@ -161,6 +174,16 @@ def cancel_task_timers(d: Draft, task_id: str, task: TaskState) -> None:
     elif compiled.type == "signal" and compiled.timeout_seconds is not None:
         kind = TimerKind.SIGNAL_TIMEOUT
         d.command(CancelTimer(run_id=run_id, kind=kind, task_id=task_id, attempt=1))
+    elif compiled.type == "map":
+        # Item timers left behind fire into a finished task and are dropped as stale.
+        d.command(CancelMapItems(run_id=run_id, task_id=task_id))
+    elif compiled.type == "workflow" and task.child_run_id is not None:
+        reason = f"its parent run's task '{task_id}' ended"
+        d.command(
+            CancelChildRun(
+                run_id=run_id, task_id=task_id, child_run_id=task.child_run_id, reason=reason
+            )
+        )
 
 
 def after(now: datetime, seconds: float) -> datetime:

@@ -18,6 +18,9 @@ from typing import Any
 
 import msgspec
 
+from app.domain import _child as child
+from app.domain import _control as control
+from app.domain import _map as map_
 from app.domain._run_draft import (
     ACTIVE,
     DISPATCHED_TYPES,
@@ -36,10 +39,15 @@ from app.domain.errors import ExpressionError
 from app.domain.events import (
     CancelRequested,
     CancelTimer,
+    ChildRunFinished,
+    ChildRunStarted,
     Decision,
     DispatchLost,
     DispatchTask,
     Event,
+    PauseRequested,
+    ResumeRequested,
+    RetryRequested,
     RunStarted,
     SignalReceived,
     StartTimer,
@@ -88,6 +96,10 @@ def decide(workflow: Workflow, state: RunState, event: Event, now: datetime) -> 
     if event.run_id != state.id:
         return Decision(state=state)
     draft = Draft(workflow, state, now)
+    on_item = map_.item_handler(event)
+    if on_item is not None:
+        on_item(draft, event, _advance)
+        return draft.decision()
     apply = _APPLY.get(type(event))
     if apply is not None:
         apply(draft, event)
@@ -119,6 +131,8 @@ def _advance(d: Draft) -> None:
     for task_id in d.workflow.order:
         if d.status is not RunStatus.RUNNING:
             return
+        if d.paused:
+            break  # a paused run starts nothing; it may still complete below
         task, compiled = d.tasks.get(task_id), d.workflow.tasks.get(task_id)
         if task is None or compiled is None or task.status is not TaskStatus.PENDING:
             continue
@@ -243,18 +257,13 @@ def _start_signal(d: Draft, task_id: str, compiled: CompiledTask) -> None:
         )
 
 
-def _start_unsupported(d: Draft, task_id: str, compiled: CompiledTask) -> None:
-    message = f"task '{task_id}': task type '{compiled.type}' is not supported yet"
-    fail_task(d, task_id, ErrorInfo(type="NotSupported", message=message, retryable=False))
-
-
 _START: dict[str, Callable[[Draft, str, CompiledTask], None]] = {
     "handler": _start_dispatched,
     "http": _start_dispatched,
     "sleep": _start_sleep,
     "signal": _start_signal,
-    "map": _start_unsupported,
-    "workflow": _start_unsupported,
+    "map": map_.start_map,
+    "workflow": child.start_child,
 }
 
 
@@ -392,6 +401,9 @@ def _retry_due(d: Draft, event: TimerFired) -> None:
         return
     if not awaiting_backoff(task) or task.attempt != event.attempt:
         return
+    if d.paused:
+        control.hold_retry(d, event.task_id)
+        return
     d.update_task(event.task_id, scheduled_at=d.now)
     _dispatch(d, event.task_id, compiled)
 
@@ -489,4 +501,9 @@ _APPLY: dict[type, Callable[[Draft, Any], None]] = {
     SignalReceived: _on_signal_received,
     CancelRequested: _on_cancel_requested,
     DispatchLost: _on_dispatch_lost,
+    ChildRunStarted: lambda d, e: child.on_child_started(d, e, _advance),
+    ChildRunFinished: lambda d, e: child.on_child_finished(d, e, _advance),
+    RetryRequested: lambda d, e: control.on_retry_requested(d, e, _advance),
+    PauseRequested: control.on_pause_requested,
+    ResumeRequested: lambda d, e: control.on_resume_requested(d, e, _advance),
 }

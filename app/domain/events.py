@@ -36,6 +36,8 @@ class TaskStarted(_Tagged, frozen=True, kw_only=True, tag="task.started"):
     attempt: int
     worker: str = ""
     started_at: datetime | None = None
+    item: int | None = None
+    """The item index when this is about one item of a `map` task."""
 
 
 class TaskCompleted(_Tagged, frozen=True, kw_only=True, tag="task.completed"):
@@ -46,6 +48,8 @@ class TaskCompleted(_Tagged, frozen=True, kw_only=True, tag="task.completed"):
     attempt: int
     output: Any = None
     worker: str = ""
+    item: int | None = None
+    """The item index when this is about one item of a `map` task."""
 
 
 class TaskFailed(_Tagged, frozen=True, kw_only=True, tag="task.failed"):
@@ -56,6 +60,8 @@ class TaskFailed(_Tagged, frozen=True, kw_only=True, tag="task.failed"):
     attempt: int
     error: ErrorInfo
     worker: str = ""
+    item: int | None = None
+    """The item index when this is about one item of a `map` task."""
 
 
 class TaskHeartbeat(_Tagged, frozen=True, kw_only=True, tag="task.heartbeat"):
@@ -65,6 +71,8 @@ class TaskHeartbeat(_Tagged, frozen=True, kw_only=True, tag="task.heartbeat"):
     task_id: str
     attempt: int
     details: Any = None
+    item: int | None = None
+    """The item index when this is about one item of a `map` task."""
 
 
 class TimerKind(StrEnum):
@@ -84,6 +92,8 @@ class TimerFired(_Tagged, frozen=True, kw_only=True, tag="timer.fired"):
     kind: TimerKind
     task_id: str | None = None
     attempt: int = 0
+    item: int | None = None
+    """The item index when this is about one item of a `map` task."""
 
 
 class SignalReceived(_Tagged, frozen=True, kw_only=True, tag="signal.received"):
@@ -107,6 +117,49 @@ class DispatchLost(_Tagged, frozen=True, kw_only=True, tag="task.dispatch_lost")
     run_id: str
     task_id: str
     attempt: int
+    item: int | None = None
+    """The item index when this is about one item of a `map` task."""
+
+
+class RetryRequested(_Tagged, frozen=True, kw_only=True, tag="run.retry_requested"):
+    """Someone asked a failed or timed-out run to resume from the tasks that failed."""
+
+    run_id: str
+
+
+class PauseRequested(_Tagged, frozen=True, kw_only=True, tag="run.pause_requested"):
+    """Someone asked the run to start nothing new until resumed."""
+
+    run_id: str
+
+
+class ResumeRequested(_Tagged, frozen=True, kw_only=True, tag="run.resume_requested"):
+    """Someone asked a paused run to carry on."""
+
+    run_id: str
+
+
+class ChildRunStarted(_Tagged, frozen=True, kw_only=True, tag="child.started"):
+    """The orchestrator started (or found) the child run of a `workflow` task."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    child_run_id: str
+
+
+class ChildRunFinished(_Tagged, frozen=True, kw_only=True, tag="child.finished"):
+    """The child run of a `workflow` task ended; `run_id` is the parent's.
+
+    `child_run_id` is None when the child could not be started at all (`error` says why).
+    """
+
+    run_id: str
+    task_id: str
+    status: RunStatus
+    child_run_id: str | None = None
+    output: Any = None
+    error: ErrorInfo | None = None
 
 
 Event = (
@@ -119,6 +172,11 @@ Event = (
     | SignalReceived
     | CancelRequested
     | DispatchLost
+    | ChildRunStarted
+    | ChildRunFinished
+    | RetryRequested
+    | PauseRequested
+    | ResumeRequested
 )
 
 
@@ -138,10 +196,14 @@ class DispatchTask(_Tagged, frozen=True, kw_only=True, tag="task.dispatch"):
     timeout_seconds: float | None = None
     workflow: str = ""
     version: int = 0
+    item: int | None = None
+    """The item index when this is about one item of a `map` task."""
 
     @property
     def idempotency_key(self) -> str:
         """Stable across attempts: a handler uses it to make its side effect once."""
+        if self.item is not None:
+            return f"{self.run_id}/{self.task_id}/{self.item}"
         return f"{self.run_id}/{self.task_id}"
 
 
@@ -153,6 +215,8 @@ class StartTimer(_Tagged, frozen=True, kw_only=True, tag="timer.start"):
     fire_at: datetime
     task_id: str | None = None
     attempt: int = 0
+    item: int | None = None
+    """The item index when this is about one item of a `map` task."""
 
 
 class CancelTimer(_Tagged, frozen=True, kw_only=True, tag="timer.cancel"):
@@ -162,6 +226,8 @@ class CancelTimer(_Tagged, frozen=True, kw_only=True, tag="timer.cancel"):
     kind: TimerKind
     task_id: str | None = None
     attempt: int = 0
+    item: int | None = None
+    """The item index when this is about one item of a `map` task."""
 
 
 class RunFinished(_Tagged, frozen=True, kw_only=True, tag="run.finished"):
@@ -175,7 +241,50 @@ class RunFinished(_Tagged, frozen=True, kw_only=True, tag="run.finished"):
     parent_task_id: str | None = None
 
 
-Command = DispatchTask | StartTimer | CancelTimer | RunFinished
+class StartChildRun(_Tagged, frozen=True, kw_only=True, tag="child.start"):
+    """Start the child run of a `workflow` task; `run_id` is the parent's.
+
+    The orchestrator starts it with an idempotency key made of the parent's run, task and
+    attempt, so handling this command twice never starts two children.
+    """
+
+    run_id: str
+    task_id: str
+    attempt: int
+    workflow: str
+    version: int | None = None
+    input: Any = None
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"treadle.child:{self.run_id}/{self.task_id}/{self.attempt}"
+
+
+class CancelChildRun(_Tagged, frozen=True, kw_only=True, tag="child.cancel"):
+    """Cancel a child run because its parent's task ended; `run_id` is the parent's."""
+
+    run_id: str
+    task_id: str
+    child_run_id: str
+    reason: str = ""
+
+
+class CancelMapItems(_Tagged, frozen=True, kw_only=True, tag="map.cancel_items"):
+    """Mark every unfinished item of a map task cancelled (the task ended early)."""
+
+    run_id: str
+    task_id: str
+
+
+Command = (
+    DispatchTask
+    | StartTimer
+    | CancelTimer
+    | RunFinished
+    | StartChildRun
+    | CancelChildRun
+    | CancelMapItems
+)
 
 
 # --- history and decisions ----------------------------------------------------------

@@ -61,6 +61,48 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     retryable: bool = True
 
 
+class MapProgress(msgspec.Struct, frozen=True, kw_only=True):
+    """The aggregate of a `map` task's items: all the run state keeps about them.
+
+    The items themselves live in their own rows (see `MapItem`); a decision sees only the
+    few it needs, so a 10,000-item map never loads whole per event.
+    """
+
+    total: int
+    concurrency: int
+    next_index: int = 0
+    """The first item not dispatched yet (items are dispatched in input order)."""
+    in_flight: int = 0
+    completed: int = 0
+    failed: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.completed + self.failed
+
+
+class MapItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One item of a `map` task: its own attempts, input and output."""
+
+    task_id: str
+    index: int
+    status: TaskStatus = TaskStatus.PENDING
+    attempt: int = 0
+    input: Any = None
+    output: Any = None
+    error: ErrorInfo | None = None
+    scheduled_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class ItemQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """Which map items a decision needs loaded: single items, and every item of some tasks."""
+
+    keys: list[tuple[str, int]] = []
+    whole: list[str] = []
+
+
 class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     """One task of a run. `attempt` is the current (latest) attempt, 0 before the first."""
 
@@ -74,6 +116,10 @@ class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     scheduled_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    progress: MapProgress | None = None
+    """A `map` task's aggregate; None for every other type."""
+    child_run_id: str | None = None
+    """A `workflow` task's child run, once it has been started."""
 
 
 class RunState(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,3 +141,7 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     parent_task_id: str | None = None
     signals: dict[str, list[Any]] = {}
     """Signals received that no `signal` task has consumed yet, by name, oldest first."""
+    map_items: list[MapItem] = []
+    """Only the map items loaded for this decision (see `ItemQuery`), never all of them."""
+    paused: bool = False
+    """While paused the run records results but starts nothing new (see `_control`)."""
