@@ -90,6 +90,30 @@ class MetricsSettings(_Section, frozen=True, kw_only=True):
     """Where a process without the api role serves /metrics (0 turns that server off)."""
 
 
+class HttpSettings(_Section, frozen=True, kw_only=True):
+    """The `http` task type, run by workers (see app/modules/worker/_http.py)."""
+
+    allow: list[str] = []
+    """CIDRs (`127.0.0.1/32`) or host names the SSRF guard lets through although they are
+    loopback, private, link-local or otherwise internal. Empty: only public addresses."""
+    default_timeout: float = 30.0
+    """Seconds for a request whose definition sets no `request.timeout`."""
+    connect_timeout: float = 10.0
+    max_response_bytes: int = 1_048_576
+    """A response body larger than this fails the attempt (HttpResponseTooLarge)."""
+    max_connections: int = 100
+    max_keepalive_connections: int = 20
+    follow_redirects: bool = False
+    """Off: a 3xx is the answer. On: each target is checked by the SSRF guard again."""
+    max_redirects: int = 5
+    secret_prefix: str = "TREADLE_SECRET_"  # noqa: S105 -- a variable-name prefix, no secret
+    """`${ secret.NAME }` reads the worker's environment variable `<prefix>NAME`."""
+    breaker_failures: int = 5
+    """Consecutive failures (5xx, connect error, timeout) that open a host's circuit."""
+    breaker_cooldown_seconds: float = 30.0
+    """How long an open circuit rejects calls before one probe may try again."""
+
+
 class Settings(_Section, frozen=True, kw_only=True):
     database: DatabaseSettings = DatabaseSettings()
     transport: TransportSettings = TransportSettings()
@@ -98,6 +122,7 @@ class Settings(_Section, frozen=True, kw_only=True):
     orchestrator: OrchestratorSettings = OrchestratorSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
+    http: HttpSettings = HttpSettings()
 
 
 class ConfigError(TreadleError):
@@ -115,7 +140,12 @@ _SHORT_NAMES = {
     "TREADLE_BROKER_URL": ("transport", "url"),
     "TREADLE_HANDLERS": ("worker", "handlers"),
 }
-_LIST_KEYS = {("worker", "handlers"), ("worker", "queues"), ("log", "quiet_loggers")}
+_LIST_KEYS = {
+    ("worker", "handlers"),
+    ("worker", "queues"),
+    ("log", "quiet_loggers"),
+    ("http", "allow"),
+}
 
 
 def load_settings(

@@ -23,7 +23,13 @@ from app.domain.definitions import (
 )
 from app.domain.durations import parse_duration
 from app.domain.errors import ValidationIssue
-from app.domain.expressions import Template, check_template, expression_source
+from app.domain.expressions import (
+    Template,
+    check_template,
+    expression_source,
+    with_literal_fields,
+)
+from app.domain.secrets import secret_paths
 
 _URL_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -31,7 +37,7 @@ HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 # Fields that belong to one task type; on a task of another type they are a mistake.
 _OWN_FIELDS: dict[str, tuple[str, ...]] = {
     "handler": ("handler",),
-    "http": ("request", "expect"),
+    "http": ("request", "expect", "retry_on"),
     "sleep": ("duration", "until"),
     "signal": ("signal",),
     "map": ("items", "task", "concurrency", "on_failure"),
@@ -80,8 +86,9 @@ class CompiledTask:
     """One task, checked and compiled; the fields that do not apply to its type are None.
 
     For an `http` task, `request` renders to the attempt's input: a dict with `method`,
-    `url`, and (when set) `headers`, `query`, `json`, `form`, `timeout` (seconds) and
-    `expect` (the accepted status codes).
+    `url`, and (when set) `headers`, `query`, `json`, `form`, `timeout` (seconds),
+    `expect` (the accepted status codes), `retry_on` (extra retryable codes) and `secrets`
+    (the paths where the definition wrote `${ secret.NAME }`; see app.domain.secrets).
     """
 
     id: str
@@ -277,13 +284,19 @@ def _http_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) ->
         message = f"{request.method!r} is not one of {', '.join(HTTP_METHODS)}"
         issues.append(ValidationIssue(path=f"{where}.method", message=message))
     timeout = optional_seconds(request.timeout, f"{where}.timeout", issues)
-    for index, status in enumerate(task.expect or []):
-        if not 100 <= status <= 599:
-            message = f"{status} is not an HTTP status code"
-            issues.append(ValidationIssue(path=f"{path}.expect[{index}]", message=message))
-    template, found = check_template(_request_value(request, method, timeout, task.expect), where)
+    for field in ("expect", "retry_on"):
+        for index, status in enumerate(getattr(task, field) or []):
+            if not 100 <= status <= 599:
+                message = f"{status} is not an HTTP status code"
+                issues.append(ValidationIssue(path=f"{path}.{field}[{index}]", message=message))
+    value = _request_value(request, method, timeout, task)
+    template, found = check_template(value, where, allow_secrets=True)
     issues.extend(found)
-    return {"request": template}
+    if template is None:
+        return {}
+    # Kept out of the template: a path is data, never an expression to evaluate.
+    paths = secret_paths(value)
+    return {"request": with_literal_fields(template, {"secrets": paths}) if paths else template}
 
 
 def _check_url(url: Any, path: str, issues: list[ValidationIssue]) -> None:
@@ -297,7 +310,7 @@ def _check_url(url: Any, path: str, issues: list[ValidationIssue]) -> None:
 
 
 def _request_value(
-    request: HttpRequestDefinition, method: str, timeout: float | None, expect: list[int] | None
+    request: HttpRequestDefinition, method: str, timeout: float | None, task: TaskDefinition
 ) -> dict[str, Any]:
     value: dict[str, Any] = {"method": method, "url": request.url}
     optional = {
@@ -306,7 +319,8 @@ def _request_value(
         "json": request.json,
         "form": request.form,
         "timeout": timeout,
-        "expect": expect,
+        "expect": task.expect,
+        "retry_on": task.retry_on,
     }
     value.update({key: item for key, item in optional.items() if item is not None})
     return value
@@ -364,6 +378,12 @@ def _map_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> 
             issues=issues,
             in_map=True,
         )
+    if task.task is not None and task.task.type not in ("handler", "http"):
+        # Items are attempts a worker runs; timers, signals and children are not.
+        message = f"a map fans out handler or http tasks, not {task.task.type} tasks"
+        issues.append(ValidationIssue(path=f"{path}.task.type", message=message))
+    if task.task is not None and task.task.when is not None:
+        issues.append(ValidationIssue(path=f"{path}.task.when", message="not allowed in a map"))
     if task.concurrency is not None and task.concurrency < 1:
         issues.append(ValidationIssue(path=f"{path}.concurrency", message="must be at least 1"))
     return {

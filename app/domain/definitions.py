@@ -60,6 +60,8 @@ class TaskDefinition(_Def, frozen=True, kw_only=True):
     # http
     request: HttpRequestDefinition | None = None
     expect: list[int] | None = None
+    retry_on: list[int] | None = None
+    """Status codes worth another attempt besides 5xx and 429 (say 409 or 404)."""
     # sleep
     duration: Duration | None = None
     until: str | None = None

@@ -20,6 +20,7 @@ from jmespath import functions as jmespath_functions
 from jmespath.exceptions import IncompleteExpressionError, JMESPathError, LexerError, ParseError
 
 from app.domain.errors import ExpressionError, ValidationIssue
+from app.domain.secrets import has_secret_reference, malformed_reference
 
 _EXPRESSION = re.compile(r"\$\{(.*)\}", re.DOTALL)
 _KNOWN_FUNCTIONS = frozenset(jmespath_functions.Functions.FUNCTION_TABLE)
@@ -101,6 +102,26 @@ class _Sequence(Template):
         return [item.render(context) for item in self._items]
 
 
+class _Extended(Template):
+    __slots__ = ("_base", "_extra")
+
+    def __init__(self, base: Template, extra: dict[str, Any]) -> None:
+        self._base = base
+        self._extra = extra
+
+    @property
+    def is_literal(self) -> bool:
+        return self._base.is_literal
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        return {**self._base.render(context), **copy.deepcopy(self._extra)}
+
+
+def with_literal_fields(template: Template, extra: Mapping[str, Any]) -> Template:
+    """A dict template plus fixed entries that are never read as expressions."""
+    return _Extended(template, dict(extra))
+
+
 def expression_source(value: Any) -> str | None:
     """The JMESPath text if `value` is exactly `${ expr }`, else None."""
     if not isinstance(value, str):
@@ -118,30 +139,51 @@ def compile_template(value: Any, path: str = "") -> Template:
     return template
 
 
-def check_template(value: Any, path: str) -> tuple[Template | None, list[ValidationIssue]]:
-    """Compile a value and report every bad expression in it, each at its own path."""
+def check_template(
+    value: Any, path: str, *, allow_secrets: bool = False
+) -> tuple[Template | None, list[ValidationIssue]]:
+    """Compile a value and report every bad expression in it, each at its own path.
+
+    With `allow_secrets`, `${ secret.NAME }` references compile to themselves (see
+    `app.domain.secrets`); without, they are an error.
+    """
     errors: list[TemplateSyntaxError] = []
-    template = _compile(value, path, errors)
+    template = _compile(value, path, errors, allow_secrets)
     if errors:
         return None, [ValidationIssue(path=e.path, message=str(e)) for e in errors]
     return template, []
 
 
-def _compile(value: Any, path: str, errors: list[TemplateSyntaxError]) -> Template:
-    source = expression_source(value)
-    if source is not None:
-        return _compile_expression(source, path, errors)
+def _compile(
+    value: Any, path: str, errors: list[TemplateSyntaxError], allow_secrets: bool = False
+) -> Template:
+    if isinstance(value, str):
+        return _compile_string(value, path, errors, allow_secrets)
     if isinstance(value, dict):
-        items = {str(k): _compile(v, _join(path, str(k)), errors) for k, v in value.items()}
+        items = {
+            str(k): _compile(v, _join(path, str(k)), errors, allow_secrets)
+            for k, v in value.items()
+        }
         if all(item.is_literal for item in items.values()):
             return _Literal(value)
         return _Mapping(items)
     if isinstance(value, list):
-        elements = [_compile(v, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+        elements = [_compile(v, f"{path}[{i}]", errors, allow_secrets) for i, v in enumerate(value)]
         if all(element.is_literal for element in elements):
             return _Literal(value)
         return _Sequence(elements)
     return _Literal(value)
+
+
+def _compile_string(
+    value: str, path: str, errors: list[TemplateSyntaxError], allow_secrets: bool
+) -> Template:
+    if has_secret_reference(value):
+        return _compile_secret_string(value, path, errors, allow_secrets)
+    source = expression_source(value)
+    if source is None:
+        return _Literal(value)
+    return _compile_expression(source, path, errors)
 
 
 def _compile_expression(source: str, path: str, errors: list[TemplateSyntaxError]) -> Template:
@@ -157,7 +199,45 @@ def _compile_expression(source: str, path: str, errors: list[TemplateSyntaxError
     if unknown:
         errors.append(TemplateSyntaxError(source, f"unknown function {unknown[0]}()", path))
         return _Literal(None)
+    if _reads_secret_root(compiled.parsed):
+        reason = (
+            "secret may only be used as a whole value ${ secret.NAME } "
+            "(write @.secret for a field called secret)"
+        )
+        errors.append(TemplateSyntaxError(source, reason, path))
+        return _Literal(None)
     return _Expression(source, compiled)
+
+
+def _compile_secret_string(
+    value: str, path: str, errors: list[TemplateSyntaxError], allow_secrets: bool
+) -> Template:
+    # A reference renders to itself: the decider never holds a secret, the worker
+    # substitutes it (app.domain.secrets explains why).
+    problem = malformed_reference(value)
+    if problem is None and not allow_secrets:
+        problem = "secret references are only resolved in an http task's request"
+    if problem is not None:
+        errors.append(TemplateSyntaxError(value, problem, path))
+        return _Literal(None)
+    return _Literal(value)
+
+
+def _reads_secret_root(node: Any, *, nested: bool = False) -> bool:
+    # `secret.X` inside a larger expression would evaluate to null in the decider (there
+    # is no `secret` in its context) and hint at string tricks; it is refused instead.
+    # A field named `secret` is fine after a dot (`input.secret`), i.e. as the right
+    # child of a subexpression.
+    if not isinstance(node, dict):
+        return False
+    if node.get("type") == "field" and node.get("value") == "secret" and not nested:
+        return True
+    children = node.get("children", ())
+    is_path = node.get("type") == "subexpression"
+    return any(
+        _reads_secret_root(child, nested=is_path and index > 0)
+        for index, child in enumerate(children)
+    )
 
 
 def _function_names(node: Any) -> Iterator[str]:
