@@ -1,0 +1,247 @@
+"""Schedules: cron (in a time zone) or fixed-interval triggers that start one run per tick.
+
+Pure: parsing and validating a schedule, the next fire time, and which ticks to run when
+the orchestrator finds a schedule due (catch-up after downtime). Cron expressions are read
+by `cronsim`, which follows cron's own DST rules: a local time skipped by a spring-forward
+fires at the first instant after the gap, one repeated by a fall-back fires once.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+from cronsim import CronSim, CronSimError
+
+from app.domain.durations import parse_duration
+from app.domain.errors import TreadleError, ValidationIssue
+
+MIN_INTERVAL_SECONDS = 1.0
+MISFIRE_GRACE_SECONDS = 60.0
+"""A tick found due later than this is missed, and the catch-up policy decides about it."""
+_MAX_SCAN = 100_000  # cron ticks walked when catching up, before jumping to the present
+
+
+class OverlapPolicy(StrEnum):
+    """What a tick does while the schedule's previous run is still active."""
+
+    SKIP = "skip"
+    ALLOW = "allow"
+    CANCEL_PREVIOUS = "cancel_previous"
+
+
+class CatchUpPolicy(StrEnum):
+    """What happens to ticks missed while no orchestrator was running."""
+
+    SKIP = "skip"
+    RUN_ONCE = "run_once"
+
+
+class ScheduleInvalid(TreadleError):
+    """A schedule failed validation."""
+
+    def __init__(self, issues: list[ValidationIssue]) -> None:
+        self.issues = issues
+        super().__init__("; ".join(str(i) for i in issues) or "invalid schedule")
+
+
+class ScheduleNotFound(TreadleError):
+    """No schedule has this id."""
+
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"schedule {schedule_id!r} does not exist")
+
+
+class ScheduleExists(TreadleError):
+    """Another schedule already has this name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a schedule named {name!r} already exists")
+
+
+class Trigger(msgspec.Struct, frozen=True, kw_only=True):
+    """When a schedule fires: a cron expression in a time zone, or a fixed interval."""
+
+    cron: str | None = None
+    timezone: str = "UTC"
+    interval_seconds: float | None = None
+
+
+class ScheduleSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A schedule as a user writes it (the body of `POST /v1/schedules`)."""
+
+    name: str
+    workflow: str
+    version: int | None = None
+    input: Any = None
+    cron: str | None = None
+    timezone: str = "UTC"
+    interval: str | float | None = None
+    overlap: OverlapPolicy = OverlapPolicy.SKIP
+    catch_up: CatchUpPolicy = CatchUpPolicy.SKIP
+    start_at: datetime | None = None
+    paused: bool = False
+
+
+class Schedule(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored schedule and where it stands."""
+
+    id: str
+    name: str
+    workflow: str
+    version: int | None = None
+    input: Any = None
+    trigger: Trigger
+    overlap: OverlapPolicy = OverlapPolicy.SKIP
+    catch_up: CatchUpPolicy = CatchUpPolicy.SKIP
+    paused: bool = False
+    next_fire_at: datetime
+    last_fire_at: datetime | None = None
+    last_run_id: str | None = None
+    created_at: datetime
+
+
+class TickPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """What to do with a due schedule: the ticks to start runs for, and the next fire time."""
+
+    ticks: list[datetime]
+    next_fire_at: datetime
+    missed: int = 0
+
+
+# --- parsing ------------------------------------------------------------------------
+
+
+def parse_schedule(data: Any) -> tuple[ScheduleSpec, Trigger]:
+    """Decode and validate a schedule; raises `ScheduleInvalid` listing every issue."""
+    try:
+        spec = msgspec.convert(data, ScheduleSpec)
+    except msgspec.ValidationError as exc:
+        raise ScheduleInvalid([_issue(exc)]) from None
+    issues: list[ValidationIssue] = []
+    if not spec.name.strip():
+        issues.append(ValidationIssue(path="name", message="must not be empty"))
+    if spec.start_at is not None and spec.start_at.tzinfo is None:
+        issues.append(ValidationIssue(path="start_at", message="needs a UTC offset or Z"))
+    trigger = _trigger(spec, issues)
+    if issues:
+        raise ScheduleInvalid(issues)
+    return spec, trigger
+
+
+def _trigger(spec: ScheduleSpec, issues: list[ValidationIssue]) -> Trigger:
+    if (spec.cron is None) == (spec.interval is None):
+        issues.append(ValidationIssue(path="", message="give exactly one of cron or interval"))
+        return Trigger()
+    if spec.cron is not None:
+        _check_timezone(spec.timezone, issues)
+        try:
+            CronSim(spec.cron, datetime(2000, 1, 1, tzinfo=ZoneInfo("UTC")))
+        except CronSimError as exc:
+            message = f"{spec.cron!r} is not a 5-field cron expression: {exc}"
+            issues.append(ValidationIssue(path="cron", message=message))
+        return Trigger(cron=spec.cron, timezone=spec.timezone)
+    assert spec.interval is not None
+    try:
+        seconds = parse_duration(spec.interval)
+    except ValueError as exc:
+        issues.append(ValidationIssue(path="interval", message=str(exc)))
+        return Trigger()
+    if not math.isfinite(seconds) or seconds < MIN_INTERVAL_SECONDS:
+        message = f"must be at least {MIN_INTERVAL_SECONDS:g}s, got {seconds:g}s"
+        issues.append(ValidationIssue(path="interval", message=message))
+    return Trigger(interval_seconds=seconds)
+
+
+def _check_timezone(name: str, issues: list[ValidationIssue]) -> None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        message = f"{name!r} is not an IANA time zone (e.g. 'UTC', 'Europe/Berlin')"
+        issues.append(ValidationIssue(path="timezone", message=message))
+
+
+def _issue(exc: msgspec.ValidationError) -> ValidationIssue:
+    # msgspec says e.g. "Expected `str`, got `int` - at `$.cron`".
+    reason, sep, where = str(exc).rpartition(" - at `")
+    if not sep:
+        reason, where = str(exc), "$"
+    path = where.rstrip("`").removeprefix("$").removeprefix(".")
+    if "`" in reason and reason.startswith(("Object missing", "Object contains")):
+        field = reason.split("`")[1]
+        path = f"{path}.{field}" if path else field
+    return ValidationIssue(path=path, message=reason.replace("`", ""))
+
+
+# --- time -----------------------------------------------------------------------------
+
+
+def next_fire(trigger: Trigger, after: datetime) -> datetime:
+    """The first tick strictly after `after` (aware; the answer is in UTC)."""
+    utc = ZoneInfo("UTC")
+    if trigger.interval_seconds is not None:
+        return (after + timedelta(seconds=trigger.interval_seconds)).astimezone(utc)
+    assert trigger.cron is not None
+    local = after.astimezone(ZoneInfo(trigger.timezone))
+    found: datetime = next(iter(CronSim(trigger.cron, local)))
+    return found.astimezone(utc)
+
+
+def first_fire(trigger: Trigger, now: datetime, start_at: datetime | None = None) -> datetime:
+    """The first tick of a new (or resumed) schedule: at `start_at`, else the next one."""
+    if start_at is not None and start_at > now:
+        if trigger.interval_seconds is not None:
+            return start_at.astimezone(ZoneInfo("UTC"))
+        return next_fire(trigger, start_at - timedelta(microseconds=1))
+    return next_fire(trigger, now)
+
+
+def plan_ticks(
+    trigger: Trigger,
+    due_at: datetime,
+    now: datetime,
+    catch_up: CatchUpPolicy,
+    grace_seconds: float = MISFIRE_GRACE_SECONDS,
+) -> TickPlan:
+    """The ticks from `due_at` to `now` to start runs for, and the first tick after `now`.
+
+    Ticks within `grace_seconds` of `now` are on time and each gets its run. Older ones
+    were missed: `skip` drops them, `run_once` starts one run (for the latest missed
+    tick) when no tick is on time.
+    """
+    late_before = now - timedelta(seconds=grace_seconds)
+    tick, missed, last_missed = _skip_missed(trigger, due_at, late_before)
+    on_time: list[datetime] = []
+    while tick <= now:
+        on_time.append(tick)
+        tick = next_fire(trigger, tick)
+    if missed and catch_up is CatchUpPolicy.RUN_ONCE and not on_time and last_missed:
+        on_time = [last_missed]
+    return TickPlan(ticks=on_time, next_fire_at=tick, missed=missed)
+
+
+def _skip_missed(
+    trigger: Trigger, tick: datetime, late_before: datetime
+) -> tuple[datetime, int, datetime | None]:
+    """(the first tick at or after `late_before`, how many came before it, the last of them)."""
+    if tick >= late_before:
+        return tick, 0, None
+    if trigger.interval_seconds is not None:
+        step = trigger.interval_seconds
+        behind = (late_before - tick).total_seconds()
+        count = math.ceil(behind / step)
+        last = tick + timedelta(seconds=step * (count - 1))
+        return tick + timedelta(seconds=step * count), count, last
+    count, last = 0, None
+    while tick < late_before and count < _MAX_SCAN:
+        count, last = count + 1, tick
+        tick = next_fire(trigger, tick)
+    if tick < late_before:  # years of ticks behind: jump without counting the rest
+        tick = next_fire(trigger, late_before - timedelta(microseconds=1))
+    return tick, count, last
