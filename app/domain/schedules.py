@@ -238,10 +238,10 @@ def _skip_missed(
         count = math.ceil(behind / step)
         last = tick + timedelta(seconds=step * (count - 1))
         return tick + timedelta(seconds=step * count), count, last
-    count, last = 0, None
+    count, last_seen = 0, None
     while tick < late_before and count < _MAX_SCAN:
-        count, last = count + 1, tick
+        count, last_seen = count + 1, tick
         tick = next_fire(trigger, tick)
     if tick < late_before:  # years of ticks behind: jump without counting the rest
         tick = next_fire(trigger, late_before - timedelta(microseconds=1))
-    return tick, count, last
+    return tick, count, last_seen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -85,7 +86,7 @@ def test_hourly_cron_across_fall_back_keeps_real_hours() -> None:
     for _ in range(4):
         tick = next_fire(trigger, tick)
         ticks.append(tick)
-    gaps = {b - a for a, b in zip(ticks, ticks[1:], strict=False)}
+    gaps = {b - a for a, b in itertools.pairwise(ticks)}
     assert gaps == {timedelta(hours=1)}
 
 
