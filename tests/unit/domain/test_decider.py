@@ -391,23 +391,6 @@ def test_signal_to_a_finished_run_changes_nothing() -> None:
     assert not run.apply(SignalReceived(run_id=R, name="x")).changed
 
 
-@pytest.mark.parametrize(
-    ("task", "kind"),
-    [
-        ({"type": "map", "items": "${ input }", "task": {"handler": "h"}}, "map"),
-        ({"type": "workflow", "workflow": "child"}, "workflow"),
-    ],
-)
-def test_map_and_workflow_tasks_fail_as_not_supported(task: dict[str, object], kind: str) -> None:
-    """Scheduling a type the engine cannot run yet fails it non-retryably, and so the run."""
-    run = started(Run(workflow({"t": task})))
-    error = run.state.tasks["t"].error
-    assert error is not None
-    assert (error.type, error.retryable) == ("NotSupported", False)
-    assert f"task type '{kind}' is not supported yet" in error.message
-    assert run.state.status is RunStatus.FAILED
-
-
 def test_when_render_error_fails_the_task_with_expression_error() -> None:
     """An expression that cannot be evaluated fails its task non-retryably."""
     wf = workflow({"a": {"handler": "h", "when": "${ length(input.n) }"}})
