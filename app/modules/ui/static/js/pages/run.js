@@ -252,13 +252,17 @@ export function render(root, id) {
     const done = TERMINAL.has(run.status);
     if (done && lastDone && stop) { stop(); stop = null; } // one more read after the end, then rest
     lastDone = done;
+    if (stop && !done && pollMs() !== interval) restart();
   }
 
+  // A big run (a wide map) is polled less often: each read carries every task.
+  const pollMs = () => (run && run.tasks.length > 5000 ? 5000 : run && run.tasks.length > 500 ? 2000 : 700);
+  let interval = 0;
   function restart() {
     if (stop) stop();
     lastDone = false;
-    const ms = run && run.tasks.length > 5000 ? 5000 : run && run.tasks.length > 500 ? 2000 : 700;
-    stop = every(ms, refresh);
+    interval = pollMs();
+    stop = every(interval, refresh);
   }
   restart();
   return () => { if (stop) stop(); };
