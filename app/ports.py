@@ -13,7 +13,8 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import msgspec
 
 from app.domain.events import CancelTimer, HistoryEntry, StartTimer, TimerKind
-from app.domain.state import RunState
+from app.domain.schedules import Schedule
+from app.domain.state import ErrorInfo, ItemQuery, RunState
 from app.messages import Message
 
 # --- shared records -----------------------------------------------------------------
@@ -74,6 +75,8 @@ class DueTimer(msgspec.Struct, frozen=True, kw_only=True):
     task_id: str | None
     attempt: int
     fire_at: datetime
+    item: int | None = None
+    """The item index of a map item's timer."""
 
 
 class InflightAttempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,6 +95,8 @@ class Changes(msgspec.Struct, frozen=True, kw_only=True):
     outbox: Sequence[OutgoingMessage] = ()
     start_timers: Sequence[StartTimer] = ()
     cancel_timers: Sequence[CancelTimer] = ()
+    cancel_items: Sequence[str] = ()
+    """Map tasks whose unfinished items become `cancelled` (their rows are not loaded)."""
 
 
 class Applied(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,7 +107,27 @@ class Applied(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Decide = Callable[[RunState], Changes | None]
-"""A pure function run inside the store's transaction; None means 'nothing to write'."""
+"""A pure function run inside the store's transaction; None means 'nothing to write'.
+
+The map items in `changes.state.map_items` that differ from those loaded are upserted.
+"""
+
+ItemsWanted = Callable[[RunState], ItemQuery]
+"""Which map items to load into the state before deciding (given the run without them)."""
+
+
+class MapItemRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One map item, as the items page of the API lists it."""
+
+    index: int
+    status: str
+    attempt: int
+    input: Any = None
+    output: Any = None
+    error: ErrorInfo | None = None
+    scheduled_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 # --- state store ----------------------------------------------------------------------
@@ -150,6 +175,16 @@ class RunStore(Protocol):
         ...
 
 
+class MapItemStore(Protocol):
+    """Reads of a map task's items (kept apart from `RunStore` so its fakes stay small)."""
+
+    async def list_map_items(
+        self, run_id: str, task_id: str, limit: int, cursor: str | None
+    ) -> Page[MapItemRecord]:
+        """A map task's items by index; raises `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
+        ...
+
+
 class DecisionStore(Protocol):
     """Atomic decisions: lock the run, decide, write state, history, outbox and timers."""
 
@@ -161,8 +196,13 @@ class DecisionStore(Protocol):
         """
         ...
 
-    async def apply(self, run_id: str, decide: Decide) -> Applied | None:
-        """Lock the run, call `decide` on its state, persist; None if nothing changed."""
+    async def apply(
+        self, run_id: str, decide: Decide, *, items: ItemsWanted | None = None
+    ) -> Applied | None:
+        """Lock the run, call `decide` on its state, persist; None if nothing changed.
+
+        `items` names the map items to load into the state `decide` sees.
+        """
         ...
 
     async def inflight_attempts(self, limit: int, after: str | None) -> list[InflightAttempt]:
@@ -200,7 +240,59 @@ class TimerStore(Protocol):
         ...
 
 
-class StateStore(WorkflowStore, RunStore, DecisionStore, OutboxStore, TimerStore, Protocol):
+class ScheduleStore(Protocol):
+    """Schedules, and claiming the due ones so that one orchestrator handles each tick."""
+
+    async def create_schedule(self, schedule: Schedule) -> Schedule:
+        """Store a new schedule; raises `ScheduleExists` when its name is taken."""
+        ...
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        """The schedule; raises `ScheduleNotFound`."""
+        ...
+
+    async def list_schedules(self, limit: int, cursor: str | None) -> Page[Schedule]:
+        """Schedules by name; raises `InvalidCursor`."""
+        ...
+
+    async def set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_fire_at: datetime
+    ) -> Schedule:
+        """Pause or resume; raises `ScheduleNotFound`."""
+        ...
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Delete the schedule; raises `ScheduleNotFound`."""
+        ...
+
+    async def claim_due_schedules(
+        self, now: datetime, limit: int, lease_seconds: float
+    ) -> list[Schedule]:
+        """Active schedules due at `now` not leased by another orchestrator; leases them."""
+        ...
+
+    async def advance_schedule(
+        self,
+        schedule_id: str,
+        *,
+        next_fire_at: datetime,
+        fired_at: datetime | None,
+        run_id: str | None,
+    ) -> None:
+        """Record a handled tick and release the lease."""
+        ...
+
+
+class StateStore(
+    WorkflowStore,
+    RunStore,
+    MapItemStore,
+    DecisionStore,
+    OutboxStore,
+    TimerStore,
+    ScheduleStore,
+    Protocol,
+):
     """Everything the engine keeps in its database; one adapter implements it all."""
 
     async def migrate(self) -> None:
@@ -209,6 +301,10 @@ class StateStore(WorkflowStore, RunStore, DecisionStore, OutboxStore, TimerStore
 
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
+        ...
+
+    async def schema_is_current(self) -> bool:
+        """Whether the database schema is at the newest migration this code knows."""
         ...
 
     async def close(self) -> None:

@@ -13,7 +13,15 @@ from sqlalchemy import Row, Select, select
 
 from app.domain.errors import InvalidCursor
 from app.domain.events import HistoryEntry, TimerKind
-from app.domain.state import ErrorInfo, RunState, RunStatus, TaskState, TaskStatus
+from app.domain.state import (
+    ErrorInfo,
+    MapItem,
+    MapProgress,
+    RunState,
+    RunStatus,
+    TaskState,
+    TaskStatus,
+)
 from app.messages import Message
 from app.ports import DueTimer, OutboxRecord, RunSummary, StoredWorkflow
 from app.store._tables import history, outbox, runs, tasks, timers, workflows
@@ -54,6 +62,7 @@ def run_from_rows(rows: Sequence[Row[Any]]) -> RunState:
         parent_run_id=first["parent_run_id"],
         parent_task_id=first["parent_task_id"],
         signals=decode_json(first["signals"], Signals) or {},
+        paused=bool(first["paused"]),
     )
 
 
@@ -69,6 +78,8 @@ def _task_from_mapping(m: Any) -> TaskState:
         scheduled_at=m["t_scheduled_at"],
         started_at=m["t_started_at"],
         finished_at=m["t_finished_at"],
+        progress=decode_json(m["t_progress"], MapProgress),
+        child_run_id=m["t_child_run_id"],
     )
 
 
@@ -82,6 +93,7 @@ def mutable_run_values(state: RunState) -> dict[str, Any]:
         "started_at": state.started_at,
         "finished_at": state.finished_at,
         "signals": encode_json(state.signals),
+        "paused": state.paused,
     }
 
 
@@ -115,6 +127,8 @@ def task_values(run_id: str, position: int, task: TaskState) -> dict[str, Any]:
         "scheduled_at": task.scheduled_at,
         "started_at": task.started_at,
         "finished_at": task.finished_at,
+        "progress": encode_json(task.progress),
+        "child_run_id": task.child_run_id,
     }
 
 
@@ -142,6 +156,40 @@ def summary_from_row(row: Row[Any]) -> RunSummary:
         started_at=m["started_at"],
         finished_at=m["finished_at"],
         idempotency_key=m["idempotency_key"],
+    )
+
+
+def item_values(run_id: str, item: MapItem) -> dict[str, Any]:
+    """Every column of a map item row."""
+    return {
+        "run_id": run_id,
+        "task_id": item.task_id,
+        "item_index": item.index,
+        "status": item.status.value,
+        "attempt": item.attempt,
+        "input": encode_json(item.input),
+        "output": encode_json(item.output),
+        "error": encode_json(item.error),
+        "scheduled_at": item.scheduled_at,
+        "started_at": item.started_at,
+        "finished_at": item.finished_at,
+    }
+
+
+def item_from_row(row: Row[Any]) -> MapItem:
+    """The map item of a full `map_items` row."""
+    m = row._mapping
+    return MapItem(
+        task_id=m["task_id"],
+        index=m["item_index"],
+        status=TaskStatus(m["status"]),
+        attempt=m["attempt"],
+        input=decode_json(m["input"], Any),
+        output=decode_json(m["output"], Any),
+        error=decode_json(m["error"], ErrorInfo),
+        scheduled_at=m["scheduled_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
     )
 
 
@@ -203,15 +251,35 @@ TIMER_COLUMNS = [timers.c.run_id, timers.c.kind, timers.c.task_id, timers.c.atte
 TIMER_COLUMNS += [timers.c.fire_at]
 
 
+def timer_task_key(task_id: str | None, item: int | None) -> str:
+    """The `task_id` column of a timer: '' for none, `<task>[<index>]` for a map item.
+
+    Task ids never contain brackets, so the item index rides in the existing key column
+    and the timers table needed no new column for it.
+    """
+    if item is None:
+        return task_id or ""
+    return f"{task_id}[{item}]"
+
+
+def _split_timer_task(value: str) -> tuple[str | None, int | None]:
+    task_id, bracket, rest = value.partition("[")
+    if bracket and rest.endswith("]") and rest[:-1].isdigit():
+        return task_id, int(rest[:-1])
+    return value or None, None
+
+
 def timer_from_row(row: Row[Any]) -> DueTimer:
     """The due timer of a row of `TIMER_COLUMNS`; '' in the table is 'no task'."""
     m = row._mapping
+    task_id, item = _split_timer_task(m["task_id"])
     return DueTimer(
         run_id=m["run_id"],
         kind=TimerKind(m["kind"]),
-        task_id=m["task_id"] or None,
+        task_id=task_id,
         attempt=m["attempt"],
         fire_at=m["fire_at"],
+        item=item,
     )
 
 

@@ -11,19 +11,22 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import msgspec
 from sqlalchemy import Row, func, or_, select, text, tuple_, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.errors import RunNotFound, WorkflowNotFound
+from app.domain.errors import RunNotFound, TaskNotFound, WorkflowNotFound
 from app.domain.events import HistoryEntry
-from app.domain.state import RunState
+from app.domain.state import MapItem, RunState
 from app.ports import (
     Applied,
     Decide,
     DueTimer,
     InflightAttempt,
+    ItemsWanted,
+    MapItemRecord,
     OutboxRecord,
     Page,
     RunSummary,
@@ -33,7 +36,9 @@ from app.store import _rows as rows_
 from app.store._decisions import write_changes, write_effects, write_new_tasks
 from app.store._engine import Database
 from app.store._errors import StoreError, mapped_errors
-from app.store._migrate import upgrade
+from app.store._map_items import load_items, select_item_page
+from app.store._migrate import is_at_head, upgrade
+from app.store._schedules import ScheduleQueries
 from app.store._tables import ACTIVE_TASK, UNSENT, history, outbox, runs, tasks, timers, workflows
 from app.store._types import encode_json
 
@@ -45,7 +50,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class SqlStore:
+class SqlStore(ScheduleQueries):
     """One adapter for the whole `StateStore` port, over any supported database."""
 
     def __init__(
@@ -82,6 +87,12 @@ class SqlStore:
         with mapped_errors("ping"):
             async with self._db.transaction(write=False) as conn:
                 await conn.execute(text("SELECT 1"))
+
+    async def schema_is_current(self) -> bool:
+        """Whether the schema is at the packaged migrations' head (for readiness)."""
+        with mapped_errors("schema_is_current"):
+            async with self._db.transaction(write=False) as conn:
+                return await is_at_head(conn)
 
     async def close(self) -> None:
         """Release every pooled connection."""
@@ -269,11 +280,19 @@ class SqlStore:
             return False
         return True
 
-    async def apply(self, run_id: str, decide: Decide) -> Applied | None:
-        """Lock the run, call `decide` on its state, persist; None if nothing changed."""
+    async def apply(
+        self, run_id: str, decide: Decide, *, items: ItemsWanted | None = None
+    ) -> Applied | None:
+        """Lock the run, call `decide` on its state, persist; None if nothing changed.
+
+        `items` names the map items to load into the state `decide` sees (after the lock).
+        """
         with mapped_errors("apply"):
             async with self._db.transaction(write=True) as conn:
                 loaded = await _load_run(conn, run_id, lock=True)
+                if items is not None:
+                    found = await load_items(conn, run_id, items(loaded))
+                    loaded = msgspec.structs.replace(loaded, map_items=found)
                 changes = decide(loaded)
                 if changes is None:
                     return None
@@ -281,6 +300,21 @@ class SqlStore:
                 await write_changes(conn, loaded, changes, now)
                 records = await write_effects(conn, changes, now)
         return Applied(state=changes.state, outbox=records)
+
+    async def list_map_items(
+        self, run_id: str, task_id: str, limit: int, cursor: str | None
+    ) -> Page[MapItemRecord]:
+        """A map task's items by index; raises `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
+        after = None
+        if cursor is not None:
+            (after,) = rows_.decode_cursor(cursor, "items", tuple[int])
+        with mapped_errors("list_map_items"):
+            async with self._db.transaction(write=False) as conn:
+                found = (await conn.execute(select_item_page(run_id, task_id, limit, after))).all()
+                if not found:
+                    await _check_map_task(conn, run_id, task_id)
+        page = _page(found, limit, rows_.item_from_row, lambda i: ("items", i.index))
+        return Page(items=[_item_record(i) for i in page.items], next_cursor=page.next_cursor)
 
     async def inflight_attempts(self, limit: int, after: str | None) -> list[InflightAttempt]:
         """Attempts in `scheduled` or `running`, ordered by run id (for recovery).
@@ -396,6 +430,29 @@ async def _load_run(conn: AsyncConnection, run_id: str, *, lock: bool) -> RunSta
     if not found:
         raise RunNotFound(run_id)
     return rows_.run_from_rows(found)
+
+
+async def _check_map_task(conn: AsyncConnection, run_id: str, task_id: str) -> None:
+    """Raise unless the run exists and has a map task `task_id`."""
+    if not await _run_exists(conn, run_id):
+        raise RunNotFound(run_id)
+    stmt = select(tasks.c.type).where(tasks.c.run_id == run_id, tasks.c.task_id == task_id)
+    if (await conn.execute(stmt)).scalar() != "map":
+        raise TaskNotFound(run_id, task_id, "map task")
+
+
+def _item_record(item: MapItem) -> MapItemRecord:
+    return MapItemRecord(
+        index=item.index,
+        status=item.status.value,
+        attempt=item.attempt,
+        input=item.input,
+        output=item.output,
+        error=item.error,
+        scheduled_at=item.scheduled_at,
+        started_at=item.started_at,
+        finished_at=item.finished_at,
+    )
 
 
 async def _load_run_by_key(conn: AsyncConnection, key: str | None) -> RunState:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -16,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    false,
     text,
 )
 
@@ -66,6 +69,7 @@ runs = Table(
     Column("parent_run_id", String(_ID)),
     Column("parent_task_id", String(_NAME)),
     Column("signals", JSON_TEXT),
+    Column("paused", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
@@ -92,6 +96,8 @@ tasks = Table(
     Column("scheduled_at", UTCDateTime),
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
+    Column("progress", JSON_TEXT),  # a map task's MapProgress
+    Column("child_run_id", String(_ID)),  # a workflow task's child run
     # inflight_attempts: scheduled/running rows in run-id order. PostgreSQL and SQLite
     # index just those rows; MySQL has no partial index, so it leads with the status.
     Index(
@@ -102,6 +108,24 @@ tasks = Table(
         sqlite_where=ACTIVE_TASK,
     ).ddl_if(dialect=_PARTIAL),
     Index("ix_treadle_tasks_status", "status", "run_id", "task_id").ddl_if(dialect=_MYSQL),
+)
+
+map_items = Table(
+    "treadle_map_items",
+    metadata,
+    Column("run_id", String(_ID), ForeignKey(runs.c.id, ondelete="CASCADE"), primary_key=True),
+    Column("task_id", String(_NAME), primary_key=True),
+    # The PK (run_id, task_id, item_index) serves the per-event loads, the ordered read of
+    # a finished map's outputs and the items page of the API.
+    Column("item_index", Integer, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("input", JSON_TEXT),
+    Column("output", JSON_TEXT),
+    Column("error", JSON_TEXT),
+    Column("scheduled_at", UTCDateTime),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
 )
 
 history = Table(
@@ -149,4 +173,26 @@ timers = Table(
     Column("fire_at", UTCDateTime, nullable=False),
     Column("leased_until", UTCDateTime),
     Index(None, "fire_at"),  # claim_due_timers and next_timer_at
+)
+
+schedules = Table(
+    "treadle_schedules",
+    metadata,
+    Column("id", String(_ID), primary_key=True),
+    Column("name", String(_NAME), nullable=False, unique=True),  # list_schedules: by name
+    Column("workflow", String(_NAME), nullable=False),
+    Column("version", Integer),
+    Column("input", JSON_TEXT),
+    Column("cron", String(255)),
+    Column("timezone", String(64), nullable=False),
+    Column("interval_ms", BigInteger),
+    Column("overlap", String(16), nullable=False),
+    Column("catch_up", String(16), nullable=False),
+    Column("paused", Boolean, nullable=False),
+    Column("next_fire_at", UTCDateTime, nullable=False),
+    Column("leased_until", UTCDateTime),
+    Column("last_fire_at", UTCDateTime),
+    Column("last_run_id", String(_ID)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "next_fire_at"),  # claim_due_schedules
 )
