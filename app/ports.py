@@ -393,6 +393,50 @@ class RunControl(Protocol):
         ...
 
 
+class RunSteering(Protocol):
+    """Retry, pause and resume: the rest of the control surface over runs."""
+
+    async def retry_run(self, run_id: str) -> RunState:
+        """Resume a failed or timed-out run from its failed tasks; raises `RunNotActive`."""
+        ...
+
+    async def pause_run(self, run_id: str) -> RunState:
+        """Start nothing new until resumed; raises `RunNotFound`, `RunNotActive`."""
+        ...
+
+    async def resume_run(self, run_id: str) -> RunState:
+        """Start what became ready while paused; raises `RunNotFound`, `RunNotActive`."""
+        ...
+
+
+class ScheduleControl(Protocol):
+    """Creating and steering schedules; what the API calls."""
+
+    async def create_schedule(self, data: Any) -> Schedule:
+        """Validate and store a schedule; raises `ScheduleInvalid`, `ScheduleExists`."""
+        ...
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        """The schedule; raises `ScheduleNotFound`."""
+        ...
+
+    async def list_schedules(self, limit: int, cursor: str | None) -> Page[Schedule]:
+        """Schedules by name; raises `InvalidCursor`."""
+        ...
+
+    async def pause_schedule(self, schedule_id: str) -> Schedule:
+        """Stop firing; raises `ScheduleNotFound`."""
+        ...
+
+    async def resume_schedule(self, schedule_id: str) -> Schedule:
+        """Fire again from the next future tick; raises `ScheduleNotFound`."""
+        ...
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Delete it (its runs stay); raises `ScheduleNotFound`."""
+        ...
+
+
 class Clock(Protocol):
     """The time, injectable so tests can jump it."""
 

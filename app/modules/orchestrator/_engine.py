@@ -7,7 +7,6 @@ same transaction, and after commit the relay publishes the messages.
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 
 from app.config import OrchestratorSettings
+from app.domain._map import items_wanted
 from app.domain.compile import (
     Workflow,
     compile_workflow,
@@ -28,7 +28,11 @@ from app.domain.errors import RunNotActive
 from app.domain.events import (
     CancelRequested,
     CancelTimer,
+    Decision,
     Event,
+    PauseRequested,
+    ResumeRequested,
+    RetryRequested,
     RunStarted,
     SignalReceived,
     StartTimer,
@@ -41,11 +45,22 @@ from app.modules.orchestrator._changes import (
     with_cancelled,
 )
 from app.modules.orchestrator._ids import new_run_id
+from app.modules.orchestrator._measure import record_decision
 from app.modules.orchestrator._relay import Relay
 from app.modules.orchestrator._timers import TimerAlarm
-from app.ports import Applied, Changes, Clock, Decide, DueTimer, StateStore, StoredWorkflow
+from app.observability import Telemetry, current_traceparent, get_logger
+from app.ports import (
+    Applied,
+    Changes,
+    Clock,
+    Decide,
+    DueTimer,
+    ItemsWanted,
+    StateStore,
+    StoredWorkflow,
+)
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -104,6 +119,7 @@ class _Outcome:
     def __init__(self) -> None:
         self.state: RunState | None = None
         self.changes: Changes | None = None
+        self.decision: Decision | None = None
 
 
 class RunEngine:
@@ -119,6 +135,7 @@ class RunEngine:
         source: str,
         alarm: TimerAlarm | None = None,
         cache_size: int = 256,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._store = store
         self._relay = relay
@@ -130,6 +147,11 @@ class RunEngine:
         self._workflows: _Lru[tuple[str, int], Workflow] = _Lru(cache_size)
         self._run_workflows: _Lru[str, tuple[str, int]] = _Lru(cache_size * 16)
         self._run_locks = _RunLocks()
+        self._telemetry = telemetry or Telemetry.off("orchestrator")
+        # The trace context of each run's latest decision here, so a decision with no
+        # message behind it (a timer firing) continues the run's trace. In memory only:
+        # a timer fired by another replica, or after a restart, begins a new trace.
+        self._run_traces: _Lru[str, str] = _Lru(cache_size * 16)
 
     # --- RunControl -------------------------------------------------------------------
 
@@ -146,8 +168,14 @@ class RunEngine:
         input: Any,
         idempotency_key: str | None = None,
         traceparent: str | None = None,
+        *,
+        parent_run_id: str | None = None,
+        parent_task_id: str | None = None,
     ) -> tuple[RunState, bool]:
-        """Create and start a run in one transaction, or return the run for this key."""
+        """Create and start a run in one transaction, or return the run for this key.
+
+        A child run (of a `workflow` task) names its parent run and task.
+        """
         stored = await self._store.get_workflow(workflow, version)
         compiled = self._compiled(stored)
         validate_input(compiled, input)
@@ -159,13 +187,21 @@ class RunEngine:
             input=input,
             now=now,
             idempotency_key=idempotency_key,
+            parent_run_id=parent_run_id,
+            parent_task_id=parent_task_id,
         )
         outcome = _Outcome()
-        decide_start = self._decider(compiled, RunStarted(run_id=run.id), outcome, traceparent)
-        applied, created = await self._store.create_run(run, decide_start)
-        if created:
-            self._run_workflows.put(run.id, (stored.name, stored.version))
-            await self._after_commit(applied, outcome)
+        with self._telemetry.decision(
+            run.id, "run.started", traceparent=traceparent, workflow=stored.name
+        ):
+            decide_start = self._decider(
+                compiled, RunStarted(run_id=run.id), outcome, current_traceparent()
+            )
+            applied, created = await self._store.create_run(run, decide_start)
+            if created:
+                self._telemetry.metrics.run_started(stored.name)
+                self._run_workflows.put(run.id, (stored.name, stored.version))
+                await self._after_commit(applied, outcome, compiled)
         return applied.state, created
 
     async def cancel_run(self, run_id: str, reason: str = "") -> RunState:
@@ -176,6 +212,22 @@ class RunEngine:
         """Deliver a signal; raises `RunNotFound`, `RunNotActive`."""
         event = SignalReceived(run_id=run_id, name=name, payload=payload)
         return await self._steer(run_id, event, "signal")
+
+    async def retry_run(self, run_id: str) -> RunState:
+        """Resume a failed or timed-out run from its failed tasks; raises `RunNotActive`."""
+        applied, seen = await self.apply_event(run_id, RetryRequested(run_id=run_id))
+        if applied is None:
+            assert seen is not None, "the store decides on the run's state or raises"
+            raise RunNotActive(run_id, str(seen.status), "retry")
+        return applied.state
+
+    async def pause_run(self, run_id: str) -> RunState:
+        """Start nothing new until resumed; raises `RunNotFound`, `RunNotActive`."""
+        return await self._steer(run_id, PauseRequested(run_id=run_id), "pause")
+
+    async def resume_run(self, run_id: str) -> RunState:
+        """Start what became ready while paused; raises `RunNotFound`, `RunNotActive`."""
+        return await self._steer(run_id, ResumeRequested(run_id=run_id), "resume")
 
     # --- events -----------------------------------------------------------------------
 
@@ -193,17 +245,29 @@ class RunEngine:
         """
         compiled = await self._workflow_of_run(run_id)
         outcome = _Outcome()
-        decider = self._decider(compiled, event, outcome, traceparent, also_cancel)
-        async with self._run_locks.hold(run_id):
-            applied = await self._store.apply(run_id, decider)
-        if applied is not None:
-            await self._after_commit(applied, outcome)
+        with self._telemetry.decision(
+            run_id,
+            _event_type(event),
+            traceparent=traceparent or self._run_traces.get(run_id),
+            workflow=compiled.name,
+        ):
+            # Messages written by this decision carry its span, read here because the
+            # store may run the callback where the current context is not ours.
+            decider = self._decider(compiled, event, outcome, current_traceparent(), also_cancel)
+            async with self._run_locks.hold(run_id):
+                applied = await self._store.apply(run_id, decider, items=items_for(event))
+            if applied is not None:
+                await self._after_commit(applied, outcome, compiled)
         return applied, outcome.state
 
     async def fire_timer(self, timer: DueTimer) -> None:
         """Apply a due timer to its run, deleting the timer row in the same transaction."""
         event = TimerFired(
-            run_id=timer.run_id, kind=timer.kind, task_id=timer.task_id, attempt=timer.attempt
+            run_id=timer.run_id,
+            kind=timer.kind,
+            task_id=timer.task_id,
+            attempt=timer.attempt,
+            item=timer.item,
         )
         await self.apply_event(timer.run_id, event, also_cancel=fired_timer_cancel(timer))
 
@@ -230,14 +294,18 @@ class RunEngine:
             changes = changes_from_decision(decision, source=self._source, traceparent=traceparent)
             if also_cancel is not None:
                 changes = with_cancelled(changes, state, also_cancel)
-            outcome.state, outcome.changes = state, changes
+            outcome.state, outcome.changes, outcome.decision = state, changes, decision
             return changes
 
         return decide_in_transaction
 
-    async def _after_commit(self, applied: Applied, outcome: _Outcome) -> None:
+    async def _after_commit(self, applied: Applied, outcome: _Outcome, compiled: Workflow) -> None:
         if outcome.changes is not None:
             self._wake_for(outcome.changes.start_timers)
+        if outcome.decision is not None and outcome.decision.changed:
+            record_decision(self._telemetry.metrics, outcome.decision, compiled)
+        if (traceparent := current_traceparent()) is not None:
+            self._run_traces.put(applied.state.id, traceparent)
         await self._relay.publish(applied.outbox)
 
     def _wake_for(self, timers: Sequence[StartTimer]) -> None:
@@ -265,3 +333,15 @@ class RunEngine:
         if compiled is None:
             compiled = self._compiled(await self._store.get_workflow(*key))
         return compiled
+
+
+def items_for(event: Event) -> ItemsWanted | None:
+    """What the store loads of map items for `event` (None: it is about no map item)."""
+    if getattr(event, "item", None) is None:
+        return None
+    return lambda state: items_wanted(state, event)
+
+
+def _event_type(event: Event) -> str:
+    """The event's wire tag (`task.completed`), for span names and logs."""
+    return str(type(event).__struct_config__.tag)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import anyio
@@ -13,10 +12,12 @@ from app.domain.events import DispatchLost
 from app.modules.orchestrator._consumer import EventConsumer
 from app.modules.orchestrator._engine import RunEngine
 from app.modules.orchestrator._relay import Relay
+from app.modules.orchestrator._schedules import ScheduleLoop
 from app.modules.orchestrator._timers import TimerLoop
+from app.observability import Telemetry, collect_store_gauges, get_logger
 from app.ports import Clock, StateStore, Transport
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 RECOVERY_PAGE = 500
 
@@ -38,21 +39,30 @@ class Orchestrator:
         source: str = "orchestrator",
         run_engine: RunEngine | None = None,
         transient: Sequence[type[Exception]] = (),
+        telemetry: Telemetry | None = None,
+        gauge_interval_seconds: float = 15.0,
     ) -> None:
         self._store = store
         self._transport = transport
         self._settings = settings
         self._clock = clock
-        self._relay = Relay(store, transport)
+        self._telemetry = telemetry or Telemetry.off("orchestrator")
+        self._gauge_interval = gauge_interval_seconds
+        self._relay = Relay(store, transport, telemetry=self._telemetry)
         self.run_engine = run_engine or RunEngine(
-            store, self._relay, clock, settings, source=source
+            store, self._relay, clock, settings, source=source, telemetry=self._telemetry
         )
         self._consumer = EventConsumer(
-            transport, self.run_engine, prefetch=settings.event_prefetch, transient=transient
+            transport,
+            self.run_engine,
+            prefetch=settings.event_prefetch,
+            transient=transient,
+            metrics=self._telemetry.metrics,
         )
         self._timers = TimerLoop(
             store, self.run_engine.fire_timer, clock, settings, self.run_engine.alarm
         )
+        self._schedules = ScheduleLoop(store, self.run_engine, clock)
 
     async def run(self) -> None:
         """Recover (in-process transport only), then consume, fire timers and sweep."""
@@ -62,11 +72,19 @@ class Orchestrator:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._consumer.run)
             tg.start_soon(self._timers.run)
+            tg.start_soon(self._schedules.run)
             tg.start_soon(
                 self._relay.sweep_forever,
                 self._clock,
                 settings.sweep_interval_seconds,
                 settings.outbox_stale_seconds,
+            )
+            tg.start_soon(
+                collect_store_gauges,
+                self._telemetry.metrics,
+                self._store,
+                self._clock.now,
+                self._gauge_interval,
             )
 
     async def recover(self) -> int:
@@ -88,5 +106,7 @@ class Orchestrator:
                 break
             after = page[-1].run_id
         if recovered:
-            log.warning("re-dispatched %d attempts in flight when the process stopped", recovered)
+            log.warning(
+                "re-dispatched the attempts in flight when the process stopped", attempts=recovered
+            )
         return recovered
