@@ -7,11 +7,10 @@ SIGINT/SIGTERM, then stops them gracefully.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -19,15 +18,18 @@ import anyio
 import anyio.abc
 import uvicorn
 
+from app._operations import operations_app
 from app.config import Settings
+from app.domain.errors import TreadleError
 from app.modules.orchestrator import Orchestrator, Relay, RunEngine
-from app.modules.worker import HandlerRegistry, Worker
-from app.ports import Clock, StateStore, Transport
+from app.modules.worker import HandlerRegistry, HttpExecutor, Worker
+from app.observability import Telemetry, get_logger
+from app.ports import Clock, HealthCheck, StateStore, Transport
 from app.store import StoreUnavailable, build_store
 from app.transports import build_transport
 from app.transports._errors import TransportUnavailable
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 ROLES = frozenset({"api", "orchestrator", "worker"})
 
@@ -50,6 +52,48 @@ class DatabaseHealth:
     async def check(self) -> None:
         with anyio.fail_after(5):
             await self._store.ping()
+
+
+class MigrationsHealth:
+    """Ready when the schema is at the newest migration this code knows."""
+
+    name = "migrations"
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    async def check(self) -> None:
+        if not await self._store.schema_is_current():
+            raise SchemaNotCurrent()
+
+
+class SchemaNotCurrent(TreadleError):
+    """The database schema is behind (or ahead of) this code's migrations."""
+
+    def __init__(self) -> None:
+        super().__init__("the schema is not at the newest migration; run `treadle migrate`")
+
+
+class RolesHealth:
+    """Ready once every role this process serves has started."""
+
+    name = "roles"
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def check(self) -> None:
+        waiting = sorted(self._engine.roles - self._engine.started_roles)
+        if waiting:
+            raise RolesNotStarted(waiting)
+
+
+class RolesNotStarted(TreadleError):
+    """Some roles of this process have not started yet."""
+
+    def __init__(self, roles: Sequence[str]) -> None:
+        self.roles = list(roles)
+        super().__init__(f"not started yet: {', '.join(roles)}")
 
 
 class TransportHealth:
@@ -79,17 +123,29 @@ class Engine:
         transport: Transport,
         registry: HandlerRegistry,
         clock: Clock,
+        *,
+        roles: Collection[str] = ROLES,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.transport = transport
         self.registry = registry
         self.clock = clock
-        self.relay = Relay(store, transport)
+        self.roles = frozenset(roles)
+        self.started_roles: set[str] = set()
+        self.telemetry = telemetry or Telemetry.from_settings(settings, _role_label(roles))
+        self.relay = Relay(store, transport, telemetry=self.telemetry)
         self.run_engine = RunEngine(
-            store, self.relay, clock, settings.orchestrator, source=_source("orchestrator")
+            store,
+            self.relay,
+            clock,
+            settings.orchestrator,
+            source=_source("orchestrator"),
+            telemetry=self.telemetry,
         )
         self.transport_connected = False
+        self._http: HttpExecutor | None = None
 
     def orchestrator(self) -> Orchestrator:
         """The orchestrator role, sharing the run engine (and its timer alarm)."""
@@ -101,16 +157,36 @@ class Engine:
             source=_source("orchestrator"),
             run_engine=self.run_engine,
             transient=(StoreUnavailable,),
+            telemetry=self.telemetry,
+            gauge_interval_seconds=self.settings.metrics.gauge_interval_seconds,
         )
 
     def worker(self) -> Worker:
         """The worker role, running this engine's registered handlers."""
         return Worker(
-            self.transport, self.registry, self.settings.worker, self.clock, _source("worker")
+            self.transport,
+            self.registry,
+            self.settings.worker,
+            self.clock,
+            _source("worker"),
+            telemetry=self.telemetry,
+            http=self._http_executor(),
         )
 
-    def health_checks(self) -> list[DatabaseHealth | TransportHealth]:
-        return [DatabaseHealth(self.store), TransportHealth(self)]
+    def _http_executor(self) -> HttpExecutor:
+        # One per engine: its circuit gauge registers once in the engine's registry.
+        if self._http is None:
+            self._http = HttpExecutor.from_settings(self.settings.http, self.telemetry)
+        return self._http
+
+    def health_checks(self) -> list[HealthCheck]:
+        """What /readyz asks: database, schema, broker, and this process's roles."""
+        return [
+            DatabaseHealth(self.store),
+            MigrationsHealth(self.store),
+            TransportHealth(self),
+            RolesHealth(self),
+        ]
 
     async def connect(self) -> None:
         """Connect the transport (the store connects lazily)."""
@@ -125,12 +201,22 @@ class Engine:
                 await self.transport.close()
             finally:
                 await self.store.close()
+                self.telemetry.close()
 
 
 def build(
-    settings: Settings, *, handler_modules: Sequence[str] = (), clock: Clock | None = None
+    settings: Settings,
+    *,
+    handler_modules: Sequence[str] = (),
+    clock: Clock | None = None,
+    roles: Collection[str] = ROLES,
+    telemetry: Telemetry | None = None,
 ) -> Engine:
-    """An engine whose ports are the adapters `settings` names (nothing connected yet)."""
+    """An engine whose ports are the adapters `settings` names (nothing connected yet).
+
+    `roles` are the ones this process serves (they tag its telemetry and readiness);
+    `telemetry` defaults to a fresh registry and the tracer the `OTEL_*` variables ask for.
+    """
     modules = list(dict.fromkeys([*settings.worker.handlers, *handler_modules]))
     return Engine(
         settings,
@@ -138,7 +224,13 @@ def build(
         build_transport(settings.transport),
         HandlerRegistry.from_modules(modules),
         clock or SystemClock(),
+        roles=roles,
+        telemetry=telemetry,
     )
+
+
+def _role_label(roles: Collection[str]) -> str:
+    return ",".join(sorted(roles))
 
 
 async def migrate(settings: Settings) -> None:
@@ -168,7 +260,7 @@ async def serve(
     unknown = set(roles) - ROLES
     if unknown:
         raise ValueError(f"unknown roles {sorted(unknown)}; choose from {sorted(ROLES)}")
-    engine = build(settings, handler_modules=handler_modules)
+    engine = build(settings, handler_modules=handler_modules, roles=roles)
     if _migrates_on_start(settings):
         await engine.store.migrate()
     await engine.connect()
@@ -194,12 +286,17 @@ async def _start_roles(
     # recovery re-dispatches to it.
     if "worker" in roles:
         tg.start_soon(_in_scope, engine.worker().run, scopes)
+        engine.started_roles.add("worker")
     if "orchestrator" in roles:
         tg.start_soon(_in_scope, engine.orchestrator().run, scopes)
+        engine.started_roles.add("orchestrator")
+    # Every process listens: the whole API with the api role, else /healthz, /readyz and
+    # /metrics alone, on the same host and port (one probe and scrape config per role).
+    server = _api_server(engine) if "api" in roles else _operations_server(engine)
+    servers.append(server)
+    tg.start_soon(server.serve)
     if "api" in roles:
-        server = _api_server(engine)
-        servers.append(server)
-        tg.start_soon(server.serve)
+        engine.started_roles.add("api")
 
     def stop() -> None:
         for server in servers:
@@ -219,7 +316,7 @@ async def _in_scope(run: Callable[[], Awaitable[None]], scopes: list[anyio.Cance
 async def _stop_on_signal(stop: Callable[[], None]) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
-            log.info("received %s: stopping", signal.Signals(signum).name)
+            log.info("stopping", signal=signal.Signals(signum).name)
             stop()
             return
 
@@ -233,7 +330,16 @@ def _api_server(engine: Engine) -> _Server:
         runs=engine.store,
         health=engine.health_checks(),
         settings=engine.settings.api,
+        telemetry=engine.telemetry,
     )
+    return _serving(engine, app)
+
+
+def _operations_server(engine: Engine) -> _Server:
+    return _serving(engine, operations_app(engine.telemetry.metrics, engine.health_checks()))
+
+
+def _serving(engine: Engine, app: Callable[..., Awaitable[None]]) -> _Server:
     config = uvicorn.Config(
         app,
         host=engine.settings.api.host,

@@ -1,6 +1,7 @@
 """The worker role: a handler registry, the task context, and the consumer loop."""
 
 from app.modules.worker._context import TaskContext
+from app.modules.worker._http import HttpExecutor
 from app.modules.worker._registry import (
     DuplicateHandler,
     HandlerError,
@@ -18,6 +19,7 @@ __all__ = [
     "HandlerImportFailed",
     "HandlerInputMismatch",
     "HandlerRegistry",
+    "HttpExecutor",
     "NotAHandler",
     "TaskContext",
     "Worker",

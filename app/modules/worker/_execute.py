@@ -11,6 +11,7 @@ import msgspec
 from app.domain.events import DispatchTask, TaskCompleted, TaskFailed
 from app.domain.state import ErrorInfo
 from app.modules.worker._context import TaskContext
+from app.modules.worker._http import HttpExecutor
 from app.modules.worker._registry import (
     HandlerInputMismatch,
     HandlerRegistry,
@@ -39,8 +40,11 @@ async def execute(
     *,
     worker: str,
     traceback_lines: int,
+    http: HttpExecutor | None = None,
 ) -> TaskCompleted | TaskFailed:
     """Run the attempt within its timeout; any failure becomes a `TaskFailed`."""
+    if dispatch.task_type == "http" and http is not None:
+        return await _run_http(dispatch, http, worker)
     if dispatch.task_type != "handler":
         return _failed(
             dispatch,
@@ -72,6 +76,26 @@ async def execute(
         attempt=dispatch.attempt,
         output=outcome.value,
         worker=worker,
+        item=dispatch.item,
+    )
+
+
+async def _run_http(
+    dispatch: DispatchTask, http: HttpExecutor, worker: str
+) -> TaskCompleted | TaskFailed:
+    with anyio.move_on_after(_worker_deadline(dispatch.timeout_seconds)) as deadline:
+        outcome = await http.run(dispatch.input)
+    if deadline.cancelled_caught:
+        outcome = _timed_out(dispatch)
+    if isinstance(outcome, ErrorInfo):
+        return _failed(dispatch, worker, outcome)
+    return TaskCompleted(
+        run_id=dispatch.run_id,
+        task_id=dispatch.task_id,
+        attempt=dispatch.attempt,
+        output=outcome,
+        worker=worker,
+        item=dispatch.item,
     )
 
 
@@ -138,4 +162,5 @@ def _failed(dispatch: DispatchTask, worker: str, info: ErrorInfo) -> TaskFailed:
         attempt=dispatch.attempt,
         error=info,
         worker=worker,
+        item=dispatch.item,
     )

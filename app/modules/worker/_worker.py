@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 import anyio
 import msgspec
 
-from app.config import WorkerSettings
+from app.config import HttpSettings, WorkerSettings
 from app.domain.events import DispatchTask, TaskHeartbeat, TaskStarted
-from app.messages import EVENTS_CHANNEL, Payload, decode, envelope, tasks_channel, to_message
+from app.messages import (
+    EVENTS_CHANNEL,
+    Envelope,
+    Payload,
+    decode,
+    envelope,
+    tasks_channel,
+    to_message,
+)
 from app.modules.worker._context import TaskContext
 from app.modules.worker._execute import execute
+from app.modules.worker._http import HttpExecutor
 from app.modules.worker._registry import HandlerRegistry
+from app.observability import Telemetry, current_traceparent, get_logger
 from app.ports import Clock, Delivery, Transport
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 CONSUMER_GROUP = "workers"
 
@@ -36,8 +45,15 @@ class Worker:
         settings: WorkerSettings,
         clock: Clock,
         source: str,
+        *,
+        http: HttpExecutor | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        # Public: the engine hands the same telemetry to this worker's `http` executor.
+        self.telemetry = telemetry or Telemetry.off("worker")
         self._transport = transport
+        # `http` tasks share one client per worker; a bare worker gets default settings.
+        self._http = http or HttpExecutor(HttpSettings(), telemetry=self.telemetry)
         self._registry = registry
         self._settings = settings
         self._clock = clock
@@ -56,9 +72,13 @@ class Worker:
         """Consume until cancelled, then drain (see the class docstring)."""
         self._idle = anyio.Event()
         limiter = anyio.CapacityLimiter(self._settings.concurrency)
+        self.telemetry.metrics.set_worker_concurrency(self._settings.concurrency)
         queues = list(dict.fromkeys(self._settings.queues))
         log.info(
-            "worker %s consuming %s, handlers: %s", self._source, queues, self._registry.names()
+            "worker consuming",
+            worker=self._source,
+            queues=queues,
+            handlers=self._registry.names(),
         )
         async with anyio.create_task_group() as consumers:
             for queue in queues:
@@ -68,6 +88,7 @@ class Worker:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._drain()
+                    await self._http.aclose()
 
     async def _drain(self) -> None:
         for intake in self._intakes:
@@ -77,7 +98,9 @@ class Worker:
                 await self._wait_idle()
         if self._inflight:
             log.warning(
-                "worker %s cancels %d attempts after draining", self._source, self._inflight
+                "worker cancels attempts left after draining",
+                worker=self._source,
+                attempts=self._inflight,
             )
         for attempts in self._attempt_groups:
             attempts.cancel_scope.cancel()
@@ -128,11 +151,33 @@ class Worker:
 
     async def process(self, delivery: Delivery) -> None:
         """Handle one delivery from start to ack (or nack)."""
-        decoded = _decode_dispatch(delivery)
-        if decoded is None:
+        env = _decode_dispatch(delivery)
+        if env is None:
             await delivery.nack(requeue=False)
             return
-        dispatch, traceparent = decoded
+        assert isinstance(env.payload, DispatchTask), "checked by _decode_dispatch"
+        dispatch = env.payload
+        with self.telemetry.task_execution(
+            run_id=dispatch.run_id,
+            task_id=dispatch.task_id,
+            attempt=dispatch.attempt,
+            task_type=dispatch.task_type,
+            handler=dispatch.handler,
+            workflow=dispatch.workflow,
+            traceparent=env.traceparent,
+            dispatched_at=env.timestamp,
+        ):
+            published = await self._execute_and_publish(dispatch, env.traceparent)
+        if published:
+            await delivery.ack()
+        else:
+            await _settle_quietly(delivery, requeue=True)
+
+    async def _execute_and_publish(self, dispatch: DispatchTask, received: str | None) -> bool:
+        """Run the attempt and publish its events; False when publishing failed.
+
+        Called inside the attempt's span, so every event published carries its context.
+        """
         ctx = TaskContext.for_attempt(
             run_id=dispatch.run_id,
             task_id=dispatch.task_id,
@@ -146,8 +191,9 @@ class Worker:
                     task_id=dispatch.task_id,
                     attempt=dispatch.attempt,
                     details=details,
+                    item=dispatch.item,
                 ),
-                traceparent,
+                received,
             ),
         )
         try:
@@ -157,45 +203,45 @@ class Worker:
                 attempt=dispatch.attempt,
                 worker=self._source,
                 started_at=self._clock.now(),
+                item=dispatch.item,
             )
-            await self._publish(started, traceparent)
+            await self._publish(started, received)
             result = await execute(
                 dispatch,
                 ctx,
                 self._registry,
                 worker=self._source,
                 traceback_lines=self._settings.traceback_lines,
+                http=self._http,
             )
-            await self._publish(result, traceparent)
+            await self._publish(result, received)
         except Exception:
             # The result could not be published: give the dispatch back so the attempt is
             # run again (at least once) rather than lost.
-            log.exception(
-                "publishing the result of %s/%s#%d failed; requeueing",
-                dispatch.run_id,
-                dispatch.task_id,
-                dispatch.attempt,
-            )
-            await _settle_quietly(delivery, requeue=True)
-            return
-        await delivery.ack()
+            self.telemetry.metrics.broker_error(self._transport.name, "publish")
+            log.exception("publishing the attempt's result failed; requeueing")
+            return False
+        return True
 
-    async def _publish(self, payload: Payload, traceparent: str | None) -> None:
+    async def _publish(self, payload: Payload, received: str | None) -> None:
+        # The current span (the attempt's) becomes the parent of the decision it causes;
+        # with tracing off there is none, and the context received passes through as is.
+        traceparent = current_traceparent() or received
         message = to_message(envelope(payload, source=self._source, traceparent=traceparent))
         await self._transport.publish(EVENTS_CHANNEL, [message])
 
 
-def _decode_dispatch(delivery: Delivery) -> tuple[DispatchTask, str | None] | None:
-    """The dispatch and its trace context, or None for a poison message."""
+def _decode_dispatch(delivery: Delivery) -> Envelope | None:
+    """The envelope of a dispatch (trace context, dispatch time), or None for poison."""
     try:
         env = decode(delivery.message.body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        log.warning("dead-lettering an undecodable task message: %s", exc)
+        log.warning("dead-lettering an undecodable task message", reason=str(exc))
         return None
     if not isinstance(env.payload, DispatchTask):
-        log.warning("dead-lettering a %s message found on a task channel", env.event_type)
+        log.warning("dead-lettering a message found on a task channel", event_type=env.event_type)
         return None
-    return env.payload, env.traceparent
+    return env
 
 
 async def _settle_quietly(delivery: Delivery, *, requeue: bool) -> None:
