@@ -21,7 +21,7 @@ import uvicorn
 from app._operations import operations_app
 from app.config import Settings
 from app.domain.errors import TreadleError
-from app.modules.orchestrator import Orchestrator, Relay, RunEngine
+from app.modules.orchestrator import Orchestrator, Relay, RunEngine, ScheduleService
 from app.modules.worker import HandlerRegistry, HttpExecutor, Worker
 from app.observability import Telemetry, get_logger
 from app.ports import Clock, HealthCheck, StateStore, Transport
@@ -331,6 +331,7 @@ def _api_server(engine: Engine) -> _Server:
         health=engine.health_checks(),
         settings=engine.settings.api,
         telemetry=engine.telemetry,
+        schedules=ScheduleService(engine.store, engine.clock),
     )
     return _serving(engine, app)
 

@@ -13,6 +13,7 @@ from app.config import ApiSettings
 from app.modules.api._errors import problem_response
 from app.modules.api._ops import healthz, metrics, readyz
 from app.modules.api._routes import RunController, Services, WorkflowController
+from app.modules.api._schedules import ScheduleBody, ScheduleController, SchedulePage
 from app.modules.api._schemas import (
     HistoryPage,
     Problem,
@@ -28,7 +29,8 @@ from app.modules.api._schemas import (
     WorkflowVersionInfo,
 )
 from app.modules.ui import ui_routes
-from app.ports import HealthCheck, RunControl, RunStore, WorkflowStore
+from app.observability import Telemetry
+from app.ports import HealthCheck, RunControl, RunStore, ScheduleControl, WorkflowStore
 
 # The response bodies are public: the typed client decodes into them.
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "RunBody",
     "RunPage",
     "RunSummaryBody",
+    "ScheduleBody",
+    "SchedulePage",
     "TaskBody",
     "WorkflowDetail",
     "WorkflowPage",
@@ -57,22 +61,41 @@ def create_app(
     runs: RunStore,
     health: Sequence[HealthCheck],
     settings: ApiSettings,
+    telemetry: Telemetry | None = None,
+    schedules: ScheduleControl | None = None,
 ) -> Litestar:
-    """The litestar application serving `/v1`, the operational routes and `/schema`."""
+    """The litestar application serving `/v1`, the operational routes and `/schema`.
+
+    `telemetry` (the engine's) traces and measures every request and backs `/metrics`;
+    without it the app measures into a registry of its own and traces nothing.
+    """
+    telemetry = telemetry or Telemetry.off("api")
     services = Services(
         run_control=run_control,
         workflows=workflows,
         runs=runs,
         health=tuple(health),
         settings=settings,
+        telemetry=telemetry,
+        schedules=schedules,
     )
 
     async def provide_services() -> Services:
         return services
 
     return Litestar(
-        route_handlers=[WorkflowController, RunController, healthz, readyz, metrics, *ui_routes()],
+        route_handlers=[
+            WorkflowController,
+            RunController,
+            ScheduleController,
+            healthz,
+            readyz,
+            metrics,
+            *ui_routes(),
+        ],
         dependencies={"services": Provide(provide_services, use_cache=True)},
+        # Plain ASGI middleware; litestar's scope types are narrower aliases of the same.
+        middleware=[telemetry.asgi_middleware],  # type: ignore[list-item]
         exception_handlers={Exception: problem_response},
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

@@ -25,10 +25,12 @@ from app.domain.errors import (
     InvalidCursor,
     RunNotActive,
     RunNotFound,
+    TaskNotFound,
     TreadleError,
     ValidationIssue,
     WorkflowNotFound,
 )
+from app.domain.schedules import ScheduleExists, ScheduleInvalid, ScheduleNotFound
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _TYPE_PREFIX = "urn:treadle:problem:"
@@ -65,6 +67,13 @@ class RetryUnavailable(TreadleError):
         super().__init__("retry from failure is not available yet")
 
 
+class SchedulesUnavailable(TreadleError):
+    """The API was built without a schedule service (an embedding that does not offer it)."""
+
+    def __init__(self) -> None:
+        super().__init__("this server does not offer schedules")
+
+
 # --- the mapping ------------------------------------------------------------------------
 
 
@@ -80,7 +89,12 @@ _KINDS: dict[type[TreadleError], _Kind] = {
     ExpressionError: _Kind(422, "expression-invalid", "Expression is not valid"),
     WorkflowNotFound: _Kind(404, "workflow-not-found", "Workflow not found"),
     RunNotFound: _Kind(404, "run-not-found", "Run not found"),
+    TaskNotFound: _Kind(404, "task-not-found", "Task not found"),
     RunNotActive: _Kind(409, "run-not-active", "Run is not active"),
+    ScheduleInvalid: _Kind(422, "schedule-invalid", "Schedule is not valid"),
+    ScheduleNotFound: _Kind(404, "schedule-not-found", "Schedule not found"),
+    ScheduleExists: _Kind(409, "schedule-exists", "Schedule name is taken"),
+    SchedulesUnavailable: _Kind(404, "schedules-unavailable", "Schedules are not available"),
     RetryUnavailable: _Kind(409, "retry-unavailable", "Retry is not available"),
     InvalidCursor: _Kind(400, "invalid-cursor", "Invalid cursor"),
     InvalidParameter: _Kind(400, "invalid-parameter", "Invalid parameter"),
@@ -98,7 +112,11 @@ _EXTENSIONS: dict[type[TreadleError], Callable[[Any], dict[str, Any]]] = {
     ExpressionError: lambda e: {"expression": e.expression},
     WorkflowNotFound: lambda e: {"workflow": e.name, "version": e.version},
     RunNotFound: lambda e: {"run_id": e.run_id},
+    TaskNotFound: lambda e: {"run_id": e.run_id, "task_id": e.task_id},
     RunNotActive: lambda e: {"run_id": e.run_id, "run_status": e.status},
+    ScheduleInvalid: lambda e: _issues(e.issues),
+    ScheduleNotFound: lambda e: {"schedule_id": e.schedule_id},
+    ScheduleExists: lambda e: {"name": e.name},
     RetryUnavailable: lambda e: {"run_id": e.run_id},
     InvalidParameter: lambda e: {"parameter": e.name},
 }

@@ -7,7 +7,7 @@ serve the real engine and test fakes alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post
@@ -18,6 +18,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from app.config import ApiSettings
+from app.domain.errors import TaskNotFound
 from app.domain.state import RunStatus
 from app.modules.api._errors import (
     PROBLEM_MEDIA_TYPE,
@@ -28,6 +29,7 @@ from app.modules.api._errors import (
 from app.modules.api._schemas import (
     CancelRunRequest,
     HistoryPage,
+    MapItemPage,
     Problem,
     RunBody,
     RunPage,
@@ -36,6 +38,7 @@ from app.modules.api._schemas import (
     WorkflowPage,
     WorkflowRef,
     WorkflowVersion,
+    map_item_body,
     run_body,
     run_summary,
     workflow_detail,
@@ -43,7 +46,15 @@ from app.modules.api._schemas import (
     workflow_summary,
     workflow_version,
 )
-from app.ports import HealthCheck, RunControl, RunStore, WorkflowStore
+from app.observability import Telemetry, current_traceparent
+from app.ports import (
+    HealthCheck,
+    RunControl,
+    RunSteering,
+    RunStore,
+    ScheduleControl,
+    WorkflowStore,
+)
 
 _STATUSES = ", ".join(s.value for s in RunStatus)
 
@@ -57,6 +68,8 @@ class Services:
     runs: RunStore
     health: Sequence[HealthCheck]
     settings: ApiSettings
+    telemetry: Telemetry = field(default_factory=Telemetry.off)
+    schedules: ScheduleControl | None = None
 
     def page_size(self, limit: int | None) -> int:
         """The page size to ask the store for; raises `InvalidParameter` when out of range."""
@@ -203,7 +216,12 @@ class RunController(Controller):
         if idempotency_key is not None and not idempotency_key.strip():
             raise InvalidParameter("Idempotency-Key", "must not be empty")
         run, created = await services.run_control.start_run(
-            data.workflow, data.version, data.input, idempotency_key=idempotency_key
+            data.workflow,
+            data.version,
+            data.input,
+            idempotency_key=idempotency_key,
+            # The request's span: the run's first decision, and so the whole run, joins it.
+            traceparent=current_traceparent(),
         )
         return Response(run_body(run), status_code=201 if created else 200)
 
@@ -226,6 +244,28 @@ class RunController(Controller):
     @get("/{run_id:str}", summary="A run with its tasks", responses=_problems(404))
     async def get_run(self, services: ServicesDep, run_id: FromPath[str]) -> RunBody:
         return run_body(await services.runs.get_run(run_id))
+
+    @get(
+        "/{run_id:str}/tasks/{task_id:str}/items",
+        summary="The items of a map task, by index",
+        responses=_problems(400, 404),
+    )
+    async def map_items(
+        self,
+        services: ServicesDep,
+        run_id: FromPath[str],
+        task_id: FromPath[str],
+        limit: Limit = None,
+        cursor: Cursor = None,
+    ) -> MapItemPage:
+        # A store without map items (a test fake) has no map task to show.
+        list_items = getattr(services.runs, "list_map_items", None)
+        if list_items is None:
+            raise TaskNotFound(run_id, task_id, "map task")
+        page = await list_items(run_id, task_id, services.page_size(limit), cursor)
+        return MapItemPage(
+            items=[map_item_body(i) for i in page.items], next_cursor=page.next_cursor
+        )
 
     @get(
         "/{run_id:str}/events",
@@ -281,9 +321,32 @@ class RunController(Controller):
         responses=_problems(404, 409),
     )
     async def retry(self, services: ServicesDep, run_id: FromPath[str]) -> RunBody:
-        run = await services.runs.get_run(run_id)
-        # Retry-from-failure lands in a later issue; until the engine grows it, say so.
-        retry_run = getattr(services.run_control, "retry_run", None)
-        if retry_run is None:
-            raise RetryUnavailable(run.id)
-        return run_body(await retry_run(run_id))
+        return run_body(await (await _steering(services, run_id)).retry_run(run_id))
+
+    @post(
+        "/{run_id:str}/pause",
+        status_code=202,
+        summary="Pause a run: in-flight tasks finish, nothing new starts until resumed",
+        responses=_problems(404, 409),
+    )
+    async def pause(self, services: ServicesDep, run_id: FromPath[str]) -> RunBody:
+        return run_body(await (await _steering(services, run_id)).pause_run(run_id))
+
+    @post(
+        "/{run_id:str}/resume",
+        status_code=202,
+        summary="Resume a paused run: start what became ready",
+        responses=_problems(404, 409),
+    )
+    async def resume(self, services: ServicesDep, run_id: FromPath[str]) -> RunBody:
+        return run_body(await (await _steering(services, run_id)).resume_run(run_id))
+
+
+async def _steering(services: Services, run_id: str) -> RunSteering:
+    """The engine's retry/pause/resume; an engine without them answers 409, not 500."""
+    control = services.run_control
+    if not all(hasattr(control, m) for m in ("retry_run", "pause_run", "resume_run")):
+        run = await services.runs.get_run(run_id)  # 404 first for an unknown run
+        raise RetryUnavailable(run.id)
+    steering: RunSteering = control  # type: ignore[assignment]
+    return steering

@@ -14,8 +14,8 @@ import msgspec
 
 from app.domain.errors import ValidationIssue
 from app.domain.events import HistoryEntry
-from app.domain.state import ErrorInfo, RunState, TaskState
-from app.ports import RunSummary, StoredWorkflow
+from app.domain.state import ErrorInfo, MapProgress, RunState, TaskState
+from app.ports import MapItemRecord, RunSummary, StoredWorkflow
 
 
 class _Body(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,8 +99,19 @@ class CancelRunRequest(_Request, frozen=True, kw_only=True):
     reason: str = ""
 
 
+class MapProgressBody(_Body, frozen=True, kw_only=True):
+    """A map task's items at a glance; the items are at `/v1/runs/{id}/tasks/{task}/items`."""
+
+    total: int
+    concurrency: int
+    dispatched: int
+    in_flight: int
+    completed: int
+    failed: int
+
+
 class TaskBody(_Body, frozen=True, kw_only=True):
-    """One task of a run."""
+    """One task of a run; `progress` for a map task, `child_run_id` for a workflow task."""
 
     task_id: str
     type: str
@@ -112,10 +123,33 @@ class TaskBody(_Body, frozen=True, kw_only=True):
     scheduled_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    progress: MapProgressBody | None = None
+    child_run_id: str | None = None
+
+
+class MapItemBody(_Body, frozen=True, kw_only=True):
+    """One item of a map task: its own attempts, input, output and error."""
+
+    index: int
+    status: str
+    attempt: int
+    input: Any
+    output: Any
+    error: ErrorInfo | None
+    scheduled_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class MapItemPage(_Body, frozen=True, kw_only=True):
+    """A page of a map task's items by index; `next_cursor` is null on the last page."""
+
+    items: list[MapItemBody]
+    next_cursor: str | None = None
 
 
 class RunBody(_Body, frozen=True, kw_only=True):
-    """A run with its tasks."""
+    """A run with its tasks; a child run names its parent run and task."""
 
     id: str
     workflow: str
@@ -128,6 +162,10 @@ class RunBody(_Body, frozen=True, kw_only=True):
     started_at: datetime | None
     finished_at: datetime | None
     tasks: list[TaskBody]
+    parent_run_id: str | None = None
+    parent_task_id: str | None = None
+    paused: bool = False
+    idempotency_key: str | None = None
 
 
 class RunSummaryBody(_Body, frozen=True, kw_only=True):
@@ -237,6 +275,35 @@ def task_body(task: TaskState) -> TaskBody:
         scheduled_at=task.scheduled_at,
         started_at=task.started_at,
         finished_at=task.finished_at,
+        progress=_progress_body(task.progress),
+        child_run_id=task.child_run_id,
+    )
+
+
+def _progress_body(progress: MapProgress | None) -> MapProgressBody | None:
+    if progress is None:
+        return None
+    return MapProgressBody(
+        total=progress.total,
+        concurrency=progress.concurrency,
+        dispatched=progress.next_index,
+        in_flight=progress.in_flight,
+        completed=progress.completed,
+        failed=progress.failed,
+    )
+
+
+def map_item_body(item: MapItemRecord) -> MapItemBody:
+    return MapItemBody(
+        index=item.index,
+        status=item.status,
+        attempt=item.attempt,
+        input=item.input,
+        output=item.output,
+        error=item.error,
+        scheduled_at=item.scheduled_at,
+        started_at=item.started_at,
+        finished_at=item.finished_at,
     )
 
 
@@ -254,6 +321,10 @@ def run_body(run: RunState) -> RunBody:
         started_at=run.started_at,
         finished_at=run.finished_at,
         tasks=[task_body(task) for task in run.tasks.values()],
+        parent_run_id=run.parent_run_id,
+        parent_task_id=run.parent_task_id,
+        paused=run.paused,
+        idempotency_key=run.idempotency_key,
     )
 
 

@@ -5,12 +5,14 @@ from app.modules.orchestrator._engine import RunEngine
 from app.modules.orchestrator._ids import new_run_id
 from app.modules.orchestrator._orchestrator import Orchestrator
 from app.modules.orchestrator._relay import Relay
+from app.modules.orchestrator._schedules import ScheduleService
 from app.modules.orchestrator._timers import TimerAlarm
 
 __all__ = [
     "Orchestrator",
     "Relay",
     "RunEngine",
+    "ScheduleService",
     "TimerAlarm",
     "changes_from_decision",
     "new_run_id",
