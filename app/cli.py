@@ -256,14 +256,14 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    import logging  # noqa: PLC0415
-
     import anyio  # noqa: PLC0415 -- the engine loads only for `serve` and `migrate`
 
     from app import engine  # noqa: PLC0415
+    from app.observability import configure_logging  # noqa: PLC0415
 
     settings = settings_for(args)
-    logging.basicConfig(level=settings.log.level.upper(), format="%(message)s")
+    # JSON lines unless stdout is a terminal (log.format = auto), for every logger.
+    configure_logging(settings.log, role=",".join(sorted(args.roles)))
     # Like uvicorn's --app-dir: `--handlers mypkg.tasks` works from a project folder.
     sys.path.insert(0, os.getcwd())
     modules = list(args.handlers)

@@ -85,9 +85,10 @@ class LogSettings(_Section, frozen=True, kw_only=True):
 
 
 class MetricsSettings(_Section, frozen=True, kw_only=True):
-    host: str = "127.0.0.1"
-    port: int = 9464
-    """Where a process without the api role serves /metrics (0 turns that server off)."""
+    # No port of its own: every process serves /metrics on api.host:api.port (a process
+    # without the api role serves only /healthz, /readyz and /metrics there).
+    gauge_interval_seconds: float = 15.0
+    """How often an orchestrator reads the outbox backlog and timer lag from the store."""
 
 
 class HttpSettings(_Section, frozen=True, kw_only=True):

@@ -49,6 +49,11 @@ class Telemetry:
         """A fresh registry and a tracer writing synchronously to `exporter` (in memory)."""
         return cls(Metrics(), Tracing.for_tests(exporter or InMemorySpanExporter()), role)
 
+    @classmethod
+    def off(cls, role: str = "none") -> Telemetry:
+        """Metrics in a fresh registry and no tracing: the default of a part built alone."""
+        return cls(Metrics(CollectorRegistry()), Tracing(None, exporter_name="disabled"), role)
+
     def close(self) -> None:
         """Flush spans; call when the engine closes."""
         self.tracing.shutdown()

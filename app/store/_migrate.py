@@ -6,9 +6,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.store._tables import VERSION_TABLE
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant shared by every Treadle process; it names the lock, nothing else.
@@ -49,3 +53,14 @@ async def upgrade(conn: AsyncConnection) -> None:
 
 def _upgrade_sync(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
+
+
+async def is_at_head(conn: AsyncConnection) -> bool:
+    """Whether the database's recorded revisions are exactly the packaged heads."""
+    return await conn.run_sync(_is_at_head_sync)
+
+
+def _is_at_head_sync(connection: Connection) -> bool:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    return set(context.get_current_heads()) == set(heads)

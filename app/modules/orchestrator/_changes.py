@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-import logging
+import msgspec
 
-from app.domain.events import CancelTimer, Decision, DispatchTask, RunFinished, StartTimer
+from app.domain.events import (
+    CancelChildRun,
+    CancelMapItems,
+    CancelTimer,
+    Decision,
+    DispatchTask,
+    RunFinished,
+    StartChildRun,
+    StartTimer,
+)
 from app.domain.state import RunState
 from app.messages import envelope, tasks_channel, to_message
+from app.modules.orchestrator._children import child_finished_message, events_message
+from app.observability import get_logger
 from app.ports import Changes, DueTimer, OutgoingMessage
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def changes_from_decision(
@@ -21,6 +32,7 @@ def changes_from_decision(
     outbox: list[OutgoingMessage] = []
     start: list[StartTimer] = []
     cancel: list[CancelTimer] = []
+    cancel_items: list[str] = []
     for command in decision.commands:
         if isinstance(command, DispatchTask):
             outbox.append(_dispatch_message(command, source, traceparent))
@@ -29,14 +41,19 @@ def changes_from_decision(
         elif isinstance(command, CancelTimer):
             cancel.append(command)
         elif isinstance(command, RunFinished):
-            # Nothing subscribes to run completions yet; the history records it.
-            log.info("run %s finished: %s", command.run_id, command.status)
+            log.info("run finished", run_id=command.run_id, status=str(command.status))
+            outbox.extend(child_finished_message(command, source, traceparent))
+        elif isinstance(command, StartChildRun | CancelChildRun):
+            outbox.append(events_message(command, source, traceparent))
+        elif isinstance(command, CancelMapItems):
+            cancel_items.append(command.task_id)
     return Changes(
         state=decision.state,
         history=decision.history,
         outbox=outbox,
         start_timers=start,
         cancel_timers=cancel,
+        cancel_items=cancel_items,
     )
 
 
@@ -50,7 +67,11 @@ def _dispatch_message(
 def fired_timer_cancel(timer: DueTimer) -> CancelTimer:
     """The command that deletes a timer row once it has fired."""
     return CancelTimer(
-        run_id=timer.run_id, kind=timer.kind, task_id=timer.task_id, attempt=timer.attempt
+        run_id=timer.run_id,
+        kind=timer.kind,
+        task_id=timer.task_id,
+        attempt=timer.attempt,
+        item=timer.item,
     )
 
 
@@ -67,14 +88,8 @@ def with_cancelled(changes: Changes | None, state: RunState, cancel: CancelTimer
         return changes
     if cancel in changes.cancel_timers:
         return changes
-    return Changes(
-        state=changes.state,
-        history=changes.history,
-        outbox=changes.outbox,
-        start_timers=changes.start_timers,
-        cancel_timers=[*changes.cancel_timers, cancel],
-    )
+    return msgspec.structs.replace(changes, cancel_timers=[*changes.cancel_timers, cancel])
 
 
-def _identity(timer: StartTimer | CancelTimer) -> tuple[str, str, str | None, int]:
-    return (timer.run_id, str(timer.kind), timer.task_id, timer.attempt)
+def _identity(timer: StartTimer | CancelTimer) -> tuple[str, str, str | None, int, int | None]:
+    return (timer.run_id, str(timer.kind), timer.task_id, timer.attempt, timer.item)

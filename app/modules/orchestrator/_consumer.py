@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import anyio
@@ -10,16 +9,35 @@ import msgspec
 import stamina
 
 from app.domain.errors import RunNotFound
-from app.domain.events import DispatchTask, TaskCompleted, TaskFailed, TaskHeartbeat, TaskStarted
-from app.messages import EVENTS_CHANNEL, decode
+from app.domain.events import (
+    CancelChildRun,
+    ChildRunFinished,
+    DispatchTask,
+    StartChildRun,
+    TaskCompleted,
+    TaskFailed,
+    TaskHeartbeat,
+    TaskStarted,
+)
+from app.messages import EVENTS_CHANNEL, Envelope, decode
+from app.modules.orchestrator._children import handle_child_command
 from app.modules.orchestrator._engine import RunEngine
+from app.observability import Metrics, bind_context, get_logger
 from app.ports import Delivery, Transport
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 CONSUMER_GROUP = "orchestrator"
 
-WorkerEvent = TaskStarted | TaskCompleted | TaskFailed | TaskHeartbeat
+WorkerEvent = (
+    TaskStarted
+    | TaskCompleted
+    | TaskFailed
+    | TaskHeartbeat
+    | StartChildRun
+    | CancelChildRun
+    | ChildRunFinished
+)
 
 RETRY_ATTEMPTS = 5
 RETRY_TIMEOUT_SECONDS = 30.0
@@ -39,11 +57,13 @@ class EventConsumer:
         *,
         prefetch: int,
         transient: Sequence[type[Exception]] = (),
+        metrics: Metrics | None = None,
     ) -> None:
         self._transport = transport
         self._engine = engine
         self._prefetch = prefetch
         self._transient = tuple(transient)
+        self._metrics = metrics or Metrics()
 
     async def run(self) -> None:
         """Consume until cancelled, applying up to `prefetch` deliveries concurrently."""
@@ -63,6 +83,7 @@ class EventConsumer:
         try:
             await self.handle(delivery)
         except Exception:
+            self._metrics.broker_error(self._transport.name, "consume")
             log.exception("settling an event delivery failed; the broker will redeliver it")
         finally:
             limiter.release_on_behalf_of(token)
@@ -72,9 +93,13 @@ class EventConsumer:
         try:
             env = decode(delivery.message.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.warning("dead-lettering an undecodable event: %s", exc)
+            log.warning("dead-lettering an undecodable event", reason=str(exc))
             await delivery.nack(requeue=False)
             return
+        with bind_context(run_id=env.correlation_id):
+            await self._apply_and_settle(delivery, env)
+
+    async def _apply_and_settle(self, delivery: Delivery, env: Envelope) -> None:
         event = env.payload
         if isinstance(event, DispatchTask):
             log.warning("dead-lettering a task dispatch found on the events channel")
@@ -83,9 +108,9 @@ class EventConsumer:
         try:
             await self._apply_with_retries(event, env.traceparent)
         except RunNotFound:
-            log.warning("dropping a %s for unknown run %s", env.event_type, event.run_id)
+            log.warning("dropping an event for an unknown run", event_type=env.event_type)
         except Exception:
-            log.exception("applying %s to run %s failed; requeueing", env.event_type, event.run_id)
+            log.exception("applying an event failed; requeueing", event_type=env.event_type)
             await delivery.nack(requeue=True)
             return
         await delivery.ack()
@@ -97,7 +122,10 @@ class EventConsumer:
             timeout=RETRY_TIMEOUT_SECONDS,
         ):
             with attempt:
-                await self._engine.apply_event(event.run_id, event, traceparent=traceparent)
+                if isinstance(event, StartChildRun | CancelChildRun):
+                    await handle_child_command(self._engine, event, traceparent)
+                else:
+                    await self._engine.apply_event(event.run_id, event, traceparent=traceparent)
 
 
 class _Never(Exception):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
 import anyio
 
+from app.observability import Telemetry, get_logger
 from app.ports import Clock, OutboxRecord, OutboxStore, Transport
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SWEEP_BATCH = 500
 
@@ -18,9 +18,12 @@ SWEEP_BATCH = 500
 class Relay:
     """Publishes outbox rows; whatever fails stays unsent for the sweeper to retry."""
 
-    def __init__(self, store: OutboxStore, transport: Transport) -> None:
+    def __init__(
+        self, store: OutboxStore, transport: Transport, *, telemetry: Telemetry | None = None
+    ) -> None:
         self._store = store
         self._transport = transport
+        self._telemetry = telemetry or Telemetry.off("orchestrator")
 
     async def publish(self, records: Sequence[OutboxRecord]) -> int:
         """Publish rows (one batch per channel) and mark the published ones; how many."""
@@ -28,11 +31,15 @@ class Relay:
             return 0
         sent: list[int] = []
         for channel, batch in _by_channel(records).items():
+            # Each row's span joins the trace of the decision that wrote it.
+            traceparents = [r.message.headers.get("traceparent") for r in batch]
             try:
-                await self._transport.publish(channel, [r.message for r in batch])
+                with self._telemetry.outbox_publish(channel, traceparents):
+                    await self._transport.publish(channel, [r.message for r in batch])
             except Exception:
                 # Not fatal: the rows stay unsent and the sweeper publishes them later.
-                log.exception("publishing %d outbox rows to %s failed", len(batch), channel)
+                self._telemetry.metrics.broker_error(self._transport.name, "publish")
+                log.exception("publishing outbox rows failed", rows=len(batch), channel=channel)
                 continue
             sent.extend(r.id for r in batch)
         if sent:
@@ -40,7 +47,7 @@ class Relay:
                 await self._store.mark_sent(sent)
             except Exception:
                 # They were published; the sweeper will publish them again (at least once).
-                log.exception("marking %d outbox rows sent failed", len(sent))
+                log.exception("marking outbox rows sent failed", rows=len(sent))
         return len(sent)
 
     async def sweep(self, clock: Clock, stale_seconds: float) -> int:
@@ -60,10 +67,10 @@ class Relay:
             try:
                 swept = await self.sweep(clock, stale_seconds)
             except Exception:
-                log.exception("the outbox sweep failed; trying again in %ss", interval)
+                log.exception("the outbox sweep failed; trying again", in_seconds=interval)
             else:
                 if swept:
-                    log.warning("the sweeper published %d outbox rows left unsent", swept)
+                    log.warning("the sweeper published outbox rows left unsent", rows=swept)
             await anyio.sleep(interval)
 
 
