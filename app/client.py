@@ -22,6 +22,8 @@ from app.modules.api import (
     HistoryPage,
     RunBody,
     RunPage,
+    ScheduleBody,
+    SchedulePage,
     WorkflowDetail,
     WorkflowPage,
     WorkflowRef,
@@ -147,6 +149,28 @@ def _retry_run(run_id: str) -> _Call[RunBody]:
     return _Call("POST", f"/v1/runs/{_segment(run_id)}/retry", RunBody)
 
 
+def _steer_run(run_id: str, action: str) -> _Call[RunBody]:
+    return _Call("POST", f"/v1/runs/{_segment(run_id)}/{action}", RunBody)
+
+
+def _create_schedule(spec: Mapping[str, Any]) -> _Call[ScheduleBody]:
+    return _Call("POST", "/v1/schedules", ScheduleBody, json=dict(spec), send_json=True)
+
+
+def _list_schedules(limit: int | None, cursor: str | None) -> _Call[SchedulePage]:
+    params = {"limit": limit, "cursor": cursor}
+    return _Call("GET", "/v1/schedules", SchedulePage, params=params)
+
+
+def _schedule(schedule_id: str, action: str = "", method: str = "GET") -> _Call[ScheduleBody]:
+    path = f"/v1/schedules/{_segment(schedule_id)}" + (f"/{action}" if action else "")
+    return _Call(method, path, ScheduleBody)
+
+
+def _delete_schedule(schedule_id: str) -> _Call[None]:
+    return _Call("DELETE", f"/v1/schedules/{_segment(schedule_id)}", type(None))
+
+
 # --- answers ------------------------------------------------------------------------------
 
 
@@ -166,6 +190,8 @@ def _map_transport_errors(url: str) -> Iterator[None]:
 def _decode(call: _Call[T], response: httpx.Response) -> tuple[T, int]:
     if response.status_code >= 400:
         raise _api_error(response)
+    if call.type is type(None):
+        return None, response.status_code  # a 204 has no body to decode
     try:
         return msgspec.json.decode(response.content, type=call.type), response.status_code
     except msgspec.DecodeError as exc:
@@ -282,6 +308,33 @@ class AsyncClient:
     async def retry_run(self, run_id: str) -> RunBody:
         return (await self._send(_retry_run(run_id)))[0]
 
+    async def pause_run(self, run_id: str) -> RunBody:
+        return (await self._send(_steer_run(run_id, "pause")))[0]
+
+    async def resume_run(self, run_id: str) -> RunBody:
+        return (await self._send(_steer_run(run_id, "resume")))[0]
+
+    async def create_schedule(self, spec: Mapping[str, Any]) -> ScheduleBody:
+        """Create a schedule from `{name, workflow, cron+timezone | interval, ...}`."""
+        return (await self._send(_create_schedule(spec)))[0]
+
+    async def list_schedules(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> SchedulePage:
+        return (await self._send(_list_schedules(limit, cursor)))[0]
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleBody:
+        return (await self._send(_schedule(schedule_id)))[0]
+
+    async def pause_schedule(self, schedule_id: str) -> ScheduleBody:
+        return (await self._send(_schedule(schedule_id, "pause", "POST")))[0]
+
+    async def resume_schedule(self, schedule_id: str) -> ScheduleBody:
+        return (await self._send(_schedule(schedule_id, "resume", "POST")))[0]
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        await self._send(_delete_schedule(schedule_id))
+
 
 class Client:
     """The API over httpx's sync client (scripts, the CLI). Use as `with Client(url) as c:`."""
@@ -372,3 +425,30 @@ class Client:
 
     def retry_run(self, run_id: str) -> RunBody:
         return self._send(_retry_run(run_id))[0]
+
+    def pause_run(self, run_id: str) -> RunBody:
+        return self._send(_steer_run(run_id, "pause"))[0]
+
+    def resume_run(self, run_id: str) -> RunBody:
+        return self._send(_steer_run(run_id, "resume"))[0]
+
+    def create_schedule(self, spec: Mapping[str, Any]) -> ScheduleBody:
+        """Create a schedule from `{name, workflow, cron+timezone | interval, ...}`."""
+        return self._send(_create_schedule(spec))[0]
+
+    def list_schedules(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> SchedulePage:
+        return self._send(_list_schedules(limit, cursor))[0]
+
+    def get_schedule(self, schedule_id: str) -> ScheduleBody:
+        return self._send(_schedule(schedule_id))[0]
+
+    def pause_schedule(self, schedule_id: str) -> ScheduleBody:
+        return self._send(_schedule(schedule_id, "pause", "POST"))[0]
+
+    def resume_schedule(self, schedule_id: str) -> ScheduleBody:
+        return self._send(_schedule(schedule_id, "resume", "POST"))[0]
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._send(_delete_schedule(schedule_id))
