@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
     parser.add_argument(
+        "--treadle-rev",
+        help="measure Treadle's app/ as of this git revision (a snapshot under the results "
+        "cache) instead of the working tree",
+    )
+    parser.add_argument(
         "--latest", action="store_true", help="also write bench/LATEST.md and bench/latest.png"
     )
     args = parser.parse_args(argv)
@@ -102,6 +107,21 @@ def git_commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def treadle_snapshot(rev: str, out: Path) -> tuple[str, str]:
+    """Extract app/ at `rev` into the cache; returns (full commit, directory)."""
+    commit = subprocess.run(
+        ["git", "rev-parse", rev], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    target = out / ".cache" / f"treadle-{commit[:12]}"
+    if not (target / "app").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", commit, "app"], cwd=REPO, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return commit, str(target)
 
 
 def size(workload: str, scale: float) -> int:
@@ -194,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         "baselines": {},
         "cells": [],
     }
+    if args.treadle_rev:
+        commit, source = treadle_snapshot(args.treadle_rev, out)
+        os.environ["BENCH_TREADLE_SRC"] = source
+        results["meta"]["treadle_commit"] = commit
     if args.baselines:
         measure_baselines(args, results)
     for engine, config, workload in plan(args):

@@ -125,6 +125,8 @@ def baseline_text(results: dict[str, Any], markdown: bool = False) -> str:
         ("rabbitmq_msgs_per_s", "RabbitMQ persistent publish+consume msgs/s"),
     ):
         stat = base.get(key)
+        if stat is None:
+            continue
         lines.append(f"{bullet}{title}: {_fmt(stat) if isinstance(stat, dict) else stat}")
     for cell in results["cells"]:
         if cell["engine"] != "treadle" or cell["workload"] != "chain10":
@@ -206,7 +208,12 @@ def latest_md(results: dict[str, Any], chart_name: str) -> str:
             "# Latest benchmark",
             "",
             f"- date: {meta['date']}",
-            f"- commit: `{meta['commit']}`",
+            f"- commit: `{meta['commit']}`"
+            + (
+                f" (Treadle measured at `{meta['treadle_commit']}`)"
+                if meta.get("treadle_commit")
+                else ""
+            ),
             f"- machine: {machine['cpu']}, {machine['nproc']} cores, "
             f"{machine['memory_gib']:.0f} GiB, {machine['os']}",
             f"- command: `{meta['command']}`",

@@ -70,6 +70,7 @@ class TreadleEngine:
 
     def _env(self) -> dict[str, str]:
         env = {
+            **_source_path(),
             "TREADLE_DATABASE_URL": self._db_url,
             "TREADLE_TRANSPORT__NAMESPACE": f"bench-{uuid.uuid4().hex[:10]}",
             "TREADLE_LOG__LEVEL": "warning",
@@ -254,6 +255,16 @@ class TreadleEngine:
             finishes.append(parse_time(run["finished_at"]))
             failed += run["status"] != "completed"
         return Timings(starts, finishes, 1, failed=failed)
+
+
+def _source_path() -> dict[str, str]:
+    """PYTHONPATH for a snapshot of Treadle's source (`--treadle-rev`), else nothing."""
+    import os  # noqa: PLC0415
+
+    source = os.environ.get("BENCH_TREADLE_SRC")
+    if not source:
+        return {}
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
 
 
 def _repo_root() -> str:
