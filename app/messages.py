@@ -1,7 +1,9 @@
 """The wire contract between roles: one envelope, a tagged union of payloads, JSON.
 
 Channels: `tasks.<queue>` carries `DispatchTask`; `events` carries worker results
-(`TaskStarted`, `TaskCompleted`, `TaskFailed`, `TaskHeartbeat`); `dead` carries poison.
+(`TaskStarted`, `TaskCompleted`, `TaskFailed`, `TaskHeartbeat`) and the orchestrator's own
+child-run traffic (`StartChildRun`, `CancelChildRun`, `ChildRunFinished`), written
+through the outbox so it survives a crash; `dead` carries poison.
 """
 
 from __future__ import annotations
@@ -12,14 +14,26 @@ from datetime import UTC, datetime
 import msgspec
 
 from app.domain.events import (
+    CancelChildRun,
+    ChildRunFinished,
     DispatchTask,
+    StartChildRun,
     TaskCompleted,
     TaskFailed,
     TaskHeartbeat,
     TaskStarted,
 )
 
-Payload = DispatchTask | TaskStarted | TaskCompleted | TaskFailed | TaskHeartbeat
+Payload = (
+    DispatchTask
+    | TaskStarted
+    | TaskCompleted
+    | TaskFailed
+    | TaskHeartbeat
+    | StartChildRun
+    | CancelChildRun
+    | ChildRunFinished
+)
 
 EVENTS_CHANNEL = "events"
 DEAD_CHANNEL = "dead"

@@ -64,6 +64,15 @@ class RunNotFound(TreadleError):
         super().__init__(f"run {run_id!r} does not exist")
 
 
+class TaskNotFound(TreadleError):
+    """The run has no task with this id (of the kind asked for, e.g. a map task)."""
+
+    def __init__(self, run_id: str, task_id: str, kind: str = "task") -> None:
+        self.run_id = run_id
+        self.task_id = task_id
+        super().__init__(f"run {run_id!r} has no {kind} {task_id!r}")
+
+
 class RunNotActive(TreadleError):
     """The run is finished (or otherwise not in a state that allows the action)."""
 

@@ -19,11 +19,13 @@ from app.domain.errors import TreadleError
 from app.domain.events import CancelTimer, StartTimer
 from app.domain.state import RunState
 from app.ports import Changes, OutboxRecord
+from app.store._map_items import cancel_items, write_items
 from app.store._rows import (
     history_values,
     mutable_run_values,
     outbox_values,
     task_values,
+    timer_task_key,
 )
 from app.store._tables import history, outbox, runs, tasks, timers
 
@@ -42,17 +44,19 @@ async def write_new_tasks(conn: AsyncConnection, state: RunState) -> None:
     rows = [task_values(state.id, i, t) for i, t in enumerate(state.tasks.values())]
     if rows:
         await conn.execute(insert(tasks), rows)
+    await write_items(conn, (), state)  # a map that started with the run
 
 
 async def write_changes(
     conn: AsyncConnection, loaded: RunState, changes: Changes, now: datetime
 ) -> None:
-    """Update the run row and the tasks that differ from `loaded`."""
+    """Update the run row, and the tasks and map items that differ from `loaded`."""
     state = changes.state
     if state.id != loaded.id:
         raise DecisionMismatch(loaded.id, state.id)
     await _update_run(conn, loaded, state, now)
     await _write_tasks(conn, loaded, state)
+    await write_items(conn, loaded.map_items, state)
 
 
 async def write_effects(
@@ -63,6 +67,7 @@ async def write_effects(
     if changes.history:
         await conn.execute(insert(history), [history_values(run_id, h) for h in changes.history])
     records = await _insert_outbox(conn, changes, now)
+    await cancel_items(conn, run_id, changes.cancel_items, now)
     await _cancel_timers(conn, changes.cancel_timers)
     await _start_timers(conn, changes.start_timers)
     return records
@@ -132,7 +137,7 @@ def _timer_key(timer: StartTimer | CancelTimer) -> dict[str, Any]:
     return {
         "run_id": timer.run_id,
         "kind": timer.kind.value,
-        "task_id": timer.task_id or "",
+        "task_id": timer_task_key(timer.task_id, timer.item),
         "attempt": timer.attempt,
     }
 

@@ -41,7 +41,6 @@ def changes_from_decision(
         elif isinstance(command, CancelTimer):
             cancel.append(command)
         elif isinstance(command, RunFinished):
-            log.info("run finished", run_id=command.run_id, status=str(command.status))
             outbox.extend(child_finished_message(command, source, traceparent))
         elif isinstance(command, StartChildRun | CancelChildRun):
             outbox.append(events_message(command, source, traceparent))

@@ -200,6 +200,7 @@ class RunEngine:
             applied, created = await self._store.create_run(run, decide_start)
             if created:
                 self._telemetry.metrics.run_started(stored.name)
+                log.info("run started", version=stored.version)
                 self._run_workflows.put(run.id, (stored.name, stored.version))
                 await self._after_commit(applied, outcome, compiled)
         return applied.state, created

@@ -8,7 +8,13 @@ import anyio
 import msgspec
 
 from app.config import HttpSettings, WorkerSettings
-from app.domain.events import DispatchTask, TaskHeartbeat, TaskStarted
+from app.domain.events import (
+    DispatchTask,
+    TaskCompleted,
+    TaskFailed,
+    TaskHeartbeat,
+    TaskStarted,
+)
 from app.messages import (
     EVENTS_CHANNEL,
     Envelope,
@@ -214,6 +220,7 @@ class Worker:
                 traceback_lines=self._settings.traceback_lines,
                 http=self._http,
             )
+            _log_result(result)
             await self._publish(result, received)
         except Exception:
             # The result could not be published: give the dispatch back so the attempt is
@@ -229,6 +236,14 @@ class Worker:
         traceparent = current_traceparent() or received
         message = to_message(envelope(payload, source=self._source, traceparent=traceparent))
         await self._transport.publish(EVENTS_CHANNEL, [message])
+
+
+def _log_result(result: TaskCompleted | TaskFailed) -> None:
+    # Inside the attempt's span and log context: the line carries run, task and attempt.
+    if isinstance(result, TaskFailed):
+        log.warning("attempt failed", error_type=result.error.type, error=result.error.message)
+    else:
+        log.info("attempt completed")
 
 
 def _decode_dispatch(delivery: Delivery) -> Envelope | None:

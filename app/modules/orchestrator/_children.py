@@ -1,0 +1,101 @@
+"""Child runs of `workflow` tasks: starting them, cancelling them, reporting their end.
+
+All of it travels on the events channel through the outbox, so each step survives a
+crash between the decision that asked for it and its effect:
+
+- `StartChildRun` (from the parent's decision) is handled by starting the child with
+  `RunEngine.start_run` and the command's idempotency key (a redelivery finds the same
+  child), then telling the parent the child's id (`ChildRunStarted`). A child that
+  cannot start (unknown workflow, bad input) ends the parent's task as failed.
+- A finished child's `RunFinished` becomes `ChildRunFinished` for its parent.
+- `CancelChildRun` (the parent's task ended first) is handled by cancelling the child;
+  a child already finished is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from app.domain.errors import InputInvalid, RunNotActive, RunNotFound, WorkflowNotFound
+from app.domain.events import (
+    CancelChildRun,
+    ChildRunFinished,
+    ChildRunStarted,
+    RunFinished,
+    StartChildRun,
+)
+from app.domain.state import ErrorInfo, RunStatus
+from app.messages import EVENTS_CHANNEL, envelope, to_message
+from app.ports import OutgoingMessage
+
+if TYPE_CHECKING:  # the engine imports this module's siblings; only types flow back
+    from app.modules.orchestrator._engine import RunEngine
+
+ChildCommand = StartChildRun | CancelChildRun
+
+
+def events_message(
+    payload: StartChildRun | CancelChildRun | ChildRunFinished,
+    source: str,
+    traceparent: str | None,
+) -> OutgoingMessage:
+    """An outbox message on the events channel."""
+    message = to_message(envelope(payload, source=source, traceparent=traceparent))
+    return OutgoingMessage(channel=EVENTS_CHANNEL, message=message)
+
+
+def child_finished_message(
+    finished: RunFinished, source: str, traceparent: str | None
+) -> list[OutgoingMessage]:
+    """The message telling a parent run its child ended; none for a run without parent."""
+    if finished.parent_run_id is None or finished.parent_task_id is None:
+        return []
+    event = ChildRunFinished(
+        run_id=finished.parent_run_id,
+        task_id=finished.parent_task_id,
+        child_run_id=finished.run_id,
+        status=finished.status,
+        output=finished.output,
+        error=finished.error,
+    )
+    return [events_message(event, source, traceparent)]
+
+
+async def handle_child_command(
+    engine: RunEngine, command: ChildCommand, traceparent: str | None
+) -> None:
+    """Carry out a child-run command taken from the events channel."""
+    if isinstance(command, CancelChildRun):
+        # A child already over (or gone) has nothing left to cancel.
+        with contextlib.suppress(RunNotFound, RunNotActive):
+            await engine.cancel_run(command.child_run_id, command.reason)
+        return
+    await _start_child(engine, command, traceparent)
+
+
+async def _start_child(engine: RunEngine, command: StartChildRun, traceparent: str | None) -> None:
+    try:
+        child, _ = await engine.start_run(
+            command.workflow,
+            command.version,
+            command.input,
+            idempotency_key=command.idempotency_key,
+            traceparent=traceparent,
+            parent_run_id=command.run_id,
+            parent_task_id=command.task_id,
+        )
+    except (WorkflowNotFound, InputInvalid) as exc:
+        error = ErrorInfo(type=type(exc).__name__, message=str(exc), retryable=False)
+        failed = ChildRunFinished(
+            run_id=command.run_id, task_id=command.task_id, status=RunStatus.FAILED, error=error
+        )
+        await engine.apply_event(command.run_id, failed, traceparent=traceparent)
+        return
+    started = ChildRunStarted(
+        run_id=command.run_id,
+        task_id=command.task_id,
+        attempt=command.attempt,
+        child_run_id=child.id,
+    )
+    await engine.apply_event(command.run_id, started, traceparent=traceparent)
