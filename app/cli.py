@@ -130,7 +130,8 @@ def _add_serve(commands: Any) -> None:
 def _add_workflow(commands: Any) -> None:
     workflow = commands.add_parser("workflow", help="register and read workflow definitions")
     sub = workflow.add_subparsers(dest="action", required=True, metavar="ACTION")
-    sub.add_parser("apply", help="register a YAML or JSON definition").add_argument("file")
+    apply = sub.add_parser("apply", help="register a YAML/JSON file or a module:workflow")
+    apply.add_argument("file", help="a YAML or JSON file, or module:attribute (a builder Workflow)")
     sub.add_parser("list", help="list workflows")
     sub.add_parser("get", help="show a workflow's latest definition").add_argument("name")
 
@@ -328,8 +329,29 @@ def read_definition(path: Path) -> dict[str, Any]:
     return data
 
 
+def load_definition(target: str) -> dict[str, Any]:
+    """A definition from a YAML/JSON file, or `module:attribute` naming a builder `Workflow`
+    (or a dict) importable from the current directory."""
+    path = Path(target)
+    module_name, sep, attribute = target.partition(":")
+    if path.exists() or not sep or not module_name or not attribute:
+        return read_definition(path)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import {module_name!r}: {exc}") from None
+    found: Any = getattr(module, attribute, None)
+    if hasattr(found, "to_definition"):
+        found = found.to_definition()
+    if not isinstance(found, dict):
+        raise UsageError(f"{target} is not a workflow (a builder Workflow or a dict)")
+    return found
+
+
 def workflow_apply(args: argparse.Namespace, client: ApiClient, console: Console) -> int:
-    ref, created = client.register_workflow(read_definition(Path(args.file)))
+    ref, created = client.register_workflow(load_definition(args.file))
     verb = "registered" if created else "unchanged:"
     print(f"{verb} {ref.name} version {ref.version}", file=console.out)
     return EXIT_OK
