@@ -96,6 +96,9 @@ def create_app(
         dependencies={"services": Provide(provide_services, use_cache=True)},
         # Plain ASGI middleware; litestar's scope types are narrower aliases of the same.
         middleware=[telemetry.asgi_middleware],  # type: ignore[list-item]
+        # Logging is the process's (configure_logging): litestar's default dictConfig
+        # would give uvicorn's loggers handlers of their own, in a plain-text format.
+        logging_config=None,
         exception_handlers={Exception: problem_response},
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

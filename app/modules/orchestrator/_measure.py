@@ -10,7 +10,9 @@ from collections.abc import Iterator
 
 from app.domain.compile import Workflow
 from app.domain.events import Decision, DispatchTask, HistoryEntry, RunFinished
-from app.observability import Metrics, TaskOutcome
+from app.observability import Metrics, TaskOutcome, get_logger
+
+log = get_logger(__name__)
 
 _ENDED_ATTEMPT = {
     "task.completed": TaskOutcome.COMPLETED,
@@ -21,12 +23,13 @@ _ENDED_ATTEMPT = {
 
 
 def record_decision(metrics: Metrics, decision: Decision, workflow: Workflow) -> None:
-    """Count the decision's dispatches, ended attempts and run end."""
+    """Count the decision's dispatches, ended attempts and run end (and log the end)."""
     for command in decision.commands:
         if isinstance(command, DispatchTask):
             metrics.task_dispatched(command.task_type, command.handler)
         elif isinstance(command, RunFinished):
             metrics.run_finished(decision.state.workflow, str(command.status))
+            log.info("run finished", status=str(command.status))
     for task_id, outcome in attempt_outcomes(decision.history):
         task = workflow.tasks.get(task_id)
         if task is not None:
