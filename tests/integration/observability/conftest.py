@@ -128,6 +128,7 @@ class Cluster:
     ports: dict[str, int]
     run: dict[str, Any] = field(default_factory=dict)
     exit_codes: dict[str, int] = field(default_factory=dict)
+    readiness: dict[str, Any] = field(default_factory=dict)
 
     def log_lines(self, role: str) -> list[str]:
         """Every non-empty line the process wrote to stdout and stderr."""
@@ -213,7 +214,9 @@ def _wait_ready(cluster: Cluster, proc: subprocess.Popen[bytes], role: str) -> N
         if proc.poll() is not None:
             pytest.fail(f"{role} exited with {proc.returncode}:\n{cluster.logs[role].read_text()}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200:
+                cluster.readiness[role] = response.json()
                 return
         except httpx.TransportError:
             pass

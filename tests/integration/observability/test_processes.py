@@ -28,6 +28,13 @@ def test_the_run_completes_and_every_process_exits_cleanly(cluster: Cluster) -> 
     assert cluster.exit_codes == dict.fromkeys(ROLES, 0)
 
 
+def test_every_role_serves_readiness_with_each_check(cluster: Cluster) -> None:
+    """/readyz on each process (the ops-only app without the api role) names every check."""
+    checks = {"database": "ok", "migrations": "ok", "transport": "ok", "roles": "ok"}
+    for role in ROLES:
+        assert cluster.readiness[role] == {"status": "ok", "checks": checks}, role
+
+
 def test_one_trace_covers_the_run_on_every_process(cluster: Cluster) -> None:
     """All spans naming the run share one trace id, exported by each of the three roles."""
     spans = _run_spans(cluster)
