@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -35,3 +36,26 @@ async def slow(ctx: TaskContext, seconds: float) -> dict[str, float]:
 def sync_add(ctx: TaskContext, a: int, b: int) -> int:
     """A sync handler, run in a worker thread."""
     return a + b
+
+
+_in_flight: dict[str, int] = {}
+_peak: dict[str, int] = {}
+
+
+@handler("e2e.track")
+async def track(ctx: TaskContext, n: int, file: str) -> int:
+    """Count executions in flight per `file` and record the highest count there.
+
+    The server runs every role in one process, so a module-level counter sees every
+    concurrent execution. The file is how the test reads the peak; it is written without
+    an await in between, so no other execution can interleave with the update.
+    """
+    _in_flight[file] = _in_flight.get(file, 0) + 1
+    try:
+        if _in_flight[file] > _peak.get(file, 0):
+            _peak[file] = _in_flight[file]
+            Path(file).write_text(str(_peak[file]))  # noqa: ASYNC240 -- tiny, and must not yield
+        await anyio.sleep(0.005)
+    finally:
+        _in_flight[file] -= 1
+    return n * 2
