@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
@@ -21,7 +21,10 @@ from app.messages import DEAD_CHANNEL, Message
 from app.ports import Delivery
 from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from app.transports._errors import TransportUnavailable
+from app.transports.kafka import KafkaTransport, _PartitionLedger
 from app.transports.nats import NatsTransport
+
+from ._tansu import running_tansu
 
 NATS_URL = "nats://127.0.0.1:4222"
 WAIT = 20.0
@@ -281,6 +284,258 @@ async def test_nats_consumer_survives_a_dropped_connection(nats_stack: AsyncExit
             assert after.message.body == b"m2"
             await after.ack()
         await transport.close()  # before the proxy goes away
+
+
+# --- Kafka ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """One Tansu broker per test process (each xdist worker starts its own)."""
+    with running_tansu() as address:
+        yield address
+
+
+def _kafka_settings(bootstrap: str, partitions: int = 4) -> TransportSettings:
+    return TransportSettings(
+        kind="kafka",
+        url=f"kafka://{bootstrap}",
+        namespace=f"t{uuid.uuid4().hex[:12]}",
+        max_deliveries=3,
+        partitions=partitions,
+        kafka_idempotence=False,  # Tansu has no InitProducerId; see _tansu.py
+    )
+
+
+@pytest.fixture
+async def kafka_stack() -> AsyncIterator[AsyncExitStack]:
+    """Closes every transport a test opened, then deletes their topics."""
+    async with AsyncExitStack() as stack:
+        yield stack
+
+
+async def _open_kafka(stack: AsyncExitStack, settings: TransportSettings) -> KafkaTransport:
+    transport = KafkaTransport(settings)
+    await transport.connect()
+    stack.push_async_callback(_close_and_drop_topics, transport)
+    return transport
+
+
+async def _close_and_drop_topics(transport: KafkaTransport) -> None:
+    if not transport.closed:
+        await transport.delete_topics()
+    await transport.close()
+
+
+def test_ledger_commits_only_the_contiguous_settled_prefix() -> None:
+    """A slow offset holds the commit point back until it settles too."""
+    ledger = _PartitionLedger()
+    for offset in (5, 6, 7):
+        ledger.track(offset)
+    assert not ledger.settle(6)
+    assert not ledger.settle(7)
+    assert ledger.safe is None
+    assert ledger.settle(5)
+    assert ledger.safe == 8
+
+
+def test_ledger_moves_step_by_step() -> None:
+    """Settling in order moves the commit point one past each settled offset."""
+    ledger = _PartitionLedger()
+    ledger.track(0)
+    ledger.track(1)
+    assert ledger.settle(0)
+    assert ledger.safe == 1
+    assert ledger.settle(1)
+    assert ledger.safe == 2
+
+
+@pytest.mark.anyio
+async def test_kafka_round_trip_keeps_key_body_and_headers(
+    kafka_stack: AsyncExitStack, kafka_bootstrap: str
+) -> None:
+    """A message published before the group exists arrives intact on first delivery."""
+    transport = await _open_kafka(kafka_stack, _kafka_settings(kafka_bootstrap))
+    sent = _message(1, key="run-42")
+    await transport.publish("tasks.default", [sent])
+    async with transport.subscribe("tasks.default", "workers", prefetch=4) as deliveries:
+        delivery = await _next(deliveries)
+        assert delivery.message == sent
+        assert delivery.delivery_count == 1
+        await delivery.ack()
+
+
+@pytest.mark.anyio
+async def test_kafka_keeps_order_per_key(kafka_stack: AsyncExitStack, kafka_bootstrap: str) -> None:
+    """Messages with one key are delivered in the order they were published."""
+    transport = await _open_kafka(kafka_stack, _kafka_settings(kafka_bootstrap))
+    sent = [_message(n, key=f"run-{n % 3}") for n in range(30)]
+    await transport.publish("events", sent[:15])
+    await transport.publish("events", sent[15:])
+    received: list[Message] = []
+    async with transport.subscribe("events", "orchestrators", prefetch=1) as deliveries:
+        while len(received) < 30:
+            delivery = await _next(deliveries)
+            received.append(delivery.message)
+            await delivery.ack()
+    for key in ("run-0", "run-1", "run-2"):
+        assert [m for m in received if m.key == key] == [m for m in sent if m.key == key]
+
+
+@pytest.mark.anyio
+async def test_kafka_slow_message_holds_back_the_commit(
+    kafka_stack: AsyncExitStack, kafka_bootstrap: str
+) -> None:
+    """Later offsets acked before a slow one are not committed past it."""
+    transport = await _open_kafka(kafka_stack, _kafka_settings(kafka_bootstrap, partitions=1))
+    await transport.publish("tasks.q", [_message(n) for n in range(3)])
+    async with transport.subscribe("tasks.q", "workers", prefetch=3) as deliveries:
+        slow, *quick = [await _next(deliveries) for _ in range(3)]
+        for delivery in quick:
+            await delivery.ack()
+    async with transport.subscribe("tasks.q", "workers", prefetch=3) as deliveries:
+        again = [await _next(deliveries) for _ in range(3)]
+        assert [d.message.body for d in again] == [b"m0", b"m1", b"m2"]
+        for delivery in reversed(again):  # the slow one settles last
+            await delivery.ack()
+    async with transport.subscribe("tasks.q", "workers", prefetch=3) as deliveries:
+        assert await _nothing_within(deliveries, 3.0)
+    assert slow.message.body == b"m0"
+
+
+@pytest.mark.anyio
+async def test_kafka_group_members_compete(
+    kafka_stack: AsyncExitStack, kafka_bootstrap: str
+) -> None:
+    """Two members of a group split the partitions; each message reaches one of them."""
+    settings = _kafka_settings(kafka_bootstrap)
+    first = await _open_kafka(kafka_stack, settings)
+    second = await _open_kafka(kafka_stack, settings)
+    seen: dict[int, list[bytes]] = {1: [], 2: []}
+    all_seen = anyio.Event()
+
+    async def consume(deliveries: AsyncIterator[Delivery], member: int) -> None:
+        async for delivery in deliveries:
+            seen[member].append(delivery.message.body)
+            await delivery.ack()
+            if len(seen[1]) + len(seen[2]) >= 20:
+                all_seen.set()
+
+    async with (
+        first.subscribe("tasks.q", "workers", prefetch=4) as one,
+        second.subscribe("tasks.q", "workers", prefetch=4) as two,
+    ):
+        await _wait_for_split(one, two)
+        await first.publish("tasks.q", [_message(n, key=f"run-{n}") for n in range(20)])
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(consume, one, 1)
+                tg.start_soon(consume, two, 2)
+                await all_seen.wait()
+                tg.cancel_scope.cancel()
+    assert sorted(seen[1] + seen[2]) == sorted(_message(n).body for n in range(20))
+    assert seen[1]
+    assert seen[2]
+
+
+async def _wait_for_split(*members: AsyncIterator[Delivery]) -> None:
+    """Wait until the group has given every member some partitions."""
+    consumers = [member.consumer for member in members]  # type: ignore[attr-defined]
+    with anyio.fail_after(WAIT):
+        while not all(consumer.assignment() for consumer in consumers):
+            for member in members:  # polling drives the group protocol
+                await _nothing_within(member, 0.1)
+
+
+@pytest.mark.anyio
+async def test_kafka_unsettled_message_returns_when_member_leaves(
+    kafka_stack: AsyncExitStack, kafka_bootstrap: str
+) -> None:
+    """A record left unsettled by a member that leaves is delivered to the next member."""
+    transport = await _open_kafka(kafka_stack, _kafka_settings(kafka_bootstrap))
+    await transport.publish("tasks.q", [_message(1)])
+    async with transport.subscribe("tasks.q", "workers", prefetch=1) as deliveries:
+        await _next(deliveries)
+    async with transport.subscribe("tasks.q", "workers", prefetch=1) as deliveries:
+        again = await _next(deliveries)
+        assert again.message.body == b"m1"
+        await again.ack()
+
+
+@pytest.mark.anyio
+async def test_kafka_rebalance_redelivers_unsettled_records(
+    kafka_stack: AsyncExitStack, kafka_bootstrap: str
+) -> None:
+    """When a member joins, a record another member still holds is delivered again."""
+    settings = _kafka_settings(kafka_bootstrap, partitions=1)
+    first = await _open_kafka(kafka_stack, settings)
+    second = await _open_kafka(kafka_stack, settings)
+    await first.publish("tasks.q", [_message(1)])
+    async with first.subscribe("tasks.q", "workers", prefetch=1) as one:
+        held = await _next(one)
+        async with second.subscribe("tasks.q", "workers", prefetch=1) as two:
+            again = await _first_of(one, two)
+            assert again.message == held.message
+            await held.ack()  # stale: its partition was revoked, so it commits nothing
+            await again.ack()
+
+
+async def _first_of(*members: AsyncIterator[Delivery]) -> Delivery:
+    """The first delivery any of the members receives."""
+    with anyio.fail_after(WAIT):
+        while True:
+            for member in members:
+                with anyio.move_on_after(0.2):
+                    return await member.__anext__()
+
+
+@pytest.mark.anyio
+async def test_kafka_dead_after_max_deliveries(
+    kafka_stack: AsyncExitStack, kafka_bootstrap: str
+) -> None:
+    """Requeued on each of its `max_deliveries` deliveries, a record lands in `dead`."""
+    transport = await _open_kafka(kafka_stack, _kafka_settings(kafka_bootstrap))
+    await transport.publish("tasks.q", [_message(1)])
+    counts = []
+    async with transport.subscribe("tasks.q", "workers", prefetch=1) as deliveries:
+        for _ in range(3):
+            delivery = await _next(deliveries)
+            counts.append(delivery.delivery_count)
+            assert delivery.message == _message(1)
+            await delivery.nack()
+        assert await _nothing_within(deliveries, 1.0)
+    assert counts == [1, 2, 3]
+    async with transport.subscribe(DEAD_CHANNEL, "ops", prefetch=1) as dead:
+        poison = await _next(dead)
+    assert poison.message.key == "run-1"
+    assert poison.message.headers[DEAD_REASON_HEADER] == MAX_DELIVERIES
+    assert poison.message.headers[DEAD_FROM_HEADER] == "tasks.q"
+
+
+@pytest.mark.anyio
+async def test_kafka_rejected_goes_dead_at_once(
+    kafka_stack: AsyncExitStack, kafka_bootstrap: str
+) -> None:
+    """nack(requeue=False) moves the record to `dead` with reason `rejected`."""
+    transport = await _open_kafka(kafka_stack, _kafka_settings(kafka_bootstrap))
+    await transport.publish("tasks.q", [_message(1)])
+    async with transport.subscribe("tasks.q", "workers", prefetch=1) as deliveries:
+        await (await _next(deliveries)).nack(requeue=False)
+        assert await _nothing_within(deliveries, 1.0)
+    async with transport.subscribe(DEAD_CHANNEL, "ops", prefetch=1) as dead:
+        poison = await _next(dead)
+    assert poison.message.headers[DEAD_REASON_HEADER] == REJECTED
+    assert poison.message.body == b"m1"
+
+
+@pytest.mark.anyio
+async def test_kafka_unreachable_broker_is_transport_unavailable() -> None:
+    """connect() to a port nobody listens on fails with TransportUnavailable."""
+    port = _free_port()
+    transport = KafkaTransport(_kafka_settings(f"127.0.0.1:{port}"))
+    with anyio.fail_after(WAIT * 3), pytest.raises(TransportUnavailable) as caught:
+        await transport.connect()
+    assert caught.value.url == f"127.0.0.1:{port}"
 
 
 # --- helpers ------------------------------------------------------------------------
