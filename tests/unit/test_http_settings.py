@@ -7,9 +7,7 @@ from app.config import load_settings
 
 def test_the_allowlist_is_a_comma_separated_environment_variable() -> None:
     """TREADLE_HTTP__ALLOW splits on commas like the other list keys."""
-    settings = load_settings(
-        environ={"TREADLE_HTTP__ALLOW": "127.0.0.1/32, internal.example"}
-    )
+    settings = load_settings(environ={"TREADLE_HTTP__ALLOW": "127.0.0.1/32, internal.example"})
     assert settings.http.allow == ["127.0.0.1/32", "internal.example"]
     assert settings.http.secret_prefix == "TREADLE_SECRET_"
 
