@@ -11,6 +11,7 @@ from pathlib import Path
 
 from litestar import Response, Router, get
 from litestar.datastructures import CacheControlHeader
+from litestar.params import FromPath
 from litestar.static_files import create_static_files_router
 
 __all__ = ["STATIC_DIR", "ui_routes"]
@@ -38,9 +39,16 @@ def _index() -> Response[bytes]:
     )
 
 
-@get(["/", "/{rest:path}"], include_in_schema=False, sync_to_thread=False)
-def _page(rest: str | None = None) -> Response[bytes]:
-    """Any page of the dashboard: the same document, which routes on the client."""
+@get("/", include_in_schema=False, sync_to_thread=False)
+def _home() -> Response[bytes]:
+    """The dashboard's entry page."""
+    return _index()
+
+
+@get("/{rest:path}", include_in_schema=False, sync_to_thread=False)
+def _page(rest: FromPath[str]) -> Response[bytes]:
+    """Any deeper page of the dashboard: the same document, which routes on the client."""
+    del rest  # the page routes on the URL hash; the path only has to reach this handler
     return _index()
 
 
@@ -53,5 +61,5 @@ def ui_routes() -> list[Router]:
         cache_control=CacheControlHeader(no_cache=True),
         include_in_schema=False,
     )
-    pages = Router(path="/ui", route_handlers=[_page], include_in_schema=False)
+    pages = Router(path="/ui", route_handlers=[_home, _page], include_in_schema=False)
     return [static, pages]
