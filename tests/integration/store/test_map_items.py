@@ -1,0 +1,111 @@
+"""Map items: written apart from the run, loaded only as asked, paged, cancelled."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from app.domain.errors import RunNotFound, TaskNotFound
+from app.domain.events import StartTimer, TimerKind
+from app.domain.state import ItemQuery, MapItem, MapProgress, RunState, TaskStatus
+from app.ports import Changes
+from app.store._sqlalchemy import SqlStore
+from tests.integration.store.factories import at, make_run
+
+pytestmark = pytest.mark.anyio
+
+replace = msgspec.structs.replace
+
+
+def with_map(state: RunState, total: int) -> Changes:
+    """`first` becomes a running map of `total` pending items whose output is 2 * index."""
+    progress = MapProgress(total=total, concurrency=10)
+    first = replace(state.tasks["first"], type="map", status=TaskStatus.RUNNING, progress=progress)
+    items = [
+        MapItem(task_id="first", index=i, input={"n": i}, output=2 * i, status=TaskStatus.PENDING)
+        for i in range(total)
+    ]
+    return Changes(state=replace(state, tasks={**state.tasks, "first": first}, map_items=items))
+
+
+async def test_items_are_stored_apart_and_loaded_only_as_asked(store: SqlStore) -> None:
+    """A run read or decided on carries no items unless the query names them."""
+    run = make_run()
+    await store.create_run(run, lambda s: with_map(s, 300))
+    assert (await store.get_run(run.id)).map_items == []
+    assert (await store.get_run(run.id)).tasks["first"].progress == MapProgress(
+        total=300, concurrency=10
+    )
+    seen: list[RunState] = []
+
+    def look(state: RunState) -> None:
+        seen.append(state)
+
+    query = ItemQuery(keys=[("first", 7), ("first", 250)])
+    await store.apply(run.id, look, items=lambda s: query)
+    assert [(i.index, i.input) for i in seen[0].map_items] == [(7, {"n": 7}), (250, {"n": 250})]
+    whole = ItemQuery(whole=["first"])
+    await store.apply(run.id, look, items=lambda s: whole)
+    assert [i.output for i in seen[1].map_items] == [2 * i for i in range(300)]
+
+
+async def test_changed_items_are_written_back(store: SqlStore) -> None:
+    """An item changed by a decision is updated in place; the others stay as they were."""
+    run = make_run()
+    await store.create_run(run, lambda s: with_map(s, 3))
+
+    def finish_one(state: RunState) -> Changes:
+        (item,) = state.map_items
+        done = replace(item, status=TaskStatus.COMPLETED, output="x", finished_at=at(1))
+        return Changes(state=replace(state, map_items=[done]))
+
+    query = ItemQuery(keys=[("first", 1)])
+    await store.apply(run.id, finish_one, items=lambda s: query)
+    page = await store.list_map_items(run.id, "first", 10, None)
+    assert [(i.status, i.output) for i in page.items] == [
+        ("pending", 0),
+        ("completed", "x"),
+        ("pending", 4),
+    ]
+
+
+async def test_items_page_in_index_order_with_a_cursor(store: SqlStore) -> None:
+    """The items page walks a map's items by index."""
+    run = make_run()
+    await store.create_run(run, lambda s: with_map(s, 5))
+    first = await store.list_map_items(run.id, "first", 2, None)
+    second = await store.list_map_items(run.id, "first", 10, first.next_cursor)
+    assert [i.index for i in first.items] == [0, 1]
+    assert [i.index for i in second.items] == [2, 3, 4]
+    assert second.next_cursor is None
+
+
+async def test_items_page_of_unknown_run_or_non_map_task_raises(store: SqlStore) -> None:
+    """Unknown run and a task that is not a map are told apart."""
+    run = make_run()
+    await store.create_run(run, lambda s: None)
+    with pytest.raises(RunNotFound):
+        await store.list_map_items("nope", "first", 10, None)
+    with pytest.raises(TaskNotFound):
+        await store.list_map_items(run.id, "first", 10, None)
+
+
+async def test_cancel_items_marks_the_unfinished_ones(store: SqlStore) -> None:
+    """`cancel_items` cancels every unfinished item of the map in one statement."""
+    run = make_run()
+    await store.create_run(run, lambda s: with_map(s, 4))
+    await store.apply(run.id, lambda s: Changes(state=s, cancel_items=["first"]))
+    page = await store.list_map_items(run.id, "first", 10, None)
+    assert {i.status for i in page.items} == {"cancelled"}
+
+
+async def test_item_timers_round_trip_with_their_index(store: SqlStore) -> None:
+    """A map item's timer comes back due with its task id and item index."""
+    run = make_run()
+    await store.create_run(run, lambda s: None)
+    start = StartTimer(
+        run_id=run.id, kind=TimerKind.RETRY, task_id="first", attempt=2, item=41, fire_at=at(0)
+    )
+    await store.apply(run.id, lambda s: Changes(state=s, start_timers=[start]))
+    (due,) = await store.claim_due_timers(at(5), 10, 30)
+    assert (due.task_id, due.item, due.attempt) == ("first", 41, 2)
