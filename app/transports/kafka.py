@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar
 
+import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -44,6 +45,8 @@ DEFAULT_URL = "127.0.0.1:9092"
 COUNT_HEADER = "x-treadle-delivery-count"
 """Deliveries so far of a requeued copy; internal, hidden from readers."""
 FETCH_MS = 500
+JOIN_SECONDS = 60.0
+CLOSE_SECONDS = 30.0
 _TOPIC_EXISTS = TopicAlreadyExistsError.errno
 
 
@@ -103,6 +106,16 @@ class _KafkaDelivery:
     async def nack(self, *, requeue: bool = True) -> None:
         if not self._subscription.holds(self):
             return
+        await self._write_copy(requeue=requeue)
+        if self._subscription.settle(self):
+            await self._subscription.commit(self.partition)
+
+    async def give_back(self) -> None:
+        """Requeue as a closing subscription does; the caller commits afterwards."""
+        await self._write_copy(requeue=True)
+        self._subscription.settle(self)
+
+    async def _write_copy(self, *, requeue: bool) -> None:
         # The copy is written before the original is settled: if writing fails, the
         # original stays unsettled and its offset cannot be committed past.
         transport, channel = self._subscription.transport, self._subscription.channel
@@ -112,8 +125,6 @@ class _KafkaDelivery:
             await transport.dead_letter(self.message, channel, MAX_DELIVERIES)
         else:
             await transport.requeue(channel, self.message, self.delivery_count)
-        if self._subscription.settle(self):
-            await self._subscription.commit(self.partition)
 
 
 def _to_message(record: ConsumerRecord[Any, Any]) -> tuple[Message, int]:
@@ -134,6 +145,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped ba
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.debug("kafka partitions assigned: %s", assigned)
+        self._subscription.joined.set()
 
 
 class _Subscription:
@@ -151,6 +163,8 @@ class _Subscription:
         self._settled = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._closed = False
+        self.joined = asyncio.Event()
+        """Set once the group has given this member its (possibly empty) assignment."""
 
     def ledger(self, partition: TopicPartition) -> _PartitionLedger:
         ledger = self._ledgers.get(partition)
@@ -183,10 +197,10 @@ class _Subscription:
 
     def holds(self, delivery: _KafkaDelivery) -> bool:
         """Whether the delivery is still this open subscription's to settle."""
-        return delivery in self._unsettled
+        return not self._closed and delivery in self._unsettled
 
     def settle(self, delivery: _KafkaDelivery) -> bool:
-        """Record a settle; False if already settled or its subscription was closed."""
+        """Record a settle; False if already settled or given back on close."""
         if delivery not in self._unsettled:
             return False
         self._unsettled.discard(delivery)
@@ -232,15 +246,35 @@ class _Subscription:
         )
 
     async def close(self) -> None:
-        """Leave the group; unsettled records are redelivered to the remaining members."""
+        """Give back unsettled records, commit what is done, and leave the group.
+
+        Giving back means requeueing (or dead-lettering) a copy with its count raised,
+        as a broker that counts deliveries would: a consumer that keeps dying holding a
+        message then sends it to `dead`. A process killed outright cannot do this; its
+        uncommitted records come back with their old count.
+        """
+        if self._closed:
+            return
         self._closed = True
-        self._unsettled.clear()
-        self._buffer.clear()
         self._settled.set()
-        if self.consumer is not None:
-            consumer, self.consumer = self.consumer, None
-            with _driver_errors(self.transport.url):
-                await consumer.stop()
+        self._buffer.clear()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_SECONDS):
+            for delivery in sorted(self._unsettled, key=lambda d: d.offset):
+                try:
+                    await delivery.give_back()
+                except TransportUnavailable:
+                    log.warning("kafka could not give back a record; it returns uncounted")
+            self._unsettled.clear()
+            for partition in list(self._ledgers):
+                try:
+                    await self.commit(partition)
+                except TransportUnavailable:
+                    log.warning("kafka could not commit %s on close", partition)
+            if self.consumer is not None:
+                consumer, self.consumer = self.consumer, None
+                with _driver_errors(self.transport.url):
+                    await consumer.stop()
+            self.transport.forget(self)
 
 
 class KafkaTransport:
@@ -258,12 +292,15 @@ class KafkaTransport:
         self._admin: AIOKafkaAdminClient | None = None
         self._producer: AIOKafkaProducer | None = None
         self._topics: set[str] = set()
+        self._subscriptions: set[_Subscription] = set()
         self.closed = False
 
     # --- lifecycle ----------------------------------------------------------------
 
     async def connect(self) -> None:
         """Start the admin client and the producer (acks from all in-sync replicas)."""
+        if self._producer is not None:
+            return
         self.closed = False
         admin = AIOKafkaAdminClient(bootstrap_servers=self._servers)
         producer = AIOKafkaProducer(
@@ -282,7 +319,9 @@ class KafkaTransport:
         self._admin, self._producer = admin, producer
 
     async def close(self) -> None:
-        """Flush the producer and close; open subscriptions end their iteration."""
+        """Close open subscriptions (giving back their records), flush, disconnect."""
+        for subscription in list(self._subscriptions):
+            await subscription.close()
         self.closed = True
         admin, producer, self._admin, self._producer = self._admin, self._producer, None, None
         with _driver_errors(self.url):
@@ -389,10 +428,19 @@ class KafkaTransport:
         with _driver_errors(self.url):
             await consumer.start()
         subscription.consumer = consumer
+        self._subscriptions.add(subscription)
         try:
+            # Return once the member is in the group, so that what is published next is
+            # shared with the members that are already there rather than racing the join.
+            with anyio.move_on_after(JOIN_SECONDS):
+                await subscription.joined.wait()
             yield subscription
         finally:
             await subscription.close()
+
+    def forget(self, subscription: _Subscription) -> None:
+        """A subscription has closed."""
+        self._subscriptions.discard(subscription)
 
     def _require(self, client: Any) -> Any:
         if client is None:

@@ -56,6 +56,7 @@ FETCH_SECONDS = 1.0
 long-lived pull request behind on the server to swallow messages."""
 REQUEST_SECONDS = 10.0
 CONNECT_ATTEMPTS = 2
+CLOSE_SECONDS = 30.0
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -196,20 +197,28 @@ class _Subscription:
     async def close(self) -> None:
         """Give back what was fetched or handed out but not settled, as a dying consumer
         would after ack_wait, only sooner; then stop pulling."""
+        if self._closed:
+            return
         self._closed = True
-        pending = self._fetched + [delivery.msg for delivery in self._unsettled]
-        self._fetched = []
+        self._settled.set()
+        fetched, self._fetched = self._fetched, []
+        unsettled = list(self._unsettled)
         self._unsettled.clear()
-        with anyio.CancelScope(shield=True):
-            for msg in pending:
-                try:
-                    await msg.nak()
-                except nats.errors.Error:
-                    log.warning("could not give a message back; it returns after ack_wait")
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_SECONDS):
             try:
+                for delivery in unsettled:
+                    if delivery.delivery_count >= self.max_deliveries:
+                        await self._transport.dead_letter(
+                            delivery.msg, self._channel, MAX_DELIVERIES
+                        )
+                    else:
+                        await delivery.msg.nak()
+                for msg in fetched:
+                    await msg.nak()
                 await self._psub.unsubscribe()
             except nats.errors.Error:
-                log.warning("could not unsubscribe from %s cleanly", self._channel)
+                log.warning("nats could not give messages back; they return after ack_wait")
+        self._transport.forget(self)
 
 
 class NatsTransport:
@@ -228,11 +237,14 @@ class NatsTransport:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self.closed = False
+        self._subscriptions: set[_Subscription] = set()
 
     # --- lifecycle ----------------------------------------------------------------
 
     async def connect(self) -> None:
         """Connect (reconnecting forever afterwards) and create or update the stream."""
+        if self._nc is not None:
+            return
         self.closed = False
         with _driver_errors(self.url):
             nc = await nats.connect(
@@ -253,7 +265,9 @@ class NatsTransport:
             await self._ensure_stream()
 
     async def close(self) -> None:
-        """Flush pending acks and close; subscriptions still open end with the connection."""
+        """Close open subscriptions (giving back their messages), flush acks, disconnect."""
+        for subscription in list(self._subscriptions):
+            await subscription.close()
         self.closed = True
         if self._nc is None:
             return
@@ -333,10 +347,15 @@ class NatsTransport:
             await js.add_consumer(self.stream, self._consumer_config(durable, subject))
             psub = await js.pull_subscribe_bind(durable=durable, stream=self.stream)
         subscription = _Subscription(self, psub, channel, prefetch)
+        self._subscriptions.add(subscription)
         try:
             yield subscription
         finally:
             await subscription.close()
+
+    def forget(self, subscription: _Subscription) -> None:
+        """A subscription has closed."""
+        self._subscriptions.discard(subscription)
 
     def _consumer_config(self, durable: str, subject: str) -> ConsumerConfig:
         return ConsumerConfig(

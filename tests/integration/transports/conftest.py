@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import aio_pika
 import anyio
+import msgspec
 import pytest
 
 from app.config import TransportSettings
 from app.ports import Transport
+from app.transports.kafka import KafkaTransport
 from app.transports.memory import MemoryBroker, MemoryTransport
+from app.transports.nats import NatsTransport
 from app.transports.rabbitmq import DEFAULT_URL, RabbitMQTransport
+from tests.integration.transports._tansu import running_tansu
 
-TRANSPORTS = ["memory", "rabbitmq"]
+TRANSPORTS = ["memory", "rabbitmq", "nats", "kafka"]
 
 MAX_DELIVERIES = 3
 """Every harness builds transports that dead-letter after this many deliveries."""
@@ -125,3 +129,60 @@ async def _delete_rabbitmq_queues(queues: set[str]) -> None:
         channel = await connection.channel()
         for queue in queues:
             await channel.queue_delete(queue)
+
+
+@pytest.fixture
+async def nats_transport_harness() -> AsyncIterator[TransportHarness]:
+    """NATS transports on the local server (ack_wait 2s); their streams are deleted afterwards."""
+    opened: list[NatsTransport] = []
+
+    async def open_transport(namespace: str) -> Transport:
+        settings = msgspec.structs.replace(
+            _settings("nats", namespace, "nats://127.0.0.1:4222"), ack_wait_seconds=2.0
+        )
+        transport = NatsTransport(settings)
+        await transport.connect()
+        opened.append(transport)
+        return transport
+
+    yield TransportHarness(open=open_transport)
+    for transport in opened:
+        await transport.close()
+    for namespace in {transport.stream for transport in opened}:
+        cleaner = NatsTransport(TransportSettings(url="nats://127.0.0.1:4222"))
+        await cleaner.connect()
+        cleaner.stream = namespace
+        await cleaner.delete_stream()
+        await cleaner.close()
+
+
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[str]:
+    """A Tansu (Kafka-protocol) broker for this test process; yields its address."""
+    with running_tansu() as address:
+        yield address
+
+
+@pytest.fixture
+async def kafka_transport_harness(tansu: str) -> AsyncIterator[TransportHarness]:
+    """Kafka transports on this process's Tansu broker; their topics are deleted afterwards."""
+    opened: list[KafkaTransport] = []
+
+    async def open_transport(namespace: str) -> Transport:
+        settings = msgspec.structs.replace(
+            _settings("kafka", namespace, f"kafka://{tansu}"),
+            kafka_idempotence=False,  # Tansu has no idempotent producer (see _tansu.py)
+        )
+        transport = KafkaTransport(settings)
+        await transport.connect()
+        opened.append(transport)
+        return transport
+
+    yield TransportHarness(open=open_transport)
+    for transport in opened:
+        await transport.close()
+    if opened:
+        cleaner = KafkaTransport(opened[0]._settings)
+        await cleaner.connect()
+        await cleaner.delete_topics()
+        await cleaner.close()

@@ -153,7 +153,8 @@ async def test_two_consumers_share_work_without_overlap(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(consume, "one", first)
                 tg.start_soon(consume, "two", second)
-                await one.publish(CHANNEL, [_message(n) for n in range(total)])
+                # Distinct keys: a transport ordering per key gives one key to one consumer.
+                await one.publish(CHANNEL, [_message(n, key=f"run-{n}") for n in range(total)])
 
     assert not set(received["one"]) & set(received["two"])
     assert len(received["one"]) + len(received["two"]) == total
