@@ -1,7 +1,15 @@
-"""The worker role: a handler registry, the task context, and the consumer loop."""
+"""The worker role: a handler registry, the task context, and the consumer loop.
+
+`Worker` and `HttpExecutor` load on first use: user handler modules import `handler` and
+`TaskContext` through this package, and that must not pull in httpx, httpcore and the
+telemetry stack.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from app.modules.worker._context import TaskContext
-from app.modules.worker._http import HttpExecutor
 from app.modules.worker._registry import (
     DuplicateHandler,
     HandlerError,
@@ -11,7 +19,10 @@ from app.modules.worker._registry import (
     NotAHandler,
     handler,
 )
-from app.modules.worker._worker import Worker
+
+if TYPE_CHECKING:
+    from app.modules.worker._http import HttpExecutor
+    from app.modules.worker._worker import Worker
 
 __all__ = [
     "DuplicateHandler",
@@ -25,3 +36,16 @@ __all__ = [
     "Worker",
     "handler",
 ]
+
+_LAZY = {
+    "HttpExecutor": "app.modules.worker._http",
+    "Worker": "app.modules.worker._worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib  # noqa: PLC0415 -- lazy by design, see the module docstring
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
