@@ -83,9 +83,18 @@ class RolesHealth:
         self._engine = engine
 
     async def check(self) -> None:
+        if self._engine.draining:
+            raise RolesStopping()
         waiting = sorted(self._engine.roles - self._engine.started_roles)
         if waiting:
             raise RolesNotStarted(waiting)
+
+
+class RolesStopping(TreadleError):
+    """The process got SIGTERM/SIGINT: load balancers must stop sending it work."""
+
+    def __init__(self) -> None:
+        super().__init__("stopping: draining in-flight work")
 
 
 class RolesNotStarted(TreadleError):
@@ -134,6 +143,8 @@ class Engine:
         self.clock = clock
         self.roles = frozenset(roles)
         self.started_roles: set[str] = set()
+        self.draining = False
+        """Set on SIGTERM before anything stops, so /readyz answers 503 while draining."""
         self.telemetry = telemetry or Telemetry.from_settings(settings, _role_label(roles))
         self.relay = Relay(store, transport, telemetry=self.telemetry)
         self.run_engine = RunEngine(
@@ -267,7 +278,7 @@ async def serve(
     try:
         async with anyio.create_task_group() as tg:
             stop = await _start_roles(engine, roles, tg)
-            tg.start_soon(_stop_on_signal, stop)
+            tg.start_soon(_stop_on_signal, engine, stop)
             if on_ready is not None:
                 result = on_ready(engine)
                 if result is not None:
@@ -278,17 +289,18 @@ async def serve(
 
 async def _start_roles(
     engine: Engine, roles: set[str], tg: anyio.abc.TaskGroup
-) -> Callable[[], None]:
+) -> Callable[[], Awaitable[None]]:
     """Start each role; returns the function that asks them all to stop."""
     scopes: list[anyio.CancelScope] = []
     servers: list[_Server] = []
+    running: list[anyio.Event] = []
     # The worker starts first: with the in-process transport, the orchestrator's start-up
     # recovery re-dispatches to it.
     if "worker" in roles:
-        tg.start_soon(_in_scope, engine.worker().run, scopes)
+        tg.start_soon(_in_scope, engine.worker().run, scopes, running)
         engine.started_roles.add("worker")
     if "orchestrator" in roles:
-        tg.start_soon(_in_scope, engine.orchestrator().run, scopes)
+        tg.start_soon(_in_scope, engine.orchestrator().run, scopes, running)
         engine.started_roles.add("orchestrator")
     # Every process listens: the whole API with the api role, else /healthz, /readyz and
     # /metrics alone, on the same host and port (one probe and scrape config per role).
@@ -298,26 +310,41 @@ async def _start_roles(
     if "api" in roles:
         engine.started_roles.add("api")
 
-    def stop() -> None:
-        for server in servers:
-            server.should_exit = True
+    async def stop() -> None:
         for scope in scopes:
             scope.cancel()  # the worker drains in-flight attempts as it is cancelled
+        for done in running:
+            await done.wait()
+        # The HTTP server goes last: /readyz keeps answering 503 (not "connection
+        # refused") while the roles drain, and requests in flight get their answers.
+        for server in servers:
+            server.should_exit = True
 
     return stop
 
 
-async def _in_scope(run: Callable[[], Awaitable[None]], scopes: list[anyio.CancelScope]) -> None:
-    with anyio.CancelScope() as scope:
-        scopes.append(scope)
-        await run()
+async def _in_scope(
+    run: Callable[[], Awaitable[None]],
+    scopes: list[anyio.CancelScope],
+    running: list[anyio.Event],
+) -> None:
+    done = anyio.Event()
+    running.append(done)
+    try:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            await run()
+    finally:
+        done.set()
 
 
-async def _stop_on_signal(stop: Callable[[], None]) -> None:
+async def _stop_on_signal(engine: Engine, stop: Callable[[], Awaitable[None]]) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("stopping", signal=signal.Signals(signum).name)
-            stop()
+            # Readiness turns 503 first, so no new work is routed here while draining.
+            engine.draining = True
+            await stop()
             return
 
 

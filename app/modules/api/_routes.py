@@ -17,6 +17,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
+from app._crash import crash_point
 from app.config import ApiSettings
 from app.domain.errors import TaskNotFound
 from app.domain.state import RunStatus
@@ -223,6 +224,7 @@ class RunController(Controller):
             # The request's span: the run's first decision, and so the whole run, joins it.
             traceparent=current_traceparent(),
         )
+        crash_point("after_create_before_response")
         return Response(run_body(run), status_code=201 if created else 200)
 
     @get("/", summary="List runs, newest first", responses=_problems(400))

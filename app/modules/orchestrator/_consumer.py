@@ -8,6 +8,7 @@ import anyio
 import msgspec
 import stamina
 
+from app._crash import crash_point
 from app.domain.errors import RunNotFound
 from app.domain.events import (
     CancelChildRun,
@@ -113,6 +114,7 @@ class EventConsumer:
             log.exception("applying an event failed; requeueing", event_type=env.event_type)
             await delivery.nack(requeue=True)
             return
+        crash_point("after_decision_before_ack")
         await delivery.ack()
 
     async def _apply_with_retries(self, event: WorkerEvent, traceparent: str | None) -> None:

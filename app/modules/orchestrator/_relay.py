@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import anyio
 
+from app._crash import crash_point
 from app.observability import Telemetry, get_logger
 from app.ports import Clock, OutboxRecord, OutboxStore, Transport
 
@@ -29,6 +30,7 @@ class Relay:
         """Publish rows (one batch per channel) and mark the published ones; how many."""
         if not records:
             return 0
+        crash_point("after_commit_before_publish")
         sent: list[int] = []
         for channel, batch in _by_channel(records).items():
             # Each row's span joins the trace of the decision that wrote it.
@@ -43,6 +45,7 @@ class Relay:
                 continue
             sent.extend(r.id for r in batch)
         if sent:
+            crash_point("after_publish_before_mark_sent")
             try:
                 await self._store.mark_sent(sent)
             except Exception:

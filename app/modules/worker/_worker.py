@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import anyio
 import msgspec
 
+from app._crash import crash_point
 from app.config import HttpSettings, WorkerSettings
 from app.domain.events import (
     DispatchTask,
@@ -175,6 +176,7 @@ class Worker:
         ):
             published = await self._execute_and_publish(dispatch, env.traceparent)
         if published:
+            crash_point("after_publish_before_ack")
             await delivery.ack()
         else:
             await _settle_quietly(delivery, requeue=True)
@@ -221,6 +223,7 @@ class Worker:
                 http=self._http,
             )
             _log_result(result)
+            crash_point("after_effect_before_publish")
             await self._publish(result, received)
         except Exception:
             # The result could not be published: give the dispatch back so the attempt is
