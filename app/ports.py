@@ -5,13 +5,14 @@ Signatures use primitives and msgspec Structs, never a driver's types.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import msgspec
 
+from app.domain.api_keys import ApiKey
 from app.domain.events import CancelTimer, HistoryEntry, StartTimer, TimerKind
 from app.domain.schedules import Schedule
 from app.domain.state import ErrorInfo, ItemQuery, RunState
@@ -434,6 +435,34 @@ class ScheduleControl(Protocol):
 
     async def delete_schedule(self, schedule_id: str) -> None:
         """Delete it (its runs stay); raises `ScheduleNotFound`."""
+        ...
+
+
+class ApiKeyStore(Protocol):
+    """API keys at rest (only digests of their secrets); used by the API and the CLI."""
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        """Store a new key."""
+        ...
+
+    async def get_api_key(self, key_id: str) -> ApiKey:
+        """The key, revoked or not; raises `ApiKeyNotFound`."""
+        ...
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones too, oldest first."""
+        ...
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKey:
+        """Revoke the key (again is a no-op); raises `ApiKeyNotFound`."""
+        ...
+
+    async def count_active_api_keys(self) -> int:
+        """How many keys are not revoked."""
+        ...
+
+    async def touch_api_keys(self, used: Mapping[str, datetime]) -> None:
+        """Record when each key was last used (a batch, written now and then)."""
         ...
 
 

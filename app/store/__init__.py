@@ -12,7 +12,7 @@ from app.store._errors import StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from app.config import DatabaseSettings
-    from app.ports import StateStore
+    from app.ports import ApiKeyStore, StateStore
 
 
 def build_store(settings: DatabaseSettings) -> StateStore:
@@ -26,4 +26,14 @@ def build_store(settings: DatabaseSettings) -> StateStore:
     return SqlStore(settings.url, pool_size=settings.pool_size, echo=settings.echo)
 
 
-__all__ = ["StoreError", "StoreUnavailable", "build_store"]
+def api_key_store(store: StateStore) -> ApiKeyStore:
+    """The API keys kept in `store`'s database, over the same connection pool."""
+    from app.store._api_keys import SqlApiKeyStore  # noqa: PLC0415
+    from app.store._sqlalchemy import SqlStore  # noqa: PLC0415
+
+    if not isinstance(store, SqlStore):
+        raise TypeError(f"API keys live in a SqlStore, not {type(store).__name__}")
+    return SqlApiKeyStore(store._db)  # one package: share the pool
+
+
+__all__ = ["StoreError", "StoreUnavailable", "api_key_store", "build_store"]

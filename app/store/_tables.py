@@ -196,3 +196,15 @@ schedules = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Index(None, "next_fire_at"),  # claim_due_schedules
 )
+
+api_keys = Table(
+    "treadle_api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),  # authenticate: one key by id
+    Column("name", String(_NAME), nullable=False),
+    Column("secret_hash", String(128), nullable=False),  # hex SHA-256 of the secret
+    Column("scopes", String(64), nullable=False),  # comma-separated
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+)
