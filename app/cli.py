@@ -21,6 +21,7 @@ from typing import Any, Protocol, TextIO
 import msgspec
 import yaml
 
+from app._cli_keys import add_keys_parser, keys_command
 from app.client import DEFAULT_URL, ApiError, Client, TreadleUnreachable
 from app.config import ConfigError, Settings, load_settings
 from app.domain.errors import TreadleError
@@ -108,12 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("TREADLE_URL", DEFAULT_URL),
         help="the Treadle API (default: $TREADLE_URL or %(default)s)",
     )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("TREADLE_API_KEY"),
+        help="an API key sent as Authorization: Bearer (default: $TREADLE_API_KEY)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(commands)
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema")
     migrate.add_argument("--config", help="a TOML settings file")
     _add_workflow(commands)
     _add_run(commands)
+    add_keys_parser(commands)
     return parser
 
 
@@ -125,6 +132,12 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument("--port", type=int)
     serve.add_argument("--config", help="a TOML settings file")
     serve.add_argument("--example", action="store_true", help="load the quick-start example")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve a non-loopback address without API keys (only behind a proxy that "
+        "authenticates)",
+    )
 
 
 def _add_workflow(commands: Any) -> None:
@@ -176,7 +189,7 @@ def main(
     except SystemExit as exc:  # argparse has printed the usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        return _execute(args, client_factory or _http_client, console)
+        return _execute(args, client_factory or _http_client(args.api_key), console)
     except (UsageError, TreadleError) as exc:
         message, code = explain(exc)
         return _fail(console, message, code)
@@ -191,6 +204,8 @@ def _execute(
         return serve_command(args)
     if args.command == "migrate":
         return migrate_command(args)
+    if args.command == "keys":
+        return keys_command(args, settings_for(args), console.out, console.err)
     return dispatch(args, client_factory(args.url), console)
 
 
@@ -207,8 +222,8 @@ def explain(exc: Exception) -> tuple[str, int]:
     return str(exc), EXIT_FAILED
 
 
-def _http_client(url: str) -> ApiClient:
-    return Client(url)
+def _http_client(api_key: str | None) -> Callable[[str], ApiClient]:
+    return lambda url: Client(url, api_key=api_key)
 
 
 def _fail(console: Console, message: str, code: int = EXIT_FAILED) -> int:
@@ -253,7 +268,10 @@ def settings_for(args: argparse.Namespace) -> Settings:
         api = msgspec.structs.replace(api, host=args.host)
     if getattr(args, "port", None) is not None:
         api = msgspec.structs.replace(api, port=args.port)
-    return msgspec.structs.replace(settings, api=api)
+    auth = settings.auth
+    if getattr(args, "insecure_no_auth", False):
+        auth = msgspec.structs.replace(auth, allow_insecure=True)
+    return msgspec.structs.replace(settings, api=api, auth=auth)
 
 
 def serve_command(args: argparse.Namespace) -> int:

@@ -218,6 +218,11 @@ def _api_error(response: httpx.Response) -> ApiError:
 # --- the clients ----------------------------------------------------------------------------
 
 
+def _auth_headers(api_key: str | None) -> dict[str, str]:
+    """`Authorization: Bearer` for a key from `treadle keys create`; none without one."""
+    return {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 class AsyncClient:
     """The API over httpx's async client. Use as `async with AsyncClient(url) as c:`."""
 
@@ -227,9 +232,12 @@ class AsyncClient:
         *,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         transport: httpx.AsyncBaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.url = url
-        self._http = httpx.AsyncClient(base_url=url, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=url, timeout=timeout, transport=transport, headers=_auth_headers(api_key)
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -345,9 +353,12 @@ class Client:
         *,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.url = url
-        self._http = httpx.Client(base_url=url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            base_url=url, timeout=timeout, transport=transport, headers=_auth_headers(api_key)
+        )
 
     def __enter__(self) -> Client:
         return self

@@ -115,6 +115,22 @@ class HttpSettings(_Section, frozen=True, kw_only=True):
     """How long an open circuit rejects calls before one probe may try again."""
 
 
+class AuthSettings(_Section, frozen=True, kw_only=True):
+    """API authentication with keys (`treadle keys create`), sent as `Authorization: Bearer`."""
+
+    mode: Literal["auto", "keys", "off"] = "auto"
+    """auto: keys are required once any key exists, and always off loopback; keys: always;
+    off: never (refused off loopback unless `allow_insecure`)."""
+    allow_insecure: bool = False
+    """Serve a non-loopback address without keys; set by `treadle serve --insecure-no-auth`."""
+    cache_seconds: float = 5.0
+    """How long a key lookup is reused: a revoked key stops working within this bound."""
+    last_used_interval_seconds: float = 60.0
+    """How often the batch of keys' last-use times is written."""
+    open_metrics: bool = False
+    """Serve /metrics without a key (for a scraper that cannot send one)."""
+
+
 class Settings(_Section, frozen=True, kw_only=True):
     database: DatabaseSettings = DatabaseSettings()
     transport: TransportSettings = TransportSettings()
@@ -124,6 +140,7 @@ class Settings(_Section, frozen=True, kw_only=True):
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
     http: HttpSettings = HttpSettings()
+    auth: AuthSettings = AuthSettings()
 
 
 class ConfigError(TreadleError):

@@ -18,14 +18,15 @@ import anyio
 import anyio.abc
 import uvicorn
 
+from app._auth_policy import is_loopback, serve_refusal
 from app._operations import operations_app
-from app.config import Settings
+from app.config import ConfigError, Settings
 from app.domain.errors import TreadleError
 from app.modules.orchestrator import Orchestrator, Relay, RunEngine, ScheduleService
 from app.modules.worker import HandlerRegistry, HttpExecutor, Worker
 from app.observability import Telemetry, get_logger
 from app.ports import Clock, HealthCheck, StateStore, Transport
-from app.store import StoreUnavailable, build_store
+from app.store import StoreUnavailable, api_key_store, build_store
 from app.transports import build_transport
 from app.transports._errors import TransportUnavailable
 
@@ -253,7 +254,8 @@ async def migrate(settings: Settings) -> None:
         await store.close()
 
 
-def _migrates_on_start(settings: Settings) -> bool:
+def migrates_on_start(settings: Settings) -> bool:
+    """Whether `serve` (and `treadle keys`) migrate first: by default on SQLite only."""
     wanted = settings.database.migrate_on_start
     if wanted is None:
         return settings.database.url.startswith("sqlite")
@@ -272,8 +274,10 @@ async def serve(
     if unknown:
         raise ValueError(f"unknown roles {sorted(unknown)}; choose from {sorted(ROLES)}")
     engine = build(settings, handler_modules=handler_modules, roles=roles)
-    if _migrates_on_start(settings):
+    if migrates_on_start(settings):
         await engine.store.migrate()
+    if "api" in roles:
+        await _refuse_open_listen(engine)
     await engine.connect()
     try:
         async with anyio.create_task_group() as tg:
@@ -348,8 +352,28 @@ async def _stop_on_signal(engine: Engine, stop: Callable[[], Awaitable[None]]) -
             return
 
 
+class InsecureListen(ConfigError):
+    """The API would listen off loopback with no way to authenticate callers."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        self.host = host
+        super().__init__("api.host", reason)
+
+
+async def _refuse_open_listen(engine: Engine) -> None:
+    """Raise `InsecureListen` rather than serve the API off loopback without keys."""
+    settings = engine.settings
+    if is_loopback(settings.api.host) or settings.auth.allow_insecure:
+        return
+    active = await api_key_store(engine.store).count_active_api_keys()
+    reason = serve_refusal(settings.auth, host=settings.api.host, active_keys=active)
+    if reason is not None:
+        await engine.store.close()
+        raise InsecureListen(settings.api.host, reason)
+
+
 def _api_server(engine: Engine) -> _Server:
-    from app.modules.api import create_app  # noqa: PLC0415 -- litestar loads only for the api
+    from app.modules.api import Authenticator, create_app  # noqa: PLC0415 -- api role only
 
     app = create_app(
         run_control=engine.run_engine,
@@ -359,6 +383,11 @@ def _api_server(engine: Engine) -> _Server:
         settings=engine.settings.api,
         telemetry=engine.telemetry,
         schedules=ScheduleService(engine.store, engine.clock),
+        auth=Authenticator(
+            api_key_store(engine.store),
+            engine.settings.auth,
+            loopback=is_loopback(engine.settings.api.host),
+        ),
     )
     return _serving(engine, app)
 

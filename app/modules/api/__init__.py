@@ -10,6 +10,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from app.config import ApiSettings
+from app.modules.api._auth import Authenticator, declare_security
 from app.modules.api._errors import problem_response
 from app.modules.api._ops import healthz, metrics, readyz
 from app.modules.api._routes import RunController, Services, WorkflowController
@@ -34,6 +35,7 @@ from app.ports import HealthCheck, RunControl, RunStore, ScheduleControl, Workfl
 
 # The response bodies are public: the typed client decodes into them.
 __all__ = [
+    "Authenticator",
     "HistoryPage",
     "Problem",
     "RunBody",
@@ -63,11 +65,13 @@ def create_app(
     settings: ApiSettings,
     telemetry: Telemetry | None = None,
     schedules: ScheduleControl | None = None,
+    auth: Authenticator | None = None,
 ) -> Litestar:
     """The litestar application serving `/v1`, the operational routes and `/schema`.
 
     `telemetry` (the engine's) traces and measures every request and backs `/metrics`;
     without it the app measures into a registry of its own and traces nothing.
+    `auth` checks API keys on every route that needs a scope; without it all are open.
     """
     telemetry = telemetry or Telemetry.off("api")
     services = Services(
@@ -83,7 +87,7 @@ def create_app(
     async def provide_services() -> Services:
         return services
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             WorkflowController,
             RunController,
@@ -94,6 +98,7 @@ def create_app(
             *ui_routes(),
         ],
         dependencies={"services": Provide(provide_services, use_cache=True)},
+        guards=[auth.guard] if auth is not None else [],
         # Plain ASGI middleware; litestar's scope types are narrower aliases of the same.
         middleware=[telemetry.asgi_middleware],  # type: ignore[list-item]
         # Logging is the process's (configure_logging): litestar's default dictConfig
@@ -110,3 +115,12 @@ def create_app(
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
         ),
     )
+    # The document says where a key is needed whether or not this server enforces keys now
+    # (in auto mode that changes when the first key is created).
+    declare_security(app.openapi_schema, open_metrics=settings_open_metrics(auth))
+    return app
+
+
+def settings_open_metrics(auth: Authenticator | None) -> bool:
+    """Whether /metrics is served without a key."""
+    return auth is not None and auth.open_metrics

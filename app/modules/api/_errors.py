@@ -74,6 +74,23 @@ class SchedulesUnavailable(TreadleError):
         super().__init__("this server does not offer schedules")
 
 
+class Unauthenticated(TreadleError):
+    """The request carries no API key, or one that is malformed, unknown or revoked."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Forbidden(TreadleError):
+    """The request's API key is valid but lacks the scope the route needs."""
+
+    def __init__(self, key_id: str, scope: str) -> None:
+        self.key_id = key_id
+        self.scope = scope
+        super().__init__(f"API key {key_id} lacks the {scope!r} scope this request needs")
+
+
 # --- the mapping ------------------------------------------------------------------------
 
 
@@ -99,6 +116,8 @@ _KINDS: dict[type[TreadleError], _Kind] = {
     InvalidCursor: _Kind(400, "invalid-cursor", "Invalid cursor"),
     InvalidParameter: _Kind(400, "invalid-parameter", "Invalid parameter"),
     UnsupportedMediaType: _Kind(415, "unsupported-media-type", "Unsupported media type"),
+    Unauthenticated: _Kind(401, "unauthenticated", "Authentication required"),
+    Forbidden: _Kind(403, "forbidden", "Scope missing"),
 }
 
 
@@ -119,6 +138,7 @@ _EXTENSIONS: dict[type[TreadleError], Callable[[Any], dict[str, Any]]] = {
     ScheduleExists: lambda e: {"name": e.name},
     RetryUnavailable: lambda e: {"run_id": e.run_id},
     InvalidParameter: lambda e: {"parameter": e.name},
+    Forbidden: lambda e: {"key_id": e.key_id, "scope": e.scope},
 }
 
 
@@ -138,7 +158,7 @@ def _treadle_problem(request: Request[Any, Any, Any], exc: TreadleError) -> Resp
         if kind is not None:
             extend = _EXTENSIONS.get(cls)
             extensions = extend(exc) if extend else {}
-            return _problem(
+            response = _problem(
                 request,
                 kind.status,
                 slug=kind.slug,
@@ -146,6 +166,10 @@ def _treadle_problem(request: Request[Any, Any, Any], exc: TreadleError) -> Resp
                 detail=str(exc),
                 extensions=extensions,
             )
+            if isinstance(exc, Unauthenticated):
+                # RFC 6750: a 401 names the scheme the client should use.
+                response.headers["WWW-Authenticate"] = 'Bearer realm="treadle"'
+            return response
     # A TreadleError the API has no row for is an engine fault, not the caller's.
     log.error("unmapped %s answering %s: %s", type(exc).__name__, request.url.path, exc)
     return _internal_error(request)
