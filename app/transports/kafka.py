@@ -14,8 +14,12 @@ those are delivered again (at-least-once), never skipped.
 Kafka cannot requeue one message. `nack(requeue=True)` publishes a copy to the end of
 the same topic with `x-treadle-delivery-count` raised by one and settles the original,
 so the partition moves on. The cost: a requeued message loses its place among its
-key's messages. Redeliveries after a crash come from uncommitted offsets and carry the
-old count, so `delivery_count` counts requeues, not crashes.
+key's messages. A subscription that closes gives its unsettled records back the same
+way, so a message whose consumers keep leaving still reaches `dead`. A process killed
+outright cannot: its uncommitted records come back to the group with their old count.
+
+Tansu (the broker the tests run) has no idempotent producer; `kafka_idempotence`
+turns it off there.
 """
 
 from __future__ import annotations
