@@ -12,11 +12,12 @@ pytestmark = pytest.mark.anyio
 
 RUN_FIELDS = {
     "id", "workflow", "version", "status", "input", "output", "error",
-    "created_at", "started_at", "finished_at", "tasks",
+    "created_at", "started_at", "finished_at", "tasks", "paused", "idempotency_key",
+    "parent_run_id", "parent_task_id",
 }  # fmt: skip
 TASK_FIELDS = {
     "task_id", "type", "status", "attempt", "input", "output", "error",
-    "scheduled_at", "started_at", "finished_at",
+    "scheduled_at", "started_at", "finished_at", "progress", "child_run_id",
 }  # fmt: skip
 
 
