@@ -156,14 +156,19 @@ async def test_cancel_stops_a_waiting_run(api: AsyncClient) -> None:
     assert (await settled(api, run.id)).status == "cancelled"
 
 
-async def test_retry_is_409_on_the_real_engine(api: AsyncClient) -> None:
-    """Until the engine has retry_run, retrying a failed run is a 409 problem."""
+async def test_retry_reruns_the_failed_task_on_the_real_engine(api: AsyncClient) -> None:
+    """Retrying a failed run runs its failed task again (next attempt); a running one is 409."""
     run, _ = await api.start_run("boom")
     await settled(api, run.id)
+    retried = await api.retry_run(run.id)
+    assert retried.status == "running"
+    again = await settled(api, run.id, "failed")
+    assert again.tasks[0].attempt > run.tasks[0].attempt
+    ok, _ = await api.start_run("greet", {"who": "x"})
+    await settled(api, ok.id)
     with pytest.raises(ApiError) as conflict:
-        await api.retry_run(run.id)
+        await api.retry_run(ok.id)
     assert conflict.value.status == 409
-    assert conflict.value.detail == "retry from failure is not available yet"
 
 
 async def test_list_runs_filters_and_rejects_a_bad_cursor(api: AsyncClient) -> None:
