@@ -1,0 +1,60 @@
+"""Handlers of the fault suite: each attempt writes a ledger row outside the engine.
+
+The ledger lives in the test's database (PostgreSQL) or a SQLite file, written on a
+connection of its own, so it records every execution, including those whose result the
+engine never saw: the suite checks at-least-once execution and which attempt's output
+was kept against it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Any
+
+import anyio
+import psycopg
+
+from app import TaskContext, handler
+
+LEDGER_ENV = "TREADLE_FAULT_LEDGER"
+
+LEDGER_DDL = (
+    "CREATE TABLE IF NOT EXISTS fault_ledger (run_id TEXT, task_id TEXT, attempt INT,"
+    " pid INT, idempotency_key TEXT)",
+    "CREATE TABLE IF NOT EXISTS fault_effects (idempotency_key TEXT PRIMARY KEY, n INT)",
+)
+_RECORD = "INSERT INTO fault_ledger VALUES ({p}, {p}, {p}, {p}, {p})"
+_COUNT = (
+    "INSERT INTO fault_effects VALUES ({p}, 1) ON CONFLICT (idempotency_key)"
+    " DO UPDATE SET n = fault_effects.n + 1"
+)
+
+
+async def _record(ctx: TaskContext) -> None:
+    """Write the attempt's ledger row and bump its side-effect counter, then commit."""
+    target = os.environ[LEDGER_ENV]
+    row = (ctx.run_id, ctx.task_id, ctx.attempt, os.getpid(), ctx.idempotency_key)
+    if target.startswith("postgresql"):
+        async with await psycopg.AsyncConnection.connect(target, autocommit=True) as conn:
+            await conn.execute(_RECORD.format(p="%s"), row)
+            await conn.execute(_COUNT.format(p="%s"), (ctx.idempotency_key,))
+        return
+    await anyio.to_thread.run_sync(_record_sqlite, target, row)
+
+
+def _record_sqlite(path: str, row: tuple[Any, ...]) -> None:
+    with sqlite3.connect(path, timeout=30) as conn:
+        conn.execute(_RECORD.format(p="?"), row)
+        conn.execute(_COUNT.format(p="?"), (row[4],))
+
+
+@handler("fault.step")
+async def step(ctx: TaskContext, seconds: float = 0.1, fail_times: int = 0) -> dict[str, Any]:
+    """Sleep, record the execution, fail the first `fail_times` attempts, else answer."""
+    await anyio.sleep(seconds)
+    await _record(ctx)
+    if ctx.attempt <= fail_times:
+        msg = f"attempt {ctx.attempt} fails on purpose"
+        raise RuntimeError(msg)
+    return {"run": ctx.run_id, "task": ctx.task_id, "attempt": ctx.attempt, "pid": os.getpid()}
