@@ -15,7 +15,14 @@ from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import (
+    FromPath,
+    FromQuery,
+    HeaderParameter,
+    JSONBody,
+    Parameter,
+    QueryParameter,
+)
 
 from app._crash import crash_point
 from app.config import ApiSettings
@@ -28,6 +35,7 @@ from app.modules.api._errors import (
     UnsupportedMediaType,
 )
 from app.modules.api._schemas import (
+    MAX_VERSION,
     CancelRunRequest,
     HistoryPage,
     MapItemPage,
@@ -127,6 +135,9 @@ IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(name="Idempotency-Key", description="Start at most one run per key."),
 ]
+VersionNumber = Annotated[
+    int, Parameter(ge=1, le=MAX_VERSION, description="A version number, from 1.")
+]
 StatusFilter = Annotated[str | None, QueryParameter(description=f"One of: {_STATUSES}.")]
 
 
@@ -181,7 +192,7 @@ class WorkflowController(Controller):
         responses=_problems(404),
     )
     async def get_version(
-        self, services: ServicesDep, name: FromPath[str], version: FromPath[int]
+        self, services: ServicesDep, name: FromPath[str], version: VersionNumber
     ) -> WorkflowVersion:
         return workflow_version(await services.workflows.get_workflow(name, version))
 

@@ -8,7 +8,7 @@ internal record grows a field.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -16,6 +16,9 @@ from app.domain.errors import ValidationIssue
 from app.domain.events import HistoryEntry
 from app.domain.state import ErrorInfo, MapProgress, RunState, TaskState
 from app.ports import MapItemRecord, RunSummary, StoredWorkflow
+
+MAX_VERSION = 2**31 - 1
+"""The largest workflow version a request may name (the store keeps a 32-bit integer)."""
 
 
 class _Body(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,7 +92,8 @@ class StartRunRequest(_Request, frozen=True, kw_only=True):
     """Start a run of `workflow` (its latest version unless `version` is given)."""
 
     workflow: str
-    version: int | None = None
+    # Bounded like the store's INTEGER column: a larger number could only fail there.
+    version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)] | None = None
     input: Any = None
 
 
