@@ -64,6 +64,9 @@ WORKFLOWS: list[dict[str, Any]] = [
         },
     },
     {"name": "f-retry", "tasks": {"flaky": _step(fail_times=1), "after": _step(["flaky"])}},
+    # One attempt of 1s against a 3s start-to-close timeout: a worker stopped past it loses
+    # the attempt to a retry.
+    {"name": "f-slow", "tasks": {"slow": {**_step(seconds=1.0), "timeout": "3s"}}},
 ]
 
 
@@ -336,6 +339,17 @@ class Cluster:
             with sqlite3.connect(self.ledger, timeout=30) as conn:
                 return list(conn.execute(query).fetchall())
         return self.sql(query)
+
+    def terminate_backends(self) -> int:
+        """pg_terminate_backend on this test's database only; how many were cut."""
+        query = (
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            f" WHERE datname = '{self.db_name}' AND pid <> pg_backend_pid()"
+        )
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            cut = len(conn.execute(query).fetchall())  # type: ignore[arg-type]
+        self.fault("pg_terminate_backend")
+        return cut
 
     def statuses(self) -> dict[str, str]:
         return dict(self.sql("SELECT id, status FROM treadle_runs"))
