@@ -11,3 +11,18 @@ import pytest
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Run each async test on both anyio backends (integration folders override this)."""
     return str(request.param)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`--soak` opts in to the long `soak`-marked variants (skipped otherwise)."""
+    parser.addoption("--soak", action="store_true", help="also run tests marked soak")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `soak` tests unless --soak was given: they are too long for every CI run."""
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="soak test: run with --soak")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
