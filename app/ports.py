@@ -53,6 +53,14 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str | None = None
 
 
+class RunCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """Runs per status (every status present), each at most `cap`; `capped` if one was cut."""
+
+    counts: dict[str, int]
+    capped: bool
+    cap: int
+
+
 class OutboxRecord(msgspec.Struct, frozen=True, kw_only=True):
     """A message written in a decision transaction, to publish after commit."""
 
@@ -166,9 +174,23 @@ class RunStore(Protocol):
         ...
 
     async def list_runs(
-        self, *, workflow: str | None, status: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        workflow: str | None,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+        idempotency_key: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> Page[RunSummary]:
-        """Runs newest first; raises `InvalidCursor`."""
+        """Runs newest first, created in [created_after, created_before); raises `InvalidCursor`."""
+        ...
+
+    async def count_runs(
+        self, *, workflow: str | None, created_after: datetime | None, cap: int
+    ) -> RunCounts:
+        """How many runs have each status, counting at most `cap + 1` rows per status."""
         ...
 
     async def list_history(self, run_id: str, limit: int, cursor: str | None) -> Page[HistoryEntry]:

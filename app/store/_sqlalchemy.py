@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.errors import RunNotFound, TaskNotFound, WorkflowNotFound
 from app.domain.events import HistoryEntry
-from app.domain.state import MapItem, RunState
+from app.domain.state import MapItem, RunState, RunStatus
 from app.ports import (
     Applied,
     Decide,
@@ -29,6 +29,7 @@ from app.ports import (
     MapItemRecord,
     OutboxRecord,
     Page,
+    RunCounts,
     RunSummary,
     StoredWorkflow,
 )
@@ -199,18 +200,29 @@ class SqlStore(ScheduleQueries):
                 return await _load_run(conn, run_id, lock=False)
 
     async def list_runs(
-        self, *, workflow: str | None, status: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        workflow: str | None,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+        idempotency_key: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> Page[RunSummary]:
-        """Runs newest first (by creation time, then id); raises `InvalidCursor`."""
+        """Runs newest first (by creation time, then id); raises `InvalidCursor`.
+
+        Every filter combination reads an index in order (see `_tables.runs`), so a page
+        costs its own rows however many runs the table holds.
+        """
         stmt = (
             select(*rows_.SUMMARY_COLUMNS)
+            .where(*_run_filters(workflow, status, created_after, created_before))
             .order_by(runs.c.created_at.desc(), runs.c.id.desc())
             .limit(limit + 1)
         )
-        if workflow is not None:
-            stmt = stmt.where(runs.c.workflow == workflow)
-        if status is not None:
-            stmt = stmt.where(runs.c.status == status)
+        if idempotency_key is not None:
+            stmt = stmt.where(runs.c.idempotency_key == idempotency_key)
         if cursor is not None:
             created_at, run_id = rows_.decode_cursor(cursor, "runs", rows_.RunsCursor)
             stmt = stmt.where(tuple_(runs.c.created_at, runs.c.id) < tuple_(created_at, run_id))
@@ -218,6 +230,36 @@ class SqlStore(ScheduleQueries):
             async with self._db.transaction(write=False) as conn:
                 found = (await conn.execute(stmt)).all()
         return _page(found, limit, rows_.summary_from_row, lambda r: ("runs", r.created_at, r.id))
+
+    async def count_runs(
+        self, *, workflow: str | None, created_after: datetime | None, cap: int
+    ) -> RunCounts:
+        """How many runs have each status, counting at most `cap + 1` rows per status.
+
+        Each count reads a LIMITed subquery over the (workflow,) status, created_at index,
+        so one request costs at most `cap + 1` index entries per status, not a table scan.
+        """
+        columns = [
+            select(func.count())
+            .select_from(
+                select(runs.c.id)
+                .where(*_run_filters(workflow, status.value, created_after, None))
+                .limit(cap + 1)
+                .subquery()
+            )
+            .scalar_subquery()
+            .label(status.value)
+            for status in RunStatus
+        ]
+        with mapped_errors("count_runs"):
+            async with self._db.transaction(write=False) as conn:
+                row = (await conn.execute(select(*columns))).one()
+        raw = {status.value: int(row._mapping[status.value]) for status in RunStatus}
+        return RunCounts(
+            counts={k: min(n, cap) for k, n in raw.items()},
+            capped=any(n > cap for n in raw.values()),
+            cap=cap,
+        )
 
     async def list_history(self, run_id: str, limit: int, cursor: str | None) -> Page[HistoryEntry]:
         """A run's history, oldest first; raises `RunNotFound`, `InvalidCursor`."""
@@ -488,6 +530,25 @@ async def _claim_by_select(conn: AsyncConnection, due: Any, lease: Any) -> list[
     await conn.execute(lease.where(key.in_(keys)))
     stmt = select(*rows_.TIMER_COLUMNS).where(key.in_(keys)).order_by(timers.c.fire_at)
     return list((await conn.execute(stmt)).all())
+
+
+def _run_filters(
+    workflow: str | None,
+    status: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+) -> list[Any]:
+    """The WHERE clauses shared by `list_runs` and `count_runs`."""
+    clauses: list[Any] = []
+    if workflow is not None:
+        clauses.append(runs.c.workflow == workflow)
+    if status is not None:
+        clauses.append(runs.c.status == status)
+    if created_after is not None:
+        clauses.append(runs.c.created_at >= created_after)
+    if created_before is not None:
+        clauses.append(runs.c.created_at < created_before)
+    return clauses
 
 
 def _page(

@@ -74,10 +74,13 @@ runs = Table(
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
-    # list_runs: newest first, keyset on (created_at, id), optionally by workflow or status
+    # list_runs: newest first, keyset on (created_at, id), optionally by workflow and/or
+    # status and a created_at range; count_runs: per status, by workflow and created_at.
+    # A filter on idempotency_key uses its unique index.
     Index(None, "created_at", "id"),
     Index(None, "workflow", "created_at", "id"),
     Index(None, "status", "created_at", "id"),
+    Index(None, "workflow", "status", "created_at", "id"),
     Index(None, "parent_run_id"),  # finding a parent's children
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post
@@ -41,6 +42,7 @@ from app.modules.api._schemas import (
     MapItemPage,
     Problem,
     RunBody,
+    RunCountsBody,
     RunPage,
     StartRunRequest,
     WorkflowDetail,
@@ -139,6 +141,42 @@ VersionNumber = Annotated[
     int, Parameter(ge=1, le=MAX_VERSION, description="A version number, from 1.")
 ]
 StatusFilter = Annotated[str | None, QueryParameter(description=f"One of: {_STATUSES}.")]
+KeyFilter = Annotated[
+    str | None, QueryParameter(description="Only the run started with this Idempotency-Key.")
+]
+# Taken as text and parsed by `parse_timestamp`, so a bad value gets a message that says
+# what RFC 3339 wants (and a date-time without an offset is refused, not guessed).
+CreatedAfter = Annotated[
+    str | None,
+    QueryParameter(description="RFC 3339 date-time: only runs created at or after it."),
+]
+CreatedBefore = Annotated[
+    str | None,
+    QueryParameter(description="RFC 3339 date-time: only runs created before it."),
+]
+
+COUNT_CAP = 10_000
+"""The most runs `GET /v1/runs/counts` counts per status (bounded cost on big tables)."""
+
+
+def parse_timestamp(name: str, value: str | None) -> datetime | None:
+    """An RFC 3339 date-time with an offset; raises `InvalidParameter` for anything else."""
+    if value is None:
+        return None
+    example = "e.g. 2025-01-31T12:00:00Z"
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        # A '+' left unencoded in a query string arrives as a space.
+        hint = "; encode '+' as %2B" if " " in value else ""
+        raise InvalidParameter(
+            name, f"must be an RFC 3339 date-time ({example}){hint}; got {value!r}"
+        ) from None
+    if parsed.tzinfo is None:  # a date alone, or a local time: ambiguous
+        raise InvalidParameter(
+            name, f"must be an RFC 3339 date-time with an offset ({example}); got {value!r}"
+        )
+    return parsed
 
 
 class WorkflowController(Controller):
@@ -189,7 +227,7 @@ class WorkflowController(Controller):
     @get(
         "/{name:str}/versions/{version:int}",
         summary="One version of a definition",
-        responses=_problems(404),
+        responses=_problems(400, 404),
     )
     async def get_version(
         self, services: ServicesDep, name: FromPath[str], version: VersionNumber
@@ -241,18 +279,51 @@ class RunController(Controller):
     @get("/", summary="List runs, newest first", responses=_problems(400))
     async def list_runs(
         self,
+        *,  # litestar passes keywords; one parameter per documented filter
         services: ServicesDep,
         workflow: FromQuery[str | None] = None,
         status: StatusFilter = None,
+        idempotency_key: KeyFilter = None,
+        created_after: CreatedAfter = None,
+        created_before: CreatedBefore = None,
         limit: Limit = None,
         cursor: Cursor = None,
     ) -> RunPage:
         if status is not None and status not in RunStatus.__members__.values():
             raise InvalidParameter("status", f"must be one of {_STATUSES}; got {status!r}")
+        if idempotency_key is not None and not idempotency_key:
+            raise InvalidParameter("idempotency_key", "must not be empty")
         page = await services.runs.list_runs(
-            workflow=workflow, status=status, limit=services.page_size(limit), cursor=cursor
+            workflow=workflow,
+            status=status,
+            limit=services.page_size(limit),
+            cursor=cursor,
+            idempotency_key=idempotency_key,
+            created_after=parse_timestamp("created_after", created_after),
+            created_before=parse_timestamp("created_before", created_before),
         )
         return RunPage(items=[run_summary(r) for r in page.items], next_cursor=page.next_cursor)
+
+    @get(
+        "/counts",
+        summary="How many runs have each status",
+        description=f"Each status is counted up to {COUNT_CAP:,} runs so that a request "
+        "never scans a large table; `capped` is true when some status has more, and its "
+        "count then reads `cap`.",
+        responses=_problems(400),
+    )
+    async def count_runs(
+        self,
+        services: ServicesDep,
+        workflow: FromQuery[str | None] = None,
+        created_after: CreatedAfter = None,
+    ) -> RunCountsBody:
+        counted = await services.runs.count_runs(
+            workflow=workflow,
+            created_after=parse_timestamp("created_after", created_after),
+            cap=COUNT_CAP,
+        )
+        return RunCountsBody(counts=counted.counts, capped=counted.capped, cap=counted.cap)
 
     @get("/{run_id:str}", summary="A run with its tasks", responses=_problems(404))
     async def get_run(self, services: ServicesDep, run_id: FromPath[str]) -> RunBody:

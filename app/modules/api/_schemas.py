@@ -182,6 +182,7 @@ class RunSummaryBody(_Body, frozen=True, kw_only=True):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    idempotency_key: str | None = None
 
 
 class RunPage(_Body, frozen=True, kw_only=True):
@@ -189,6 +190,14 @@ class RunPage(_Body, frozen=True, kw_only=True):
 
     items: list[RunSummaryBody]
     next_cursor: str | None = None
+
+
+class RunCountsBody(_Body, frozen=True, kw_only=True):
+    """Runs per status; each count stops at `cap`, and `capped` says one reached past it."""
+
+    counts: dict[str, int]
+    capped: bool
+    cap: int
 
 
 class HistoryPage(_Body, frozen=True, kw_only=True):
@@ -341,4 +350,5 @@ def run_summary(run: RunSummary) -> RunSummaryBody:
         created_at=run.created_at,
         started_at=run.started_at,
         finished_at=run.finished_at,
+        idempotency_key=run.idempotency_key,
     )

@@ -18,7 +18,7 @@ from app.domain.compile import compile_workflow, parse_definition, validate_inpu
 from app.domain.errors import InvalidCursor, RunNotActive, RunNotFound, WorkflowNotFound
 from app.domain.events import HistoryEntry
 from app.domain.state import RunState, RunStatus, TaskState
-from app.ports import Page, RunSummary, StoredWorkflow
+from app.ports import Page, RunCounts, RunSummary, StoredWorkflow
 
 
 def _now() -> datetime:
@@ -48,6 +48,7 @@ class FakeEngine:
         self.runs: dict[str, RunState] = {}
         self.history: dict[str, list[HistoryEntry]] = {}
         self.keys: dict[str, str] = {}
+        self.list_filters: dict[str, datetime | None] = {}
 
     # --- RunControl ---------------------------------------------------------------
 
@@ -145,15 +146,39 @@ class FakeEngine:
             raise RunNotFound(run_id) from None
 
     async def list_runs(
-        self, *, workflow: str | None, status: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        workflow: str | None,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+        idempotency_key: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> Page[RunSummary]:
+        self.list_filters = {"created_after": created_after, "created_before": created_before}
         runs = [
             RunSummary(**{f: getattr(r, f) for f in RunSummary.__struct_fields__})
             for r in reversed(self.runs.values())
             if (workflow is None or r.workflow == workflow)
             and (status is None or r.status == status)
+            and (idempotency_key is None or r.idempotency_key == idempotency_key)
+            and (created_after is None or r.created_at >= created_after)
+            and (created_before is None or r.created_at < created_before)
         ]
         return _page(runs, limit, cursor)
+
+    async def count_runs(
+        self, *, workflow: str | None, created_after: datetime | None, cap: int
+    ) -> RunCounts:
+        counts = dict.fromkeys((s.value for s in RunStatus), 0)
+        for r in self.runs.values():
+            if (workflow is None or r.workflow == workflow) and (
+                created_after is None or r.created_at >= created_after
+            ):
+                counts[r.status.value] += 1
+        capped = any(n > cap for n in counts.values())
+        return RunCounts(counts={k: min(n, cap) for k, n in counts.items()}, capped=capped, cap=cap)
 
     async def list_history(self, run_id: str, limit: int, cursor: str | None) -> Page[HistoryEntry]:
         await self.get_run(run_id)

@@ -74,6 +74,7 @@ async def test_the_openapi_document_lists_every_route(http: httpx.AsyncClient) -
         "/v1/workflows/{name}": {"get"},
         "/v1/workflows/{name}/versions/{version}": {"get"},
         "/v1/runs": {"get", "post"},
+        "/v1/runs/counts": {"get"},
         "/v1/runs/{run_id}": {"get"},
         "/v1/runs/{run_id}/events": {"get"},
         "/v1/runs/{run_id}/tasks/{task_id}/items": {"get"},

@@ -59,6 +59,45 @@ async def test_list_runs_filters_by_workflow_and_status(store: SqlStore) -> None
     assert await _all_pages(store, 10, workflow="none") == [[]]
 
 
+async def test_list_runs_filters_by_key_and_creation_range(store: SqlStore) -> None:
+    """The idempotency key finds its run; the time range is [created_after, created_before)."""
+    for i in range(5):
+        run = make_run(f"r{i}", created_at=at(i), key=f"k{i}" if i % 2 else None)
+        await store.create_run(run, unchanged)
+    by_key = await store.list_runs(
+        workflow=None, status=None, limit=5, cursor=None, idempotency_key="k3"
+    )
+    assert [(r.id, r.idempotency_key) for r in by_key.items] == [("r3", "k3")]
+    ranged = await store.list_runs(
+        workflow="wf", status=None, limit=1, cursor=None, created_after=at(1), created_before=at(4)
+    )
+    assert [r.id for r in ranged.items] == ["r3"]
+    rest = await store.list_runs(
+        workflow="wf",
+        status=None,
+        limit=5,
+        cursor=ranged.next_cursor,
+        created_after=at(1),
+        created_before=at(4),
+    )
+    assert [r.id for r in rest.items] == ["r2", "r1"]
+    assert rest.next_cursor is None
+
+
+async def test_count_runs_counts_each_status_up_to_the_cap(store: SqlStore) -> None:
+    """Counts cover every status, honour the filters and stop at the cap."""
+    statuses = [RunStatus.RUNNING] * 3 + [RunStatus.FAILED] + [RunStatus.RUNNING]
+    for i, status in enumerate(statuses):
+        workflow = "other" if i == 4 else "wf"
+        run = make_run(f"r{i}", workflow=workflow, status=status, created_at=at(i))
+        await store.create_run(run, unchanged)
+    counted = await store.count_runs(workflow="wf", created_after=None, cap=10)
+    assert counted.counts == {s.value: 0 for s in RunStatus} | {"running": 3, "failed": 1}
+    assert not counted.capped
+    capped = await store.count_runs(workflow=None, created_after=at(1), cap=2)
+    assert (capped.counts["running"], capped.counts["failed"], capped.capped) == (2, 1, True)
+
+
 async def test_list_runs_summary_carries_the_run_facts(store: SqlStore) -> None:
     """A list entry has the run's workflow, version, status, times and idempotency key."""
     run = make_run(key="k-1", status=RunStatus.RUNNING)
