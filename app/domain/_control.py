@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from app.domain import _map as map_
 from app.domain._run_draft import Draft, after
 from app.domain.events import PauseRequested, ResumeRequested, RetryRequested, StartTimer, TimerKind
 from app.domain.state import RunStatus, TaskStatus
@@ -77,6 +78,7 @@ def on_resume_requested(d: Draft, event: ResumeRequested, advance: Advance) -> N
         return
     d.update_run(paused=False)
     d.record("run.resumed")
+    map_.refill(d)  # maps left slots free while paused
     advance(d)
 
 

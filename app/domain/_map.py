@@ -1,11 +1,17 @@
 """The `map` task type in the decider: one template task fanned out over a list.
 
 Storage shape. A map task's `TaskState` carries only a `MapProgress` aggregate (total,
-next index to dispatch, in flight, completed, failed). Each item is a `MapItem` stored in
-its own row; a decision sees only the items `items_wanted` names: the item an event is
-about, and the next pending item of that map (to refill the freed slot). When the
-event may finish the map (at most one item left), every item of that map is loaded, once,
-so the output (the list of item outputs in input order) is assembled in the same decision.
+lowest index that may still be pending, in flight, completed, failed). Each item is a
+`MapItem` stored in its own row; a decision sees only the items `items_wanted` names
+(see `_map_query`): the item an event is about, and the next pending item of that map
+(to refill the freed slot). When the event may finish the map (at most one item left),
+every item of that map is loaded, once, so the output (the list of item outputs in input
+order) is assembled in the same decision.
+
+Pause. While the run is paused no item is dispatched: in-flight items finish and are
+recorded, and an item whose retry comes due waits as `pending` (`_hold`); the resume
+refills every running map up to its concurrency (`refill`). Retry from failure and the
+map's own timeout are in `_map_control`.
 
 Items are created (with their rendered input) when the map starts, dispatched in input
 order while fewer than `concurrency` are in flight, and retried one by one with the
@@ -47,10 +53,8 @@ from app.domain.events import (
 )
 from app.domain.state import (
     ErrorInfo,
-    ItemQuery,
     MapItem,
     MapProgress,
-    RunState,
     RunStatus,
     TaskStatus,
 )
@@ -64,25 +68,6 @@ MAX_ITEMS_BYTES = 16 * 1024 * 1024
 _ACTIVE = frozenset({TaskStatus.SCHEDULED, TaskStatus.RUNNING})
 Advance = Callable[[Draft], None]
 ItemHandler = Callable[[Draft, Any, Advance], None]
-
-
-# --- what a decision needs loaded -----------------------------------------------------
-
-
-def items_wanted(state: RunState, event: Event) -> ItemQuery:
-    """The map items the decision on `event` needs: its item, the next one, or all."""
-    index, task_id = getattr(event, "item", None), getattr(event, "task_id", None)
-    if index is None or task_id is None:
-        return ItemQuery()
-    task = state.tasks.get(task_id)
-    if task is None or task.progress is None:
-        return ItemQuery(keys=[(task_id, index)])
-    progress = task.progress
-    keys = [(task_id, index)]
-    if progress.next_index < progress.total:
-        keys.append((task_id, progress.next_index))
-    whole = [task_id] if progress.total - progress.finished <= 1 else []
-    return ItemQuery(keys=keys, whole=whole)
 
 
 # --- starting a map -------------------------------------------------------------------
@@ -125,7 +110,32 @@ def start_map(d: Draft, task_id: str, compiled: CompiledTask) -> None:
     if progress.total == 0:
         complete_task(d, task_id, 1, [])
         return
-    _fill(d, task_id, template)
+    arm_timeout(d, task_id, compiled)
+    fill(d, task_id, template)
+
+
+def arm_timeout(d: Draft, task_id: str, compiled: CompiledTask) -> None:
+    """The map's own `timeout` bounds all its items together (`MAP_TIMEOUT`)."""
+    if compiled.timeout_seconds is None:
+        return
+    d.command(
+        StartTimer(
+            run_id=d.original.id,
+            kind=TimerKind.MAP_TIMEOUT,
+            task_id=task_id,
+            attempt=d.tasks[task_id].attempt,
+            fire_at=after(d.now, compiled.timeout_seconds),
+        )
+    )
+
+
+def disarm_timeout(d: Draft, task_id: str) -> None:
+    compiled = d.workflow.tasks.get(task_id)
+    if compiled is None or compiled.timeout_seconds is None:
+        return
+    attempt = d.tasks[task_id].attempt
+    kind = TimerKind.MAP_TIMEOUT
+    d.command(CancelTimer(run_id=d.original.id, kind=kind, task_id=task_id, attempt=attempt))
 
 
 def _list_problem(values: Any) -> ErrorInfo | None:
@@ -160,26 +170,46 @@ def _item_inputs(
     return inputs
 
 
-def _fill(d: Draft, task_id: str, template: CompiledTask) -> None:
-    """Dispatch pending items, in input order, while the concurrency cap allows."""
+def fill(d: Draft, task_id: str, template: CompiledTask) -> None:
+    """Dispatch pending items, in input order, while the concurrency cap allows.
+
+    `next_index` is the lowest index that may still be pending. The store loads the first
+    pending items from there on (`ItemQuery.pending`), so the loaded pending items past it
+    are the next ones in input order; items in between that already ran are skipped.
+    """
+    if d.paused:
+        return  # a paused run starts nothing new; `refill` on resume fills the free slots
     progress = d.tasks[task_id].progress
-    while (
-        progress is not None
-        and progress.in_flight < progress.concurrency
-        and progress.next_index < progress.total
-    ):
-        key = (task_id, progress.next_index)
-        item = d.items.get(key)
-        if item is None or item.status is not TaskStatus.PENDING:
-            return  # not loaded (cannot happen through `items_wanted`); kept for totality
-        d.items[key] = msgspec.structs.replace(
+    if progress is None or progress.next_index >= progress.total:
+        return
+    free = progress.concurrency - progress.in_flight
+    if free < 1:
+        return
+    ready = sorted(
+        index
+        for (owner, index), item in d.items.items()
+        if owner == task_id and index >= progress.next_index and item.status is TaskStatus.PENDING
+    )[:free]
+    for index in ready:
+        item = d.items[(task_id, index)]
+        d.items[(task_id, index)] = msgspec.structs.replace(
             item, status=TaskStatus.SCHEDULED, attempt=item.attempt + 1, scheduled_at=d.now
         )
+        _dispatch(d, task_id, template, index)
+    if ready:
         progress = msgspec.structs.replace(
-            progress, next_index=progress.next_index + 1, in_flight=progress.in_flight + 1
+            progress, next_index=ready[-1] + 1, in_flight=progress.in_flight + len(ready)
         )
         d.update_task(task_id, progress=progress)
-        _dispatch(d, task_id, template, item.index)
+
+
+def refill(d: Draft) -> None:
+    """On resume: every running map dispatches pending items up to its concurrency."""
+    for task_id, task in list(d.tasks.items()):
+        compiled = d.workflow.tasks.get(task_id)
+        if compiled is None or compiled.map_task is None or task.status is not TaskStatus.RUNNING:
+            continue
+        fill(d, task_id, compiled.map_task)
 
 
 def _dispatch(
@@ -328,8 +358,30 @@ def _on_retry_due(d: Draft, event: TimerFired, advance: Advance) -> None:
         return
     if not _awaiting_backoff(item) or item.attempt != event.attempt:
         return
+    if d.paused:
+        _hold(d, item)
+        return
     _set_item(d, item, scheduled_at=d.now)
     _dispatch(d, item.task_id, compiled.map_task, item.index)
+
+
+def _hold(d: Draft, item: MapItem) -> None:
+    """A retry came due while paused: the item waits as `pending` and frees its slot.
+
+    Its attempt count goes back by one so the dispatch after the resume sends the same
+    attempt number, and `next_index` moves back to it so the refill finds it first.
+    """
+    _set_item(d, item, status=TaskStatus.PENDING, attempt=item.attempt - 1)
+    progress = d.tasks[item.task_id].progress
+    if progress is not None:  # `_on_retry_due` found the task running, so it has one
+        progress = msgspec.structs.replace(
+            progress,
+            in_flight=max(progress.in_flight - 1, 0),
+            next_index=min(progress.next_index, item.index),
+        )
+        d.update_task(item.task_id, progress=progress)
+    data = {"item": item.index, "reason": "the run is paused"}
+    d.record("item.retry_held", item.task_id, item.attempt, data=data)
 
 
 def _on_dispatch_lost(d: Draft, event: DispatchLost, advance: Advance) -> None:
@@ -416,7 +468,7 @@ def _count(d: Draft, task_id: str, *, completed: int = 0, failed: int = 0) -> No
 
 def _after_item(d: Draft, task_id: str, template: CompiledTask, advance: Advance) -> None:
     """Refill the freed slot; when every item is done, end the map and move the run on."""
-    _fill(d, task_id, template)
+    fill(d, task_id, template)
     progress = d.tasks[task_id].progress
     if progress is None or progress.finished < progress.total:
         return
@@ -430,15 +482,18 @@ def _after_item(d: Draft, task_id: str, template: CompiledTask, advance: Advance
         d.update_task(task_id, output=outputs)
         _fail_map(d, task_id, _error("MapItemsFailed", message), cancel_items=False)
         return
-    complete_task(d, task_id, 1, outputs)
+    disarm_timeout(d, task_id)
+    complete_task(d, task_id, d.tasks[task_id].attempt, outputs)
     advance(d)
 
 
 def _fail_map(d: Draft, task_id: str, error: ErrorInfo, *, cancel_items: bool = True) -> None:
     if cancel_items:
         d.command(CancelMapItems(run_id=d.original.id, task_id=task_id))
+    disarm_timeout(d, task_id)
+    attempt = d.tasks[task_id].attempt
     d.update_task(task_id, status=TaskStatus.FAILED, error=error, finished_at=d.now)
-    d.record("task.failed", task_id, 1, data={"error": msgspec.to_builtins(error)})
+    d.record("task.failed", task_id, attempt, data={"error": msgspec.to_builtins(error)})
     fail_run(d, task_id, error)
 
 

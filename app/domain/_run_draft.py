@@ -177,6 +177,9 @@ def cancel_task_timers(d: Draft, task_id: str, task: TaskState) -> None:
     elif compiled.type == "map":
         # Item timers left behind fire into a finished task and are dropped as stale.
         d.command(CancelMapItems(run_id=run_id, task_id=task_id))
+        if compiled.timeout_seconds is not None:
+            kind = TimerKind.MAP_TIMEOUT
+            d.command(CancelTimer(run_id=run_id, kind=kind, task_id=task_id, attempt=task.attempt))
     elif compiled.type == "workflow" and task.child_run_id is not None:
         reason = f"its parent run's task '{task_id}' ended"
         d.command(

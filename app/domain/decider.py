@@ -21,6 +21,7 @@ import msgspec
 from app.domain import _child as child
 from app.domain import _control as control
 from app.domain import _map as map_
+from app.domain import _map_control as map_control
 from app.domain._run_draft import (
     ACTIVE,
     DISPATCHED_TYPES,
@@ -262,7 +263,7 @@ _START: dict[str, Callable[[Draft, str, CompiledTask], None]] = {
     "http": _start_dispatched,
     "sleep": _start_sleep,
     "signal": _start_signal,
-    "map": map_.start_map,
+    "map": map_control.start_map,
     "workflow": child.start_child,
 }
 
@@ -460,6 +461,7 @@ _TIMERS: dict[TimerKind, Callable[[Draft, TimerFired], None]] = {
     TimerKind.RUN_TIMEOUT: _run_timed_out,
     TimerKind.SLEEP: _sleep_done,
     TimerKind.SIGNAL_TIMEOUT: _signal_timed_out,
+    TimerKind.MAP_TIMEOUT: map_control.on_map_timed_out,
 }
 
 

@@ -83,6 +83,7 @@ class TimerKind(StrEnum):
     RUN_TIMEOUT = "run_timeout"  # the run's own deadline
     SLEEP = "sleep"  # a `sleep` task is due
     SIGNAL_TIMEOUT = "signal_timeout"  # a `signal` task waited too long
+    MAP_TIMEOUT = "map_timeout"  # a `map` task's own deadline, over all its items
 
 
 class TimerFired(_Tagged, frozen=True, kw_only=True, tag="timer.fired"):

@@ -101,6 +101,9 @@ class ItemQuery(msgspec.Struct, frozen=True, kw_only=True):
 
     keys: list[tuple[str, int]] = []
     whole: list[str] = []
+    pending: list[tuple[str, int, int]] = []
+    """`(task_id, start, count)`: the first `count` items of that task still `pending` at
+    index `start` or after, in index order (a map's refill; completed items are skipped)."""
 
 
 class TaskState(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,8 +1,9 @@
 """Map item rows: loading the few a decision needs, writing the changed ones, paging them.
 
 A map task's items are rows of `treadle_map_items` keyed (run_id, task_id, item_index).
-A decision loads only what `ItemQuery` names (usually one or two rows; every row of one
-map, in index order, once, when the map may finish), and writes back the items whose
+A decision loads only what `ItemQuery` names (usually one or two rows: the event's item
+and the next pending one; every row of one map, in index order, once, when the map may
+finish or is retried), and writes back the items whose
 state differs from what it loaded: new ones inserted, changed ones updated, each kind in
 one executemany.
 """
@@ -46,7 +47,28 @@ async def load_items(conn: AsyncConnection, run_id: str, query: ItemQuery) -> li
         for row in await conn.execute(stmt):
             item = item_from_row(row)
             found[(item.task_id, item.index)] = item
+    for task_id, start, count in query.pending:
+        if task_id in query.whole or count < 1:
+            continue
+        for row in await conn.execute(_select_pending(run_id, task_id, start, count)):
+            item = item_from_row(row)
+            found[(item.task_id, item.index)] = item
     return sorted(found.values(), key=lambda i: (i.task_id, i.index))
+
+
+def _select_pending(run_id: str, task_id: str, start: int, count: int) -> Any:
+    """The first `count` pending items of a map from index `start`, walking the primary key."""
+    return (
+        select(map_items)
+        .where(
+            map_items.c.run_id == run_id,
+            map_items.c.task_id == task_id,
+            map_items.c.item_index >= start,
+            map_items.c.status == "pending",
+        )
+        .order_by(map_items.c.item_index)
+        .limit(count)
+    )
 
 
 async def write_items(conn: AsyncConnection, loaded: Sequence[MapItem], state: RunState) -> None:

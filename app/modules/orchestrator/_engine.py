@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 
 from app.config import OrchestratorSettings
-from app.domain._map import items_wanted
+from app.domain._map_query import items_wanted
 from app.domain.compile import (
     Workflow,
     compile_workflow,
@@ -336,11 +336,18 @@ class RunEngine:
         return compiled
 
 
+_MAP_CONTROL = (ResumeRequested, RetryRequested)
+
+
 def items_for(event: Event) -> ItemsWanted | None:
-    """What the store loads of map items for `event` (None: it is about no map item)."""
-    if getattr(event, "item", None) is None:
+    """What the store loads of map items for `event` (None: it never concerns map items).
+
+    Besides item events, a resume refills running maps and a retry re-runs failed ones.
+    """
+    if getattr(event, "item", None) is None and not isinstance(event, _MAP_CONTROL):
         return None
     return lambda state: items_wanted(state, event)
+
 
 
 def _event_type(event: Event) -> str:

@@ -10,10 +10,10 @@ from typing import Any
 
 import msgspec
 
-from app.domain._map import items_wanted
+from app.domain._map_query import items_wanted
 from app.domain.decider import decide
 from app.domain.events import Decision, DispatchTask, Event
-from app.domain.state import MapItem, RunState
+from app.domain.state import MapItem, RunState, TaskStatus
 from tests.unit.domain._runs import Run
 
 
@@ -22,6 +22,13 @@ def load_items(state: RunState, store: dict[tuple[str, int], MapItem], event: Ev
     query = items_wanted(state, event)
     keys = set(query.keys)
     keys.update(key for key in store if key[0] in query.whole)
+    for task_id, start, count in query.pending:
+        pending = sorted(
+            key
+            for key, item in store.items()
+            if key[0] == task_id and key[1] >= start and item.status is TaskStatus.PENDING
+        )
+        keys.update(pending[:count])
     items = [store[key] for key in sorted(keys) if key in store]
     return msgspec.structs.replace(state, map_items=items)
 
