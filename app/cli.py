@@ -22,6 +22,7 @@ import msgspec
 import yaml
 
 from app._cli_keys import add_keys_parser, keys_command
+from app._cli_schedules import ScheduleClient, add_schedule_parser, schedule_command
 from app.client import DEFAULT_URL, ApiError, Client, TreadleUnreachable
 from app.config import ConfigError, Settings, load_settings
 from app.domain.errors import TreadleError
@@ -33,9 +34,14 @@ POLL_SECONDS = 0.5
 EXAMPLE_MODULE = "examples.quickstart"
 ALL_ROLES = ("api", "orchestrator", "worker")
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
+STEERING = {
+    "retry": "retry a failed run from its failed tasks",
+    "pause": "pause a run: running tasks finish, nothing new starts",
+    "resume": "resume a paused run",
+}
 
 
-class ApiClient(Protocol):
+class ApiClient(ScheduleClient, Protocol):
     """What the CLI needs from the API; `app.client.Client` is the real one."""
 
     def register_workflow(self, definition: dict[str, Any]) -> tuple[WorkflowRef, bool]: ...
@@ -54,6 +60,9 @@ class ApiClient(Protocol):
         *,
         workflow: str | None = ...,
         status: str | None = ...,
+        idempotency_key: str | None = ...,
+        created_after: str | None = ...,
+        created_before: str | None = ...,
         limit: int | None = ...,
         cursor: str | None = ...,
     ) -> RunPage: ...
@@ -63,6 +72,9 @@ class ApiClient(Protocol):
     ) -> HistoryPage: ...
     def cancel_run(self, run_id: str, reason: str = ...) -> RunBody: ...
     def signal_run(self, run_id: str, name: str, payload: Any = ...) -> RunBody: ...
+    def retry_run(self, run_id: str) -> RunBody: ...
+    def pause_run(self, run_id: str) -> RunBody: ...
+    def resume_run(self, run_id: str) -> RunBody: ...
 
 
 class UsageError(Exception):
@@ -120,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--config", help="a TOML settings file")
     _add_workflow(commands)
     _add_run(commands)
+    add_schedule_parser(commands, json_argument)
     add_keys_parser(commands)
     return parser
 
@@ -162,6 +175,9 @@ def _add_run(commands: Any) -> None:
     listing = sub.add_parser("list", help="list runs, newest first")
     listing.add_argument("--workflow")
     listing.add_argument("--status")
+    listing.add_argument("--idempotency-key", metavar="KEY")
+    listing.add_argument("--created-after", metavar="TIME", help="RFC 3339, inclusive")
+    listing.add_argument("--created-before", metavar="TIME", help="RFC 3339, exclusive")
     listing.add_argument("--limit", type=int)
     cancel = sub.add_parser("cancel", help="cancel a run")
     cancel.add_argument("id")
@@ -171,6 +187,8 @@ def _add_run(commands: Any) -> None:
     signal.add_argument("name")
     signal.add_argument("--payload", type=json_argument, default=None, metavar="JSON")
     sub.add_parser("watch", help="follow a run's history until it ends").add_argument("id")
+    for action, text in STEERING.items():
+        sub.add_parser(action, help=text).add_argument("id")
 
 
 # --- entry point ----------------------------------------------------------------------------
@@ -253,7 +271,12 @@ def dispatch(args: argparse.Namespace, client: ApiClient, console: Console) -> i
         ("run", "cancel"): run_cancel,
         ("run", "signal"): run_signal,
         ("run", "watch"): run_watch,
+        ("run", "retry"): run_steer,
+        ("run", "pause"): run_steer,
+        ("run", "resume"): run_steer,
     }
+    if args.command == "schedule":
+        return schedule(args, client, console)
     return handlers[(args.command, args.action)](args, client, console)
 
 
@@ -411,7 +434,14 @@ def run_get(args: argparse.Namespace, client: ApiClient, console: Console) -> in
 
 
 def run_list(args: argparse.Namespace, client: ApiClient, console: Console) -> int:
-    page = client.list_runs(workflow=args.workflow, status=args.status, limit=args.limit)
+    page = client.list_runs(
+        workflow=args.workflow,
+        status=args.status,
+        idempotency_key=args.idempotency_key,
+        created_after=args.created_after,
+        created_before=args.created_before,
+        limit=args.limit,
+    )
     rows = [("ID", "WORKFLOW", "VERSION", "STATUS", "CREATED")]
     for run in page.items:
         created = _clock(run.created_at, console, full=True)
@@ -432,6 +462,22 @@ def run_signal(args: argparse.Namespace, client: ApiClient, console: Console) ->
     run = client.signal_run(args.id, args.name, args.payload)
     print(f"signal {args.name} sent to run {run.id} (status {run.status})", file=console.out)
     return EXIT_OK
+
+
+def run_steer(args: argparse.Namespace, client: ApiClient, console: Console) -> int:
+    """`run retry | pause | resume ID`: one POST, then the run's id and status."""
+    steer = {"retry": client.retry_run, "pause": client.pause_run, "resume": client.resume_run}
+    run = steer[args.action](args.id)
+    verb = {"retry": "retrying", "pause": "paused", "resume": "resumed"}[args.action]
+    print(f"{verb} run {run.id} (status {run.status})", file=console.out)
+    return EXIT_OK
+
+
+def schedule(args: argparse.Namespace, client: ApiClient, console: Console) -> int:
+    """`schedule ...`; a time zone with an interval is refused here, as the server ignores it."""
+    if args.action == "create" and args.timezone and args.every:
+        raise UsageError("--timezone applies to --cron only; an --every interval has no zone")
+    return schedule_command(args, client, console.out)
 
 
 def run_watch(args: argparse.Namespace, client: ApiClient, console: Console) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -21,6 +22,7 @@ from app.domain.errors import TreadleError
 from app.modules.api import (
     HistoryPage,
     RunBody,
+    RunCountsBody,
     RunPage,
     ScheduleBody,
     SchedulePage,
@@ -119,11 +121,37 @@ def _start_run(
     return _Call("POST", "/v1/runs", RunBody, json=body, send_json=True, headers=headers)
 
 
-def _list_runs(
-    workflow: str | None, status: str | None, limit: int | None, cursor: str | None
-) -> _Call[RunPage]:
-    params = {"workflow": workflow, "status": status, "limit": limit, "cursor": cursor}
+class _RunFilters(msgspec.Struct, frozen=True, kw_only=True):
+    """The optional filters of a runs list; a datetime is sent as RFC 3339 (aware, please)."""
+
+    workflow: str | None = None
+    status: str | None = None
+    idempotency_key: str | None = None
+    created_after: datetime | str | None = None
+    created_before: datetime | str | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "workflow": self.workflow,
+            "status": self.status,
+            "idempotency_key": self.idempotency_key,
+            "created_after": _timestamp(self.created_after),
+            "created_before": _timestamp(self.created_before),
+        }
+
+
+def _timestamp(value: datetime | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _list_runs(filters: _RunFilters, limit: int | None, cursor: str | None) -> _Call[RunPage]:
+    params = {**filters.params(), "limit": limit, "cursor": cursor}
     return _Call("GET", "/v1/runs", RunPage, params=params)
+
+
+def _count_runs(workflow: str | None, created_after: datetime | str | None) -> _Call[RunCountsBody]:
+    params = {"workflow": workflow, "created_after": _timestamp(created_after)}
+    return _Call("GET", "/v1/runs/counts", RunCountsBody, params=params)
 
 
 def _get_run(run_id: str) -> _Call[RunBody]:
@@ -294,10 +322,27 @@ class AsyncClient:
         *,
         workflow: str | None = None,
         status: str | None = None,
+        idempotency_key: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> RunPage:
-        return (await self._send(_list_runs(workflow, status, limit, cursor)))[0]
+        """Runs newest first, created in [created_after, created_before) when given."""
+        filters = _RunFilters(
+            workflow=workflow,
+            status=status,
+            idempotency_key=idempotency_key,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        return (await self._send(_list_runs(filters, limit, cursor)))[0]
+
+    async def count_runs(
+        self, *, workflow: str | None = None, created_after: datetime | str | None = None
+    ) -> RunCountsBody:
+        """Runs per status, each counted up to the server's cap (see `capped`)."""
+        return (await self._send(_count_runs(workflow, created_after)))[0]
 
     async def get_run(self, run_id: str) -> RunBody:
         return (await self._send(_get_run(run_id)))[0]
@@ -415,10 +460,27 @@ class Client:
         *,
         workflow: str | None = None,
         status: str | None = None,
+        idempotency_key: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> RunPage:
-        return self._send(_list_runs(workflow, status, limit, cursor))[0]
+        """Runs newest first, created in [created_after, created_before) when given."""
+        filters = _RunFilters(
+            workflow=workflow,
+            status=status,
+            idempotency_key=idempotency_key,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        return self._send(_list_runs(filters, limit, cursor))[0]
+
+    def count_runs(
+        self, *, workflow: str | None = None, created_after: datetime | str | None = None
+    ) -> RunCountsBody:
+        """Runs per status, each counted up to the server's cap (see `capped`)."""
+        return self._send(_count_runs(workflow, created_after))[0]
 
     def get_run(self, run_id: str) -> RunBody:
         return self._send(_get_run(run_id))[0]

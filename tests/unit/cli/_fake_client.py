@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from app.client import ApiError
 from app.domain.events import HistoryEntry
-from app.modules.api import HistoryPage, RunBody, RunPage, WorkflowPage, WorkflowRef
+from app.modules.api import (
+    HistoryPage,
+    RunBody,
+    RunPage,
+    ScheduleBody,
+    SchedulePage,
+    WorkflowPage,
+    WorkflowRef,
+)
 
 T0 = datetime(2026, 1, 2, 18, 42, 1, tzinfo=UTC)
 
@@ -96,3 +105,69 @@ class FakeClient:
     def signal_run(self, run_id: str, name: str, payload: Any = None) -> RunBody:
         self.calls.append(("signal_run", (run_id, name, payload)))
         return run_body("running")
+
+    def retry_run(self, run_id: str) -> RunBody:
+        self.calls.append(("retry_run", run_id))
+        return run_body("running", run_id)
+
+    def pause_run(self, run_id: str) -> RunBody:
+        self.calls.append(("pause_run", run_id))
+        return run_body("running", run_id)
+
+    def resume_run(self, run_id: str) -> RunBody:
+        self.calls.append(("resume_run", run_id))
+        return run_body("running", run_id)
+
+    def create_schedule(self, spec: Mapping[str, Any]) -> ScheduleBody:
+        self.calls.append(("create_schedule", dict(spec)))
+        return schedule_body(name=spec["name"], cron=spec.get("cron"))
+
+    def list_schedules(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> SchedulePage:
+        """Two pages: the hourly cron, then a 30-second interval."""
+        if cursor is None:
+            return SchedulePage(items=[schedule_body()], next_cursor="2")
+        every = schedule_body("s2", "tick", cron=None, interval_seconds=30.0, paused=True)
+        return SchedulePage(items=[every], next_cursor=None)
+
+    def pause_schedule(self, schedule_id: str) -> ScheduleBody:
+        self.calls.append(("pause_schedule", schedule_id))
+        return schedule_body(schedule_id, paused=True)
+
+    def resume_schedule(self, schedule_id: str) -> ScheduleBody:
+        self.calls.append(("resume_schedule", schedule_id))
+        return schedule_body(schedule_id)
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self.calls.append(("delete_schedule", schedule_id))
+        if schedule_id != "s1":
+            raise ApiError(404, "Schedule not found", f"no schedule {schedule_id!r}", {})
+
+
+def schedule_body(
+    schedule_id: str = "s1",
+    name: str = "hourly",
+    *,
+    cron: str | None = "0 * * * *",
+    interval_seconds: float | None = None,
+    paused: bool = False,
+) -> ScheduleBody:
+    """A schedule of `order`, on a cron unless `interval_seconds` is given."""
+    return ScheduleBody(
+        id=schedule_id,
+        name=name,
+        workflow="order",
+        version=None,
+        input=None,
+        cron=cron,
+        timezone="UTC",
+        interval_seconds=interval_seconds,
+        overlap="skip",
+        catch_up="skip",
+        paused=paused,
+        next_fire_at=T0,
+        last_fire_at=None,
+        last_run_id=None,
+        created_at=T0,
+    )

@@ -177,6 +177,9 @@ def test_workflow_apply_of_a_missing_or_broken_file_is_a_usage_error(tmp_path: P
     assert "not valid YAML or JSON" in term.err.getvalue()
 
 
+_NO_FILTERS = {"idempotency_key": None, "created_after": None, "created_before": None}
+
+
 def test_run_cancel_signal_and_list_call_the_api() -> None:
     """cancel, signal and list pass their arguments through."""
     client = FakeClient([])
@@ -186,7 +189,7 @@ def test_run_cancel_signal_and_list_call_the_api() -> None:
     assert client.calls == [
         ("cancel_run", ("r1", "oops")),
         ("signal_run", ("r1", "go", {"ok": True})),
-        ("list_runs", {"workflow": None, "status": "failed", "limit": None}),
+        ("list_runs", {"workflow": None, "status": "failed", "limit": None} | _NO_FILTERS),
     ]
 
 
