@@ -12,7 +12,7 @@ import msgspec
 
 from app.domain._map_query import items_wanted
 from app.domain.decider import decide
-from app.domain.events import Decision, DispatchTask, Event
+from app.domain.events import CancelMapItems, Decision, DispatchTask, Event
 from app.domain.state import MapItem, RunState, TaskStatus
 from tests.unit.domain._runs import Run
 
@@ -47,8 +47,17 @@ class ItemRun(Run):
         self.last = decide(self.workflow, state, event, self.now)
         for item in self.last.state.map_items:
             self.items[(item.task_id, item.index)] = item
+        for command in self.last.commands:
+            if isinstance(command, CancelMapItems):
+                self._cancel_items(command.task_id)
         self.state = msgspec.structs.replace(self.last.state, map_items=[])
         return self.last
+
+    def _cancel_items(self, task_id: str) -> None:
+        """What the store does for `CancelMapItems`: unfinished items become cancelled."""
+        for key, item in self.items.items():
+            if key[0] == task_id and not item.status.is_terminal:
+                self.items[key] = msgspec.structs.replace(item, status=TaskStatus.CANCELLED)
 
     def dispatched(self) -> list[DispatchTask]:
         return [c for c in self.commands if isinstance(c, DispatchTask)]
