@@ -4,7 +4,6 @@ import { enc, get, qs } from "../api.js";
 import { chip, errorBox, every, fmtDuration, fmtTime, h, mount, span } from "../dom.js";
 
 export const STATUSES = ["pending", "running", "completed", "failed", "cancelled", "timed_out"];
-const COUNT_CAP = 100; // counts are one bounded page per status, never a table scan
 const PAGE = 50;
 const RANGES = { "": "Any time", "15m": "Last 15 minutes", "1h": "Last hour", "24h": "Last 24 hours", "7d": "Last 7 days" };
 const RANGE_MS = { "15m": 9e5, "1h": 36e5, "24h": 864e5, "7d": 6048e5 };
@@ -64,24 +63,19 @@ export function render(root, query) {
     }
   }).catch(() => {});
 
-  const since = RANGE_MS[filters.range] ? () => Date.now() - RANGE_MS[filters.range] : null;
+  // The range is a server-side filter (created_after), recomputed on each refresh.
+  const since = () => (RANGE_MS[filters.range] ? new Date(Date.now() - RANGE_MS[filters.range]).toISOString() : "");
 
   async function refreshTable() {
     let page;
     try {
-      page = await get(`/v1/runs${qs({ workflow: filters.workflow, status: filters.status, limit: PAGE, cursor: filters.cursor })}`);
+      page = await get(`/v1/runs${qs({ workflow: filters.workflow, status: filters.status, created_after: since(), limit: PAGE, cursor: filters.cursor })}`);
     } catch (err) {
       mount(status, errorBox(err));
       return;
     }
-    let items = page.items;
-    let next = page.next_cursor;
-    if (since) {
-      const cut = since();
-      const kept = items.filter((r) => Date.parse(r.created_at) >= cut);
-      if (kept.length < items.length) next = null; // newest first: nothing older qualifies
-      items = kept;
-    }
+    const items = page.items;
+    const next = page.next_cursor;
     mount(body, items.map((r) => h("tr", { "data-run": r.id },
       h("td", {}, h("a", { href: `#/runs/${enc(r.id)}`, class: "mono" }, r.id)),
       h("td", {}, r.workflow),
@@ -101,10 +95,13 @@ export function render(root, query) {
   }
 
   async function refreshCounts() {
-    const results = await Promise.all(STATUSES.map((st) =>
-      get(`/v1/runs${qs({ workflow: filters.workflow, status: st, limit: COUNT_CAP })}`)
-        .then((p) => (p.next_cursor ? `${p.items.length}+` : String(p.items.length)))
-        .catch(() => "?")));
+    // One request; the server counts each status up to its cap, so "n+" means at least n.
+    const results = await get(`/v1/runs/counts${qs({ workflow: filters.workflow, created_after: since() })}`)
+      .then((c) => STATUSES.map((st) => {
+        const n = c.counts[st] ?? 0;
+        return c.capped && n >= c.cap ? `${n}+` : String(n);
+      }))
+      .catch(() => STATUSES.map(() => "?"));
     mount(counts, STATUSES.map((st, i) => h("a", {
       href: hashFor({ ...filters, status: filters.status === st ? "" : st, cursor: "" }),
       class: `count st-${st}${filters.status === st ? " selected" : ""}`, "data-count": st,
@@ -125,6 +122,15 @@ async function lookup(q, out) {
   } catch (err) {
     if (err.status !== 404) { mount(out, errorBox(err)); return; }
   }
-  mount(out, h("p", { class: "alert" }, "No run has the id ", h("code", {}, q),
-    ". Searching by idempotency key needs the API filter GET /v1/runs?idempotency_key= (not offered by this server yet)."));
+  try {
+    const page = await get(`/v1/runs${qs({ idempotency_key: q, limit: 1 })}`);
+    if (page.items.length) {
+      location.hash = `#/runs/${enc(page.items[0].id)}`;
+      return;
+    }
+  } catch (err) {
+    mount(out, errorBox(err));
+    return;
+  }
+  mount(out, h("p", { class: "alert" }, "No run has the id or idempotency key ", h("code", {}, q), "."));
 }
