@@ -44,6 +44,8 @@ class TransportSettings(_Section, frozen=True, kw_only=True):
     """NATS: how long an unacked delivery is held before the broker redelivers it."""
     kafka_idempotence: bool = True
     """Kafka: idempotent producer; turn off for brokers without InitProducerId (Tansu)."""
+    connect_timeout_seconds: float = 60.0
+    """Start-up: how long to keep retrying (with backoff) a broker that refuses to connect."""
 
 
 class ApiSettings(_Section, frozen=True, kw_only=True):

@@ -28,6 +28,7 @@ from app.observability import Telemetry, get_logger
 from app.ports import Clock, HealthCheck, StateStore, Transport
 from app.store import StoreUnavailable, api_key_store, build_store
 from app.transports import build_transport
+from app.transports._connect import connect_with_retries
 from app.transports._errors import TransportUnavailable
 
 log = get_logger(__name__)
@@ -201,8 +202,14 @@ class Engine:
         ]
 
     async def connect(self) -> None:
-        """Connect the transport (the store connects lazily)."""
-        await self.transport.connect()
+        """Connect the transport, waiting for a broker that is still starting.
+
+        The store connects lazily. Raises `BrokerUnreachable` (naming the URL) once
+        `transport.connect_timeout_seconds` have passed without a connection.
+        """
+        await connect_with_retries(
+            self.transport, timeout=self.settings.transport.connect_timeout_seconds
+        )
         self.transport_connected = True
 
     async def close(self) -> None:
