@@ -89,11 +89,13 @@ class DueTimer(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class InflightAttempt(msgspec.Struct, frozen=True, kw_only=True):
-    """A task attempt that is scheduled or running according to the store."""
+    """A task attempt (or a map item's) that is scheduled or running according to the store."""
 
     run_id: str
     task_id: str
     attempt: int
+    item: int | None = None
+    """The item index when the attempt is one of a `map` task's items."""
 
 
 class Changes(msgspec.Struct, frozen=True, kw_only=True):

@@ -18,6 +18,7 @@ from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.state import ItemQuery, MapItem, RunState
+from app.ports import InflightAttempt
 from app.store._rows import item_from_row, item_values
 from app.store._tables import map_items
 
@@ -112,6 +113,34 @@ async def cancel_items(
             .values(status="cancelled", finished_at=now)
         )
         await conn.execute(stmt)
+
+
+async def inflight_items(conn: AsyncConnection, run_ids: Sequence[str]) -> list[InflightAttempt]:
+    """The dispatched attempts of map items in these runs (recovery re-dispatches them).
+
+    An item waiting out a retry's backoff (`scheduled` with no `scheduled_at`) has no
+    dispatch to lose: its timer sends it.
+    """
+    found: list[InflightAttempt] = []
+    for start in range(0, len(run_ids), _KEY_BATCH):
+        stmt = (
+            select(
+                map_items.c.run_id, map_items.c.task_id, map_items.c.item_index, map_items.c.attempt
+            )
+            .where(
+                map_items.c.run_id.in_(run_ids[start : start + _KEY_BATCH]),
+                map_items.c.status.in_(("scheduled", "running")),
+                map_items.c.scheduled_at.is_not(None),
+            )
+            .order_by(map_items.c.run_id, map_items.c.task_id, map_items.c.item_index)
+        )
+        found += [
+            InflightAttempt(
+                run_id=r.run_id, task_id=r.task_id, attempt=r.attempt, item=r.item_index
+            )
+            for r in await conn.execute(stmt)
+        ]
+    return found
 
 
 def select_item_page(run_id: str, task_id: str, limit: int, after: int | None) -> Any:

@@ -37,7 +37,7 @@ from app.store import _rows as rows_
 from app.store._decisions import write_changes, write_effects, write_new_tasks
 from app.store._engine import Database
 from app.store._errors import StoreError, mapped_errors
-from app.store._map_items import load_items, select_item_page
+from app.store._map_items import inflight_items, load_items, select_item_page
 from app.store._migrate import is_at_head, upgrade
 from app.store._schedules import ScheduleQueries
 from app.store._tables import ACTIVE_TASK, UNSENT, history, outbox, runs, tasks, timers, workflows
@@ -363,8 +363,10 @@ class SqlStore(ScheduleQueries):
 
         A page never ends inside a run: when the limit falls in the middle of one, the rest
         of that run's attempts come too, so passing the last run id as `after` skips none.
+        The dispatched items of the page's running maps come with them (a map in flight is
+        a running task, so its run is in the page).
         """
-        columns = (tasks.c.run_id, tasks.c.task_id, tasks.c.attempt)
+        columns = (tasks.c.run_id, tasks.c.task_id, tasks.c.attempt, tasks.c.type)
         stmt = select(*columns).where(ACTIVE_TASK).order_by(tasks.c.run_id, tasks.c.task_id)
         if after is not None:
             stmt = stmt.where(tasks.c.run_id > after)
@@ -377,9 +379,12 @@ class SqlStore(ScheduleQueries):
                         ACTIVE_TASK, tasks.c.run_id == last.run_id, tasks.c.task_id > last.task_id
                     )
                     found += (await conn.execute(rest.order_by(tasks.c.task_id))).all()
-        return [
+                maps = sorted({r.run_id for r in found if r.type == "map"})
+                items = await inflight_items(conn, maps)
+        attempts = [
             InflightAttempt(run_id=r.run_id, task_id=r.task_id, attempt=r.attempt) for r in found
         ]
+        return sorted([*attempts, *items], key=_attempt_order)
 
     # --- outbox ------------------------------------------------------------------------
 
@@ -453,6 +458,11 @@ class SqlStore(ScheduleQueries):
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _attempt_order(attempt: InflightAttempt) -> tuple[str, str, int]:
+    """By run (recovery pages by run id), then task, a map task before its items."""
+    return (attempt.run_id, attempt.task_id, -1 if attempt.item is None else attempt.item)
 
 
 async def _load_run(conn: AsyncConnection, run_id: str, *, lock: bool) -> RunState:

@@ -95,7 +95,10 @@ class Orchestrator:
             page = await self._store.inflight_attempts(RECOVERY_PAGE, after)
             for attempt in page:
                 lost = DispatchLost(
-                    run_id=attempt.run_id, task_id=attempt.task_id, attempt=attempt.attempt
+                    run_id=attempt.run_id,
+                    task_id=attempt.task_id,
+                    attempt=attempt.attempt,
+                    item=attempt.item,
                 )
                 try:
                     await self.run_engine.apply_event(attempt.run_id, lost)

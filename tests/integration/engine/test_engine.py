@@ -197,3 +197,37 @@ async def test_an_attempt_in_flight_at_a_stop_is_redispatched_after_restart(
 
     assert done.status is RunStatus.COMPLETED
     assert done.tasks["only"].output == "released"
+
+
+@pytest.mark.anyio
+async def test_a_map_in_flight_at_a_stop_completes_after_restart(
+    make_settings: SettingsFactory,
+) -> None:
+    """A new engine re-dispatches the map items left scheduled or running, without timeouts."""
+    settings = make_settings(drain_seconds=0.1)
+    async with running(build(settings)) as engine:
+        await engine.run_engine.register_workflow(
+            {
+                "name": "fan",
+                "tasks": {
+                    "m": {
+                        "type": "map",
+                        "items": "${ input }",
+                        "concurrency": 10,
+                        "task": {"handler": "t.hold"},
+                    }
+                },
+                "output": "${ tasks.m.output }",
+            }
+        )
+        run, _ = await engine.run_engine.start_run("fan", None, list(range(10)))
+        await entered(run.id)
+        held = await engine.store.inflight_attempts(100, None)
+    handlers.RELEASED.add(run.id)
+
+    async with running(build(settings)) as engine:
+        done = await finished(engine, run.id, within=10)
+
+    assert sorted(a.item for a in held if a.item is not None) == list(range(10))
+    assert done.status is RunStatus.COMPLETED
+    assert done.output == ["released"] * 10

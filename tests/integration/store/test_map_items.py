@@ -109,3 +109,48 @@ async def test_item_timers_round_trip_with_their_index(store: SqlStore) -> None:
     await store.apply(run.id, lambda s: Changes(state=s, start_timers=[start]))
     (due,) = await store.claim_due_timers(at(5), 10, 30)
     assert (due.task_id, due.item, due.attempt) == ("first", 41, 2)
+
+
+async def test_pending_query_loads_the_first_pending_items_from_an_index(store: SqlStore) -> None:
+    """`ItemQuery.pending` skips items that already ran and stops at its count."""
+    run = make_run()
+    await store.create_run(run, lambda s: with_map(s, 8))
+
+    def run_some(state: RunState) -> Changes:
+        ran = [
+            replace(i, status=TaskStatus.COMPLETED) for i in state.map_items if i.index in {2, 3, 5}
+        ]
+        return Changes(state=replace(state, map_items=ran))
+
+    await store.apply(
+        run.id, run_some, items=lambda s: ItemQuery(keys=[("first", 2), ("first", 3), ("first", 5)])
+    )
+    seen: list[RunState] = []
+
+    def look(state: RunState) -> None:
+        seen.append(state)
+
+    await store.apply(run.id, look, items=lambda s: ItemQuery(pending=[("first", 2, 3)]))
+    assert [i.index for i in seen[0].map_items] == [4, 6, 7]
+
+
+async def test_inflight_attempts_include_dispatched_map_items(store: SqlStore) -> None:
+    """Recovery sees each dispatched item of a running map, not those awaiting a backoff."""
+    run = make_run()
+    await store.create_run(run, lambda s: with_map(s, 4))
+
+    def dispatch(state: RunState) -> Changes:
+        sent = [
+            replace(state.map_items[0], status=TaskStatus.RUNNING, attempt=1, scheduled_at=at(1)),
+            replace(state.map_items[1], status=TaskStatus.SCHEDULED, attempt=2, scheduled_at=at(1)),
+            replace(state.map_items[2], status=TaskStatus.SCHEDULED, attempt=2),
+        ]
+        return Changes(state=replace(state, map_items=sent))
+
+    await store.apply(
+        run.id, dispatch, items=lambda s: ItemQuery(keys=[("first", i) for i in range(3)])
+    )
+    found = await store.inflight_attempts(limit=10, after=None)
+    items = [(a.task_id, a.item, a.attempt) for a in found if a.item is not None]
+    assert items == [("first", 0, 1), ("first", 1, 2)]
+    assert [a.run_id for a in found] == sorted(a.run_id for a in found)
