@@ -6,7 +6,8 @@ crash between the decision that asked for it and its effect:
 - `StartChildRun` (from the parent's decision) is handled by starting the child with
   `RunEngine.start_run` and the command's idempotency key (a redelivery finds the same
   child), then telling the parent the child's id (`ChildRunStarted`). A child that
-  cannot start (unknown workflow, bad input) ends the parent's task as failed.
+  cannot start (unknown workflow, bad input, nested deeper than `MAX_CHILD_DEPTH`) ends
+  the parent's task as failed.
 - A finished child's `RunFinished` becomes `ChildRunFinished` for its parent.
 - `CancelChildRun` (the parent's task ended first) is handled by cancelling the child;
   a child already finished is left alone.
@@ -33,6 +34,9 @@ if TYPE_CHECKING:  # the engine imports this module's siblings; only types flow 
     from app.modules.orchestrator._engine import RunEngine
 
 ChildCommand = StartChildRun | CancelChildRun
+
+MAX_CHILD_DEPTH = 10
+"""How deep child runs nest below a top-level run, so a workflow that starts itself ends."""
 
 
 def events_message(
@@ -75,6 +79,15 @@ async def handle_child_command(
 
 
 async def _start_child(engine: RunEngine, command: StartChildRun, traceparent: str | None) -> None:
+    depth = await engine.nesting_depth(command.run_id, MAX_CHILD_DEPTH) + 1
+    if depth > MAX_CHILD_DEPTH:
+        message = (
+            f"a child run of '{command.workflow}' would nest {depth} levels deep, more than"
+            f" {MAX_CHILD_DEPTH}; a workflow that starts itself needs a `when` that stops it"
+        )
+        error = ErrorInfo(type="ChildDepthExceeded", message=message, retryable=False)
+        await _not_started(engine, command, error, traceparent)
+        return
     try:
         child, _ = await engine.start_run(
             command.workflow,
@@ -87,10 +100,7 @@ async def _start_child(engine: RunEngine, command: StartChildRun, traceparent: s
         )
     except (WorkflowNotFound, InputInvalid) as exc:
         error = ErrorInfo(type=type(exc).__name__, message=str(exc), retryable=False)
-        failed = ChildRunFinished(
-            run_id=command.run_id, task_id=command.task_id, status=RunStatus.FAILED, error=error
-        )
-        await engine.apply_event(command.run_id, failed, traceparent=traceparent)
+        await _not_started(engine, command, error, traceparent)
         return
     started = ChildRunStarted(
         run_id=command.run_id,
@@ -99,3 +109,13 @@ async def _start_child(engine: RunEngine, command: StartChildRun, traceparent: s
         child_run_id=child.id,
     )
     await engine.apply_event(command.run_id, started, traceparent=traceparent)
+
+
+async def _not_started(
+    engine: RunEngine, command: StartChildRun, error: ErrorInfo, traceparent: str | None
+) -> None:
+    """The child could not start: its task in the parent fails with `error`."""
+    failed = ChildRunFinished(
+        run_id=command.run_id, task_id=command.task_id, status=RunStatus.FAILED, error=error
+    )
+    await engine.apply_event(command.run_id, failed, traceparent=traceparent)

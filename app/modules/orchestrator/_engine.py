@@ -24,7 +24,7 @@ from app.domain.compile import (
     validate_input,
 )
 from app.domain.decider import decide, new_run
-from app.domain.errors import RunNotActive
+from app.domain.errors import RunNotActive, RunNotFound
 from app.domain.events import (
     CancelRequested,
     CancelTimer,
@@ -230,6 +230,23 @@ class RunEngine:
         """Start what became ready while paused; raises `RunNotFound`, `RunNotActive`."""
         return await self._steer(run_id, ResumeRequested(run_id=run_id), "resume")
 
+    async def nesting_depth(self, run_id: str, limit: int) -> int:
+        """How many parents `run_id` has above it (0 for a top-level run), counted to `limit`.
+
+        Walked through the parent ids, one read each: only a child run's start asks, and
+        the walk stops at `limit`. A parent that is gone ends the chain.
+        """
+        depth = 0
+        while depth < limit:
+            try:
+                run = await self._store.get_run(run_id)
+            except RunNotFound:
+                return depth
+            if run.parent_run_id is None:
+                return depth
+            depth, run_id = depth + 1, run.parent_run_id
+        return depth
+
     # --- events -----------------------------------------------------------------------
 
     async def apply_event(
@@ -347,7 +364,6 @@ def items_for(event: Event) -> ItemsWanted | None:
     if getattr(event, "item", None) is None and not isinstance(event, _MAP_CONTROL):
         return None
     return lambda state: items_wanted(state, event)
-
 
 
 def _event_type(event: Event) -> str:

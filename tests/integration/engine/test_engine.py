@@ -13,6 +13,7 @@ import pytest
 from app.domain.errors import RunNotActive
 from app.domain.state import RunState, RunStatus, TaskStatus
 from app.engine import Engine, build
+from app.modules.orchestrator._children import MAX_CHILD_DEPTH
 from tests.integration.engine import handlers
 from tests.integration.engine.conftest import SettingsFactory
 
@@ -231,3 +232,22 @@ async def test_a_map_in_flight_at_a_stop_completes_after_restart(
     assert sorted(a.item for a in held if a.item is not None) == list(range(10))
     assert done.status is RunStatus.COMPLETED
     assert done.output == ["released"] * 10
+
+
+@pytest.mark.anyio
+async def test_a_workflow_that_starts_itself_stops_at_the_depth_limit(
+    make_settings: SettingsFactory,
+) -> None:
+    """Self-recursion nests ten child runs, then the deepest task fails with a clear error."""
+    async with running(build(make_settings())) as engine:
+        await one_task_workflow(engine, "loop", {"type": "workflow", "workflow": "loop"})
+        run, _ = await engine.run_engine.start_run("loop", None, None)
+        done = await finished(engine, run.id)
+        page = await engine.store.list_runs(workflow="loop", status=None, limit=50, cursor=None)
+
+    assert done.status is RunStatus.FAILED
+    assert len(page.items) == 1 + MAX_CHILD_DEPTH
+    assert {r.status for r in page.items} == {RunStatus.FAILED}
+    assert done.error is not None
+    assert "ChildDepthExceeded" in done.error.message
+    assert f"would nest {MAX_CHILD_DEPTH + 1} levels deep" in done.error.message
