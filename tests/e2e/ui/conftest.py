@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,13 @@ def start(server: Server, workflow: str, input: Any) -> str:
 
 
 def shot(page: Page, name: str, *, full_page: bool = True) -> None:
-    """Save a screenshot of the page into docs/screenshots/."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+    """Take a screenshot; with TREADLE_UPDATE_SCREENSHOTS=1 it replaces docs/screenshots/.
+
+    Every run renders the page to an image (so a broken render still fails the test), but
+    only an explicit update rewrites the committed files, keeping a test run's tree clean.
+    """
+    image = page.screenshot(full_page=full_page)
+    assert image.startswith(b"\x89PNG"), f"screenshot {name} is not a PNG"
+    if os.environ.get("TREADLE_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        (SCREENSHOTS / f"{name}.png").write_bytes(image)

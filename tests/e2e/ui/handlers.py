@@ -18,7 +18,13 @@ async def step(ctx: TaskContext, input: Any) -> dict[str, Any]:
 
 
 @handler("ui.fail")
-async def fail(ctx: TaskContext, input: Any) -> None:
-    """Raise with the message the input carries (it may hold markup, to test escaping)."""
-    message = input.get("message", "boom") if isinstance(input, dict) else "boom"
-    raise ValueError(message)
+async def fail(ctx: TaskContext, input: Any) -> dict[str, int]:
+    """Raise with the message the input carries (it may hold markup, to test escaping).
+
+    With `fail_attempts` in the input, only attempts up to that number fail, so a retry
+    from failure (which continues the attempt count) can succeed.
+    """
+    given = input if isinstance(input, dict) else {}
+    if ctx.attempt > given.get("fail_attempts", float("inf")):
+        return {"recovered_on_attempt": ctx.attempt}
+    raise ValueError(given.get("message", "boom"))
