@@ -165,7 +165,9 @@ class _Subscription:
     async def _fetch(self, batch: int) -> list[Msg]:
         try:
             return await self._psub.fetch(batch=batch, timeout=FETCH_SECONDS)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):
+            # Nothing to fetch in time. nats-py also raises a bare asyncio.TimeoutError on
+            # this path, and that is an OSError: it must not reach the clause below.
             return []
         except (nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError):
             # nats-py is reconnecting by itself; try again once it is back.
