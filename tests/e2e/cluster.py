@@ -26,8 +26,8 @@ from tests.e2e.conftest import ROOT, Server, _admin, free_port
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 NATS_URL = "nats://127.0.0.1:4222"
-READY_SECONDS = 60.0
-"""How long a process may take to answer /readyz 200: seven start at once on two cores."""
+READY_SECONDS = 120.0
+"""How long a process may take to answer /readyz 200: seven start at once on two busy cores."""
 
 
 @contextmanager

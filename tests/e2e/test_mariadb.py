@@ -32,7 +32,7 @@ FLAKY = {
     },
     "output": "${ tasks.try.output }",
 }
-DIAMONDS = 20
+DIAMONDS = 10
 
 
 @pytest.mark.timeout(240)
