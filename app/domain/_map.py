@@ -61,7 +61,7 @@ from app.domain.state import (
 
 DEFAULT_CONCURRENCY = 100
 """Items in flight at once when a map sets no `concurrency` (bounds one decision's work)."""
-MAX_ITEMS = 100_000
+# The longest list is `limits.max_map_items`, carried by the compiled workflow.
 MAX_ITEMS_BYTES = 16 * 1024 * 1024
 """The cap on a map's list, as JSON: the list is stored row by row, but bounded all the same."""
 
@@ -85,7 +85,7 @@ def start_map(d: Draft, task_id: str, compiled: CompiledTask) -> None:
     except ExpressionError as exc:
         fail_task(d, task_id, expression_error(exc))
         return
-    problem = _list_problem(values)
+    problem = _list_problem(values, d.workflow.limits.max_map_items)
     if problem is not None:
         fail_task(d, task_id, problem)
         return
@@ -138,12 +138,15 @@ def disarm_timeout(d: Draft, task_id: str) -> None:
     d.command(CancelTimer(run_id=d.original.id, kind=kind, task_id=task_id, attempt=attempt))
 
 
-def _list_problem(values: Any) -> ErrorInfo | None:
+def _list_problem(values: Any, max_items: int) -> ErrorInfo | None:
     if not isinstance(values, list):
         got = "null" if values is None else type(values).__name__
         return _error("MapItemsInvalid", f"items must evaluate to a list, got {got}")
-    if len(values) > MAX_ITEMS:
-        return _error("MapTooLarge", f"{len(values)} items is more than {MAX_ITEMS}")
+    if len(values) > max_items:
+        message = (
+            f"{len(values)} items is more than the limit of {max_items} (limits.max_map_items)"
+        )
+        return _error("MapTooLarge", message)
     size = len(msgspec.json.encode(values))
     if size > MAX_ITEMS_BYTES:
         message = f"the items take {size} bytes as JSON, more than {MAX_ITEMS_BYTES}"

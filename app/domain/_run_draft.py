@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from app.domain.compile import Workflow
-from app.domain.errors import ExpressionError
+from app.domain.errors import ExpressionError, ExpressionTooLarge
 from app.domain.events import (
     CancelChildRun,
     CancelMapItems,
@@ -198,4 +198,7 @@ def after(now: datetime, seconds: float) -> datetime:
 
 
 def expression_error(exc: ExpressionError) -> ErrorInfo:
-    return ErrorInfo(type="ExpressionError", message=str(exc), retryable=False)
+    # A value over limits.max_expression_bytes gets its own type, so it can be told apart
+    # from a plain evaluation error; neither is retried (the same data fails again).
+    kind = "ExpressionLimit" if isinstance(exc, ExpressionTooLarge) else "ExpressionError"
+    return ErrorInfo(type=kind, message=str(exc), retryable=False)

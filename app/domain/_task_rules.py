@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from app.domain._bounded import DEFAULT_MAX_BYTES
 from app.domain.definitions import (
     Duration,
     HttpRequestDefinition,
@@ -60,6 +61,7 @@ class _Scope:
     known: set[str]
     default_timeout: float
     issues: list[ValidationIssue]
+    max_expression_bytes: int = DEFAULT_MAX_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +125,7 @@ def compile_task(
     default_timeout: float,
     issues: list[ValidationIssue],
     in_map: bool = False,
+    max_expression_bytes: int = DEFAULT_MAX_BYTES,
 ) -> CompiledTask | None:
     """Check one task against every rule; the compiled task, or None if it has issues."""
     before = len(issues)
@@ -133,14 +136,17 @@ def compile_task(
     deps = _check_after(
         task_id, after=task.after, path=path, known=known, in_map=in_map, issues=issues
     )
-    when = _check_when(task.when, f"{path}.when", issues)
-    task_input, input_issues = check_template(task.input, f"{path}.input")
+    limit = max_expression_bytes
+    when = _check_when(task.when, f"{path}.when", issues, limit)
+    task_input, input_issues = check_template(task.input, f"{path}.input", max_bytes=limit)
     issues.extend(input_issues)
     retry = _retry_policy(task.retry, f"{path}.retry", issues)
     timeout = optional_seconds(task.timeout, f"{path}.timeout", issues)
     if task.type in ("handler", "http") and timeout is None:
         timeout = default_timeout
-    scope = _Scope(known=known, default_timeout=default_timeout, issues=issues)
+    scope = _Scope(
+        known=known, default_timeout=default_timeout, issues=issues, max_expression_bytes=limit
+    )
     specific = _TYPE_RULES[task.type](task_id, task, path, scope)
     if len(issues) > before or task_input is None:
         return None
@@ -227,14 +233,16 @@ def _check_after(
     return tuple(dict.fromkeys(after))
 
 
-def _check_when(value: str | None, path: str, issues: list[ValidationIssue]) -> Template | None:
+def _check_when(
+    value: str | None, path: str, issues: list[ValidationIssue], max_bytes: int
+) -> Template | None:
     if value is None:
         return None
     if expression_source(value) is None:
         message = "must be an expression written as ${ ... }"
         issues.append(ValidationIssue(path=path, message=message))
         return None
-    template, found = check_template(value, path)
+    template, found = check_template(value, path, max_bytes=max_bytes)
     issues.extend(found)
     return template
 
@@ -290,7 +298,9 @@ def _http_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) ->
                 message = f"{status} is not an HTTP status code"
                 issues.append(ValidationIssue(path=f"{path}.{field}[{index}]", message=message))
     value = _request_value(request, method, timeout, task)
-    template, found = check_template(value, where, allow_secrets=True)
+    template, found = check_template(
+        value, where, allow_secrets=True, max_bytes=scope.max_expression_bytes
+    )
     issues.extend(found)
     if template is None:
         return {}
@@ -363,7 +373,8 @@ def _map_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> 
     if task.items is None:
         issues.append(ValidationIssue(path=f"{path}.items", message="required for a map task"))
     else:
-        items, found = check_template(task.items, f"{path}.items")
+        limit = scope.max_expression_bytes
+        items, found = check_template(task.items, f"{path}.items", max_bytes=limit)
         issues.extend(found)
     template_task = None
     if task.task is None:
@@ -377,6 +388,7 @@ def _map_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> 
             default_timeout=scope.default_timeout,
             issues=issues,
             in_map=True,
+            max_expression_bytes=scope.max_expression_bytes,
         )
     if task.task is not None and task.task.type not in ("handler", "http"):
         # Items are attempts a worker runs; timers, signals and children are not.

@@ -28,9 +28,11 @@ from app.domain._task_rules import (
 from app.domain.definitions import TaskDefinition, WorkflowDefinition
 from app.domain.errors import DefinitionInvalid, InputInvalid, ValidationIssue
 from app.domain.expressions import Template, check_template
+from app.domain.limits import Limits
 
 __all__ = [
     "CompiledTask",
+    "Limits",
     "RetryPolicy",
     "Workflow",
     "compile_workflow",
@@ -54,6 +56,8 @@ class Workflow:
     order: tuple[str, ...]
     """Task ids in topological order (dependencies first; ties in definition order)."""
     output: Template
+    limits: Limits = field(default_factory=Limits)
+    """The configured caps the decider applies (map list length, expression size)."""
     _input_validator: jsonschema.protocols.Validator | None = field(default=None, repr=False)
 
 
@@ -126,12 +130,20 @@ def _join_path(path: str, key: str) -> str:
 # --- compiling ----------------------------------------------------------------------
 
 
-def compile_workflow(defn: WorkflowDefinition, *, default_task_timeout: float = 300.0) -> Workflow:
+def compile_workflow(
+    defn: WorkflowDefinition, *, default_task_timeout: float = 300.0, limits: Limits | None = None
+) -> Workflow:
     """Validate a definition and compile it; raises DefinitionInvalid listing every issue."""
+    limits = limits or Limits()
     issues: list[ValidationIssue] = []
     check_name(defn.name, "name", "workflow name", issues)
     if not defn.tasks:
         issues.append(ValidationIssue(path="tasks", message="a workflow needs at least one task"))
+    if len(defn.tasks) > limits.max_tasks:
+        # Refused before compiling: checking a huge graph is the cost the limit avoids.
+        count, most = len(defn.tasks), limits.max_tasks
+        message = f"{count} tasks is more than the limit of {most} (limits.max_tasks)"
+        raise DefinitionInvalid([ValidationIssue(path="tasks", message=message)])
     tasks: dict[str, CompiledTask] = {}
     for task_id, task in defn.tasks.items():
         compiled = compile_task(
@@ -141,13 +153,16 @@ def compile_workflow(defn: WorkflowDefinition, *, default_task_timeout: float = 
             known=set(defn.tasks),
             default_timeout=default_task_timeout,
             issues=issues,
+            max_expression_bytes=limits.max_expression_bytes,
         )
         if compiled is not None:
             tasks[task_id] = compiled
     for cycle in find_cycles(defn.tasks):
         chain = " -> ".join([*cycle, cycle[0]])
         issues.append(ValidationIssue(path=f"tasks.{cycle[0]}.after", message=f"cycle {chain}"))
-    output, output_issues = check_template(defn.output, "output")
+    output, output_issues = check_template(
+        defn.output, "output", max_bytes=limits.max_expression_bytes
+    )
     issues.extend(output_issues)
     timeout = optional_seconds(defn.timeout, "timeout", issues)
     validator = _input_validator(defn.input_schema, issues)
@@ -162,6 +177,7 @@ def compile_workflow(defn: WorkflowDefinition, *, default_task_timeout: float = 
         tasks=tasks,
         order=topological_order(defn.tasks),
         output=output,
+        limits=limits,
         _input_validator=validator,
     )
 

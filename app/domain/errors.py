@@ -38,6 +38,27 @@ class ExpressionError(TreadleError):
         super().__init__(f"expression {expression!r}: {reason}")
 
 
+class ExpressionTooLarge(ExpressionError):
+    """An expression built a value larger than the configured limit, as JSON."""
+
+    def __init__(self, expression: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        reason = f"its value takes more than {limit} bytes as JSON (limits.max_expression_bytes)"
+        super().__init__(expression, reason)
+
+
+class LimitExceeded(TreadleError):
+    """A request is larger than a configured limit; `limit` names the setting."""
+
+    def __init__(self, limit: str, size: int, maximum: int, what: str) -> None:
+        self.limit = limit
+        self.size = size
+        self.maximum = maximum
+        self.what = what
+        super().__init__(f"{what} takes {size} bytes, more than the limit of {maximum} ({limit})")
+
+
 class InputInvalid(TreadleError):
     """A run's input does not match the workflow's input_schema."""
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jmespath
 from jmespath import functions as jmespath_functions
 from jmespath.exceptions import IncompleteExpressionError, JMESPathError, LexerError, ParseError
 
-from app.domain.errors import ExpressionError, ValidationIssue
+from app.domain._bounded import DEFAULT_MAX_BYTES, reads_context, search
+from app.domain.errors import ExpressionError, ExpressionTooLarge, ValidationIssue
 from app.domain.secrets import has_secret_reference, malformed_reference
 
 _EXPRESSION = re.compile(r"\$\{(.*)\}", re.DOTALL)
@@ -69,15 +71,16 @@ class _Literal(Template):
 
 
 class _Expression(Template):
-    __slots__ = ("_compiled", "source")
+    __slots__ = ("_compiled", "_max_bytes", "source")
 
-    def __init__(self, source: str, compiled: Any) -> None:
+    def __init__(self, source: str, compiled: Any, max_bytes: int) -> None:
         self.source = source
         self._compiled = compiled
+        self._max_bytes = max_bytes
 
     def render(self, context: Mapping[str, Any]) -> Any:
         try:
-            return self._compiled.search(dict(context))
+            return search(self.source, self._compiled.parsed, dict(context), self._max_bytes)
         except _EVALUATION_ERRORS as exc:
             raise ExpressionError(self.source, str(exc)) from None
 
@@ -130,45 +133,51 @@ def expression_source(value: Any) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def compile_template(value: Any, path: str = "") -> Template:
-    """Compile a JSON-able value; raises TemplateSyntaxError for the first bad expression."""
+def compile_template(value: Any, path: str = "", *, max_bytes: int = DEFAULT_MAX_BYTES) -> Template:
+    """Compile a JSON-able value; raises TemplateSyntaxError for the first bad expression.
+
+    An expression whose value would take more than `max_bytes` as JSON fails to render
+    (`ExpressionTooLarge`), or fails here when it reads nothing from the context.
+    """
     issues: list[TemplateSyntaxError] = []
-    template = _compile(value, path, issues)
+    template = _compile(value, path, issues, _Options(max_bytes=max_bytes))
     if issues:
         raise issues[0]
     return template
 
 
 def check_template(
-    value: Any, path: str, *, allow_secrets: bool = False
+    value: Any, path: str, *, allow_secrets: bool = False, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> tuple[Template | None, list[ValidationIssue]]:
     """Compile a value and report every bad expression in it, each at its own path.
 
     With `allow_secrets`, `${ secret.NAME }` references compile to themselves (see
-    `app.domain.secrets`); without, they are an error.
+    `app.domain.secrets`); without, they are an error. `max_bytes` bounds each
+    expression's value as in `compile_template`.
     """
     errors: list[TemplateSyntaxError] = []
-    template = _compile(value, path, errors, allow_secrets)
+    template = _compile(value, path, errors, _Options(allow_secrets, max_bytes))
     if errors:
         return None, [ValidationIssue(path=e.path, message=str(e)) for e in errors]
     return template, []
 
 
-def _compile(
-    value: Any, path: str, errors: list[TemplateSyntaxError], allow_secrets: bool = False
-) -> Template:
+@dataclass(frozen=True)
+class _Options:
+    allow_secrets: bool = False
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+
+def _compile(value: Any, path: str, errors: list[TemplateSyntaxError], opts: _Options) -> Template:
     if isinstance(value, str):
-        return _compile_string(value, path, errors, allow_secrets)
+        return _compile_string(value, path, errors, opts)
     if isinstance(value, dict):
-        items = {
-            str(k): _compile(v, _join(path, str(k)), errors, allow_secrets)
-            for k, v in value.items()
-        }
+        items = {str(k): _compile(v, _join(path, str(k)), errors, opts) for k, v in value.items()}
         if all(item.is_literal for item in items.values()):
             return _Literal(value)
         return _Mapping(items)
     if isinstance(value, list):
-        elements = [_compile(v, f"{path}[{i}]", errors, allow_secrets) for i, v in enumerate(value)]
+        elements = [_compile(v, f"{path}[{i}]", errors, opts) for i, v in enumerate(value)]
         if all(element.is_literal for element in elements):
             return _Literal(value)
         return _Sequence(elements)
@@ -176,17 +185,19 @@ def _compile(
 
 
 def _compile_string(
-    value: str, path: str, errors: list[TemplateSyntaxError], allow_secrets: bool
+    value: str, path: str, errors: list[TemplateSyntaxError], opts: _Options
 ) -> Template:
     if has_secret_reference(value):
-        return _compile_secret_string(value, path, errors, allow_secrets)
+        return _compile_secret_string(value, path, errors, opts.allow_secrets)
     source = expression_source(value)
     if source is None:
         return _Literal(value)
-    return _compile_expression(source, path, errors)
+    return _compile_expression(source, path, errors, opts.max_bytes)
 
 
-def _compile_expression(source: str, path: str, errors: list[TemplateSyntaxError]) -> Template:
+def _compile_expression(
+    source: str, path: str, errors: list[TemplateSyntaxError], max_bytes: int
+) -> Template:
     if not source:
         errors.append(TemplateSyntaxError(source, "the expression is empty", path))
         return _Literal(None)
@@ -206,7 +217,26 @@ def _compile_expression(source: str, path: str, errors: list[TemplateSyntaxError
         )
         errors.append(TemplateSyntaxError(source, reason, path))
         return _Literal(None)
-    return _Expression(source, compiled)
+    expression = _Expression(source, compiled, max_bytes)
+    too_large = _static_too_large(expression, compiled.parsed)
+    if too_large is not None:
+        errors.append(TemplateSyntaxError(source, too_large.reason, path))
+        return _Literal(None)
+    return expression
+
+
+def _static_too_large(expression: _Expression, parsed: Any) -> ExpressionTooLarge | None:
+    # An expression that reads nothing from the context has one value whatever the run:
+    # if it is too large, say so at registration rather than in every run.
+    if reads_context(parsed):
+        return None
+    try:
+        expression.render({})
+    except ExpressionTooLarge as exc:
+        return exc
+    except ExpressionError:
+        return None  # other evaluation errors keep failing at run time, as before
+    return None
 
 
 def _compile_secret_string(

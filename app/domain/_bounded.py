@@ -1,0 +1,225 @@
+"""JMESPath evaluation that refuses to build a value larger than a limit.
+
+A short expression can build a huge value: each `[@, @]` or `join('', [@, @])` doubles
+what it gets, so thirty of them in a row would ask for gigabytes (or, with shared
+references, a structure whose JSON never ends). Every value the interpreter *builds*
+(a multiselect, a projection, a flatten, a slice, a function's result) is measured as it
+grows, and one larger than the limit stops the evaluation with `ExpressionTooLarge`
+before the next step can double it. Values read from the context are not built, so only
+the final result is measured for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from jmespath import functions as jmespath_functions
+from jmespath.visitor import Options, TreeInterpreter
+
+from app.domain.errors import ExpressionTooLarge
+
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+"""`limits.max_expression_bytes` when the caller passes none."""
+
+_SCALAR_BYTES = {type(None): 4, bool: 5}
+# Node types whose result is a fresh value (not a reference into the context).
+_BUILDING = frozenset({"flatten", "slice", "function_expression"})
+
+
+class _Exceeded(Exception):
+    """Raised inside the interpreter; `search` turns it into ExpressionTooLarge."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def json_size(value: Any, limit: int) -> int:
+    """Bytes `value` takes as compact JSON, counted only until the count passes `limit`.
+
+    Iterative and stopping early, so a structure sharing references (whose JSON would be
+    exponentially long) costs at most about `limit` steps.
+    """
+    size = 0
+    stack = [value]
+    while stack and size <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            size += 2 + (len(item) if item.isascii() else len(item.encode()))
+        elif isinstance(item, dict):
+            size += 1 + 2 * len(item) if item else 2
+            for key, element in item.items():
+                size += 2 + len(str(key))
+                stack.append(element)
+        elif isinstance(item, list | tuple):
+            size += 1 + len(item) if item else 2
+            stack.extend(item)
+        else:
+            size += _SCALAR_BYTES.get(type(item)) or len(str(item))
+    return size
+
+
+class _Budget:
+    """The size of a value being assembled piece by piece, failing once past the limit."""
+
+    __slots__ = ("limit", "size")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 2
+
+    def add(self, piece: Any) -> None:
+        self.size += 1 + json_size(piece, self.limit - self.size)
+        if self.size > self.limit:
+            raise _Exceeded(self.size)
+
+
+class _Functions(jmespath_functions.Functions):  # type: ignore[misc]  # jmespath is untyped
+    """The built-in functions, with the two that can multiply their input bounded."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    @jmespath_functions.signature({"types": ["string"]}, {"types": ["array-string"]})  # type: ignore[untyped-decorator]
+    def _func_join(self, separator: str, array: list[str]) -> str:
+        # The separator repeats once per element: size it before Python builds it.
+        size = len(separator) * max(len(array) - 1, 0) + sum(len(part) for part in array)
+        if size > self.limit:
+            raise _Exceeded(size)
+        return separator.join(array)
+
+    @jmespath_functions.signature({"types": ["expref"]}, {"types": ["array"]})  # type: ignore[untyped-decorator]
+    def _func_map(self, expref: Any, arg: list[Any]) -> list[Any]:
+        budget = _Budget(self.limit)
+        result = []
+        for element in arg:
+            current = expref.visit(expref.expression, element)
+            budget.add(current)
+            result.append(current)
+        return result
+
+
+class _Interpreter(TreeInterpreter):  # type: ignore[misc]  # jmespath is untyped
+    def __init__(self, limit: int) -> None:
+        super().__init__(Options(custom_functions=_Functions(limit)))
+        self._limit = limit
+
+    def visit(self, node: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        result = super().visit(node, *args, **kwargs)
+        if node["type"] in _BUILDING:
+            size = json_size(result, self._limit)
+            if size > self._limit:
+                raise _Exceeded(size)
+        return result
+
+    def visit_multi_select_list(self, node: dict[str, Any], value: Any) -> Any:
+        if value is None:
+            return None
+        budget = _Budget(self._limit)
+        collected = []
+        for child in node["children"]:
+            current = self.visit(child, value)
+            budget.add(current)
+            collected.append(current)
+        return collected
+
+    def visit_multi_select_dict(self, node: dict[str, Any], value: Any) -> Any:
+        if value is None:
+            return None
+        budget = _Budget(self._limit)
+        collected = {}
+        for child in node["children"]:
+            current = self.visit(child, value)
+            budget.add(child["value"])
+            budget.add(current)
+            collected[child["value"]] = current
+        return collected
+
+    def visit_projection(self, node: dict[str, Any], value: Any) -> Any:
+        base = self.visit(node["children"][0], value)
+        if not isinstance(base, list):
+            return None
+        return self._project(node["children"][1], base)
+
+    def visit_value_projection(self, node: dict[str, Any], value: Any) -> Any:
+        base = self.visit(node["children"][0], value)
+        if not isinstance(base, dict):
+            return None
+        return self._project(node["children"][1], base.values())
+
+    def visit_filter_projection(self, node: dict[str, Any], value: Any) -> Any:
+        base = self.visit(node["children"][0], value)
+        if not isinstance(base, list):
+            return None
+        comparator = node["children"][2]
+        kept = [element for element in base if self._is_true(self.visit(comparator, element))]
+        return self._project(node["children"][1], kept)
+
+    def _project(self, node: dict[str, Any], elements: Iterable[Any]) -> list[Any]:
+        budget = _Budget(self._limit)
+        collected = []
+        for element in elements:
+            current = self.visit(node, element)
+            if current is not None:
+                budget.add(current)
+                collected.append(current)
+        return collected
+
+
+def search(source: str, parsed: dict[str, Any], data: Any, limit: int) -> Any:
+    """Evaluate a compiled expression's tree; raises ExpressionTooLarge past `limit`."""
+    try:
+        result = _Interpreter(limit).visit(parsed, data)
+        size = json_size(result, limit)
+    except _Exceeded as exc:
+        raise ExpressionTooLarge(source, exc.size, limit) from None
+    if size > limit:
+        raise ExpressionTooLarge(source, size, limit)
+    return result
+
+
+def reads_context(node: Any) -> bool:
+    """Whether the expression's value can depend on the data it is evaluated against.
+
+    The left side of a path, a projection or a pipe sees the data; the right side sees
+    only what the left produced, so it depends on the data only through the left. An
+    `&expr` argument sees only the other arguments' elements. Node types not listed
+    here are taken to read the data (so they are never evaluated at registration).
+    """
+    if not isinstance(node, dict):
+        return False
+    kind = node.get("type")
+    children = node.get("children", ())
+    if kind in ("literal", "expref"):
+        return False
+    if kind in _LEFT_ONLY:
+        return bool(children) and reads_context(children[0])
+    if kind in _ANY_CHILD:
+        return any(reads_context(child) for child in children)
+    return True
+
+
+_LEFT_ONLY = frozenset(
+    {
+        "subexpression",
+        "index_expression",
+        "projection",
+        "value_projection",
+        "filter_projection",
+        "pipe",
+        "flatten",
+    }
+)
+_ANY_CHILD = frozenset(
+    {
+        "function_expression",
+        "multi_select_list",
+        "multi_select_dict",
+        "key_val_pair",
+        "or_expression",
+        "and_expression",
+        "not_expression",
+        "comparator",
+    }
+)

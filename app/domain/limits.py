@@ -1,0 +1,18 @@
+"""The limits the domain enforces, set from the `[limits]` settings section."""
+
+from __future__ import annotations
+
+import msgspec
+
+from app.domain._bounded import DEFAULT_MAX_BYTES
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """What a compiled workflow carries so the pure decider can apply configured caps."""
+
+    max_tasks: int = 1000
+    """Tasks in one definition (`limits.max_tasks`)."""
+    max_expression_bytes: int = DEFAULT_MAX_BYTES
+    """The largest value, as JSON, one expression may build (`limits.max_expression_bytes`)."""
+    max_map_items: int = 100_000
+    """The longest list a map task fans out over (`limits.max_map_items`)."""
