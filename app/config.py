@@ -16,6 +16,7 @@ from typing import Any, Literal
 import msgspec
 
 from app.domain.errors import TreadleError
+from app.domain.limits import Limits
 
 DEFAULT_FILE = Path(__file__).with_name("default.toml")
 
@@ -24,12 +25,29 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Base for settings sections: unknown keys are a typo, so they are an error."""
 
 
+class TlsSettings(_Section, frozen=True, kw_only=True):
+    """TLS to a database or broker (`[database.tls]`, `[transport.tls]`); see app/_tls.py."""
+
+    enabled: bool = False
+    ca_file: str = ""
+    """PEM file of the CAs to trust; empty: the system's default CAs."""
+    cert_file: str = ""
+    """PEM client certificate, for servers that ask for one (mutual TLS)."""
+    key_file: str = ""
+    """The client certificate's private key; empty: it is inside `cert_file`."""
+    verify: bool = True
+    """Check the server's certificate against the CAs. Off only for testing."""
+    check_hostname: bool = True
+    """Check the certificate names the host connected to (needs `verify`)."""
+
+
 class DatabaseSettings(_Section, frozen=True, kw_only=True):
     url: str = "sqlite+aiosqlite:///./treadle.db"
     pool_size: int = 10
     echo: bool = False
     migrate_on_start: bool | None = None
     """None: migrate automatically on SQLite only."""
+    tls: TlsSettings = TlsSettings()
 
 
 class TransportSettings(_Section, frozen=True, kw_only=True):
@@ -46,6 +64,7 @@ class TransportSettings(_Section, frozen=True, kw_only=True):
     """Kafka: idempotent producer; turn off for brokers without InitProducerId (Tansu)."""
     connect_timeout_seconds: float = 60.0
     """Start-up: how long to keep retrying (with backoff) a broker that refuses to connect."""
+    tls: TlsSettings = TlsSettings()
 
 
 class ApiSettings(_Section, frozen=True, kw_only=True):
@@ -133,6 +152,32 @@ class AuthSettings(_Section, frozen=True, kw_only=True):
     """Serve /metrics without a key (for a scraper that cannot send one)."""
 
 
+class LimitsSettings(_Section, frozen=True, kw_only=True):
+    """Caps on what one request or one run may ask for; each refusal names its key."""
+
+    max_definition_bytes: int = 1_048_576
+    """A workflow definition larger than this as JSON is refused (413)."""
+    max_tasks: int = 1000
+    """A definition with more tasks is refused (422)."""
+    max_run_input_bytes: int = 1_048_576
+    """A run input larger than this as JSON is refused (413)."""
+    max_signal_payload_bytes: int = 262_144
+    """A signal payload larger than this as JSON is refused (413)."""
+    max_expression_bytes: int = 4_194_304
+    """An expression value (or any value it builds) larger than this as JSON fails its task
+    (ExpressionLimit), or the registration when the expression reads no run data."""
+    max_map_items: int = 100_000
+    """A map task whose list is longer fails (MapTooLarge)."""
+
+    def domain(self) -> Limits:
+        """The part the pure decider applies, carried by each compiled workflow."""
+        return Limits(
+            max_tasks=self.max_tasks,
+            max_expression_bytes=self.max_expression_bytes,
+            max_map_items=self.max_map_items,
+        )
+
+
 class Settings(_Section, frozen=True, kw_only=True):
     database: DatabaseSettings = DatabaseSettings()
     transport: TransportSettings = TransportSettings()
@@ -143,6 +188,7 @@ class Settings(_Section, frozen=True, kw_only=True):
     metrics: MetricsSettings = MetricsSettings()
     http: HttpSettings = HttpSettings()
     auth: AuthSettings = AuthSettings()
+    limits: LimitsSettings = LimitsSettings()
 
 
 class ConfigError(TreadleError):
@@ -206,7 +252,12 @@ def _from_environment(env: Mapping[str, str]) -> dict[str, Any]:
         parsed: Any = value
         if (section, key) in _LIST_KEYS:
             parsed = [part.strip() for part in value.split(",") if part.strip()]
-        out.setdefault(section, {})[key] = parsed
+        # A nested table: TREADLE_DATABASE__TLS__CA_FILE sets [database.tls] ca_file.
+        *tables, leaf = key.split("__")
+        target = out.setdefault(section, {})
+        for table in tables:
+            target = target.setdefault(table, {})
+        target[leaf] = parsed
     return out
 
 

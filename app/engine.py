@@ -156,6 +156,7 @@ class Engine:
             settings.orchestrator,
             source=_source("orchestrator"),
             telemetry=self.telemetry,
+            limits=settings.limits,
         )
         self.transport_connected = False
         self._http: HttpExecutor | None = None

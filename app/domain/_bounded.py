@@ -22,7 +22,7 @@ from app.domain.errors import ExpressionTooLarge
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 """`limits.max_expression_bytes` when the caller passes none."""
 
-_SCALAR_BYTES = {type(None): 4, bool: 5}
+_SCALAR_BYTES = {None: 4, True: 4, False: 5}
 # Node types whose result is a fresh value (not a reference into the context).
 _BUILDING = frozenset({"flatten", "slice", "function_expression"})
 
@@ -55,8 +55,14 @@ def json_size(value: Any, limit: int) -> int:
             size += 1 + len(item) if item else 2
             stack.extend(item)
         else:
-            size += _SCALAR_BYTES.get(type(item)) or len(str(item))
+            size += _scalar_size(item)
     return size
+
+
+def _scalar_size(item: Any) -> int:
+    if item is None or isinstance(item, bool):
+        return _SCALAR_BYTES[item]
+    return len(str(item))
 
 
 class _Budget:

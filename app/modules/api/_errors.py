@@ -23,6 +23,7 @@ from app.domain.errors import (
     ExpressionError,
     InputInvalid,
     InvalidCursor,
+    LimitExceeded,
     RunNotActive,
     RunNotFound,
     TaskNotFound,
@@ -114,6 +115,7 @@ _KINDS: dict[type[TreadleError], _Kind] = {
     SchedulesUnavailable: _Kind(404, "schedules-unavailable", "Schedules are not available"),
     RetryUnavailable: _Kind(409, "retry-unavailable", "Retry is not available"),
     InvalidCursor: _Kind(400, "invalid-cursor", "Invalid cursor"),
+    LimitExceeded: _Kind(413, "limit-exceeded", "Limit exceeded"),
     InvalidParameter: _Kind(400, "invalid-parameter", "Invalid parameter"),
     UnsupportedMediaType: _Kind(415, "unsupported-media-type", "Unsupported media type"),
     Unauthenticated: _Kind(401, "unauthenticated", "Authentication required"),
@@ -138,6 +140,7 @@ _EXTENSIONS: dict[type[TreadleError], Callable[[Any], dict[str, Any]]] = {
     ScheduleExists: lambda e: {"name": e.name},
     RetryUnavailable: lambda e: {"run_id": e.run_id},
     InvalidParameter: lambda e: {"parameter": e.name},
+    LimitExceeded: lambda e: {"limit": e.limit, "size": e.size, "maximum": e.maximum},
     Forbidden: lambda e: {"key_id": e.key_id, "scope": e.scope},
 }
 

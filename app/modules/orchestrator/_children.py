@@ -18,7 +18,13 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from app.domain.errors import InputInvalid, RunNotActive, RunNotFound, WorkflowNotFound
+from app.domain.errors import (
+    InputInvalid,
+    LimitExceeded,
+    RunNotActive,
+    RunNotFound,
+    WorkflowNotFound,
+)
 from app.domain.events import (
     CancelChildRun,
     ChildRunFinished,
@@ -98,7 +104,7 @@ async def _start_child(engine: RunEngine, command: StartChildRun, traceparent: s
             parent_run_id=command.run_id,
             parent_task_id=command.task_id,
         )
-    except (WorkflowNotFound, InputInvalid) as exc:
+    except (WorkflowNotFound, InputInvalid, LimitExceeded) as exc:
         error = ErrorInfo(type=type(exc).__name__, message=str(exc), retryable=False)
         await _not_started(engine, command, error, traceparent)
         return

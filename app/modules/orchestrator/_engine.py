@@ -13,8 +13,9 @@ from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
 import anyio
+import msgspec
 
-from app.config import OrchestratorSettings
+from app.config import LimitsSettings, OrchestratorSettings
 from app.domain._map_query import items_wanted
 from app.domain.compile import (
     Workflow,
@@ -24,6 +25,7 @@ from app.domain.compile import (
     validate_input,
 )
 from app.domain.decider import decide, new_run
+from app.domain.definitions import WorkflowDefinition
 from app.domain.errors import RunNotActive, RunNotFound
 from app.domain.events import (
     CancelRequested,
@@ -45,6 +47,7 @@ from app.modules.orchestrator._changes import (
     with_cancelled,
 )
 from app.modules.orchestrator._ids import new_run_id
+from app.modules.orchestrator._limits import check_json_size
 from app.modules.orchestrator._measure import record_decision
 from app.modules.orchestrator._relay import Relay
 from app.modules.orchestrator._timers import TimerAlarm
@@ -136,11 +139,13 @@ class RunEngine:
         alarm: TimerAlarm | None = None,
         cache_size: int = 256,
         telemetry: Telemetry | None = None,
+        limits: LimitsSettings | None = None,
     ) -> None:
         self._store = store
         self._relay = relay
         self._clock = clock
         self._settings = settings
+        self._limits = limits or LimitsSettings()
         self._source = source
         self.alarm = alarm or TimerAlarm()
         # Versions are immutable and a run never changes workflow: both caches never go stale.
@@ -156,9 +161,11 @@ class RunEngine:
     # --- RunControl -------------------------------------------------------------------
 
     async def register_workflow(self, definition: dict[str, Any]) -> tuple[StoredWorkflow, bool]:
-        """Validate and store a definition; raises `DefinitionInvalid`."""
+        """Validate and store a definition; raises `DefinitionInvalid`, `LimitExceeded`."""
+        most = self._limits.max_definition_bytes
+        check_json_size(definition, most, limit="max_definition_bytes", what="the definition")
         defn = parse_definition(definition)
-        compile_workflow(defn, default_task_timeout=self._settings.default_task_timeout)
+        self._compile(defn, stored=False)
         return await self._store.save_workflow(defn.name, definition, definition_digest(defn))
 
     async def start_run(
@@ -176,6 +183,8 @@ class RunEngine:
 
         A child run (of a `workflow` task) names its parent run and task.
         """
+        most = self._limits.max_run_input_bytes
+        check_json_size(input, most, limit="max_run_input_bytes", what="the run input")
         stored = await self._store.get_workflow(workflow, version)
         compiled = self._compiled(stored)
         validate_input(compiled, input)
@@ -210,7 +219,9 @@ class RunEngine:
         return await self._steer(run_id, CancelRequested(run_id=run_id, reason=reason), "cancel")
 
     async def signal_run(self, run_id: str, name: str, payload: Any) -> RunState:
-        """Deliver a signal; raises `RunNotFound`, `RunNotActive`."""
+        """Deliver a signal; raises `RunNotFound`, `RunNotActive`, `LimitExceeded`."""
+        most = self._limits.max_signal_payload_bytes
+        check_json_size(payload, most, limit="max_signal_payload_bytes", what="the signal payload")
         event = SignalReceived(run_id=run_id, name=name, payload=payload)
         return await self._steer(run_id, event, "signal")
 
@@ -334,12 +345,21 @@ class RunEngine:
         key = (stored.name, stored.version)
         compiled = self._workflows.get(key)
         if compiled is None:
-            defn = parse_definition(stored.definition)
-            compiled = compile_workflow(
-                defn, default_task_timeout=self._settings.default_task_timeout
-            )
+            compiled = self._compile(parse_definition(stored.definition), stored=True)
             self._workflows.put(key, compiled)
         return compiled
+
+    def _compile(self, defn: WorkflowDefinition, *, stored: bool) -> Workflow:
+        limits = self._limits.domain()
+        if stored:
+            # The task count was checked when it was registered; a lower limit set since
+            # must not strand the runs of a version that is already in use.
+            limits = msgspec.structs.replace(
+                limits, max_tasks=max(limits.max_tasks, len(defn.tasks))
+            )
+        return compile_workflow(
+            defn, default_task_timeout=self._settings.default_task_timeout, limits=limits
+        )
 
     async def _workflow_of_run(self, run_id: str) -> Workflow:
         key = self._run_workflows.get(run_id)
