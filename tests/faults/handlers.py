@@ -58,3 +58,12 @@ async def step(ctx: TaskContext, seconds: float = 0.1, fail_times: int = 0) -> d
         msg = f"attempt {ctx.attempt} fails on purpose"
         raise RuntimeError(msg)
     return {"run": ctx.run_id, "task": ctx.task_id, "attempt": ctx.attempt, "pid": os.getpid()}
+
+
+@handler("fault.slow_first")
+async def slow_first(ctx: TaskContext, seconds: float = 60.0) -> dict[str, Any]:
+    """Hang `seconds` on the first attempt (its timeout fires first), answer at once after."""
+    if ctx.attempt == 1:
+        await anyio.sleep(seconds)
+    await _record(ctx)
+    return {"run": ctx.run_id, "task": ctx.task_id, "attempt": ctx.attempt, "pid": os.getpid()}
