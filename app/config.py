@@ -73,6 +73,9 @@ class ApiSettings(_Section, frozen=True, kw_only=True):
     max_body_bytes: int = 1_048_576
     max_page_size: int = 500
     default_page_size: int = 50
+    shutdown_delay_seconds: float = 0.0
+    """On SIGTERM, /readyz answers 503 this long, everything still serving, before the
+    roles stop and the listener closes (any role: every process serves /readyz)."""
 
 
 class WorkerSettings(_Section, frozen=True, kw_only=True):

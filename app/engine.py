@@ -354,10 +354,16 @@ async def _stop_on_signal(engine: Engine, stop: Callable[[], Awaitable[None]]) -
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("stopping", signal=signal.Signals(signum).name)
-            # Readiness turns 503 first, so no new work is routed here while draining.
-            engine.draining = True
-            await stop()
+            await _drain(engine, stop)
             return
+
+
+async def _drain(engine: Engine, stop: Callable[[], Awaitable[None]]) -> None:
+    """Readiness turns 503 first, so no new work is routed here while draining; the roles
+    stop `api.shutdown_delay_seconds` later (time for a load balancer to see the 503)."""
+    engine.draining = True
+    await anyio.sleep(engine.settings.api.shutdown_delay_seconds)
+    await stop()
 
 
 class InsecureListen(ConfigError):
