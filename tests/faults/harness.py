@@ -153,7 +153,7 @@ class Cluster:
             "TREADLE_ORCHESTRATOR__SWEEP_INTERVAL_SECONDS": "0.5",
             "TREADLE_ORCHESTRATOR__OUTBOX_STALE_SECONDS": "1",
             "TREADLE_WORKER__DRAIN_SECONDS": "10",
-            "TREADLE_API__SHUTDOWN_DELAY_SECONDS": "1",
+            "TREADLE_API__SHUTDOWN_DELAY_SECONDS": "2",
             "TREADLE_WORKER__CONCURRENCY": "8",
             "TREADLE_HANDLERS": "tests.faults.handlers",
             LEDGER_ENV: self.ledger,

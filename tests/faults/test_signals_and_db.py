@@ -28,7 +28,9 @@ def _terminate(cluster: Cluster, proc: Proc) -> tuple[bool, int, float]:
     deadline = began + DRAIN_SECONDS + 30
     while proc.alive() and time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
-            saw_503 |= httpx.get(f"{proc.url}/readyz", timeout=1).status_code == 503
+            # A loaded process takes over a second to answer /readyz (it checks the
+            # database and schema): a short timeout would miss the 503 window.
+            saw_503 |= httpx.get(f"{proc.url}/readyz", timeout=10).status_code == 503
         time.sleep(0.02)
     code = proc.popen.wait(timeout=30)
     return saw_503, code, time.monotonic() - began
