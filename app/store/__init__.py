@@ -21,9 +21,15 @@ def build_store(settings: DatabaseSettings) -> StateStore:
     Bare schemes (`sqlite://`, `postgresql://`, `mysql://`) get Treadle's async driver.
     The schema is not touched: call `migrate()` on the result.
     """
+    from app._tls import ssl_context  # noqa: PLC0415
     from app.store._sqlalchemy import SqlStore  # noqa: PLC0415 - keeps drivers lazy
 
-    return SqlStore(settings.url, pool_size=settings.pool_size, echo=settings.echo)
+    return SqlStore(
+        settings.url,
+        pool_size=settings.pool_size,
+        echo=settings.echo,
+        ssl_context=ssl_context(settings.tls, "database.tls"),
+    )
 
 
 def api_key_store(store: StateStore) -> ApiKeyStore:

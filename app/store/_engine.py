@@ -8,6 +8,7 @@ lets reads proceed beside them. PostgreSQL and MySQL serialise on row locks inst
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
@@ -35,32 +36,51 @@ def normalise_url(url: str) -> URL:
     return parsed.set(drivername=_SCHEMES.get(parsed.drivername, parsed.drivername))
 
 
+def server_engine_kwargs(
+    dialect: str, pool_size: int, echo: bool, ssl_context: ssl.SSLContext | None
+) -> dict[str, Any]:
+    """`create_async_engine` arguments for PostgreSQL or MySQL (not SQLite)."""
+    kwargs: dict[str, Any] = {
+        "echo": echo,
+        "pool_size": pool_size,
+        "max_overflow": pool_size,
+        "pool_pre_ping": True,  # survive a database restart without a failed request
+        "pool_recycle": 1800,
+    }
+    if dialect == "mysql":
+        # MySQL defaults to REPEATABLE READ; READ COMMITTED makes it read what a
+        # concurrent writer just committed, as PostgreSQL does (after a duplicate key).
+        kwargs["isolation_level"] = "READ COMMITTED"
+    if ssl_context is not None:
+        # asyncpg and asyncmy both take an SSLContext as their `ssl` connect argument.
+        kwargs["connect_args"] = {"ssl": ssl_context}
+    return kwargs
+
+
 class Database:
     """An engine plus the transaction discipline of its dialect."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.url = normalise_url(url)
         self.dialect = self.url.get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
         self._in_memory = self.is_sqlite and self.url.database in (None, "", ":memory:")
+        self._ssl_context = ssl_context
         self.engine = self._create_engine(pool_size, echo)
         # A `:memory:` database is one shared connection, so even reads must take turns.
         self._gate = anyio.Lock() if self.is_sqlite else None
 
     def _create_engine(self, pool_size: int, echo: bool) -> AsyncEngine:
         if not self.is_sqlite:
-            # MySQL defaults to REPEATABLE READ; READ COMMITTED makes it read what a
-            # concurrent writer just committed, as PostgreSQL does (after a duplicate key).
-            extra = {"isolation_level": "READ COMMITTED"} if self.dialect == "mysql" else {}
-            return create_async_engine(
-                self.url,
-                **extra,
-                echo=echo,
-                pool_size=pool_size,
-                max_overflow=pool_size,
-                pool_pre_ping=True,  # survive a database restart without a failed request
-                pool_recycle=1800,
-            )
+            kwargs = server_engine_kwargs(self.dialect, pool_size, echo, self._ssl_context)
+            return create_async_engine(self.url, **kwargs)
         if not self._in_memory and self.url.database:
             Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # `transaction()` always ends its transaction (shielded), so the pool's own

@@ -7,6 +7,7 @@ whether another page follows.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -61,8 +62,9 @@ class SqlStore(ScheduleQueries):
         pool_size: int = 10,
         echo: bool = False,
         clock: Callable[[], datetime] = _utc_now,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._db = Database(url, pool_size=pool_size, echo=echo)
+        self._db = Database(url, pool_size=pool_size, echo=echo, ssl_context=ssl_context)
         self._now = clock
 
     @property

@@ -37,11 +37,13 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError, for_code
 
+from app._tls import ssl_context
 from app.config import TransportSettings
 from app.messages import DEAD_CHANNEL, Message
 from app.ports import Delivery
 from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from app.transports._errors import TransportUnavailable
+from app.transports._tls import kafka_client_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +294,10 @@ class KafkaTransport:
         self._settings = settings
         self._servers = _bootstrap(settings.url or DEFAULT_URL)
         self.url = ",".join(self._servers)
+        self._client = kafka_client_kwargs(
+            self._servers, ssl_context(settings.tls, "transport.tls")
+        )
+        """What every aiokafka client is built with: the servers and, with TLS, SSL."""
         self.max_deliveries = settings.max_deliveries
         self._admin: AIOKafkaAdminClient | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -306,9 +312,9 @@ class KafkaTransport:
         if self._producer is not None:
             return
         self.closed = False
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._servers)
+        admin = AIOKafkaAdminClient(**self._client)
         producer = AIOKafkaProducer(
-            bootstrap_servers=self._servers,
+            **self._client,
             acks="all",
             enable_idempotence=self._settings.kafka_idempotence,
         )
@@ -422,7 +428,7 @@ class KafkaTransport:
         topic = await self._ensure_topic(channel)
         subscription = _Subscription(self, channel, prefetch)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._servers,
+            **self._client,
             group_id=self.group_id(channel, group),
             enable_auto_commit=False,
             auto_offset_reset="earliest",

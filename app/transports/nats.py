@@ -40,11 +40,13 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from app._tls import ssl_context
 from app.config import TransportSettings
 from app.messages import DEAD_CHANNEL, Message
 from app.ports import Delivery
 from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from app.transports._errors import TransportUnavailable
+from app.transports._tls import nats_connect_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +238,7 @@ class NatsTransport:
         self.url = _redact(self._raw_url)
         self.max_deliveries = settings.max_deliveries
         self.stream = _safe_name(settings.namespace)
+        self._tls = ssl_context(settings.tls, "transport.tls")
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self.closed = False
@@ -258,6 +261,7 @@ class NatsTransport:
                 error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
+                **nats_connect_kwargs(self._tls),
             )
             # nats-py applies one attempt limit to the first connection and to reconnects;
             # we want connect() to fail fast but a live connection never to give up.

@@ -42,11 +42,13 @@ from aio_pika.abc import (
 )
 from yarl import URL
 
+from app._tls import ssl_context
 from app.config import TransportSettings
 from app.messages import DEAD_CHANNEL, Message
 from app.ports import Delivery
 from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from app.transports._errors import TransportUnavailable
+from app.transports._tls import rabbitmq_connect_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +216,7 @@ class RabbitMQTransport:
         self.max_deliveries = settings.max_deliveries
         # Named so operators (and tests) can find this process's connection.
         self.connection_name = f"treadle:{settings.namespace}:{uuid.uuid4().hex[:12]}"
+        self._tls = ssl_context(settings.tls, "transport.tls")
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
         self._declared: set[str] = set()
@@ -233,7 +236,7 @@ class RabbitMQTransport:
             return
         with _broker_errors(self.url):
             self._connection = await aio_pika.connect_robust(
-                self._url,
+                **rabbitmq_connect_kwargs(self._url, self._tls),
                 client_properties={"connection_name": self.connection_name},
                 reconnect_interval=_RECONNECT_SECONDS,
                 timeout=_TIMEOUT_SECONDS,
