@@ -134,10 +134,11 @@ class HttpExecutor:
             answer = await self._follow(call, shown_url, secrets)
         except _MAPPED as exc:
             return _error_info(exc, where, secrets)
-        if not call.accepts(answer.status):
-            info = status_error(call, shown_url, answer.output)
-            return _redacted(info, secrets)
+        # Redacted before the error message quotes (and cuts) the body: a value cut in
+        # half would no longer be found.
         output: dict[str, Any] = redact(answer.output, secrets)
+        if not call.accepts(answer.status):
+            return _redacted(status_error(call, shown_url, output), secrets)
         return output
 
     async def _follow(self, call: HttpCall, shown_url: str, secrets: list[str]) -> _Answer:

@@ -9,8 +9,10 @@ leave the call: they are redacted from the output and from every error message.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from app.domain.errors import TreadleError
 from app.domain.secrets import SECRET_REF
@@ -86,7 +88,26 @@ def redact(value: Any, secrets: Sequence[str]) -> Any:
 
 
 def redact_text(text: str, secrets: Sequence[str]) -> str:
-    """`text` with each secret value replaced by `[redacted]` (longest first)."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
+    """`text` with each secret value, in each encoded form, replaced by `[redacted]`."""
+    for form in _encoded_forms(secrets):
+        text = text.replace(form, REDACTED)
     return text
+
+
+def _encoded_forms(secrets: Sequence[str]) -> list[str]:
+    # A server that echoes a request back may quote the value as it arrived in a JSON
+    # body (escaped once, or twice when that JSON text is itself a JSON string) or in a
+    # query or form (URL-encoded); a value with a quote or a slash is only found in those
+    # forms. Longest first, so a form that contains another is replaced whole.
+    forms: set[str] = set()
+    for secret in secrets:
+        once = json.dumps(secret)[1:-1]
+        forms |= {
+            secret,
+            once,
+            json.dumps(once)[1:-1],
+            json.dumps(secret, ensure_ascii=False)[1:-1],
+            quote(secret, safe=""),
+            quote_plus(secret),
+        }
+    return sorted((form for form in forms if form), key=len, reverse=True)

@@ -1,6 +1,7 @@
 """A tiny threaded HTTP server on 127.0.0.1 that http-task tests call.
 
-Routes: `/echo` answers the request back as JSON; `/status/<code>`; `/flaky/<key>?fail=N`
+Routes: `/echo` answers the request back as JSON (`/echo/<code>`: its auth headers and
+body, with that status); `/status/<code>`; `/flaky/<key>?fail=N`
 answers 503 N times per key, then 200; `/slow?seconds=S`; `/big?bytes=N`; `/text`;
 `/redirect?to=URL`. Every request is recorded, so a test can assert what arrived (or
 that nothing did).
@@ -88,6 +89,13 @@ def _route(echo: EchoServer, r: Received) -> tuple[int, dict[str, str], bytes]:
             "body": r.body.decode(),
         }
         return 200, {**as_json, "set-cookie": "session=abc"}, json.dumps(body).encode()
+    if r.path.startswith("/echo/"):
+        # /echo/<code>: the auth headers and body sent, short (an error message keeps only
+        # the start of a body), answered with that status.
+        headers = {k.lower(): v for k, v in r.headers.items()}
+        sent = {k: headers.get(k) for k in ("authorization", "x-token")}
+        body = json.dumps({**sent, "body": r.body.decode()}).encode()
+        return int(r.path.rsplit("/", 1)[1]), as_json, body
     if r.path.startswith("/status/"):
         return int(r.path.rsplit("/", 1)[1]), as_json, b'{"error": "as asked"}'
     if r.path.startswith("/flaky/"):
