@@ -209,7 +209,7 @@ class Engine:
         `transport.connect_timeout_seconds` have passed without a connection.
         """
         await connect_with_retries(
-            self.transport, timeout=self.settings.transport.connect_timeout_seconds
+            self.transport, retry_seconds=self.settings.transport.connect_timeout_seconds
         )
         self.transport_connected = True
 

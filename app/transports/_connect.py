@@ -36,11 +36,11 @@ class BrokerUnreachable(TreadleError):
 async def connect_with_retries(
     transport: Transport,
     *,
-    timeout: float,
+    retry_seconds: float,
     wait_initial: float = 0.5,
     wait_max: float = 5.0,
 ) -> None:
-    """Connect `transport`, retrying `TransportUnavailable` with backoff for `timeout` seconds.
+    """Connect `transport`, retrying `TransportUnavailable` with backoff for `retry_seconds`.
 
     Each failed try is logged with the (password-redacted) URL the adapter reports; when
     the window closes the last failure becomes `BrokerUnreachable`.
@@ -51,7 +51,7 @@ async def connect_with_retries(
         async for attempt in stamina.retry_context(
             on=TransportUnavailable,
             attempts=None,
-            timeout=timeout,
+            timeout=retry_seconds,
             wait_initial=wait_initial,
             wait_max=wait_max,
         ):

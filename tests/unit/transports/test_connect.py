@@ -46,7 +46,7 @@ async def test_a_broker_that_comes_up_late_is_connected_after_retries() -> None:
     """Connect retries refused attempts with backoff and succeeds once the broker answers."""
     transport = FlakyTransport(failures=3)
     with structlog.testing.capture_logs() as logs:
-        await connect_with_retries(transport, timeout=10, wait_initial=0.01, wait_max=0.02)
+        await connect_with_retries(transport, retry_seconds=10, wait_initial=0.01, wait_max=0.02)
     assert transport.connected
     assert transport.tries == 4
     retries = [e for e in logs if e["event"].startswith("cannot connect to the broker")]
@@ -58,7 +58,7 @@ async def test_a_broker_that_never_answers_stops_start_up_with_one_clear_error()
     """After the window closes, BrokerUnreachable names the URL, the tries and the reason."""
     transport = FlakyTransport(failures=10_000)
     with pytest.raises(BrokerUnreachable) as caught:
-        await connect_with_retries(transport, timeout=0.3, wait_initial=0.01, wait_max=0.05)
+        await connect_with_retries(transport, retry_seconds=0.3, wait_initial=0.01, wait_max=0.05)
     error = caught.value
     assert error.url == URL
     assert error.tries == transport.tries > 1
@@ -73,6 +73,6 @@ async def test_a_reachable_broker_connects_on_the_first_try_without_a_warning() 
     """No retry, no log line when the broker is there."""
     transport = FlakyTransport(failures=0)
     with structlog.testing.capture_logs() as logs:
-        await connect_with_retries(transport, timeout=1)
+        await connect_with_retries(transport, retry_seconds=1)
     assert transport.tries == 1
     assert logs == []
