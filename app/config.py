@@ -47,6 +47,8 @@ class DatabaseSettings(_Section, frozen=True, kw_only=True):
     echo: bool = False
     migrate_on_start: bool | None = None
     """None: migrate automatically on SQLite only."""
+    sqlite_synchronous: Literal["normal", "full"] = "normal"
+    """SQLite's `synchronous` in WAL mode: normal survives a killed process, full a power cut."""
     tls: TlsSettings = TlsSettings()
 
 

@@ -28,6 +28,7 @@ def build_store(settings: DatabaseSettings) -> StateStore:
         settings.url,
         pool_size=settings.pool_size,
         echo=settings.echo,
+        sqlite_synchronous=settings.sqlite_synchronous,
         ssl_context=ssl_context(settings.tls, "database.tls"),
     )
 

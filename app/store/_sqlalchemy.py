@@ -63,8 +63,15 @@ class SqlStore(ScheduleQueries):
         echo: bool = False,
         clock: Callable[[], datetime] = _utc_now,
         ssl_context: ssl.SSLContext | None = None,
+        sqlite_synchronous: str = "normal",
     ) -> None:
-        self._db = Database(url, pool_size=pool_size, echo=echo, ssl_context=ssl_context)
+        self._db = Database(
+            url,
+            pool_size=pool_size,
+            echo=echo,
+            ssl_context=ssl_context,
+            sqlite_synchronous=sqlite_synchronous,
+        )
         self._now = clock
 
     @property
