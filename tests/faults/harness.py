@@ -289,10 +289,12 @@ class Cluster:
             answer = httpx.post(f"{self.api()}/v1/workflows", json=definition, timeout=10)
             assert answer.status_code in (200, 201), answer.text
 
-    def start_run(self, workflow: str, key: str | None = None, tries: int = 30) -> str | None:
-        """POST /v1/runs with an Idempotency-Key, retrying the same key through failures."""
+    def start_run(self, workflow: str, key: str | None = None) -> str | None:
+        """POST /v1/runs with an Idempotency-Key, retrying the same key through failures
+        for as long as a restarted api may take to come back."""
         key = key or uuid.uuid4().hex
-        for _ in range(tries):
+        deadline = time.monotonic() + READY_SECONDS + 30
+        while time.monotonic() < deadline:
             try:
                 answer = httpx.post(
                     f"{self.api()}/v1/runs",
@@ -335,7 +337,7 @@ class Cluster:
             yield
         finally:
             stop.set()
-            thread.join(timeout=60)
+            thread.join(timeout=READY_SECONDS + 60)
 
     # --- settling and invariants -------------------------------------------------------
 
