@@ -26,3 +26,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "soak" in item.keywords:
             item.add_marker(skip)
+
+
+_FAULT_LINES: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collect the fault suite's `FAULT-SCENARIO` lines from each test's captured output."""
+    if report.when != "call":
+        return
+    for _, text in report.sections:
+        _FAULT_LINES.extend(line for line in text.splitlines() if line.startswith("FAULT-SCENARIO"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Show what each fault scenario did (runs, faults, recovery) even when it passed."""
+    if _FAULT_LINES:
+        terminalreporter.section("fault scenarios")
+        for line in _FAULT_LINES:
+            terminalreporter.write_line(line)

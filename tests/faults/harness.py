@@ -129,6 +129,7 @@ class Cluster:
         self.faults = Counter[str]()
         self.last_fault = time.monotonic()
         self.loaded = threading.Event()
+        self.began = time.monotonic()
         if memory:
             self.db_name = ""
             self.database_url = f"sqlite+aiosqlite:///{tmp_path / 'treadle.db'}"
@@ -390,7 +391,12 @@ class Cluster:
         """Assert every invariant of the issue; return the counts for the report."""
         accepted = self.journal.accepted()
         statuses = self.statuses()
-        report = Report(runs=len(accepted), faults=sum(self.faults.values()))
+        report = Report(
+            runs=len(accepted),
+            faults=sum(self.faults.values()),
+            kinds=dict(self.faults),
+            wall_seconds=time.monotonic() - self.began,
+        )
         _check_runs(accepted, statuses, self.journal)
         _check_keys(self.sql("SELECT idempotency_key, id FROM treadle_runs"), accepted)
         _check_tasks(self)
@@ -404,12 +410,16 @@ class Report:
 
     runs: int
     faults: int
+    kinds: dict[str, int] = field(default_factory=dict)
+    wall_seconds: float = 0.0
     recovery_seconds: float = 0.0
 
     def show(self, name: str) -> None:
+        """One `FAULT-SCENARIO` line (the root conftest repeats these in the summary)."""
+        kinds = ", ".join(f"{k} x{n}" for k, n in sorted(self.kinds.items()))
         print(
-            f"\nFAULT-SCENARIO {name}: runs={self.runs} faults={self.faults} lost=0 "
-            f"recovery={self.recovery_seconds:.1f}s"
+            f"\nFAULT-SCENARIO {name}: runs={self.runs} faults={self.faults} ({kinds}) "
+            f"lost=0 recovery={self.recovery_seconds:.1f}s wall={self.wall_seconds:.0f}s"
         )
 
 

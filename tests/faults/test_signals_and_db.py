@@ -53,7 +53,7 @@ def test_sigterm_each_role_under_load(cluster: Cluster, runs: int) -> None:
             cluster.wait_ready(proc)
     _finish(cluster, "SIGTERM of each role")
     for role, (saw_503, code, seconds) in outcomes.items():
-        print(f"  {role}: exit {code} after {seconds:.1f}s, /readyz 503 seen: {saw_503}")
+        print(f"FAULT-SCENARIO   SIGTERM {role}: exit {code} after {seconds:.1f}s, 503: {saw_503}")
     assert {role: code for role, (_, code, _) in outcomes.items()} == {
         "api": 0,
         "orchestrator": 0,
