@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import msgspec
-from sqlalchemy import Row, func, or_, select, text, tuple_, update
+from sqlalchemy import Row, bindparam, func, or_, select, text, tuple_, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -474,20 +474,26 @@ def _attempt_order(attempt: InflightAttempt) -> tuple[str, str, int]:
     return (attempt.run_id, attempt.task_id, -1 if attempt.item is None else attempt.item)
 
 
+# Built once: constructing the join costs more CPU than SQLAlchemy's cached compile of it.
+_RUN_BY_ID = rows_.select_run_with_tasks().where(runs.c.id == bindparam("b_run_id"))
+_RUN_BY_ID_FOR_UPDATE = _RUN_BY_ID.with_for_update()
+_LOCK_RUN = select(runs.c.id).where(runs.c.id == bindparam("b_run_id")).with_for_update()
+
+
 async def _load_run(conn: AsyncConnection, run_id: str, *, lock: bool) -> RunState:
-    stmt = rows_.select_run_with_tasks().where(runs.c.id == run_id)
+    stmt = _RUN_BY_ID
+    params = {"b_run_id": run_id}
     if lock and conn.dialect.name == "postgresql":
         # Lock the run row alone first, then read in a new statement: under READ COMMITTED
         # a locking join that waited re-reads only the locked row, so the tasks it returned
         # would predate the decision it waited for.
-        locked = select(runs.c.id).where(runs.c.id == run_id).with_for_update()
-        if (await conn.execute(locked)).first() is None:
+        if (await conn.execute(_LOCK_RUN, params)).first() is None:
             raise RunNotFound(run_id)
     elif lock:
         # MariaDB's locking reads see the newest committed rows of every joined table;
         # SQLite's writer is already exclusive.
-        stmt = stmt.with_for_update()
-    found = (await conn.execute(stmt)).all()
+        stmt = _RUN_BY_ID_FOR_UPDATE
+    found = (await conn.execute(stmt, params)).all()
     if not found:
         raise RunNotFound(run_id)
     return rows_.run_from_rows(found)
