@@ -38,9 +38,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless Chromium, shared by the session's tests."""
+    """Headless Chromium, shared by one module's tests.
+
+    Module scope, not session: Playwright's sync API keeps its own asyncio loop registered
+    while it is open, and any anyio test that xdist later runs on the same worker would
+    then fail with "another loop is running".
+    """
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
