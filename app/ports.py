@@ -264,6 +264,10 @@ class TimerStore(Protocol):
         """When the earliest timer is due (leased ones included)."""
         ...
 
+    async def count_overdue_timers(self, now: datetime, cap: int) -> int:
+        """How many timers are due at `now` but not fired yet, counting at most `cap`."""
+        ...
+
 
 class ScheduleStore(Protocol):
     """Schedules, and claiming the due ones so that one orchestrator handles each tick."""

@@ -465,6 +465,14 @@ class SqlStore(ScheduleQueries):
                 ).scalar()
         return earliest
 
+    async def count_overdue_timers(self, now: datetime, cap: int) -> int:
+        """Timers due at `now` and not yet fired, counted up to `cap` (an index range scan)."""
+        due = select(timers.c.run_id).where(timers.c.fire_at <= now).limit(cap).subquery()
+        with mapped_errors("count_overdue_timers"):
+            async with self._db.transaction(write=False) as conn:
+                counted = (await conn.execute(select(func.count()).select_from(due))).scalar()
+        return int(counted or 0)
+
 
 # --- helpers ---------------------------------------------------------------------------
 

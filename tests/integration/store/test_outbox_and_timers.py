@@ -62,6 +62,16 @@ async def test_due_timers_are_leased_to_one_claimer(store: SqlStore) -> None:
     assert [t.fire_at for t in again] == [at(10), at(20), at(30)]
 
 
+async def test_overdue_timers_are_counted_up_to_a_cap(store: SqlStore) -> None:
+    """Timers due at `now` are counted (leased or not), never more than the cap."""
+    await _run_with_timers(store, 10, 20, 30)
+    assert await store.count_overdue_timers(at(5), 100) == 0
+    assert await store.count_overdue_timers(at(25), 100) == 2
+    await store.claim_due_timers(at(25), 10, lease_seconds=60)
+    assert await store.count_overdue_timers(at(25), 100) == 2  # leased, still not fired
+    assert await store.count_overdue_timers(at(35), 2) == 2
+
+
 async def test_claim_respects_the_limit_oldest_first(store: SqlStore) -> None:
     """With more due timers than the limit, the earliest are claimed first."""
     await _run_with_timers(store, 3, 1, 2)

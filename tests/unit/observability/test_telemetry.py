@@ -215,10 +215,21 @@ async def test_metrics_app_serves_the_registry(telemetry: Telemetry) -> None:
 
 
 class FakeStore:
-    """The two reads the gauges loop makes, with fixed answers."""
+    """The reads the gauges loop makes, with fixed answers."""
 
-    def __init__(self, backlog: int, oldest: datetime | None, next_timer: datetime | None) -> None:
-        self.backlog, self.oldest, self.next_timer = backlog, oldest, next_timer
+    def __init__(
+        self,
+        backlog: int,
+        oldest: datetime | None,
+        next_timer: datetime | None,
+        overdue: int = 0,
+    ) -> None:
+        self.backlog, self.oldest, self.next_timer, self.overdue = (
+            backlog,
+            oldest,
+            next_timer,
+            overdue,
+        )
 
     async def outbox_backlog(self) -> tuple[int, datetime | None]:
         return self.backlog, self.oldest
@@ -226,18 +237,23 @@ class FakeStore:
     async def next_timer_at(self) -> datetime | None:
         return self.next_timer
 
+    async def count_overdue_timers(self, now: datetime, cap: int) -> int:
+        return min(self.overdue, cap)
+
 
 @pytest.mark.anyio
 async def test_store_gauges_read_backlog_and_timer_lag(telemetry: Telemetry) -> None:
     """Backlog, the oldest row's age and the earliest timer's lag come from the store."""
-    store = FakeStore(4, NOW - timedelta(seconds=30), NOW - timedelta(seconds=5))
+    store = FakeStore(4, NOW - timedelta(seconds=30), NOW - timedelta(seconds=5), overdue=7)
     await collect_store_gauges_once(telemetry.metrics, store, lambda: NOW)
 
     registry = telemetry.metrics.registry
     assert registry.get_sample_value("treadle_outbox_backlog") == 4
     assert registry.get_sample_value("treadle_outbox_oldest_age_seconds") == 30
     assert registry.get_sample_value("treadle_timer_lag_seconds") == 5
+    assert registry.get_sample_value("treadle_timers_overdue") == 7
 
     await collect_store_gauges_once(telemetry.metrics, FakeStore(0, None, None), lambda: NOW)
     assert registry.get_sample_value("treadle_outbox_oldest_age_seconds") == 0
     assert registry.get_sample_value("treadle_timer_lag_seconds") == 0
+    assert registry.get_sample_value("treadle_timers_overdue") == 0
