@@ -71,7 +71,6 @@ class Orchestrator:
         settings = self._settings
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._consumer.run)
-            tg.start_soon(self.run_engine.relay.mark_sent_forever)
             tg.start_soon(self._timers.run)
             tg.start_soon(self._schedules.run)
             tg.start_soon(

@@ -1,11 +1,4 @@
-"""The outbox relay: publish what a committed decision wrote, then mark it sent.
-
-While `mark_sent_forever` runs (the orchestrator role starts it), marks are batched: the
-ids published over a few milliseconds are marked in one transaction instead of one per
-decision. A mark lost in a crash only makes the sweeper publish the row again once it is
-`outbox_stale_seconds` old (at least once, as ever), so the batching interval must stay
-far below that threshold (milliseconds against seconds).
-"""
+"""The outbox relay: publish what a committed decision wrote, then mark it sent."""
 
 from __future__ import annotations
 
@@ -21,7 +14,6 @@ from app.ports import Clock, OutboxRecord, OutboxStore, Transport
 log = get_logger(__name__)
 
 SWEEP_BATCH = 500
-MARK_INTERVAL_SECONDS = 0.005
 
 
 class Relay:
@@ -33,8 +25,6 @@ class Relay:
         self._store = store
         self._transport = transport
         self._telemetry = telemetry or Telemetry.off("orchestrator")
-        self._unmarked: list[int] = []
-        self._marks_due: anyio.Event | None = None  # set while `mark_sent_forever` runs
 
     async def publish(self, records: Sequence[OutboxRecord]) -> int:
         """Publish rows (one batch per channel) and mark the published ones; how many."""
@@ -56,41 +46,12 @@ class Relay:
             sent.extend(r.id for r in batch)
         if sent:
             crash_point("after_publish_before_mark_sent")
-            if self._marks_due is not None:
-                self._unmarked.extend(sent)
-                self._marks_due.set()
-            else:
-                await self._mark(sent)
+            try:
+                await self._store.mark_sent(sent)
+            except Exception:
+                # They were published; the sweeper will publish them again (at least once).
+                log.exception("marking outbox rows sent failed", rows=len(sent))
         return len(sent)
-
-    async def _mark(self, ids: Sequence[int]) -> None:
-        try:
-            await self._store.mark_sent(ids)
-        except Exception:
-            # They were published; the sweeper will publish them again (at least once).
-            log.exception("marking outbox rows sent failed", rows=len(ids))
-
-    async def mark_sent_forever(self, interval: float = MARK_INTERVAL_SECONDS) -> None:
-        """Mark published rows sent in batches, `interval` apart at most, until cancelled.
-
-        Cancelled, it marks what is still pending before it returns.
-        """
-        self._marks_due = anyio.Event()
-        try:
-            while True:
-                await self._marks_due.wait()
-                await anyio.sleep(interval)  # let the decisions of the next moments join
-                self._marks_due = anyio.Event()
-                await self._flush_marks()
-        finally:
-            self._marks_due = None
-            with anyio.CancelScope(shield=True):
-                await self._flush_marks()
-
-    async def _flush_marks(self) -> None:
-        ids, self._unmarked = self._unmarked, []
-        if ids:
-            await self._mark(ids)
 
     async def sweep(self, clock: Clock, stale_seconds: float) -> int:
         """Publish every row left unsent for longer than `stale_seconds`; how many."""
