@@ -319,7 +319,7 @@ class RunEngine:
         also_cancel: CancelTimer | None = None,
     ) -> Decide:
         def decide_in_transaction(state: RunState) -> Changes | None:
-            decision = decide(compiled, state, event, self._clock.now())
+            decision = with_trace_id(decide(compiled, state, event, self._clock.now()), traceparent)
             changes = changes_from_decision(decision, source=self._source, traceparent=traceparent)
             if also_cancel is not None:
                 changes = with_cancelled(changes, state, also_cancel)
@@ -389,3 +389,22 @@ def items_for(event: Event) -> ItemsWanted | None:
 def _event_type(event: Event) -> str:
     """The event's wire tag (`task.completed`), for span names and logs."""
     return str(type(event).__struct_config__.tag)
+
+
+def with_trace_id(decision: Decision, traceparent: str | None) -> Decision:
+    """Stamp the run's trace id on the history this decision writes (the dashboard shows it).
+
+    A W3C traceparent is `version-traceid-spanid-flags`; entries whose data is not a
+    mapping keep it as it is.
+    """
+    parts = traceparent.split("-") if traceparent else []
+    if len(parts) != 4 or not decision.history:
+        return decision
+    trace_id = parts[1]
+    stamped = [
+        msgspec.structs.replace(entry, data={**(entry.data or {}), "trace_id": trace_id})
+        if entry.data is None or isinstance(entry.data, dict)
+        else entry
+        for entry in decision.history
+    ]
+    return msgspec.structs.replace(decision, history=stamped)
