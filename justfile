@@ -8,7 +8,7 @@ run *ARGS:
 
 # install what the tests need and run the whole suite
 test *ARGS:
-    pip install -e '.[test]' && pytest -n 2 {{ARGS}}
+    pip install -e '.[test]' && pytest -n 4 {{ARGS}}
 
 # formatting and lint
 lint:

