@@ -36,7 +36,7 @@ export function render(root) {
         return h("tr", { "data-schedule": id },
           h("td", { class: "mono" }, sc.name ?? id),
           h("td", {}, h("a", { href: `#/workflows/${enc(sc.workflow ?? "")}` }, sc.workflow ?? ""), sc.version ? ` v${sc.version}` : ""),
-          h("td", { class: "mono" }, sc.cron ?? sc.interval ?? sc.every ?? sc.spec ?? ""),
+          h("td", { class: "mono" }, sc.cron ?? (sc.interval_seconds != null ? `every ${sc.interval_seconds}s` : null) ?? sc.every ?? sc.spec ?? ""),
           h("td", {}, chip(paused ? "paused" : "active")),
           h("td", {}, nextTimes(sc)),
           h("td", { class: "row" },
