@@ -32,6 +32,7 @@ from app.domain._run_draft import (
     Draft,
     after,
     complete_task,
+    dispatch_command,
     expression_error,
     fail_run,
     fail_task,
@@ -42,7 +43,6 @@ from app.domain.events import (
     CancelMapItems,
     CancelTimer,
     DispatchLost,
-    DispatchTask,
     Event,
     StartTimer,
     TaskCompleted,
@@ -220,19 +220,7 @@ def _dispatch(
 ) -> None:
     item = d.items[(task_id, index)]
     d.command(
-        DispatchTask(
-            run_id=d.original.id,
-            task_id=task_id,
-            attempt=item.attempt,
-            task_type=template.type,
-            queue=template.queue,
-            handler=template.handler,
-            input=item.input,
-            timeout_seconds=template.timeout_seconds,
-            workflow=d.original.workflow,
-            version=d.original.version,
-            item=index,
-        )
+        dispatch_command(d, task_id, template, attempt=item.attempt, input=item.input, item=index)
     )
     data: dict[str, Any] = {"item": index, "queue": template.queue}
     if again:

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from app.domain.compile import Workflow
+from app.domain.compile import CompiledTask, Workflow
 from app.domain.errors import ExpressionError, ExpressionTooLarge
 from app.domain.events import (
     CancelChildRun,
@@ -15,6 +15,7 @@ from app.domain.events import (
     CancelTimer,
     Command,
     Decision,
+    DispatchTask,
     HistoryEntry,
     RunFinished,
     TimerKind,
@@ -202,3 +203,28 @@ def expression_error(exc: ExpressionError) -> ErrorInfo:
     # from a plain evaluation error; neither is retried (the same data fails again).
     kind = "ExpressionLimit" if isinstance(exc, ExpressionTooLarge) else "ExpressionError"
     return ErrorInfo(type=kind, message=str(exc), retryable=False)
+
+
+def dispatch_command(
+    d: Draft,
+    task_id: str,
+    compiled: CompiledTask,
+    *,
+    attempt: int,
+    input: Any,
+    item: int | None = None,
+) -> DispatchTask:
+    """The dispatch of one attempt of a task (or of one map item, with `item`)."""
+    return DispatchTask(
+        run_id=d.original.id,
+        task_id=task_id,
+        attempt=attempt,
+        task_type=compiled.type,
+        queue=compiled.queue,
+        handler=compiled.handler,
+        input=input,
+        timeout_seconds=compiled.timeout_seconds,
+        workflow=d.original.workflow,
+        version=d.original.version,
+        item=item,
+    )

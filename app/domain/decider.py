@@ -29,6 +29,7 @@ from app.domain._run_draft import (
     after,
     awaiting_backoff,
     complete_task,
+    dispatch_command,
     expression_error,
     fail_run,
     fail_task,
@@ -44,7 +45,6 @@ from app.domain.events import (
     ChildRunStarted,
     Decision,
     DispatchLost,
-    DispatchTask,
     Event,
     PauseRequested,
     ResumeRequested,
@@ -202,20 +202,7 @@ def _start_dispatched(d: Draft, task_id: str, compiled: CompiledTask) -> None:
 
 def _dispatch(d: Draft, task_id: str, compiled: CompiledTask, *, again: bool = False) -> None:
     task = d.tasks[task_id]
-    d.command(
-        DispatchTask(
-            run_id=d.original.id,
-            task_id=task_id,
-            attempt=task.attempt,
-            task_type=compiled.type,
-            queue=compiled.queue,
-            handler=compiled.handler,
-            input=task.input,
-            timeout_seconds=compiled.timeout_seconds,
-            workflow=d.original.workflow,
-            version=d.original.version,
-        )
-    )
+    d.command(dispatch_command(d, task_id, compiled, attempt=task.attempt, input=task.input))
     data: dict[str, Any] = {"queue": compiled.queue}
     if again:
         data["redispatch"] = True
