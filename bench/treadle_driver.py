@@ -64,6 +64,7 @@ class TreadleEngine:
         self._database: str | None = None
         self._sqlite_path: Path | None = None
         self._db_url = ""
+        self._broker_env: dict[str, str] = {}
         self.api = ""
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -107,6 +108,7 @@ class TreadleEngine:
             self._database = _pg.create("treadle")
             self._db_url = _pg.url(self._database, "postgresql+asyncpg")
         env = await asyncio.to_thread(self._env)  # Tansu's readiness check runs its own loop
+        self._broker_env = env
         treadle = [sys.executable, "-m", "app.cli"]
         if self._database:
             await asyncio.to_thread(
@@ -166,6 +168,9 @@ class TreadleEngine:
         self._stack.close()
         if self._database:
             _pg.drop(self._database)
+        from tests.brokers import delete_namespace_of  # noqa: PLC0415
+
+        await asyncio.to_thread(delete_namespace_of, self._broker_env)
 
     # -- API ------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import asyncmy
 import httpx
 import pytest
 
+from tests.brokers import delete_namespace_of
 from tests.e2e.conftest import ROOT, Server, _admin, free_port
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -169,3 +170,4 @@ def cluster_on(tmp_path: Path, database_url: str, env: Mapping[str, str]) -> Ite
         yield cluster
     finally:
         cluster.stop()
+        delete_namespace_of(env)

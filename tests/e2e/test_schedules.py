@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.brokers import delete_namespace
 from tests.e2e.conftest import Server, _admin, start_server
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +30,8 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
     url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     monkeypatch.setenv("TREADLE_TRANSPORT", "rabbitmq")
     monkeypatch.setenv("TREADLE_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    monkeypatch.setenv("TREADLE_TRANSPORT__NAMESPACE", f"e2e-{uuid.uuid4().hex[:10]}")
+    namespace = f"e2e-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("TREADLE_TRANSPORT__NAMESPACE", namespace)
     monkeypatch.setenv("TREADLE_DATABASE__MIGRATE_ON_START", "true")
     servers: list[Server] = []
 
@@ -44,6 +46,7 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
         for server in servers:
             server.stop()
         _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        delete_namespace("rabbitmq", "amqp://guest:guest@127.0.0.1:5672/", namespace)
 
 
 def _tick_of(run: dict[str, Any]) -> datetime:

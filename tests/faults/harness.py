@@ -25,6 +25,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.brokers import delete_namespace_of
 from tests.e2e.conftest import free_port
 from tests.faults.handlers import LEDGER_DDL, LEDGER_ENV
 
@@ -281,6 +282,7 @@ class Cluster:
             proc.popen.wait()
         if self.db_name:
             _admin(f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)")
+        delete_namespace_of(self.env)
 
     # --- workflows and load ------------------------------------------------------------
 

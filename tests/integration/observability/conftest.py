@@ -24,6 +24,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from tests.brokers import delete_namespace_of
 from tests.e2e.conftest import ROOT, TERMINAL, free_port
 
 PG_ADMIN = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"]
@@ -204,6 +205,7 @@ def cluster(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Clus
                 proc.kill()
                 found.exit_codes[role] = proc.wait()
         receiver.close()
+        delete_namespace_of(env)
     return found
 
 
