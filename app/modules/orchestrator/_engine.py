@@ -38,9 +38,14 @@ from app.domain.events import (
     RunStarted,
     SignalReceived,
     StartTimer,
+    TaskCompleted,
+    TaskFailed,
+    TaskHeartbeat,
+    TaskStarted,
     TimerFired,
 )
 from app.domain.state import RunState
+from app.modules.orchestrator._batch import Pending, RunQueues, fold
 from app.modules.orchestrator._changes import (
     changes_from_decision,
     fired_timer_cancel,
@@ -152,6 +157,7 @@ class RunEngine:
         self._workflows: _Lru[tuple[str, int], Workflow] = _Lru(cache_size)
         self._run_workflows: _Lru[str, tuple[str, int]] = _Lru(cache_size * 16)
         self._run_locks = _RunLocks()
+        self._queues = RunQueues()
         self._telemetry = telemetry or Telemetry.off("orchestrator")
         # The trace context of each run's latest decision here, so a decision with no
         # message behind it (a timer firing) continues the run's trace. In memory only:
@@ -211,7 +217,7 @@ class RunEngine:
                 self._telemetry.metrics.run_started(stored.name)
                 log.info("run started", version=stored.version)
                 self._run_workflows.put(run.id, (stored.name, stored.version))
-                await self._after_commit(applied, outcome, compiled)
+                await self._after_commit(applied, [outcome], compiled)
         return applied.state, created
 
     async def cancel_run(self, run_id: str, reason: str = "") -> RunState:
@@ -283,11 +289,52 @@ class RunEngine:
             # Messages written by this decision carry its span, read here because the
             # store may run the callback where the current context is not ours.
             decider = self._decider(compiled, event, outcome, current_traceparent(), also_cancel)
-            async with self._run_locks.hold(run_id):
-                applied = await self._store.apply(run_id, decider, items=items_for(event))
+            items = items_for(event)
+            batchable = items is None and also_cancel is None and isinstance(event, _BATCHABLE)
+            pending = Pending(decider, batchable=batchable, outcome=outcome)
+            self._queues.add(run_id, pending)
+            try:
+                async with self._run_locks.hold(run_id):
+                    if pending.done:  # decided in the transaction of an event ahead of it
+                        return (pending.applied if pending.changed else None), outcome.state
+                    batch = await self._apply_queued(run_id, pending, items)
+            finally:
+                if not pending.done:
+                    pending.abandoned = True
+                    self._queues.remove(run_id, pending)
+            applied = batch[0].applied
             if applied is not None:
-                await self._after_commit(applied, outcome, compiled)
-        return applied, outcome.state
+                await self._after_commit(applied, [p.outcome for p in batch], compiled)
+        return (applied if pending.changed else None), outcome.state
+
+    async def _apply_queued(
+        self, run_id: str, own: Pending, items: ItemsWanted | None
+    ) -> list[Pending]:
+        """Decide `own` and the events queued behind it in one transaction; those decided.
+
+        Each one decided is marked done with what was committed; on failure the others
+        go back to the queue, so each of their own turns decides them.
+        """
+        taken: list[Pending] | None = None
+        decided: list[Pending] = []
+
+        def decide_all(state: RunState) -> Changes | None:
+            nonlocal taken, decided
+            if taken is None:
+                taken = self._queues.take(run_id, own)
+            changes, count = fold(state, taken)
+            decided = taken[:count]
+            return changes
+
+        try:
+            applied = await self._store.apply(run_id, decide_all, items=items)
+        except BaseException:
+            self._queues.put_back(run_id, [p for p in taken or () if p is not own])
+            raise
+        self._queues.put_back(run_id, (taken or [])[len(decided) :])
+        for pending in decided:
+            pending.applied, pending.done = applied, True
+        return decided or [own]
 
     async def fire_timer(self, timer: DueTimer) -> None:
         """Apply a due timer to its run, deleting the timer row in the same transaction."""
@@ -328,11 +375,14 @@ class RunEngine:
 
         return decide_in_transaction
 
-    async def _after_commit(self, applied: Applied, outcome: _Outcome, compiled: Workflow) -> None:
-        if outcome.changes is not None:
-            self._wake_for(outcome.changes.start_timers)
-        if outcome.decision is not None and outcome.decision.changed:
-            record_decision(self._telemetry.metrics, outcome.decision, compiled)
+    async def _after_commit(
+        self, applied: Applied, outcomes: Sequence[_Outcome], compiled: Workflow
+    ) -> None:
+        for outcome in outcomes:
+            if outcome.changes is not None:
+                self._wake_for(outcome.changes.start_timers)
+            if outcome.decision is not None and outcome.decision.changed:
+                record_decision(self._telemetry.metrics, outcome.decision, compiled)
         if (traceparent := current_traceparent()) is not None:
             self._run_traces.put(applied.state.id, traceparent)
         await self._relay.publish(applied.outbox)
@@ -374,6 +424,8 @@ class RunEngine:
 
 
 _MAP_CONTROL = (ResumeRequested, RetryRequested)
+# Worker results: the events that arrive for one run in bursts (see `_batch`).
+_BATCHABLE = (TaskStarted, TaskCompleted, TaskFailed, TaskHeartbeat)
 
 
 def items_for(event: Event) -> ItemsWanted | None:

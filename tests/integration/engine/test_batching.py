@@ -1,0 +1,79 @@
+"""Worker events that queue behind a decision on their run share its transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from app.domain.events import Event, TaskCompleted, TaskStarted
+from app.domain.state import TaskStatus
+from app.engine import SystemClock, build
+from app.modules.orchestrator import Relay, RunEngine
+from app.ports import Applied, Decide, ItemsWanted, StateStore
+from tests.integration.engine.conftest import SettingsFactory
+
+CHAIN: dict[str, Any] = {
+    "name": "pair",
+    "tasks": {"a": {"handler": "t.echo"}, "b": {"handler": "t.echo", "after": ["a"]}},
+}
+
+
+class _HeldStore:
+    """The store, counting `apply` calls and holding the first until `release` is set."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self.applies = 0
+        self.entered = anyio.Event()
+        self.release = anyio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def apply(
+        self, run_id: str, decide: Decide, *, items: ItemsWanted | None = None
+    ) -> Applied | None:
+        self.applies += 1
+        if self.applies == 1:
+            self.entered.set()
+            await self.release.wait()
+        return await self._store.apply(run_id, decide, items=items)
+
+
+@pytest.mark.anyio
+async def test_events_queued_behind_a_decision_are_decided_in_its_transaction(
+    make_settings: SettingsFactory,
+) -> None:
+    """A started and a completed event for one run cost one transaction, in order."""
+    engine = build(make_settings())
+    await engine.store.migrate()
+    await engine.connect()
+    try:
+        held = _HeldStore(engine.store)
+        settings = engine.settings.orchestrator
+        relay = Relay(held, engine.transport)  # type: ignore[arg-type]
+        runs = RunEngine(held, relay, SystemClock(), settings, source="test")  # type: ignore[arg-type]
+        await runs.register_workflow(CHAIN)
+        run, _ = await runs.start_run("pair", None, {})
+        events: list[Event] = [
+            TaskStarted(run_id=run.id, task_id="a", attempt=1),
+            TaskCompleted(run_id=run.id, task_id="a", attempt=1, output=1),
+        ]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runs.apply_event, run.id, events[0])
+            await held.entered.wait()
+            tg.start_soon(runs.apply_event, run.id, events[1])
+            await anyio.wait_all_tasks_blocked()
+            held.release.set()
+
+        assert held.applies == 1
+        state = await engine.store.get_run(run.id)
+        assert state.tasks["a"].status is TaskStatus.COMPLETED
+        assert state.tasks["b"].status is TaskStatus.SCHEDULED
+        page = await engine.store.list_history(run.id, 100, None)
+        kinds = [h.type for h in page.items if h.task_id == "a"]
+        assert kinds.index("task.started") < kinds.index("task.completed")
+    finally:
+        await engine.close()
