@@ -9,6 +9,7 @@ lets reads proceed beside them. PostgreSQL and MySQL serialise on row locks inst
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import anyio
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -45,7 +47,11 @@ def server_engine_kwargs(
         "echo": echo,
         "pool_size": pool_size,
         "max_overflow": pool_size,
-        "pool_pre_ping": True,  # survive a database restart without a failed request
+        # No ping on every checkout: that is one more round trip per transaction. A
+        # connection idle for a while is pinged instead (see `_ping_when_idle`); one
+        # cut while busy fails its statement, the pool drops every older connection,
+        # and callers retry transient store errors.
+        "pool_pre_ping": False,
         "pool_recycle": 1800,
     }
     if dialect == "mysql":
@@ -87,7 +93,9 @@ class Database:
     def _create_engine(self, pool_size: int, echo: bool) -> AsyncEngine:
         if not self.is_sqlite:
             kwargs = server_engine_kwargs(self.dialect, pool_size, echo, self._ssl_context)
-            return create_async_engine(self.url, **kwargs)
+            engine = create_async_engine(self.url, **kwargs)
+            _ping_when_idle(engine)
+            return engine
         if not self._in_memory and self.url.database:
             Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # `transaction()` always ends its transaction (shielded), so the pool's own
@@ -137,6 +145,32 @@ async def _rollback_or_discard(conn: AsyncConnection) -> None:
         await conn.rollback()
     except Exception:  # noqa: BLE001 - any failure here means the connection is unusable
         await conn.invalidate()
+
+
+PING_IDLE_SECONDS = 2.0
+"""A pooled connection unused for longer than this is pinged before it is handed out."""
+_CHECKED_IN = "treadle_checked_in"
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Ping a connection on checkout only if it sat idle (a restart while idle is survived
+    without a failed request, and a busy pool pays no round trip per transaction)."""
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in = record.info.get(_CHECKED_IN)
+        if checked_in is None or time.monotonic() - checked_in < PING_IDLE_SECONDS:
+            return  # new, or in use just now
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool replaces the connection and tries the checkout again.
+            raise sa_exc.DisconnectionError(str(exc)) from exc
 
 
 def _configure_sqlite(engine: AsyncEngine, *, in_memory: bool, synchronous: str) -> None:
