@@ -164,6 +164,11 @@ class RunEngine:
         # a timer fired by another replica, or after a restart, begins a new trace.
         self._run_traces: _Lru[str, str] = _Lru(cache_size * 16)
 
+    @property
+    def relay(self) -> Relay:
+        """The relay that publishes what this engine's decisions write."""
+        return self._relay
+
     # --- RunControl -------------------------------------------------------------------
 
     async def register_workflow(self, definition: dict[str, Any]) -> tuple[StoredWorkflow, bool]:

@@ -48,10 +48,14 @@ class Orchestrator:
         self._clock = clock
         self._telemetry = telemetry or Telemetry.off("orchestrator")
         self._gauge_interval = gauge_interval_seconds
-        self._relay = Relay(store, transport, telemetry=self._telemetry)
-        self.run_engine = run_engine or RunEngine(
-            store, self._relay, clock, settings, source=source, telemetry=self._telemetry
-        )
+        if run_engine is None:
+            relay = Relay(store, transport, telemetry=self._telemetry)
+            run_engine = RunEngine(
+                store, relay, clock, settings, source=source, telemetry=self._telemetry
+            )
+        self.run_engine = run_engine
+        # The sweeper shares the decisions' relay, so it skips the rows they are publishing.
+        self._relay = run_engine.relay
         self._consumer = EventConsumer(
             transport,
             self.run_engine,

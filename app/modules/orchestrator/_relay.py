@@ -16,8 +16,22 @@ log = get_logger(__name__)
 SWEEP_BATCH = 500
 
 
+class _Marks:
+    """Ids published and waiting for one `mark_sent` transaction with others."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.done = anyio.Event()
+
+
 class Relay:
-    """Publishes outbox rows; whatever fails stays unsent for the sweeper to retry."""
+    """Publishes outbox rows; whatever fails stays unsent for the sweeper to retry.
+
+    Rows are marked sent by group commit: while one `mark_sent` transaction is in flight,
+    the ids published meanwhile gather, and the first of their publishers to get a turn
+    marks them all in the next one. The ids of rows being published (until marked) are
+    held in `inflight`, and the sweeper of this process leaves them alone.
+    """
 
     def __init__(
         self, store: OutboxStore, transport: Transport, *, telemetry: Telemetry | None = None
@@ -25,11 +39,22 @@ class Relay:
         self._store = store
         self._transport = transport
         self._telemetry = telemetry or Telemetry.off("orchestrator")
+        self.inflight: set[int] = set()
+        self._open = _Marks()
+        self._marking: _Marks | None = None
 
     async def publish(self, records: Sequence[OutboxRecord]) -> int:
         """Publish rows (one batch per channel) and mark the published ones; how many."""
         if not records:
             return 0
+        ids = [r.id for r in records]
+        self.inflight.update(ids)
+        try:
+            return await self._publish(records)
+        finally:
+            self.inflight.difference_update(ids)
+
+    async def _publish(self, records: Sequence[OutboxRecord]) -> int:
         crash_point("after_commit_before_publish")
         sent: list[int] = []
         for channel, batch in _by_channel(records).items():
@@ -46,22 +71,40 @@ class Relay:
             sent.extend(r.id for r in batch)
         if sent:
             crash_point("after_publish_before_mark_sent")
-            try:
-                await self._store.mark_sent(sent)
-            except Exception:
-                # They were published; the sweeper will publish them again (at least once).
-                log.exception("marking outbox rows sent failed", rows=len(sent))
+            await self._mark_sent(sent)
         return len(sent)
 
+    async def _mark_sent(self, ids: list[int]) -> None:
+        """Mark `ids` sent, in the same transaction as the ids of concurrent publishes."""
+        marks = self._open
+        marks.ids.extend(ids)
+        while not marks.done.is_set():
+            if self._marking is not None:
+                await self._marking.done.wait()  # then ours is next (or done)
+                continue
+            self._open, self._marking = _Marks(), marks
+            try:
+                await self._store.mark_sent(marks.ids)
+            except Exception:
+                # They were published; the sweeper will publish them again (at least once).
+                log.exception("marking outbox rows sent failed", rows=len(marks.ids))
+            finally:
+                self._marking = None
+                marks.done.set()
+
     async def sweep(self, clock: Clock, stale_seconds: float) -> int:
-        """Publish every row left unsent for longer than `stale_seconds`; how many."""
+        """Publish every row left unsent for longer than `stale_seconds`; how many.
+
+        Rows this process is publishing right now are skipped: they are late, not lost.
+        """
         total = 0
         while True:
             older_than = clock.now() - timedelta(seconds=stale_seconds)
-            records = await self._store.claim_unsent(older_than, SWEEP_BATCH)
+            claimed = await self._store.claim_unsent(older_than, SWEEP_BATCH)
+            records = [r for r in claimed if r.id not in self.inflight]
             published = await self.publish(records)
             total += published
-            if len(records) < SWEEP_BATCH or published == 0:
+            if len(claimed) < SWEEP_BATCH or published == 0:
                 return total
 
     async def sweep_forever(self, clock: Clock, interval: float, stale_seconds: float) -> None:

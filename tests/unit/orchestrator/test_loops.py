@@ -83,6 +83,55 @@ async def test_the_sweeper_publishes_stale_unsent_rows() -> None:
     assert store.claimed_before[0] == NOW - timedelta(seconds=10)
 
 
+class SlowOutbox(FakeOutbox):
+    """An outbox whose `mark_sent` waits for `release`, recording each call's ids."""
+
+    def __init__(self, unsent: Sequence[OutboxRecord] = ()) -> None:
+        super().__init__(unsent)
+        self.calls: list[list[int]] = []
+        self.release = anyio.Event()
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        self.calls.append(list(ids))
+        await self.release.wait()
+        await super().mark_sent(ids)
+
+
+@pytest.mark.anyio
+async def test_publishes_during_a_mark_sent_are_marked_together_in_the_next() -> None:
+    """Group commit: ids published while a mark is in flight share one transaction."""
+    store, transport = SlowOutbox(), FakeTransport()
+    relay = Relay(store, transport)  # type: ignore[arg-type]
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(relay.publish, [_record(1, "tasks.a")])
+            await anyio.wait_all_tasks_blocked()
+            for row in (2, 3):
+                tg.start_soon(relay.publish, [_record(row, "tasks.a")])
+            await anyio.wait_all_tasks_blocked()
+            store.release.set()
+
+    assert store.calls == [[1], [2, 3]]
+    assert sorted(store.sent) == [1, 2, 3]
+    assert relay.inflight == set()
+
+
+@pytest.mark.anyio
+async def test_the_sweeper_skips_rows_this_process_is_publishing() -> None:
+    """A row still being published (not yet marked) is late, not lost: no second publish."""
+    store, transport = SlowOutbox([_record(7, "tasks.a")]), FakeTransport()
+    relay = Relay(store, transport)  # type: ignore[arg-type]
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(relay.publish, [_record(7, "tasks.a")])
+            await anyio.wait_all_tasks_blocked()  # published, its mark in flight
+            swept = await relay.sweep(FakeClock(NOW), stale_seconds=10)
+            store.release.set()
+
+    assert swept == 0
+    assert len(transport.published["tasks.a"]) == 1
+
+
 @pytest.mark.anyio
 async def test_the_alarm_wakes_a_sleep_for_a_sooner_timer() -> None:
     """A timer notified while the loop sleeps, due before it wakes, ends the sleep early."""
