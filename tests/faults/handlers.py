@@ -50,8 +50,14 @@ def _record_sqlite(path: str, row: tuple[Any, ...]) -> None:
 
 
 @handler("fault.step")
-async def step(ctx: TaskContext, seconds: float = 0.1, fail_times: int = 0) -> dict[str, Any]:
-    """Sleep, record the execution, fail the first `fail_times` attempts, else answer."""
+async def step(
+    ctx: TaskContext, seconds: float = 0.1, fail_times: int = 0, ballast: str = ""
+) -> dict[str, Any]:
+    """Sleep, record the execution, fail the first `fail_times` attempts, else answer.
+
+    `ballast` is ignored: it only makes the dispatch message as large as a test wants.
+    """
+    del ballast
     await anyio.sleep(seconds)
     await _record(ctx)
     if ctx.attempt <= fail_times:

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +25,14 @@ import httpx
 import psycopg
 import pytest
 
-from tests.brokers import delete_namespace_of
+from tests.brokers import NATS_URL, delete_namespace_of
 from tests.e2e.conftest import free_port
 from tests.faults.handlers import LEDGER_DDL, LEDGER_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+SHARED_BROKERS = (RABBITMQ_URL, NATS_URL)
 TERMINAL = ("completed", "failed", "cancelled", "timed_out")
 # A process imports in ~2 s on a quiet machine but up to ~25 s on a loaded one: the wait
 # scales (TREADLE_FAULT_READY_SECONDS) and fails only when a process is plainly stuck.
@@ -120,9 +121,22 @@ class Journal:
 
 
 class Cluster:
-    """Processes on one fresh database and one broker namespace (or the in-process one)."""
+    """Processes on one fresh database and one broker namespace (or the in-process one).
 
-    def __init__(self, tmp_path: Path, *, memory: bool = False) -> None:
+    The broker is the shared RabbitMQ unless `transport` and `broker_url` name another
+    (`broker_env` adds the settings it needs); a namespace on a shared broker is deleted on
+    close, a private broker goes away with its test.
+    """
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        memory: bool = False,
+        transport: str = "rabbitmq",
+        broker_url: str = RABBITMQ_URL,
+        broker_env: dict[str, str] | None = None,
+    ) -> None:
         self.tmp_path = tmp_path
         self.memory = memory
         self.procs: list[Proc] = []
@@ -131,6 +145,7 @@ class Cluster:
         self.last_fault = time.monotonic()
         self.loaded = threading.Event()
         self.began = time.monotonic()
+        self.shared_broker = not memory and broker_url in SHARED_BROKERS
         if memory:
             self.db_name = ""
             self.database_url = f"sqlite+aiosqlite:///{tmp_path / 'treadle.db'}"
@@ -142,9 +157,10 @@ class Cluster:
             self.database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{self.db_name}"
             self.ledger = f"postgresql://postgres@127.0.0.1:5432/{self.db_name}"
             broker = {
-                "TREADLE_TRANSPORT": "rabbitmq",
-                "TREADLE_BROKER_URL": RABBITMQ_URL,
+                "TREADLE_TRANSPORT": transport,
+                "TREADLE_BROKER_URL": broker_url,
                 "TREADLE_TRANSPORT__NAMESPACE": f"fault-{uuid.uuid4().hex[:10]}",
+                **(broker_env or {}),
             }
         self.env = {
             **os.environ,
@@ -282,7 +298,8 @@ class Cluster:
             proc.popen.wait()
         if self.db_name:
             _admin(f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)")
-        delete_namespace_of(self.env)
+        if self.shared_broker:
+            delete_namespace_of(self.env)
 
     # --- workflows and load ------------------------------------------------------------
 
@@ -292,7 +309,9 @@ class Cluster:
             answer = httpx.post(f"{self.api()}/v1/workflows", json=definition, timeout=10)
             assert answer.status_code in (200, 201), answer.text
 
-    def start_run(self, workflow: str, key: str | None = None) -> str | None:
+    def start_run(
+        self, workflow: str, key: str | None = None, input: dict[str, Any] | None = None
+    ) -> str | None:
         """POST /v1/runs with an Idempotency-Key, retrying the same key through failures
         for as long as a restarted api may take to come back."""
         key = key or uuid.uuid4().hex
@@ -301,7 +320,7 @@ class Cluster:
             try:
                 answer = httpx.post(
                     f"{self.api()}/v1/runs",
-                    json={"workflow": workflow, "input": {}},
+                    json={"workflow": workflow, "input": input or {}},
                     headers={"Idempotency-Key": key},
                     timeout=10,
                 )
@@ -344,17 +363,20 @@ class Cluster:
 
     # --- settling and invariants -------------------------------------------------------
 
-    def settle(self, timeout: float = 180) -> float:
-        """Wait until every accepted run is terminal; seconds since the last fault."""
+    def settle(self, timeout: float = 180, only: Collection[str] | None = None) -> float:
+        """Wait until every accepted run (or every run in `only`) is terminal; seconds since
+        the last fault."""
         deadline = time.monotonic() + timeout
         runs: dict[str, str] = {}
         while time.monotonic() < deadline:
             self.revive_crashed()
             runs = self.statuses()
-            if all(runs.get(r) in TERMINAL for r in self.journal.accepted().values()):
+            wanted = self.journal.accepted().values() if only is None else only
+            if all(runs.get(r) in TERMINAL for r in wanted):
                 return time.monotonic() - self.last_fault
             time.sleep(0.3)
-        stuck = {r: runs.get(r) for r in self.journal.accepted().values()}
+        wanted = self.journal.accepted().values() if only is None else only
+        stuck = {r: runs.get(r) for r in wanted}
         stuck = {r: s for r, s in stuck.items() if s not in TERMINAL}
         pytest.fail(f"{len(stuck)} runs not terminal: {list(stuck.items())[:10]}\n{self.logs()}")
 
@@ -389,20 +411,26 @@ class Cluster:
     def statuses(self) -> dict[str, str]:
         return dict(self.sql("SELECT id, status FROM treadle_runs"))
 
-    def check(self) -> Report:
-        """Assert every invariant of the issue; return the counts for the report."""
+    def check(self, lost: Collection[str] = ()) -> Report:
+        """Assert every invariant of the issue; return the counts for the report.
+
+        `lost` names runs a scenario knows the broker lost (a broker that keeps nothing
+        across a restart): they are exempt from completing and counted in the report.
+        """
         accepted = self.journal.accepted()
+        kept = {key: run_id for key, run_id in accepted.items() if run_id not in lost}
         statuses = self.statuses()
         report = Report(
             runs=len(accepted),
             faults=sum(self.faults.values()),
             kinds=dict(self.faults),
             wall_seconds=time.monotonic() - self.began,
+            lost=len(accepted) - len(kept),
         )
-        _check_runs(accepted, statuses, self.journal)
+        _check_runs(kept, statuses, self.journal)
         _check_keys(self.sql("SELECT idempotency_key, id FROM treadle_runs"), accepted)
         _check_tasks(self)
-        _check_api(self, accepted)
+        _check_api(self, kept)
         return report
 
 
@@ -415,13 +443,14 @@ class Report:
     kinds: dict[str, int] = field(default_factory=dict)
     wall_seconds: float = 0.0
     recovery_seconds: float = 0.0
+    lost: int = 0
 
     def show(self, name: str) -> None:
         """One `FAULT-SCENARIO` line (the root conftest repeats these in the summary)."""
         kinds = ", ".join(f"{k} x{n}" for k, n in sorted(self.kinds.items()))
         print(
             f"\nFAULT-SCENARIO {name}: runs={self.runs} faults={self.faults} ({kinds}) "
-            f"lost=0 recovery={self.recovery_seconds:.1f}s wall={self.wall_seconds:.0f}s"
+            f"lost={self.lost} recovery={self.recovery_seconds:.1f}s wall={self.wall_seconds:.0f}s"
         )
 
 
