@@ -35,6 +35,7 @@ from app.ports import (
     StoredWorkflow,
 )
 from app.store import _rows as rows_
+from app.store._closing import end_orphaned_closes
 from app.store._decisions import write_changes, write_effects, write_new_tasks
 from app.store._engine import Database
 from app.store._errors import StoreError, mapped_errors
@@ -105,8 +106,9 @@ class SqlStore(ScheduleQueries):
                 return await is_at_head(conn)
 
     async def close(self) -> None:
-        """Release every pooled connection."""
+        """Release every pooled connection (and end SQLite's orphaned closes)."""
         await self._db.dispose()
+        await end_orphaned_closes()
 
     # --- workflows ---------------------------------------------------------------------
 
