@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import faulthandler
+from collections.abc import Iterator
+
 import pytest
+
+WATCHDOG_GRACE_SECONDS = 180.0
+"""How long past its pytest-timeout a test may hang before its process dumps and exits."""
 
 
 @pytest.fixture(
@@ -45,3 +51,22 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("fault scenarios")
         for line in _FAULT_LINES:
             terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """A last-resort watchdog: a test that hangs past its timeout ends its process.
+
+    pytest-timeout fires once per test; a hang after it fired (in a teardown, or in an
+    event loop's shutdown) would stall the whole run. Dumping every thread's stack and
+    exiting turns that into one failed test (xdist replaces the worker) with its cause.
+    """
+    marker = item.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker and marker.args else item.config.getini("timeout")
+    faulthandler.dump_traceback_later(
+        float(limit or 120) + WATCHDOG_GRACE_SECONDS, exit=True, file=2
+    )
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
