@@ -76,10 +76,29 @@ async def write_effects(
 async def _update_run(
     conn: AsyncConnection, loaded: RunState, state: RunState, now: datetime
 ) -> None:
-    before = mutable_run_values(loaded)
-    values = {k: v for k, v in mutable_run_values(state).items() if before[k] != v}
+    if all(getattr(loaded, f) is getattr(state, f) for f in _RUN_FIELDS):
+        values = {}  # the decider keeps the very objects it did not change
+    else:
+        before = mutable_run_values(loaded)
+        values = {k: v for k, v in mutable_run_values(state).items() if before[k] != v}
+    if not values:
+        # Only its tasks changed: the lock taken to load it already orders this decision,
+        # and skipping the write spares a round trip (`updated_at` is the row's own).
+        return
     stmt = update(runs).where(runs.c.id == state.id).values(**values, updated_at=now)
     await conn.execute(stmt)
+
+
+_RUN_FIELDS = (
+    "status",
+    "input",
+    "output",
+    "error",
+    "started_at",
+    "finished_at",
+    "signals",
+    "paused",
+)
 
 
 async def _write_tasks(conn: AsyncConnection, loaded: RunState, state: RunState) -> None:
@@ -89,7 +108,7 @@ async def _write_tasks(conn: AsyncConnection, loaded: RunState, state: RunState)
         before = loaded.tasks.get(task_id)
         if before is None:
             new.append(task_values(state.id, position, task))
-        elif before != task:
+        elif before is not task and before != task:
             row = task_values(state.id, position, task)
             changed.append({**row, "b_run_id": row.pop("run_id"), "b_task_id": row.pop("task_id")})
     gone = [{"b_run_id": state.id, "b_task_id": t} for t in loaded.tasks if t not in state.tasks]

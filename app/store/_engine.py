@@ -105,17 +105,24 @@ class Database:
         return engine
 
     @asynccontextmanager
-    async def transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+    async def transaction(
+        self, *, write: bool, single: bool = False
+    ) -> AsyncIterator[AsyncConnection]:
         """A connection inside a transaction, committed on success, rolled back otherwise.
 
         The rollback and the release are shielded from cancellation, so a cancelled caller
         never hands the pool a connection that is still inside a transaction.
+
+        `single` promises one statement, atomic on its own: PostgreSQL then runs it in
+        autocommit, sparing the BEGIN and COMMIT round trips.
         """
         async with self._turn(write):
             conn = await self.engine.connect()
             try:
                 if write and self.is_sqlite:
                     await conn.execution_options(**{_WRITE: True})
+                elif single and self.dialect == "postgresql":
+                    await conn.execution_options(isolation_level="AUTOCOMMIT")
                 await conn.begin()
                 yield conn
                 await conn.commit()

@@ -96,7 +96,7 @@ class SqlStore(ScheduleQueries):
     async def ping(self) -> None:
         """Raise `StoreUnavailable` if the database cannot be reached."""
         with mapped_errors("ping"):
-            async with self._db.transaction(write=False) as conn:
+            async with self._db.transaction(write=False, single=True) as conn:
                 await conn.execute(text("SELECT 1"))
 
     async def schema_is_current(self) -> bool:
@@ -148,7 +148,7 @@ class SqlStore(ScheduleQueries):
     async def get_workflow(self, name: str, version: int | None = None) -> StoredWorkflow:
         """The given version, or the latest; raises `WorkflowNotFound`."""
         with mapped_errors("get_workflow"):
-            async with self._db.transaction(write=False) as conn:
+            async with self._db.transaction(write=False, single=True) as conn:
                 if version is None:
                     found = await _latest_workflow(conn, name)
                 else:
@@ -207,7 +207,7 @@ class SqlStore(ScheduleQueries):
     async def get_run(self, run_id: str) -> RunState:
         """The run with all its tasks; raises `RunNotFound`."""
         with mapped_errors("get_run"):
-            async with self._db.transaction(write=False) as conn:
+            async with self._db.transaction(write=False, single=True) as conn:
                 return await _load_run(conn, run_id, lock=False)
 
     async def list_runs(
@@ -238,7 +238,7 @@ class SqlStore(ScheduleQueries):
             created_at, run_id = rows_.decode_cursor(cursor, "runs", rows_.RunsCursor)
             stmt = stmt.where(tuple_(runs.c.created_at, runs.c.id) < tuple_(created_at, run_id))
         with mapped_errors("list_runs"):
-            async with self._db.transaction(write=False) as conn:
+            async with self._db.transaction(write=False, single=True) as conn:
                 found = (await conn.execute(stmt)).all()
         return _page(found, limit, rows_.summary_from_row, lambda r: ("runs", r.created_at, r.id))
 
@@ -263,7 +263,7 @@ class SqlStore(ScheduleQueries):
             for status in RunStatus
         ]
         with mapped_errors("count_runs"):
-            async with self._db.transaction(write=False) as conn:
+            async with self._db.transaction(write=False, single=True) as conn:
                 row = (await conn.execute(select(*columns))).one()
         raw = {status.value: int(row._mapping[status.value]) for status in RunStatus}
         return RunCounts(
@@ -405,7 +405,7 @@ class SqlStore(ScheduleQueries):
             return
         stmt = update(outbox).where(outbox.c.id.in_(list(ids))).values(sent_at=self._now())
         with mapped_errors("mark_sent"):
-            async with self._db.transaction(write=True) as conn:
+            async with self._db.transaction(write=True, single=True) as conn:
                 await conn.execute(stmt)
 
     async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
@@ -426,7 +426,7 @@ class SqlStore(ScheduleQueries):
         """How many rows are unsent, and when the oldest was written."""
         stmt = select(func.count(), func.min(outbox.c.created_at)).where(UNSENT)
         with mapped_errors("outbox_backlog"):
-            async with self._db.transaction(write=False) as conn:
+            async with self._db.transaction(write=False, single=True) as conn:
                 count, oldest = (await conn.execute(stmt)).one()
         return int(count), oldest
 
@@ -461,7 +461,7 @@ class SqlStore(ScheduleQueries):
     async def next_timer_at(self) -> datetime | None:
         """When the earliest timer is due (leased ones included)."""
         with mapped_errors("next_timer_at"):
-            async with self._db.transaction(write=False) as conn:
+            async with self._db.transaction(write=False, single=True) as conn:
                 earliest: datetime | None = (
                     await conn.execute(select(func.min(timers.c.fire_at)))
                 ).scalar()
@@ -471,7 +471,7 @@ class SqlStore(ScheduleQueries):
         """Timers due at `now` and not yet fired, counted up to `cap` (an index range scan)."""
         due = select(timers.c.run_id).where(timers.c.fire_at <= now).limit(cap).subquery()
         with mapped_errors("count_overdue_timers"):
-            async with self._db.transaction(write=False) as conn:
+            async with self._db.transaction(write=False, single=True) as conn:
                 counted = (await conn.execute(select(func.count()).select_from(due))).scalar()
         return int(counted or 0)
 
