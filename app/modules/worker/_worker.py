@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import msgspec
@@ -19,6 +20,7 @@ from app.domain.events import (
 from app.messages import (
     EVENTS_CHANNEL,
     Envelope,
+    Message,
     Payload,
     decode,
     envelope,
@@ -186,6 +188,27 @@ class Worker:
 
         Called inside the attempt's span, so every event published carries its context.
         """
+        started = TaskStarted(
+            run_id=dispatch.run_id,
+            task_id=dispatch.task_id,
+            attempt=dispatch.attempt,
+            worker=self._source,
+            started_at=self._clock.now(),
+            item=dispatch.item,
+        )
+        start = _StartReport(self._transport, self._message(started, received))
+
+        async def heartbeat(details: Any) -> None:
+            await start.send()  # a heartbeat never overtakes its attempt's start
+            beat = TaskHeartbeat(
+                run_id=dispatch.run_id,
+                task_id=dispatch.task_id,
+                attempt=dispatch.attempt,
+                details=details,
+                item=dispatch.item,
+            )
+            await self._publish(beat, received)
+
         ctx = TaskContext.for_attempt(
             run_id=dispatch.run_id,
             task_id=dispatch.task_id,
@@ -193,38 +216,13 @@ class Worker:
             workflow=dispatch.workflow,
             version=dispatch.version,
             idempotency_key=dispatch.idempotency_key,
-            heartbeat=lambda details: self._publish(
-                TaskHeartbeat(
-                    run_id=dispatch.run_id,
-                    task_id=dispatch.task_id,
-                    attempt=dispatch.attempt,
-                    details=details,
-                    item=dispatch.item,
-                ),
-                received,
-            ),
+            heartbeat=heartbeat,
         )
         try:
-            started = TaskStarted(
-                run_id=dispatch.run_id,
-                task_id=dispatch.task_id,
-                attempt=dispatch.attempt,
-                worker=self._source,
-                started_at=self._clock.now(),
-                item=dispatch.item,
-            )
-            await self._publish(started, received)
-            result = await execute(
-                dispatch,
-                ctx,
-                self._registry,
-                worker=self._source,
-                traceback_lines=self._settings.traceback_lines,
-                http=self._http,
-            )
+            result = await self._execute_reporting_start(dispatch, ctx, start)
             _log_result(result)
             crash_point("after_effect_before_publish")
-            await self._publish(result, received)
+            await start.send(self._message(result, received))
         except Exception:
             # The result could not be published: give the dispatch back so the attempt is
             # run again (at least once) rather than lost.
@@ -233,12 +231,72 @@ class Worker:
             return False
         return True
 
-    async def _publish(self, payload: Payload, received: str | None) -> None:
+    async def _execute_reporting_start(
+        self, dispatch: DispatchTask, ctx: TaskContext, start: _StartReport
+    ) -> TaskCompleted | TaskFailed:
+        """Run the attempt; its start is published once it has run `START_REPORT_SECONDS`
+        (a quicker one's start goes out with its result, in one publish)."""
+        outcome: list[TaskCompleted | TaskFailed] = []
+        finished = anyio.Event()
+
+        async def run() -> None:
+            try:
+                outcome.append(
+                    await execute(
+                        dispatch,
+                        ctx,
+                        self._registry,
+                        worker=self._source,
+                        traceback_lines=self._settings.traceback_lines,
+                        http=self._http,
+                    )
+                )
+            finally:
+                finished.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            with anyio.move_on_after(START_REPORT_SECONDS):
+                await finished.wait()
+            if not finished.is_set():
+                await start.send()
+        return outcome[0]
+
+    def _message(self, payload: Payload, received: str | None) -> Message:
         # The current span (the attempt's) becomes the parent of the decision it causes;
         # with tracing off there is none, and the context received passes through as is.
         traceparent = current_traceparent() or received
-        message = to_message(envelope(payload, source=self._source, traceparent=traceparent))
-        await self._transport.publish(EVENTS_CHANNEL, [message])
+        return to_message(envelope(payload, source=self._source, traceparent=traceparent))
+
+    async def _publish(self, payload: Payload, received: str | None) -> None:
+        await self._transport.publish(EVENTS_CHANNEL, [self._message(payload, received)])
+
+
+START_REPORT_SECONDS = 0.05
+"""How long an attempt runs before its `task.started` is published on its own.
+
+A quicker attempt's start is published with its result, in one batch: one broker round
+trip instead of two, and the orchestrator decides both in one transaction. Its
+`started_at` is still the time it began.
+"""
+
+
+class _StartReport:
+    """An attempt's `task.started` message, published once, before anything after it."""
+
+    def __init__(self, transport: Transport, started: Message) -> None:
+        self._transport = transport
+        self._started = started
+        self._sent = False
+        self._lock = anyio.Lock()
+
+    async def send(self, *after: Message) -> None:
+        """Publish the start if it is not out yet, followed by `after`, in one batch."""
+        async with self._lock:
+            batch = list(after) if self._sent else [self._started, *after]
+            if batch:
+                await self._transport.publish(EVENTS_CHANNEL, batch)
+            self._sent = True
 
 
 def _log_result(result: TaskCompleted | TaskFailed) -> None:

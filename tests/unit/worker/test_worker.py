@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
@@ -84,6 +84,40 @@ async def test_a_dispatch_is_started_completed_then_acked() -> None:
     assert transport.subscriptions == [("tasks.default", "workers", 32)]
 
 
+class BatchRecordingTransport(FakeTransport):
+    """Also records each publish call's batch of messages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    async def publish(self, channel: str, messages: Sequence[Message]) -> None:
+        self.batches.append(len(messages))
+        await super().publish(channel, messages)
+
+
+@pytest.mark.anyio
+async def test_a_quick_attempt_publishes_its_start_with_its_result() -> None:
+    """One publish carries both events of a quick attempt; a slow one's start goes first."""
+    transport = BatchRecordingTransport()
+    gate["slow"] = anyio.Event()
+    quick = delivery_of(_dispatch("t1", value=4))
+    slow = delivery_of(_dispatch("t2", handler="wait", key="slow"))
+    with anyio.fail_after(5):
+        async with running_worker(transport):
+            await transport.feed("tasks.default").send(quick)
+            await quick.settled_event.wait()
+            assert transport.batches == [2]
+            await transport.feed("tasks.default").send(slow)
+            await transport.wait_published(EVENTS_CHANNEL, 3)  # its start, on its own
+            gate["slow"].set()
+            await slow.settled_event.wait()
+
+    assert transport.batches == [2, 1, 1]
+    payloads = transport.payloads(EVENTS_CHANNEL)
+    assert [type(p) for p in payloads] == [TaskStarted, TaskCompleted] * 2
+
+
 @pytest.mark.anyio
 async def test_a_poison_message_is_dead_lettered() -> None:
     """A body that does not decode is nacked without requeue and nothing is published."""
@@ -126,7 +160,7 @@ async def test_concurrency_bounds_attempts_in_flight() -> None:
             await transport.wait_published(EVENTS_CHANNEL, 2)
             await anyio.sleep(0.05)
             started = [p.task_id for p in transport.payloads(EVENTS_CHANNEL)]
-            assert started == ["a", "b"]
+            assert sorted(started) == ["a", "b"]  # their starts go out together, any order
             gate["a"].set()
             gate["c"].set()
             await deliveries[2].settled_event.wait()
