@@ -42,6 +42,7 @@ from app.store._errors import StoreError, mapped_errors
 from app.store._map_items import inflight_items, load_items, select_item_page
 from app.store._migrate import is_at_head, upgrade
 from app.store._schedules import ScheduleQueries
+from app.store._states import KeptStates
 from app.store._tables import ACTIVE_TASK, UNSENT, history, outbox, runs, tasks, timers, workflows
 from app.store._types import encode_json
 
@@ -74,6 +75,7 @@ class SqlStore(ScheduleQueries):
             sqlite_synchronous=sqlite_synchronous,
         )
         self._now = clock
+        self._kept = KeptStates()
 
     @property
     def url(self) -> str:
@@ -311,6 +313,7 @@ class SqlStore(ScheduleQueries):
                     return Applied(state=existing, outbox=[]), False
                 await write_new_tasks(conn, state)
                 records = await write_effects(conn, changes, now) if changes else []
+        self._kept.keep(0, state)  # a new run row starts at revision 0
         return Applied(state=state, outbox=records), True
 
     async def _insert_run(self, conn: AsyncConnection, state: RunState, now: datetime) -> bool:
@@ -340,19 +343,46 @@ class SqlStore(ScheduleQueries):
 
         `items` names the map items to load into the state `decide` sees (after the lock).
         """
-        with mapped_errors("apply"):
-            async with self._db.transaction(write=True) as conn:
-                loaded = await _load_run(conn, run_id, lock=True)
-                if items is not None:
-                    found = await load_items(conn, run_id, items(loaded))
-                    loaded = msgspec.structs.replace(loaded, map_items=found)
-                changes = decide(loaded)
-                if changes is None:
-                    return None
-                now = self._now()
-                await write_changes(conn, loaded, changes, now)
-                records = await write_effects(conn, changes, now)
+        revision: int | None = None
+        try:
+            with mapped_errors("apply"):
+                async with self._db.transaction(write=True) as conn:
+                    revision, loaded = await self._lock_and_load(conn, run_id)
+                    if items is not None:
+                        found = await load_items(conn, run_id, items(loaded))
+                        loaded = msgspec.structs.replace(loaded, map_items=found)
+                    changes = decide(loaded)
+                    if changes is not None:
+                        now = self._now()
+                        await write_changes(conn, loaded, changes, now)
+                        records = await write_effects(conn, changes, now)
+        except BaseException:
+            self._kept.forget(run_id)
+            raise
+        if revision is not None:
+            self._kept.keep(revision, changes.state if changes is not None else loaded)
+        if changes is None:
+            return None
         return Applied(state=changes.state, outbox=records)
+
+    async def _lock_and_load(
+        self, conn: AsyncConnection, run_id: str
+    ) -> tuple[int | None, RunState]:
+        """Lock the run; (its new revision, its state), the state kept here if current.
+
+        Where UPDATE ... RETURNING exists, locking is incrementing the revision; without
+        it (MySQL) the run is locked by a locking read and nothing is kept.
+        """
+        if not conn.dialect.update_returning:
+            return None, await _load_run(conn, run_id, lock=True)
+        revision = (await conn.execute(_BUMP_REVISION, {"b_run_id": run_id})).scalar()
+        if revision is None:
+            raise RunNotFound(run_id)
+        kept = self._kept.at(run_id, revision - 1)
+        if kept is not None:
+            return revision, kept
+        # Read in a new statement, after the lock (see `_load_run`).
+        return revision, await _load_run(conn, run_id, lock=False)
 
     async def list_map_items(
         self, run_id: str, task_id: str, limit: int, cursor: str | None
@@ -488,6 +518,12 @@ def _attempt_order(attempt: InflightAttempt) -> tuple[str, str, int]:
 _RUN_BY_ID = rows_.select_run_with_tasks().where(runs.c.id == bindparam("b_run_id"))
 _RUN_BY_ID_FOR_UPDATE = _RUN_BY_ID.with_for_update()
 _LOCK_RUN = select(runs.c.id).where(runs.c.id == bindparam("b_run_id")).with_for_update()
+_BUMP_REVISION = (
+    update(runs)
+    .where(runs.c.id == bindparam("b_run_id"))
+    .values(revision=runs.c.revision + 1)
+    .returning(runs.c.revision)
+)
 
 
 async def _load_run(conn: AsyncConnection, run_id: str, *, lock: bool) -> RunState:

@@ -74,6 +74,9 @@ runs = Table(
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
+    # +1 in every decision's transaction: it locks the run, and tells a process whether
+    # the state it kept from its own last decision is still the run's (see SqlStore.apply)
+    Column("revision", BigInteger, nullable=False, server_default=text("0")),
     # list_runs: newest first, keyset on (created_at, id), optionally by workflow and/or
     # status and a created_at range; count_runs: per status, by workflow and created_at.
     # A filter on idempotency_key uses its unique index.
