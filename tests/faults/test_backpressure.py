@@ -44,7 +44,8 @@ SUBMITTERS = 8  # client threads starting runs at once
 # Holding the backlog would cost at least backlog x BALLAST_BYTES (32 MiB for 2,000 runs,
 # several times that as Python objects); the allocator's own drift under load stays well
 # below this (see the issue note for the measured figures).
-GROWTH_BOUND_KIB = 24 * 1024
+# Measured: worker +0.0-0.1 MiB, orchestrator +5 to +14 MiB (250 and 2,500 runs).
+GROWTH_BOUND_KIB = 32 * 1024
 
 
 @dataclass
@@ -136,7 +137,9 @@ def test_memory_flat_under_sustained_overload(cluster: Cluster, backlog: int) ->
         submit_seconds = _submit(cluster, backlog)
         in_broker = _broker_backlog(cluster)
         drain_began = time.monotonic()
-        cluster.start("worker", TREADLE_WORKER__CONCURRENCY=DRAIN_CONCURRENCY)
+        # Not waited for: on a loaded machine its start-up alone can outlast the harness's
+        # readiness bound, and settling below fails anyway if it never drains anything.
+        cluster.spawn("worker", TREADLE_WORKER__CONCURRENCY=DRAIN_CONCURRENCY)
         cluster.settle(timeout=max(180.0, backlog * 0.5))
         drain_seconds = time.monotonic() - drain_began
     report = cluster.check()
