@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -91,6 +91,11 @@ class WorkerSettings(_Section, frozen=True, kw_only=True):
 class OrchestratorSettings(_Section, frozen=True, kw_only=True):
     default_task_timeout: float = 300.0
     """Start-to-close seconds for an attempt whose task sets no timeout."""
+    default_schedule_to_start_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    """Seconds a dispatched attempt may wait unstarted before it is sent again, for a task
+    that sets no `schedule_to_start_timeout`. None (off): a durable broker with publisher
+    confirms loses no dispatch, and the check costs a timer write per step. Turn it on for
+    a broker that can lose messages (Kafka-protocol brokers on memory storage)."""
     timer_poll_seconds: float = 1.0
     timer_lease_seconds: float = 30.0
     timer_batch: int = 200

@@ -28,10 +28,13 @@ from typing import Any
 
 import msgspec
 
+from app.domain import _redispatch as redispatch
 from app.domain._run_draft import (
     Draft,
     after,
+    arm_dispatch_timeout,
     complete_task,
+    disarm_dispatch_timeout,
     dispatch_command,
     expression_error,
     fail_run,
@@ -222,6 +225,7 @@ def _dispatch(
     d.command(
         dispatch_command(d, task_id, template, attempt=item.attempt, input=item.input, item=index)
     )
+    arm_dispatch_timeout(d, template, task_id, item.attempt, item=index)
     data: dict[str, Any] = {"item": index, "queue": template.queue}
     if again:
         data["redispatch"] = True
@@ -284,6 +288,7 @@ def _on_started(d: Draft, event: TaskStarted, advance: Advance) -> None:
     if found is None:
         return
     item, template = found
+    disarm_dispatch_timeout(d, template, item.task_id, item.attempt, item=item.index)
     _set_item(d, item, status=TaskStatus.RUNNING, started_at=event.started_at or d.now)
     if template.timeout_seconds is not None:
         d.command(
@@ -305,7 +310,7 @@ def _on_completed(d: Draft, event: TaskCompleted, advance: Advance) -> None:
     if found is None:
         return
     item, template = found
-    _cancel_timeout(d, item)
+    _cancel_attempt_timers(d, item, template)
     _set_item(
         d, item, status=TaskStatus.COMPLETED, output=event.output, error=None, finished_at=d.now
     )
@@ -319,7 +324,7 @@ def _on_failed(d: Draft, event: TaskFailed, advance: Advance) -> None:
     if found is None:
         return
     item, template = found
-    _cancel_timeout(d, item)
+    _cancel_attempt_timers(d, item, template)
     data = {"item": item.index, "error": msgspec.to_builtins(event.error)}
     d.record("item.failed", item.task_id, item.attempt, data=data)
     _attempt_failed(d, item, template, event.error, final_status=TaskStatus.FAILED, advance=advance)
@@ -384,7 +389,10 @@ def _on_dispatch_lost(d: Draft, event: DispatchLost, advance: Advance) -> None:
     _dispatch(d, item.task_id, template, item.index, again=True)
 
 
-def _cancel_timeout(d: Draft, item: MapItem) -> None:
+def _cancel_attempt_timers(d: Draft, item: MapItem, template: CompiledTask) -> None:
+    """A result ends the item's attempt: drop its timers (schedule-to-start if unstarted)."""
+    if item.status is TaskStatus.SCHEDULED:
+        disarm_dispatch_timeout(d, template, item.task_id, item.attempt, item=item.index)
     d.command(
         CancelTimer(
             run_id=d.original.id,
@@ -501,4 +509,5 @@ _ITEM_EVENTS: dict[type, ItemHandler] = {
 _ITEM_TIMERS: dict[TimerKind, ItemHandler] = {
     TimerKind.ATTEMPT_TIMEOUT: _on_timed_out,
     TimerKind.RETRY: _on_retry_due,
+    TimerKind.DISPATCH_TIMEOUT: redispatch.on_item_due,
 }

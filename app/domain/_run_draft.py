@@ -18,6 +18,7 @@ from app.domain.events import (
     DispatchTask,
     HistoryEntry,
     RunFinished,
+    StartTimer,
     TimerKind,
 )
 from app.domain.state import ErrorInfo, RunState, RunStatus, TaskState, TaskStatus
@@ -167,6 +168,8 @@ def cancel_task_timers(d: Draft, task_id: str, task: TaskState) -> None:
     if compiled.type in DISPATCHED_TYPES:
         kind = TimerKind.ATTEMPT_TIMEOUT
         d.command(CancelTimer(run_id=run_id, kind=kind, task_id=task_id, attempt=task.attempt))
+        if task.status is TaskStatus.SCHEDULED and not awaiting_backoff(task):
+            disarm_dispatch_timeout(d, compiled, task_id, task.attempt)
         if awaiting_backoff(task):
             kind = TimerKind.RETRY
             d.command(CancelTimer(run_id=run_id, kind=kind, task_id=task_id, attempt=task.attempt))
@@ -227,4 +230,44 @@ def dispatch_command(
         workflow=d.original.workflow,
         version=d.original.version,
         item=item,
+    )
+
+
+def arm_dispatch_timeout(
+    d: Draft,
+    compiled: CompiledTask,
+    task_id: str,
+    attempt: int,
+    *,
+    item: int | None = None,
+    seconds: float | None = None,
+) -> None:
+    """Start the schedule-to-start timer of a dispatched attempt, if its task has a limit.
+
+    `seconds` overrides the limit (a re-dispatch waits longer each time; see _redispatch).
+    """
+    limit = compiled.schedule_to_start_seconds
+    if limit is None:
+        return  # off: no timer, so no write per dispatch
+    d.command(
+        StartTimer(
+            run_id=d.original.id,
+            kind=TimerKind.DISPATCH_TIMEOUT,
+            task_id=task_id,
+            attempt=attempt,
+            item=item,
+            fire_at=after(d.now, limit if seconds is None else seconds),
+        )
+    )
+
+
+def disarm_dispatch_timeout(
+    d: Draft, compiled: CompiledTask, task_id: str, attempt: int, *, item: int | None = None
+) -> None:
+    """Drop the schedule-to-start timer: the attempt started, ended, or was cancelled."""
+    if compiled.schedule_to_start_seconds is None:
+        return
+    kind = TimerKind.DISPATCH_TIMEOUT
+    d.command(
+        CancelTimer(run_id=d.original.id, kind=kind, task_id=task_id, attempt=attempt, item=item)
     )

@@ -49,6 +49,7 @@ _SHARED_FIELDS: dict[str, frozenset[str]] = {
     "input": frozenset({"handler", "workflow"}),
     "retry": frozenset({"handler", "http"}),
     "timeout": frozenset({"handler", "http", "signal", "map", "workflow"}),
+    "schedule_to_start_timeout": frozenset({"handler", "http"}),
     "queue": frozenset({"handler", "http"}),
 }
 _DEFAULTS = {f.name: f.default for f in msgspec.structs.fields(TaskDefinition)}
@@ -62,6 +63,7 @@ class _Scope:
     default_timeout: float
     issues: list[ValidationIssue]
     max_expression_bytes: int = DEFAULT_MAX_BYTES
+    default_schedule_to_start: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +105,9 @@ class CompiledTask:
     retry: RetryPolicy
     timeout_seconds: float | None
     """Per attempt for handler/http (the task's or the default); optional for the rest."""
+    schedule_to_start_seconds: float | None = None
+    """handler/http: how long a dispatched attempt may wait unstarted before it is sent
+    again (the task's or the default); None: never (the default default)."""
     request: Template | None = None
     sleep_seconds: float | None = None
     sleep_until: datetime | None = None
@@ -126,6 +131,7 @@ def compile_task(
     issues: list[ValidationIssue],
     in_map: bool = False,
     max_expression_bytes: int = DEFAULT_MAX_BYTES,
+    default_schedule_to_start: float | None = None,
 ) -> CompiledTask | None:
     """Check one task against every rule; the compiled task, or None if it has issues."""
     before = len(issues)
@@ -141,12 +147,14 @@ def compile_task(
     task_input, input_issues = check_template(task.input, f"{path}.input", max_bytes=limit)
     issues.extend(input_issues)
     retry = _retry_policy(task.retry, f"{path}.retry", issues)
-    timeout = optional_seconds(task.timeout, f"{path}.timeout", issues)
-    if task.type in ("handler", "http") and timeout is None:
-        timeout = default_timeout
     scope = _Scope(
-        known=known, default_timeout=default_timeout, issues=issues, max_expression_bytes=limit
+        known=known,
+        default_timeout=default_timeout,
+        issues=issues,
+        max_expression_bytes=limit,
+        default_schedule_to_start=default_schedule_to_start,
     )
+    timeout, wait = _attempt_limits(task, path, scope)
     specific = _TYPE_RULES[task.type](task_id, task, path, scope)
     if len(issues) > before or task_input is None:
         return None
@@ -160,6 +168,7 @@ def compile_task(
         when=when,
         retry=retry,
         timeout_seconds=timeout,
+        schedule_to_start_seconds=wait,
         **specific,
     )
 
@@ -191,6 +200,20 @@ def optional_seconds(
         issues.append(ValidationIssue(path=path, message="must be longer than zero"))
         return None
     return seconds
+
+
+def _attempt_limits(
+    task: TaskDefinition, path: str, scope: _Scope
+) -> tuple[float | None, float | None]:
+    """Start-to-close and schedule-to-start seconds; handler/http fall back to defaults."""
+    timeout = optional_seconds(task.timeout, f"{path}.timeout", scope.issues)
+    wait = optional_seconds(
+        task.schedule_to_start_timeout, f"{path}.schedule_to_start_timeout", scope.issues
+    )
+    if task.type in ("handler", "http"):
+        timeout = scope.default_timeout if timeout is None else timeout
+        wait = scope.default_schedule_to_start if wait is None else wait
+    return timeout, wait
 
 
 def _check_applicable(task: TaskDefinition, path: str, issues: list[ValidationIssue]) -> None:
@@ -389,6 +412,7 @@ def _map_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> 
             issues=issues,
             in_map=True,
             max_expression_bytes=scope.max_expression_bytes,
+            default_schedule_to_start=scope.default_schedule_to_start,
         )
     if task.task is not None and task.task.type not in ("handler", "http"):
         # Items are attempts a worker runs; timers, signals and children are not.

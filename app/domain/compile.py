@@ -131,9 +131,17 @@ def _join_path(path: str, key: str) -> str:
 
 
 def compile_workflow(
-    defn: WorkflowDefinition, *, default_task_timeout: float = 300.0, limits: Limits | None = None
+    defn: WorkflowDefinition,
+    *,
+    default_task_timeout: float = 300.0,
+    default_schedule_to_start: float | None = None,
+    limits: Limits | None = None,
 ) -> Workflow:
-    """Validate a definition and compile it; raises DefinitionInvalid listing every issue."""
+    """Validate a definition and compile it; raises DefinitionInvalid listing every issue.
+
+    The defaults apply to the handler and http tasks that set no `timeout` or
+    `schedule_to_start_timeout` of their own.
+    """
     limits = limits or Limits()
     issues: list[ValidationIssue] = []
     check_name(defn.name, "name", "workflow name", issues)
@@ -154,6 +162,7 @@ def compile_workflow(
             default_timeout=default_task_timeout,
             issues=issues,
             max_expression_bytes=limits.max_expression_bytes,
+            default_schedule_to_start=default_schedule_to_start,
         )
         if compiled is not None:
             tasks[task_id] = compiled

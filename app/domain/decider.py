@@ -22,13 +22,16 @@ from app.domain import _child as child
 from app.domain import _control as control
 from app.domain import _map as map_
 from app.domain import _map_control as map_control
+from app.domain import _redispatch as redispatch
 from app.domain._run_draft import (
     ACTIVE,
     DISPATCHED_TYPES,
     Draft,
     after,
+    arm_dispatch_timeout,
     awaiting_backoff,
     complete_task,
+    disarm_dispatch_timeout,
     dispatch_command,
     expression_error,
     fail_run,
@@ -203,6 +206,7 @@ def _start_dispatched(d: Draft, task_id: str, compiled: CompiledTask) -> None:
 def _dispatch(d: Draft, task_id: str, compiled: CompiledTask, *, again: bool = False) -> None:
     task = d.tasks[task_id]
     d.command(dispatch_command(d, task_id, compiled, attempt=task.attempt, input=task.input))
+    arm_dispatch_timeout(d, compiled, task_id, task.attempt)
     data: dict[str, Any] = {"queue": compiled.queue}
     if again:
         data["redispatch"] = True
@@ -286,6 +290,7 @@ def _on_task_started(d: Draft, event: TaskStarted) -> None:
     if found is None:
         return
     _, compiled = found
+    disarm_dispatch_timeout(d, compiled, event.task_id, event.attempt)
     d.update_task(event.task_id, status=TaskStatus.RUNNING, started_at=event.started_at or d.now)
     if compiled.timeout_seconds is not None:
         d.command(
@@ -301,9 +306,10 @@ def _on_task_started(d: Draft, event: TaskStarted) -> None:
 
 
 def _on_task_completed(d: Draft, event: TaskCompleted) -> None:
-    if _dispatched_attempt(d, event.task_id, event.attempt) is None:
+    found = _dispatched_attempt(d, event.task_id, event.attempt)
+    if found is None:
         return
-    _cancel_attempt_timeout(d, event.task_id, event.attempt)
+    _cancel_attempt_timers(d, *found)
     complete_task(d, event.task_id, event.attempt, event.output)
     _advance(d)
 
@@ -313,7 +319,7 @@ def _on_task_failed(d: Draft, event: TaskFailed) -> None:
     if found is None:
         return
     task, compiled = found
-    _cancel_attempt_timeout(d, event.task_id, event.attempt)
+    _cancel_attempt_timers(d, task, compiled)
     data = {"error": msgspec.to_builtins(event.error)}
     d.record("task.failed", event.task_id, event.attempt, data=data)
     _attempt_failed(d, task, compiled, event.error, final_status=TaskStatus.FAILED)
@@ -361,9 +367,13 @@ def _attempt_failed(
     fail_run(d, task.task_id, error)
 
 
-def _cancel_attempt_timeout(d: Draft, task_id: str, attempt: int) -> None:
-    kind = TimerKind.ATTEMPT_TIMEOUT
+def _cancel_attempt_timers(d: Draft, task: TaskState, compiled: CompiledTask) -> None:
+    """A result ends the attempt: drop its timers (a start already dropped the
+    schedule-to-start one, so only an attempt that never reported a start has it)."""
+    kind, task_id, attempt = TimerKind.ATTEMPT_TIMEOUT, task.task_id, task.attempt
     d.command(CancelTimer(run_id=d.original.id, kind=kind, task_id=task_id, attempt=attempt))
+    if task.status is TaskStatus.SCHEDULED:
+        disarm_dispatch_timeout(d, compiled, task_id, attempt)
 
 
 def _on_dispatch_lost(d: Draft, event: DispatchLost) -> None:
@@ -449,6 +459,7 @@ _TIMERS: dict[TimerKind, Callable[[Draft, TimerFired], None]] = {
     TimerKind.SLEEP: _sleep_done,
     TimerKind.SIGNAL_TIMEOUT: _signal_timed_out,
     TimerKind.MAP_TIMEOUT: map_control.on_map_timed_out,
+    TimerKind.DISPATCH_TIMEOUT: redispatch.on_task_due,
 }
 
 

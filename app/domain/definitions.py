@@ -53,6 +53,9 @@ class TaskDefinition(_Def, frozen=True, kw_only=True):
     input: Any = None
     retry: RetryDefinition | None = None
     timeout: Duration | None = None
+    schedule_to_start_timeout: Duration | None = None
+    """handler/http: re-send an attempt not started this long after its dispatch (a broker
+    lost it); unset: `orchestrator.default_schedule_to_start_timeout`, off by default."""
     queue: str = "default"
     description: str | None = None
     # handler

@@ -84,6 +84,7 @@ class TimerKind(StrEnum):
     SLEEP = "sleep"  # a `sleep` task is due
     SIGNAL_TIMEOUT = "signal_timeout"  # a `signal` task waited too long
     MAP_TIMEOUT = "map_timeout"  # a `map` task's own deadline, over all its items
+    DISPATCH_TIMEOUT = "dispatch_timeout"  # schedule-to-start: a dispatch that never started
 
 
 class TimerFired(_Tagged, frozen=True, kw_only=True, tag="timer.fired"):

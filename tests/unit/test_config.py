@@ -86,6 +86,17 @@ def test_a_bad_value_names_its_key_in_one_line() -> None:
     assert "\n" not in str(caught.value)
 
 
+def test_schedule_to_start_is_off_by_default_and_must_be_positive() -> None:
+    """The schedule-to-start default is None until set; zero or less fails naming the key."""
+    assert load_settings(environ={}).orchestrator.default_schedule_to_start_timeout is None
+    key = "TREADLE_ORCHESTRATOR__DEFAULT_SCHEDULE_TO_START_TIMEOUT"
+    settings = load_settings(environ={key: "5"})
+    assert settings.orchestrator.default_schedule_to_start_timeout == 5.0
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={key: "0"})
+    assert caught.value.key == "orchestrator.default_schedule_to_start_timeout"
+
+
 def test_a_bad_choice_names_its_key() -> None:
     """An unknown transport kind is reported at transport.kind."""
     with pytest.raises(ConfigError) as caught:

@@ -413,7 +413,10 @@ class RunEngine:
                 limits, max_tasks=max(limits.max_tasks, len(defn.tasks))
             )
         return compile_workflow(
-            defn, default_task_timeout=self._settings.default_task_timeout, limits=limits
+            defn,
+            default_task_timeout=self._settings.default_task_timeout,
+            default_schedule_to_start=self._settings.default_schedule_to_start_timeout,
+            limits=limits,
         )
 
     async def _workflow_of_run(self, run_id: str) -> Workflow:

@@ -251,12 +251,59 @@ def test_output_expression_must_parse() -> None:
     [
         ("timeout", {"handler": "h", "timeout": "5x"}, "tasks.b.timeout: '5x' is not a duration"),
         ("timeout", {"handler": "h", "timeout": 0}, "tasks.b.timeout: must be longer than zero"),
+        (
+            "schedule_to_start_timeout",
+            {"handler": "h", "schedule_to_start_timeout": "soon"},
+            "tasks.b.schedule_to_start_timeout: 'soon' is not a duration",
+        ),
+        (
+            "schedule_to_start_timeout",
+            {"handler": "h", "schedule_to_start_timeout": "0s"},
+            "tasks.b.schedule_to_start_timeout: must be longer than zero",
+        ),
+        (
+            "schedule_to_start_timeout",
+            {
+                "type": "http",
+                "request": {"url": "https://x.example/"},
+                "schedule_to_start_timeout": -5,
+            },
+            "tasks.b.schedule_to_start_timeout: duration -5 is negative",
+        ),
     ],
 )
 def test_durations_must_parse_and_be_positive(path: str, task: dict[str, Any], issue: str) -> None:
     """Timeouts are durations longer than zero."""
     (found,) = issues_of(with_task("b", task))
     assert found.startswith(issue)
+
+
+def test_schedule_to_start_is_the_tasks_own_or_the_default_and_only_for_dispatched() -> None:
+    """handler, http and map items take the config default unless they set their own."""
+    data = {
+        "name": "w",
+        "tasks": {
+            "own": {"handler": "h", "schedule_to_start_timeout": "1m"},
+            "plain": {"type": "http", "request": {"url": "https://x.example/"}},
+            "m": {"type": "map", "items": "${ input }", "task": {"handler": "h"}},
+            "nap": {"type": "sleep", "duration": "1s"},
+        },
+    }
+    off = compile_workflow(parse_definition(data))
+    assert off.tasks["own"].schedule_to_start_seconds == 60.0
+    assert off.tasks["plain"].schedule_to_start_seconds is None
+    on = compile_workflow(parse_definition(data), default_schedule_to_start=5.0)
+    assert on.tasks["own"].schedule_to_start_seconds == 60.0
+    assert on.tasks["plain"].schedule_to_start_seconds == 5.0
+    template = on.tasks["m"].map_task
+    assert template is not None
+    assert template.schedule_to_start_seconds == 5.0
+    assert on.tasks["m"].schedule_to_start_seconds is None
+    assert on.tasks["nap"].schedule_to_start_seconds is None
+    sleeping = {"type": "sleep", "duration": "1s", "schedule_to_start_timeout": "5s"}
+    assert issues_of(with_task("b", sleeping)) == [
+        "tasks.b.schedule_to_start_timeout: not allowed on a sleep task"
+    ]
 
 
 def test_workflow_timeout_must_parse() -> None:

@@ -52,6 +52,8 @@ def maps(draw: st.DrawFn) -> tuple[dict[str, Any], list[int]]:
         "timeout": "10s",
         "retry": {"max_attempts": draw(st.integers(1, 3)), "non_retryable": ["Fatal"]},
     }
+    if draw(st.booleans()):
+        template["schedule_to_start_timeout"] = "3s"  # and the broker may lose dispatches
     task: dict[str, Any] = {
         "type": "map",
         "items": "${ input }",
@@ -84,7 +86,7 @@ class World:
         decision = self.run.apply(event)
         if stale:
             assert not decision.changed, f"stale {event!r} changed the run"
-        if before.paused and not isinstance(event, ResumeRequested | RetryRequested | DispatchLost):
+        if before.paused and not _resends(event):
             sent = [c for c in decision.commands if isinstance(c, DispatchTask)]
             assert not sent, "a paused run dispatched"
         self._check(before.status, items_before, event)
@@ -150,11 +152,22 @@ class World:
         self.apply(TimerFired(run_id=R, kind=kind, task_id=task_id, attempt=attempt, item=item))
 
 
-def outcomes(draw: st.DrawFn, dispatch: DispatchTask) -> list[Event]:
-    """A worker's report on one dispatch: a start, then a result, or silence (a timeout)."""
+def _resends(event: Event) -> bool:
+    """Events that may dispatch in a paused run: control, and re-sends of an attempt."""
+    if isinstance(event, TimerFired):
+        return event.kind is TimerKind.DISPATCH_TIMEOUT
+    return isinstance(event, ResumeRequested | RetryRequested | DispatchLost)
+
+
+def outcomes(draw: st.DrawFn, dispatch: DispatchTask, *, can_lose: bool) -> list[Event]:
+    """A worker's report on one dispatch: a start, then a result, or silence (a timeout);
+    with a schedule-to-start limit, the broker may also lose the dispatch (no report)."""
     ids: dict[str, Any] = {"run_id": R, "task_id": dispatch.task_id, "attempt": dispatch.attempt}
     ids["item"] = dispatch.item
-    verdict = draw(st.sampled_from(["ok"] * 12 + ["fail", "fail", "fatal", "hang"]))
+    verdicts = ["ok"] * 12 + ["fail", "fail", "fatal", "hang"] + (["lost"] if can_lose else [])
+    verdict = draw(st.sampled_from(verdicts))
+    if verdict == "lost":
+        return []  # its schedule-to-start timer sends it again
     started: list[Event] = [TaskStarted(**ids)]
     if verdict == "hang":
         return started  # its attempt timeout ends it
@@ -212,7 +225,9 @@ def control(world: World, draw: st.DrawFn) -> None:
 
 
 def take_dispatches(world: World, draw: st.DrawFn) -> None:
-    world.inbox.extend(e for d in world.dispatches for e in outcomes(draw, d))
+    template = world.run.workflow.tasks["m"].map_task
+    can_lose = template is not None and template.schedule_to_start_seconds is not None
+    world.inbox.extend(e for d in world.dispatches for e in outcomes(draw, d, can_lose=can_lose))
     world.dispatches.clear()
 
 

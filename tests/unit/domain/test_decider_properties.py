@@ -57,6 +57,8 @@ def dags(draw: st.DrawFn) -> dict[str, Any]:
                 "max_attempts": draw(st.integers(min_value=1, max_value=3)),
                 "non_retryable": ["Fatal"],
             }
+            if draw(st.booleans()):
+                task["schedule_to_start_timeout"] = "3s"  # and the broker may lose it
         elif kind == "sleep":
             task.update(type="sleep", duration="5s")
         else:
@@ -159,8 +161,12 @@ class World:
         ]
 
 
-def outcomes(draw: st.DrawFn, dispatch: DispatchTask) -> list[Event]:
-    """What a worker reports for one dispatch: maybe a start, then exactly one result."""
+def outcomes(draw: st.DrawFn, dispatch: DispatchTask, wf: Workflow) -> list[Event]:
+    """What a worker reports for one dispatch: maybe a start, then exactly one result; or,
+    for a task with a schedule-to-start limit, nothing at all (the broker lost it)."""
+    can_lose = wf.tasks[dispatch.task_id].schedule_to_start_seconds is not None
+    if can_lose and draw(st.integers(0, 5)) == 0:
+        return []  # its schedule-to-start timer sends it again
     events: list[Event] = []
     if draw(st.booleans()):
         events.append(TaskStarted(run_id=R, task_id=dispatch.task_id, attempt=dispatch.attempt))
@@ -213,7 +219,7 @@ def random_step(world: World, draw: st.DrawFn) -> None:
 def drain(world: World, draw: st.DrawFn) -> None:
     """Let the world settle without randomness, so every run must come to an end."""
     for _ in range(500):
-        world.inbox.extend(e for d in world.pending_dispatches for e in outcomes(draw, d))
+        world.inbox.extend(e for d in world.pending_dispatches for e in outcomes(draw, d, world.wf))
         world.pending_dispatches.clear()
         if world.state.status.is_terminal:
             return
@@ -241,7 +247,9 @@ def test_every_run_ends_and_keeps_the_engine_guarantees(
     world = World(wf=wf, state=new_run(wf, run_id=R, version=1, input={}, now=START))
     world.apply(RunStarted(run_id=R))
     for _ in range(data.draw(st.integers(0, STEP_BUDGET))):
-        world.inbox.extend(e for d in world.pending_dispatches for e in outcomes(data.draw, d))
+        world.inbox.extend(
+            e for d in world.pending_dispatches for e in outcomes(data.draw, d, world.wf)
+        )
         world.pending_dispatches.clear()
         if world.state.status.is_terminal:
             break
