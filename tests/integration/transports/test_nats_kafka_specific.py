@@ -6,7 +6,6 @@ session starts (see `_tansu.py`). Each test uses its own namespace and removes i
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -23,6 +22,7 @@ from app.transports._errors import TransportUnavailable
 from app.transports.kafka import KafkaTransport, _PartitionLedger
 from app.transports.nats import NatsTransport
 from tests.integration.transports._proxy import tcp_proxy
+from tests.ports import free_port
 
 NATS_URL = "nats://127.0.0.1:4222"
 WAIT = 20.0
@@ -249,7 +249,7 @@ async def test_nats_connect_twice_reuses_the_stream(nats_stack: AsyncExitStack) 
 @pytest.mark.anyio
 async def test_nats_unreachable_server_is_transport_unavailable() -> None:
     """connect() to a port nobody listens on fails fast with TransportUnavailable."""
-    port = _free_port()
+    port = free_port()
     transport = NatsTransport(_nats_settings(url=f"nats://u:secret@127.0.0.1:{port}"))
     with anyio.fail_after(WAIT), pytest.raises(TransportUnavailable) as caught:
         await transport.connect()
@@ -539,7 +539,7 @@ async def test_kafka_rejected_goes_dead_at_once(
 @pytest.mark.anyio
 async def test_kafka_unreachable_broker_is_transport_unavailable() -> None:
     """connect() to a port nobody listens on fails with TransportUnavailable."""
-    port = _free_port()
+    port = free_port()
     transport = KafkaTransport(_kafka_settings(f"127.0.0.1:{port}"))
     with anyio.fail_after(WAIT * 3), pytest.raises(TransportUnavailable) as caught:
         await transport.connect()
@@ -547,9 +547,3 @@ async def test_kafka_unreachable_broker_is_transport_unavailable() -> None:
 
 
 # --- helpers ------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
