@@ -225,10 +225,17 @@ def control(world: World, draw: st.DrawFn) -> None:
 
 
 def take_dispatches(world: World, draw: st.DrawFn) -> None:
-    template = world.run.workflow.tasks["m"].map_task
-    can_lose = template is not None and template.schedule_to_start_seconds is not None
-    world.inbox.extend(e for d in world.dispatches for e in outcomes(draw, d, can_lose=can_lose))
+    for dispatch in world.dispatches:
+        can_lose = _has_schedule_to_start(world, dispatch)
+        world.inbox.extend(outcomes(draw, dispatch, can_lose=can_lose))
     world.dispatches.clear()
+
+
+def _has_schedule_to_start(world: World, dispatch: DispatchTask) -> bool:
+    """Whether a lost copy of this dispatch is sent again (the task's or the item's limit)."""
+    compiled = world.run.workflow.tasks[dispatch.task_id]
+    sent = compiled.map_task if dispatch.item is not None else compiled
+    return sent is not None and sent.schedule_to_start_seconds is not None
 
 
 def drain(world: World, draw: st.DrawFn) -> None:
