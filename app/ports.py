@@ -86,6 +86,8 @@ class DueTimer(msgspec.Struct, frozen=True, kw_only=True):
     fire_at: datetime
     item: int | None = None
     """The item index of a map item's timer."""
+    traceparent: str | None = None
+    """The trace context of the decision that started the timer (None before 0007)."""
 
 
 class InflightAttempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,6 +110,9 @@ class Changes(msgspec.Struct, frozen=True, kw_only=True):
     cancel_timers: Sequence[CancelTimer] = ()
     cancel_items: Sequence[str] = ()
     """Map tasks whose unfinished items become `cancelled` (their rows are not loaded)."""
+    traceparent: str | None = None
+    """The deciding span's context: the timers started keep it, so their firing joins the
+    run's trace on whichever orchestrator claims them."""
 
 
 class Applied(msgspec.Struct, frozen=True, kw_only=True):

@@ -69,7 +69,7 @@ async def write_effects(
     records = await _insert_outbox(conn, changes, now)
     await cancel_items(conn, run_id, changes.cancel_items, now)
     await _cancel_timers(conn, changes.cancel_timers)
-    await _start_timers(conn, changes.start_timers)
+    await _start_timers(conn, changes.start_timers, changes.traceparent)
     return records
 
 
@@ -177,12 +177,15 @@ _DELETE_TIMER = delete(timers).where(
 )
 
 
-async def _start_timers(conn: AsyncConnection, starts: Sequence[StartTimer]) -> None:
+async def _start_timers(
+    conn: AsyncConnection, starts: Sequence[StartTimer], traceparent: str | None
+) -> None:
     if not starts:
         return
     # The same identity twice in one decision: the last one wins, as it would in order.
+    fields = {"leased_until": None, "traceparent": traceparent}
     rows = {
-        tuple(k.values()): {**k, "fire_at": t.fire_at, "leased_until": None}
+        tuple(k.values()): {**k, "fire_at": t.fire_at, **fields}
         for t in starts
         for k in [_timer_key(t)]
     }
@@ -195,9 +198,15 @@ def upsert_timer(dialect: str) -> Insert:
     if dialect in ("mysql", "mariadb"):
         my = mysql.insert(timers)
         # A literal NULL: asyncmy's executemany cannot bind parameters after VALUES (...).
-        return my.on_duplicate_key_update(fire_at=my.inserted.fire_at, leased_until=null())
+        return my.on_duplicate_key_update(
+            fire_at=my.inserted.fire_at, leased_until=null(), traceparent=my.inserted.traceparent
+        )
     pg_or_lite = postgresql.insert(timers) if dialect == "postgresql" else sqlite.insert(timers)
     return pg_or_lite.on_conflict_do_update(
         index_elements=[timers.c.run_id, timers.c.kind, timers.c.task_id, timers.c.attempt],
-        set_={"fire_at": pg_or_lite.excluded.fire_at, "leased_until": null()},
+        set_={
+            "fire_at": pg_or_lite.excluded.fire_at,
+            "leased_until": null(),
+            "traceparent": pg_or_lite.excluded.traceparent,
+        },
     )

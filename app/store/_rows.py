@@ -248,7 +248,7 @@ def outbox_from_row(row: Row[Any]) -> OutboxRecord:
 
 
 TIMER_COLUMNS = [timers.c.run_id, timers.c.kind, timers.c.task_id, timers.c.attempt]
-TIMER_COLUMNS += [timers.c.fire_at]
+TIMER_COLUMNS += [timers.c.fire_at, timers.c.traceparent]
 
 
 def timer_task_key(task_id: str | None, item: int | None) -> str:
@@ -280,6 +280,7 @@ def timer_from_row(row: Row[Any]) -> DueTimer:
         attempt=m["attempt"],
         fire_at=m["fire_at"],
         item=item,
+        traceparent=m["traceparent"],
     )
 
 

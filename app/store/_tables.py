@@ -178,6 +178,7 @@ timers = Table(
     Column("attempt", Integer, primary_key=True),
     Column("fire_at", UTCDateTime, nullable=False),
     Column("leased_until", UTCDateTime),
+    Column("traceparent", String(64)),  # the starting decision's: firing joins its trace
     Index(None, "fire_at"),  # claim_due_timers and next_timer_at
 )
 

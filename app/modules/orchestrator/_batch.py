@@ -134,6 +134,8 @@ def merge(decided: Sequence[Changes]) -> Changes | None:
         start_timers=list(starts.values()),
         cancel_timers=cancels,
         cancel_items=[task for changes in decided for task in changes.cancel_items],
+        # One run, one trace: the latest decision's span parents the timers they start.
+        traceparent=next((c.traceparent for c in reversed(decided) if c.traceparent), None),
     )
 
 

@@ -53,6 +53,7 @@ def changes_from_decision(
         start_timers=start,
         cancel_timers=cancel,
         cancel_items=cancel_items,
+        traceparent=traceparent,
     )
 
 

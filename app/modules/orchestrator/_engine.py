@@ -350,7 +350,12 @@ class RunEngine:
             attempt=timer.attempt,
             item=timer.item,
         )
-        await self.apply_event(timer.run_id, event, also_cancel=fired_timer_cancel(timer))
+        await self.apply_event(
+            timer.run_id,
+            event,
+            traceparent=timer.traceparent,
+            also_cancel=fired_timer_cancel(timer),
+        )
 
     # --- helpers ----------------------------------------------------------------------
 

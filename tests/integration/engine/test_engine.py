@@ -9,11 +9,13 @@ from typing import Any
 
 import anyio
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from app.domain.errors import RunNotActive
 from app.domain.state import RunState, RunStatus, TaskStatus
 from app.engine import Engine, build
 from app.modules.orchestrator._children import MAX_CHILD_DEPTH
+from app.observability import Telemetry
 from tests.integration.engine import handlers
 from tests.integration.engine.conftest import SettingsFactory
 
@@ -251,3 +253,29 @@ async def test_a_workflow_that_starts_itself_stops_at_the_depth_limit(
     assert done.error is not None
     assert "ChildDepthExceeded" in done.error.message
     assert f"would nest {MAX_CHILD_DEPTH + 1} levels deep" in done.error.message
+
+
+@pytest.mark.anyio
+async def test_a_timer_fired_on_another_replica_joins_the_runs_trace(
+    make_settings: SettingsFactory,
+) -> None:
+    """A sleep started on one engine and fired on a fresh one: one trace id throughout."""
+    first_spans, second_spans = InMemorySpanExporter(), InMemorySpanExporter()
+    settings = make_settings()
+    first = build(settings, telemetry=Telemetry.for_tests(first_spans, role="orchestrator"))
+    async with running(first) as engine:
+        await one_task_workflow(engine, "nap", {"type": "sleep", "duration": "1s"})
+        run, _ = await engine.run_engine.start_run("nap", None, None)
+    # The first engine stopped before the timer was due; a second one (no memory of the
+    # run's trace) fires it.
+    second = build(settings, telemetry=Telemetry.for_tests(second_spans, role="orchestrator"))
+    async with running(second) as engine:
+        done = await finished(engine, run.id, within=10)
+
+    assert done.status is RunStatus.COMPLETED
+    [started] = [s for s in first_spans.get_finished_spans() if s.name == "decide run.started"]
+    [fired] = [s for s in second_spans.get_finished_spans() if s.name == "decide timer.fired"]
+    assert started.context is not None
+    assert fired.context is not None
+    assert fired.context.trace_id == started.context.trace_id
+    assert fired.parent is not None

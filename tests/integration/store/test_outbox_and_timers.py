@@ -95,6 +95,31 @@ async def test_starting_a_timer_again_replaces_it_and_cancel_removes_it(store: S
     assert await store.next_timer_at() is None
 
 
+TRACE_A = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TRACE_B = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def test_a_timer_keeps_the_trace_context_of_the_decision_that_started_it(
+    store: SqlStore,
+) -> None:
+    """The claimer gets the starting decision's traceparent; starting it again replaces it."""
+    run = make_run()
+    first = timer(run.id, 10)
+    await store.create_run(
+        run, lambda s: Changes(state=s, start_timers=[first], traceparent=TRACE_A)
+    )
+    (claimed,) = await store.claim_due_timers(at(10), 10, lease_seconds=1)
+    assert claimed.traceparent == TRACE_A
+    await store.apply(
+        run.id,
+        lambda s: Changes(state=s, start_timers=[timer(s.id, 40)], traceparent=TRACE_B),
+    )
+    untraced = timer(run.id, 40, task_id="second")
+    await store.apply(run.id, lambda s: Changes(state=s, start_timers=[untraced]))
+    due = await store.claim_due_timers(at(40), 10, lease_seconds=1)
+    assert {(t.task_id, t.traceparent) for t in due} == {("first", TRACE_B), ("second", None)}
+
+
 async def test_concurrent_claimers_never_share_a_timer(store: SqlStore, twin: SqlStore) -> None:
     """Claimers racing (on two stores) split the due timers without any overlap."""
     run = make_run()

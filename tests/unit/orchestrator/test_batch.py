@@ -47,6 +47,18 @@ def test_a_timer_started_then_cancelled_in_one_batch_is_not_started() -> None:
     assert (list(rearmed.start_timers), list(rearmed.cancel_timers)) == ([start], [cancel])
 
 
+def test_a_merge_keeps_the_latest_decisions_trace_context_for_its_timers() -> None:
+    """The timers of a batch are parented by its last traced decision (one run, one trace)."""
+    first = Changes(state=STATE, traceparent="00-a-1-01")
+    second = Changes(state=STATE, traceparent="00-a-2-01")
+    untraced = Changes(state=STATE)
+
+    merged = merge([first, second, untraced])
+
+    assert merged is not None
+    assert merged.traceparent == "00-a-2-01"
+
+
 def test_fold_decides_each_event_on_the_state_the_previous_left() -> None:
     """Each decision sees the one before it; history is kept in order."""
     batch = [_stepping("task.started"), _stepping("task.completed")]

@@ -53,6 +53,7 @@ def test_each_command_lands_in_its_place() -> None:
     assert list(changes.history) == [ENTRY]
     assert list(changes.start_timers) == [start]
     assert list(changes.cancel_timers) == [cancel]
+    assert changes.traceparent == "00-t-s-01"  # the timers keep it for whoever fires them
     [outgoing] = changes.outbox
     assert outgoing.channel == "tasks.gpu"
     env = decode(outgoing.message.body)
