@@ -101,6 +101,9 @@ class OrchestratorSettings(_Section, frozen=True, kw_only=True):
     timer_batch: int = 200
     sweep_interval_seconds: float = 5.0
     outbox_stale_seconds: float = 10.0
+    outbox_retention_seconds: Annotated[float, msgspec.Meta(ge=0)] = 3600.0
+    """How long an outbox row is kept after it was published; each sweep deletes the older
+    ones. 0: a published row goes at the next sweep."""
     event_prefetch: int = 128
 
 

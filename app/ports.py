@@ -255,6 +255,10 @@ class OutboxStore(Protocol):
         """How many rows are unsent, and when the oldest was written."""
         ...
 
+    async def prune_sent(self, sent_before: datetime, batch: int) -> int:
+        """Delete the rows marked sent before `sent_before`, `batch` at a time; how many."""
+        ...
+
 
 class TimerStore(Protocol):
     """Durable timers, claimed so that one orchestrator fires each."""

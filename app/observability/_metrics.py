@@ -137,6 +137,11 @@ class Metrics:
             "Age of the oldest unpublished outbox row (0 when empty).",
             registry=reg,
         )
+        self._outbox_pruned = Counter(
+            "treadle_outbox_pruned",
+            "Published outbox rows deleted after the retention.",
+            registry=reg,
+        )
         self._timers_overdue = Gauge(
             "treadle_timers_overdue", "Durable timers due but not yet fired.", registry=reg
         )
@@ -239,6 +244,10 @@ class Metrics:
         """Unpublished outbox rows and the age of the oldest, as last read from the store."""
         self._outbox_backlog.set(count)
         self._outbox_oldest_age.set(max(oldest_age_seconds, 0.0))
+
+    def outbox_pruned(self, rows: int) -> None:
+        """A sweep deleted `rows` published outbox rows past the retention."""
+        self._outbox_pruned.inc(rows)
 
     def set_timers_overdue(self, count: int) -> None:
         """Timers whose time has passed and that no orchestrator has fired yet."""

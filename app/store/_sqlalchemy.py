@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import msgspec
-from sqlalchemy import Row, bindparam, func, or_, select, text, tuple_, update
+from sqlalchemy import Row, bindparam, delete, func, or_, select, text, tuple_, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -459,6 +459,38 @@ class SqlStore(ScheduleQueries):
             async with self._db.transaction(write=False, single=True) as conn:
                 count, oldest = (await conn.execute(stmt)).one()
         return int(count), oldest
+
+    async def prune_sent(self, sent_before: datetime, batch: int) -> int:
+        """Delete the rows marked sent before `sent_before`, `batch` at a time; how many.
+
+        Walks the primary key from the oldest row, one window of `batch` rows per step: a
+        short read, then a short delete of the window's old sent rows by id (the same plain
+        statements on every database, and no delete holds a long lock). Ids grow with
+        `created_at` (roughly: within a transaction's length and the clocks' skew) and a
+        row is sent after it was written, so the walk stops at the first window that
+        reaches a row written at or after `sent_before`; a row it misses that way goes at a
+        later call. A steady-state call reads one window, not the whole table (`sent_at`
+        has no index outside MySQL).
+        """
+        window = select(outbox.c.id, outbox.c.created_at, outbox.c.sent_at)
+        pruned, after = 0, 0
+        with mapped_errors("prune_sent"):
+            while True:
+                stmt = window.where(outbox.c.id > after).order_by(outbox.c.id).limit(batch)
+                async with self._db.transaction(write=False, single=True) as conn:
+                    found = (await conn.execute(stmt)).all()
+                doomed = [r.id for r in found if r.sent_at is not None and r.sent_at < sent_before]
+                if doomed:
+                    # `sent_at` again: a row republished (and marked again) since the read
+                    # is newer now. A sent row never becomes unsent, so none of these is.
+                    delete_ = delete(outbox).where(
+                        outbox.c.id.in_(doomed), outbox.c.sent_at < sent_before
+                    )
+                    async with self._db.transaction(write=True, single=True) as conn:
+                        pruned += (await conn.execute(delete_)).rowcount
+                if len(found) < batch or found[-1].created_at >= sent_before:
+                    return pruned
+                after = found[-1].id
 
     # --- timers ------------------------------------------------------------------------
 

@@ -82,6 +82,7 @@ class Orchestrator:
                 self._clock,
                 settings.sweep_interval_seconds,
                 settings.outbox_stale_seconds,
+                settings.outbox_retention_seconds,
             )
             tg.start_soon(
                 collect_store_gauges,

@@ -14,6 +14,7 @@ from app.ports import Clock, OutboxRecord, OutboxStore, Transport
 log = get_logger(__name__)
 
 SWEEP_BATCH = 500
+PRUNE_BATCH = 1000  # rows per delete, so a large backlog never holds a long lock
 
 
 class _Marks:
@@ -107,8 +108,19 @@ class Relay:
             if len(claimed) < SWEEP_BATCH or published == 0:
                 return total
 
-    async def sweep_forever(self, clock: Clock, interval: float, stale_seconds: float) -> None:
-        """Sweep every `interval` seconds until cancelled; errors are logged, not raised."""
+    async def prune(self, clock: Clock, retention_seconds: float) -> int:
+        """Delete the rows sent more than `retention_seconds` ago; how many."""
+        sent_before = clock.now() - timedelta(seconds=retention_seconds)
+        pruned = await self._store.prune_sent(sent_before, PRUNE_BATCH)
+        if pruned:
+            self._telemetry.metrics.outbox_pruned(pruned)
+            log.debug("pruned published outbox rows", rows=pruned)
+        return pruned
+
+    async def sweep_forever(
+        self, clock: Clock, interval: float, stale_seconds: float, retention_seconds: float
+    ) -> None:
+        """Sweep and prune every `interval` seconds until cancelled; errors are logged."""
         while True:
             try:
                 swept = await self.sweep(clock, stale_seconds)
@@ -117,6 +129,10 @@ class Relay:
             else:
                 if swept:
                     log.warning("the sweeper published outbox rows left unsent", rows=swept)
+            try:
+                await self.prune(clock, retention_seconds)
+            except Exception:
+                log.exception("pruning the outbox failed; trying again", in_seconds=interval)
             await anyio.sleep(interval)
 
 

@@ -14,6 +14,8 @@ from app.domain.events import DispatchTask, TaskCompleted
 from app.messages import Message, envelope, to_message
 from app.modules.orchestrator import Relay, TimerAlarm
 from app.modules.orchestrator._consumer import EventConsumer
+from app.modules.orchestrator._relay import PRUNE_BATCH
+from app.observability import Telemetry
 from app.ports import OutboxRecord
 from tests.unit.worker.fakes import FakeClock, FakeDelivery, FakeTransport, delivery_of
 
@@ -27,6 +29,8 @@ class FakeOutbox:
         self.unsent = list(unsent)
         self.sent: list[int] = []
         self.claimed_before: list[datetime] = []
+        self.pruned_before: list[tuple[datetime, int]] = []
+        self.pruned = anyio.Event()
 
     async def mark_sent(self, ids: Sequence[int]) -> None:
         self.sent.extend(ids)
@@ -38,6 +42,11 @@ class FakeOutbox:
 
     async def outbox_backlog(self) -> tuple[int, datetime | None]:
         return len(self.unsent), None
+
+    async def prune_sent(self, sent_before: datetime, batch: int) -> int:
+        self.pruned_before.append((sent_before, batch))
+        self.pruned.set()
+        return 3
 
 
 def _record(id: int, channel: str) -> OutboxRecord:
@@ -81,6 +90,24 @@ async def test_the_sweeper_publishes_stale_unsent_rows() -> None:
     assert swept == 1
     assert store.sent == [7]
     assert store.claimed_before[0] == NOW - timedelta(seconds=10)
+
+
+@pytest.mark.anyio
+async def test_the_sweeper_loop_also_prunes_rows_sent_before_the_retention() -> None:
+    """Each sweep deletes the rows sent longer ago than the retention, and counts them."""
+    store, transport = FakeOutbox([_record(7, "tasks.a")]), FakeTransport()
+    telemetry = Telemetry.off("orchestrator")
+    relay = Relay(store, transport, telemetry=telemetry)  # type: ignore[arg-type]
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(relay.sweep_forever, FakeClock(NOW), 60, 10, 3600)
+            await store.pruned.wait()
+            tg.cancel_scope.cancel()
+
+    assert store.sent == [7]  # swept first
+    assert store.pruned_before == [(NOW - timedelta(seconds=3600), PRUNE_BATCH)]
+    pruned = telemetry.metrics.registry.get_sample_value("treadle_outbox_pruned_total")
+    assert pruned == 3
 
 
 class SlowOutbox(FakeOutbox):
