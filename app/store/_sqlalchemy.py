@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
-from sqlalchemy import Row, bindparam, delete, func, or_, select, text, tuple_, update
+from sqlalchemy import Row, bindparam, func, select, text, tuple_, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,11 +24,9 @@ from app.domain.state import MapItem, RunState, RunStatus
 from app.ports import (
     Applied,
     Decide,
-    DueTimer,
     InflightAttempt,
     ItemsWanted,
     MapItemRecord,
-    OutboxRecord,
     Page,
     RunCounts,
     RunSummary,
@@ -41,9 +39,11 @@ from app.store._engine import Database
 from app.store._errors import StoreError, mapped_errors
 from app.store._map_items import inflight_items, load_items, select_item_page
 from app.store._migrate import is_at_head, upgrade
+from app.store._outbox import OutboxQueries
 from app.store._schedules import ScheduleQueries
 from app.store._states import KeptStates
-from app.store._tables import ACTIVE_TASK, UNSENT, history, outbox, runs, tasks, timers, workflows
+from app.store._tables import ACTIVE_TASK, history, runs, tasks, workflows
+from app.store._timers import TimerQueries
 from app.store._types import encode_json
 
 T = TypeVar("T")
@@ -54,7 +54,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class SqlStore(ScheduleQueries):
+class SqlStore(ScheduleQueries, OutboxQueries, TimerQueries):
     """One adapter for the whole `StateStore` port, over any supported database."""
 
     def __init__(
@@ -427,116 +427,6 @@ class SqlStore(ScheduleQueries):
         ]
         return sorted([*attempts, *items], key=_attempt_order)
 
-    # --- outbox ------------------------------------------------------------------------
-
-    async def mark_sent(self, ids: Sequence[int]) -> None:
-        """Record that these rows were published."""
-        if not ids:
-            return
-        stmt = update(outbox).where(outbox.c.id.in_(list(ids))).values(sent_at=self._now())
-        with mapped_errors("mark_sent"):
-            async with self._db.transaction(write=True, single=True) as conn:
-                await conn.execute(stmt)
-
-    async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
-        """Unsent rows created before `older_than` (left by a crash), oldest first."""
-        stmt = (
-            select(*rows_.OUTBOX_COLUMNS)
-            .where(UNSENT, outbox.c.created_at < older_than)
-            .order_by(outbox.c.created_at, outbox.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        with mapped_errors("claim_unsent"):
-            async with self._db.transaction(write=False) as conn:
-                found = (await conn.execute(stmt)).all()
-        return [rows_.outbox_from_row(r) for r in found]
-
-    async def outbox_backlog(self) -> tuple[int, datetime | None]:
-        """How many rows are unsent, and when the oldest was written."""
-        stmt = select(func.count(), func.min(outbox.c.created_at)).where(UNSENT)
-        with mapped_errors("outbox_backlog"):
-            async with self._db.transaction(write=False, single=True) as conn:
-                count, oldest = (await conn.execute(stmt)).one()
-        return int(count), oldest
-
-    async def prune_sent(self, sent_before: datetime, batch: int) -> int:
-        """Delete the rows marked sent before `sent_before`, `batch` at a time; how many.
-
-        Walks the primary key from the oldest row, one window of `batch` rows per step: a
-        short read, then a short delete of the window's old sent rows by id (the same plain
-        statements on every database, and no delete holds a long lock). Ids grow with
-        `created_at` (roughly: within a transaction's length and the clocks' skew) and a
-        row is sent after it was written, so the walk stops at the first window that
-        reaches a row written at or after `sent_before`; a row it misses that way goes at a
-        later call. A steady-state call reads one window, not the whole table (`sent_at`
-        has no index outside MySQL).
-        """
-        window = select(outbox.c.id, outbox.c.created_at, outbox.c.sent_at)
-        pruned, after = 0, 0
-        with mapped_errors("prune_sent"):
-            while True:
-                stmt = window.where(outbox.c.id > after).order_by(outbox.c.id).limit(batch)
-                async with self._db.transaction(write=False, single=True) as conn:
-                    found = (await conn.execute(stmt)).all()
-                doomed = [r.id for r in found if r.sent_at is not None and r.sent_at < sent_before]
-                if doomed:
-                    # `sent_at` again: a row republished (and marked again) since the read
-                    # is newer now. A sent row never becomes unsent, so none of these is.
-                    delete_ = delete(outbox).where(
-                        outbox.c.id.in_(doomed), outbox.c.sent_at < sent_before
-                    )
-                    async with self._db.transaction(write=True, single=True) as conn:
-                        pruned += (await conn.execute(delete_)).rowcount
-                if len(found) < batch or found[-1].created_at >= sent_before:
-                    return pruned
-                after = found[-1].id
-
-    # --- timers ------------------------------------------------------------------------
-
-    async def claim_due_timers(
-        self, now: datetime, limit: int, lease_seconds: float
-    ) -> list[DueTimer]:
-        """Timers due at `now` and not leased by another orchestrator; leases them."""
-        key = tuple_(timers.c.run_id, timers.c.kind, timers.c.task_id, timers.c.attempt)
-        due = (
-            select(timers.c.run_id, timers.c.kind, timers.c.task_id, timers.c.attempt)
-            .where(
-                timers.c.fire_at <= now,
-                or_(timers.c.leased_until.is_(None), timers.c.leased_until < now),
-            )
-            .order_by(timers.c.fire_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        lease = update(timers).values(leased_until=now + timedelta(seconds=lease_seconds))
-        with mapped_errors("claim_due_timers"):
-            async with self._db.transaction(write=True) as conn:
-                if conn.dialect.update_returning:
-                    stmt = lease.where(key.in_(due)).returning(*rows_.TIMER_COLUMNS)
-                    found = list((await conn.execute(stmt)).all())
-                    found.sort(key=lambda r: r.fire_at)
-                else:
-                    found = await _claim_by_select(conn, due, lease)
-        return [rows_.timer_from_row(r) for r in found]
-
-    async def next_timer_at(self) -> datetime | None:
-        """When the earliest timer is due (leased ones included)."""
-        with mapped_errors("next_timer_at"):
-            async with self._db.transaction(write=False, single=True) as conn:
-                earliest: datetime | None = (
-                    await conn.execute(select(func.min(timers.c.fire_at)))
-                ).scalar()
-        return earliest
-
-    async def count_overdue_timers(self, now: datetime, cap: int) -> int:
-        """Timers due at `now` and not yet fired, counted up to `cap` (an index range scan)."""
-        due = select(timers.c.run_id).where(timers.c.fire_at <= now).limit(cap).subquery()
-        with mapped_errors("count_overdue_timers"):
-            async with self._db.transaction(write=False, single=True) as conn:
-                counted = (await conn.execute(select(func.count()).select_from(due))).scalar()
-        return int(counted or 0)
-
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -621,18 +511,6 @@ async def _latest_workflow(conn: AsyncConnection, name: str) -> StoredWorkflow |
     )
     row = (await conn.execute(stmt)).first()
     return rows_.workflow_from_row(row) if row else None
-
-
-async def _claim_by_select(conn: AsyncConnection, due: Any, lease: Any) -> list[Row[Any]]:
-    """Claim without UPDATE ... RETURNING (MySQL): lock the due rows, then lease them."""
-    key_columns = (timers.c.run_id, timers.c.kind, timers.c.task_id, timers.c.attempt)
-    keys = [tuple(r) for r in (await conn.execute(due)).all()]
-    if not keys:
-        return []
-    key = tuple_(*key_columns)
-    await conn.execute(lease.where(key.in_(keys)))
-    stmt = select(*rows_.TIMER_COLUMNS).where(key.in_(keys)).order_by(timers.c.fire_at)
-    return list((await conn.execute(stmt)).all())
 
 
 def _run_filters(
