@@ -64,6 +64,10 @@ class TransportSettings(_Section, frozen=True, kw_only=True):
     """NATS: how long an unacked delivery is held before the broker redelivers it."""
     kafka_idempotence: bool = True
     """Kafka: idempotent producer; turn off for brokers without InitProducerId (Tansu)."""
+    kafka_fetch_max_wait_ms: Annotated[int, msgspec.Meta(ge=0)] = 100
+    """Kafka: the longest a fetch waits for records. Kafka answers a waiting fetch as soon
+    as a record arrives; a broker that waits the whole time (Tansu) adds up to this much
+    latency to every message. 100 ms costs an idle consumer ten small fetches a second."""
     connect_timeout_seconds: float = 60.0
     """Start-up: how long to keep retrying (with backoff) a broker that refuses to connect."""
     tls: TlsSettings = TlsSettings()

@@ -447,6 +447,7 @@ class KafkaTransport:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             heartbeat_interval_ms=1000,
+            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
         )
         consumer.subscribe([topic], listener=_Rebalance(subscription))
         with _driver_errors(self.url):
