@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.brokers import delete_namespace_of
-from tests.e2e.conftest import ROOT, Server, _admin, free_port
+from tests.e2e.conftest import ROOT, SMALL_POOL, Server, _admin, free_port
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 NATS_URL = "nats://127.0.0.1:4222"
@@ -85,9 +85,7 @@ class Cluster:
             **env,
             "TREADLE_DATABASE_URL": database_url,
             "TREADLE_DATABASE__MIGRATE_ON_START": "false",
-            # 4 (+4 overflow) a process: a cluster of 7 stays near 50 connections, so
-            # three clusters at once fit PostgreSQL's default max_connections of 100.
-            "TREADLE_DATABASE__POOL_SIZE": "4",
+            **SMALL_POOL,
             "TREADLE_ORCHESTRATOR__TIMER_POLL_SECONDS": "0.2",
             "TREADLE_LOG__FORMAT": "json",
             "PYTHONUNBUFFERED": "1",

@@ -18,6 +18,9 @@ import pytest
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+SMALL_POOL = {"TREADLE_DATABASE__POOL_SIZE": "2"}
+"""For every `treadle serve` a test starts: 2 (+2 overflow) connections a process, so four
+xdist workers each running a 7-process cluster stay under PostgreSQL's default 100."""
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -73,6 +76,7 @@ def start_server(tmp_path: Path, database_url: str, *extra: str) -> Server:
     env = {
         **os.environ,
         "TREADLE_DATABASE_URL": database_url,
+        **SMALL_POOL,
         "TREADLE_ORCHESTRATOR__TIMER_POLL_SECONDS": "0.2",
         # A cancelled run's handler may still be sleeping; do not wait 30 s for it on stop.
         "TREADLE_WORKER__DRAIN_SECONDS": "2",

@@ -38,7 +38,7 @@ def _dsn() -> str:
 async def _ledger() -> asyncpg.Pool:
     async with _lock:
         if not _pool:
-            _pool.append(await asyncpg.create_pool(_dsn(), min_size=1, max_size=4))
+            _pool.append(await asyncpg.create_pool(_dsn(), min_size=1, max_size=2))
     return _pool[0]
 
 

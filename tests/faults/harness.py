@@ -26,7 +26,7 @@ import psycopg
 import pytest
 
 from tests.brokers import NATS_URL, delete_namespace_of
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import SMALL_POOL, free_port
 from tests.faults.handlers import LEDGER_DDL, LEDGER_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,7 +167,7 @@ class Cluster:
             **broker,
             "TREADLE_DATABASE_URL": self.database_url,
             "TREADLE_DATABASE__MIGRATE_ON_START": "true" if memory else "false",
-            "TREADLE_DATABASE__POOL_SIZE": "4",  # parallel clusters share max_connections
+            **SMALL_POOL,  # parallel clusters share max_connections
             "TREADLE_ORCHESTRATOR__TIMER_POLL_SECONDS": "0.2",
             "TREADLE_ORCHESTRATOR__SWEEP_INTERVAL_SECONDS": "0.5",
             "TREADLE_ORCHESTRATOR__OUTBOX_STALE_SECONDS": "1",

@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from tests.brokers import delete_namespace_of
-from tests.e2e.conftest import ROOT, TERMINAL, free_port
+from tests.e2e.conftest import ROOT, SMALL_POOL, TERMINAL, free_port
 
 PG_ADMIN = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"]
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -171,6 +171,7 @@ def cluster(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Clus
         "TREADLE_DATABASE_URL": database_url,
         "TREADLE_TRANSPORT": "rabbitmq",
         "TREADLE_BROKER_URL": BROKER_URL,
+        **SMALL_POOL,
         "TREADLE_TRANSPORT__NAMESPACE": f"obs{uuid.uuid4().hex[:10]}",
         "TREADLE_LOG__FORMAT": "json",
         "TREADLE_ORCHESTRATOR__TIMER_POLL_SECONDS": "0.2",
