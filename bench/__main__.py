@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--latest", action="store_true", help="also write bench/LATEST.md and bench/latest.png"
     )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="Treadle on PostgreSQL: this many finished runs in the database before measuring",
+    )
     args = parser.parse_args(argv)
     for option, allowed in (
         ("engines", ENGINES),
@@ -200,6 +206,8 @@ def write_outputs(results: dict[str, Any], out: Path, latest: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.history:
+        os.environ["BENCH_HISTORY_RUNS"] = str(args.history)  # the cells inherit it
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {

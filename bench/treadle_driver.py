@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -119,6 +120,9 @@ class TreadleEngine:
                 capture_output=True,
                 timeout=120,
             )
+            history = int(os.environ.get("BENCH_HISTORY_RUNS", "0"))
+            if history:  # `--history N`: finished runs already in the database
+                await asyncio.to_thread(_pg.fill_history, self._database, history)
         port = free_port()
         self.api = f"http://127.0.0.1:{port}"
         serve = [*treadle, "serve", "--handlers", "bench.treadle_handlers"]
