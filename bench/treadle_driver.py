@@ -268,7 +268,6 @@ class TreadleEngine:
 
 def _source_path() -> dict[str, str]:
     """PYTHONPATH for a snapshot of Treadle's source (`--treadle-rev`), else nothing."""
-    import os  # noqa: PLC0415
 
     source = os.environ.get("BENCH_TREADLE_SRC")
     if not source:
@@ -281,7 +280,6 @@ def _repo_root() -> str:
 
 
 def _os_env() -> dict[str, str]:
-    import os  # noqa: PLC0415
 
     return dict(os.environ)
 
