@@ -1,7 +1,8 @@
-"""Writing one decision: the rows that changed, history, outbox and timers, in one transaction.
+"""Writing decisions: the rows that changed, history, outbox and timers, in one transaction.
 
 Round trips are kept to one statement per kind of write, each an executemany, and only
-for the kinds a decision actually touches.
+for the kinds the decisions actually touch; several decisions (on different runs) that
+commit together share those statements.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from app.domain.errors import TreadleError
 from app.domain.events import CancelTimer, StartTimer
 from app.domain.state import RunState
 from app.ports import Changes, OutboxRecord
-from app.store._map_items import cancel_items, write_items
+from app.store._map_items import cancel_items, item_rows, write_items
 from app.store._rows import (
     history_values,
     mutable_run_values,
@@ -44,49 +45,119 @@ async def write_new_tasks(conn: AsyncConnection, state: RunState) -> None:
     rows = [task_values(state.id, i, t) for i, t in enumerate(state.tasks.values())]
     if rows:
         await conn.execute(insert(tasks), rows)
-    await write_items(conn, (), state)  # a map that started with the run
+    await write_items(conn, *item_rows((), state))  # a map that started with the run
 
 
-async def write_changes(
-    conn: AsyncConnection, loaded: RunState, changes: Changes, now: datetime
-) -> None:
-    """Update the run row, and the tasks and map items that differ from `loaded`."""
-    state = changes.state
-    if state.id != loaded.id:
-        raise DecisionMismatch(loaded.id, state.id)
-    await _update_run(conn, loaded, state, now)
-    await _write_tasks(conn, loaded, state)
-    await write_items(conn, loaded.map_items, state)
+class DecisionWrites:
+    """The writes of one or more decisions (on different runs), gathered by kind.
+
+    `add` takes a decision's loaded state and its changes; `flush` then writes every kind
+    in one statement (an executemany over all the decisions), in the order a single
+    decision would: run rows, tasks, map items, history, outbox, item cancels, timers.
+    """
+
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+        self._run_updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        self._new_tasks: list[dict[str, Any]] = []
+        self._changed_tasks: list[dict[str, Any]] = []
+        self._gone_tasks: list[dict[str, Any]] = []
+        self._new_items: list[dict[str, Any]] = []
+        self._changed_items: list[dict[str, Any]] = []
+        self._history: list[dict[str, Any]] = []
+        self._outbox: list[Changes] = []
+        self._cancel_items: list[tuple[str, str]] = []
+        self._cancel_timers: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._start_timers: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def add(self, loaded: RunState | None, changes: Changes) -> None:
+        """Gather one decision: with `loaded` its row changes too, without only its effects
+        (a run just inserted, already in its decided state)."""
+        if loaded is not None:
+            self._add_state_changes(loaded, changes.state)
+        self._add_effects(changes)
+
+    def _add_state_changes(self, loaded: RunState, state: RunState) -> None:
+        if state.id != loaded.id:
+            raise DecisionMismatch(loaded.id, state.id)
+        values = _changed_run_values(loaded, state)
+        if values:
+            values["updated_at"] = self._now
+            self._run_updates.setdefault(tuple(sorted(values)), []).append(
+                {**values, "b_id": state.id}
+            )
+        self._add_task_changes(loaded, state)
+        new_items, changed_items = item_rows(loaded.map_items, state)
+        self._new_items += new_items
+        self._changed_items += changed_items
+
+    def _add_task_changes(self, loaded: RunState, state: RunState) -> None:
+        for position, (task_id, task) in enumerate(state.tasks.items()):
+            before = loaded.tasks.get(task_id)
+            if before is None:
+                self._new_tasks.append(task_values(state.id, position, task))
+            elif before is not task and before != task:
+                row = task_values(state.id, position, task)
+                key = {"b_run_id": row.pop("run_id"), "b_task_id": row.pop("task_id")}
+                self._changed_tasks.append({**row, **key})
+        self._gone_tasks += [
+            {"b_run_id": state.id, "b_task_id": t} for t in loaded.tasks if t not in state.tasks
+        ]
+
+    def _add_effects(self, changes: Changes) -> None:
+        run_id = changes.state.id
+        self._history += [history_values(run_id, h) for h in changes.history]
+        self._outbox.append(changes)
+        self._cancel_items += [(run_id, t) for t in dict.fromkeys(changes.cancel_items)]
+        for cancel in changes.cancel_timers:
+            key = _timer_key(cancel)
+            self._cancel_timers[tuple(key.values())] = {f"b_{k}": v for k, v in key.items()}
+        # The same identity twice in one decision: the last one wins, as it would in order.
+        fields = {"leased_until": None, "traceparent": changes.traceparent}
+        for start in changes.start_timers:
+            key = _timer_key(start)
+            self._start_timers[tuple(key.values())] = {**key, "fire_at": start.fire_at, **fields}
+
+    async def flush(self, conn: AsyncConnection) -> list[list[OutboxRecord]]:
+        """Write everything gathered; the outbox records of each decision, in `add` order."""
+        for rows in self._run_updates.values():
+            await conn.execute(_UPDATE_RUN, rows)
+        if self._new_tasks:
+            await conn.execute(insert(tasks), self._new_tasks)
+        if self._changed_tasks:
+            await conn.execute(_UPDATE_TASK, self._changed_tasks)
+        if self._gone_tasks:
+            await conn.execute(_DELETE_TASK, self._gone_tasks)
+        await write_items(conn, self._new_items, self._changed_items)
+        if self._history:
+            await conn.execute(insert(history), self._history)
+        records = await _insert_outbox(conn, self._outbox, self._now)
+        for run_id, task_id in self._cancel_items:
+            await cancel_items(conn, run_id, [task_id], self._now)
+        if self._cancel_timers:
+            await conn.execute(_DELETE_TIMER, list(self._cancel_timers.values()))
+        if self._start_timers:
+            upsert = upsert_timer(conn.dialect.name)
+            await conn.execute(upsert, list(self._start_timers.values()))
+        return records
 
 
 async def write_effects(
     conn: AsyncConnection, changes: Changes, now: datetime
 ) -> list[OutboxRecord]:
     """Append history, enqueue the outbox, set and cancel timers; the outbox records."""
-    run_id = changes.state.id
-    if changes.history:
-        await conn.execute(insert(history), [history_values(run_id, h) for h in changes.history])
-    records = await _insert_outbox(conn, changes, now)
-    await cancel_items(conn, run_id, changes.cancel_items, now)
-    await _cancel_timers(conn, changes.cancel_timers)
-    await _start_timers(conn, changes.start_timers, changes.traceparent)
-    return records
+    writes = DecisionWrites(now)
+    writes.add(None, changes)
+    return (await writes.flush(conn))[0]
 
 
-async def _update_run(
-    conn: AsyncConnection, loaded: RunState, state: RunState, now: datetime
-) -> None:
+def _changed_run_values(loaded: RunState, state: RunState) -> dict[str, Any]:
+    """The run row's columns this decision changed (none when only its tasks changed: the
+    lock taken to load it already orders the decision, and `updated_at` is the row's own)."""
     if all(getattr(loaded, f) is getattr(state, f) for f in _RUN_FIELDS):
-        values = {}  # the decider keeps the very objects it did not change
-    else:
-        before = mutable_run_values(loaded)
-        values = {k: v for k, v in mutable_run_values(state).items() if before[k] != v}
-    if not values:
-        # Only its tasks changed: the lock taken to load it already orders this decision,
-        # and skipping the write spares a round trip (`updated_at` is the row's own).
-        return
-    stmt = update(runs).where(runs.c.id == state.id).values(**values, updated_at=now)
-    await conn.execute(stmt)
+        return {}  # the decider keeps the very objects it did not change
+    before = mutable_run_values(loaded)
+    return {k: v for k, v in mutable_run_values(state).items() if before[k] != v}
 
 
 _RUN_FIELDS = (
@@ -99,46 +170,28 @@ _RUN_FIELDS = (
     "signals",
     "paused",
 )
-
-
-async def _write_tasks(conn: AsyncConnection, loaded: RunState, state: RunState) -> None:
-    new: list[dict[str, Any]] = []
-    changed: list[dict[str, Any]] = []
-    for position, (task_id, task) in enumerate(state.tasks.items()):
-        before = loaded.tasks.get(task_id)
-        if before is None:
-            new.append(task_values(state.id, position, task))
-        elif before is not task and before != task:
-            row = task_values(state.id, position, task)
-            changed.append({**row, "b_run_id": row.pop("run_id"), "b_task_id": row.pop("task_id")})
-    gone = [{"b_run_id": state.id, "b_task_id": t} for t in loaded.tasks if t not in state.tasks]
-    if new:
-        await conn.execute(insert(tasks), new)
-    if changed:
-        await conn.execute(_UPDATE_TASK, changed)
-    if gone:
-        await conn.execute(_DELETE_TASK, gone)
-
-
+_UPDATE_RUN = update(runs).where(runs.c.id == bindparam("b_id"))
 _TASK_KEY = (tasks.c.run_id == bindparam("b_run_id"), tasks.c.task_id == bindparam("b_task_id"))
 _UPDATE_TASK = update(tasks).where(*_TASK_KEY)
 _DELETE_TASK = delete(tasks).where(*_TASK_KEY)
 
 
 async def _insert_outbox(
-    conn: AsyncConnection, changes: Changes, now: datetime
-) -> list[OutboxRecord]:
-    if not changes.outbox:
-        return []
-    rows = [outbox_values(o.channel, o.message, now) for o in changes.outbox]
-    if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
-        ids = list((await conn.execute(_INSERT_OUTBOX_RETURNING_IDS, rows)).scalars())
-    else:  # MySQL proper has no RETURNING: one insert per row, reading its key
-        ids = [await _insert_one(conn, row) for row in rows]
-    return [
+    conn: AsyncConnection, decisions: Sequence[Changes], now: datetime
+) -> list[list[OutboxRecord]]:
+    messages = [o for changes in decisions for o in changes.outbox]
+    ids: list[int] = []
+    if messages:
+        rows = [outbox_values(o.channel, o.message, now) for o in messages]
+        if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
+            ids = list((await conn.execute(_INSERT_OUTBOX_RETURNING_IDS, rows)).scalars())
+        else:  # MySQL proper has no RETURNING: one insert per row, reading its key
+            ids = [await _insert_one(conn, row) for row in rows]
+    records = iter(
         OutboxRecord(id=i, channel=o.channel, message=o.message)
-        for i, o in zip(ids, changes.outbox, strict=True)
-    ]
+        for i, o in zip(ids, messages, strict=True)
+    )
+    return [[next(records) for _ in changes.outbox] for changes in decisions]
 
 
 _INSERT_OUTBOX_RETURNING_IDS = insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True)
@@ -161,35 +214,12 @@ def _timer_key(timer: StartTimer | CancelTimer) -> dict[str, Any]:
     }
 
 
-async def _cancel_timers(conn: AsyncConnection, cancels: Sequence[CancelTimer]) -> None:
-    if not cancels:
-        return
-    keys = {tuple(k.values()): k for k in map(_timer_key, cancels)}
-    params = [{f"b_{name}": value for name, value in k.items()} for k in keys.values()]
-    await conn.execute(_DELETE_TIMER, params)
-
-
 _DELETE_TIMER = delete(timers).where(
     timers.c.run_id == bindparam("b_run_id"),
     timers.c.kind == bindparam("b_kind"),
     timers.c.task_id == bindparam("b_task_id"),
     timers.c.attempt == bindparam("b_attempt"),
 )
-
-
-async def _start_timers(
-    conn: AsyncConnection, starts: Sequence[StartTimer], traceparent: str | None
-) -> None:
-    if not starts:
-        return
-    # The same identity twice in one decision: the last one wins, as it would in order.
-    fields = {"leased_until": None, "traceparent": traceparent}
-    rows = {
-        tuple(k.values()): {**k, "fire_at": t.fire_at, **fields}
-        for t in starts
-        for k in [_timer_key(t)]
-    }
-    await conn.execute(upsert_timer(conn.dialect.name), list(rows.values()))
 
 
 @functools.cache  # built once per dialect: constructing it costs more than running it

@@ -72,8 +72,10 @@ def _select_pending(run_id: str, task_id: str, start: int, count: int) -> Any:
     )
 
 
-async def write_items(conn: AsyncConnection, loaded: Sequence[MapItem], state: RunState) -> None:
-    """Insert the items that are new and update those that changed since `loaded`."""
+def item_rows(
+    loaded: Sequence[MapItem], state: RunState
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of items new since `loaded` (to insert) and changed (to update, by key)."""
     before = {(i.task_id, i.index): i for i in loaded}
     new: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []
@@ -85,13 +87,20 @@ async def write_items(conn: AsyncConnection, loaded: Sequence[MapItem], state: R
             row = item_values(state.id, item)
             key = {f"b_{k}": row.pop(k) for k in ("run_id", "task_id", "item_index")}
             changed.append({**row, **key})
+    return new, changed
+
+
+async def write_items(
+    conn: AsyncConnection, new: Sequence[dict[str, Any]], changed: Sequence[dict[str, Any]]
+) -> None:
+    """Insert and update the item rows of `item_rows`, one executemany each."""
     if new:
-        await conn.execute(insert(map_items), new)
+        await conn.execute(insert(map_items), list(new))
     if changed:
-        await conn.execute(_UPDATE_ITEM, changed)
+        await conn.execute(UPDATE_ITEM, list(changed))
 
 
-_UPDATE_ITEM = update(map_items).where(
+UPDATE_ITEM = update(map_items).where(
     map_items.c.run_id == bindparam("b_run_id"),
     map_items.c.task_id == bindparam("b_task_id"),
     map_items.c.item_index == bindparam("b_item_index"),

@@ -12,20 +12,15 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import msgspec
-from sqlalchemy import Row, bindparam, func, select, text, tuple_, update
+from sqlalchemy import Row, func, select, text, tuple_
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.errors import RunNotFound, TaskNotFound, WorkflowNotFound
 from app.domain.events import HistoryEntry
 from app.domain.state import MapItem, RunState, RunStatus
 from app.ports import (
-    Applied,
-    Decide,
     InflightAttempt,
-    ItemsWanted,
     MapItemRecord,
     Page,
     RunCounts,
@@ -33,11 +28,11 @@ from app.ports import (
     StoredWorkflow,
 )
 from app.store import _rows as rows_
+from app.store._apply import DecisionQueries, load_run
 from app.store._closing import end_orphaned_closes
-from app.store._decisions import write_changes, write_effects, write_new_tasks
 from app.store._engine import Database
 from app.store._errors import StoreError, mapped_errors
-from app.store._map_items import inflight_items, load_items, select_item_page
+from app.store._map_items import inflight_items, select_item_page
 from app.store._migrate import is_at_head, upgrade
 from app.store._outbox import OutboxQueries
 from app.store._schedules import ScheduleQueries
@@ -54,7 +49,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class SqlStore(ScheduleQueries, OutboxQueries, TimerQueries):
+class SqlStore(DecisionQueries, ScheduleQueries, OutboxQueries, TimerQueries):
     """One adapter for the whole `StateStore` port, over any supported database."""
 
     def __init__(
@@ -76,6 +71,7 @@ class SqlStore(ScheduleQueries, OutboxQueries, TimerQueries):
         )
         self._now = clock
         self._kept = KeptStates()
+        self._init_groups()
 
     @property
     def url(self) -> str:
@@ -210,7 +206,7 @@ class SqlStore(ScheduleQueries, OutboxQueries, TimerQueries):
         """The run with all its tasks; raises `RunNotFound`."""
         with mapped_errors("get_run"):
             async with self._db.transaction(write=False, single=True) as conn:
-                return await _load_run(conn, run_id, lock=False)
+                return await load_run(conn, run_id, lock=False)
 
     async def list_runs(
         self,
@@ -294,96 +290,6 @@ class SqlStore(ScheduleQueries, OutboxQueries, TimerQueries):
         items = [rows_.history_from_row(r) for r in page.items]
         return Page(items=items, next_cursor=page.next_cursor)
 
-    # --- decisions ---------------------------------------------------------------------
-
-    async def create_run(self, run: RunState, decide: Decide) -> tuple[Applied, bool]:
-        """Insert the run and apply `decide` to it in one transaction.
-
-        `decide` is pure, so it runs before the insert and the run row is written once,
-        already in its decided state. A taken idempotency key writes nothing and returns
-        the run that holds it, with `created` False.
-        """
-        changes = decide(run)
-        state = changes.state if changes is not None else run
-        with mapped_errors("create_run"):
-            async with self._db.transaction(write=True) as conn:
-                now = self._now()
-                if not await self._insert_run(conn, state, now):
-                    existing = await _load_run_by_key(conn, state.idempotency_key)
-                    return Applied(state=existing, outbox=[]), False
-                await write_new_tasks(conn, state)
-                records = await write_effects(conn, changes, now) if changes else []
-        self._kept.keep(0, state)  # a new run row starts at revision 0
-        return Applied(state=state, outbox=records), True
-
-    async def _insert_run(self, conn: AsyncConnection, state: RunState, now: datetime) -> bool:
-        """Insert the run row; False if its idempotency key is already taken."""
-        values = rows_.run_values(state, now)
-        if state.idempotency_key is None:
-            await conn.execute(runs.insert(), values)
-            return True
-        dialect = conn.dialect.name
-        if dialect in ("postgresql", "sqlite"):
-            # ON CONFLICT waits for a concurrent insert of the same key to commit or roll
-            # back, so two racing creates end with one run and one "already there".
-            module = postgresql if dialect == "postgresql" else sqlite
-            stmt = module.insert(runs).on_conflict_do_nothing(index_elements=["idempotency_key"])
-            return (await conn.execute(stmt, values)).rowcount == 1
-        try:  # MySQL: a duplicate key fails only the statement, inside a savepoint
-            async with conn.begin_nested():
-                await conn.execute(runs.insert(), values)
-        except sa_exc.IntegrityError:
-            return False
-        return True
-
-    async def apply(
-        self, run_id: str, decide: Decide, *, items: ItemsWanted | None = None
-    ) -> Applied | None:
-        """Lock the run, call `decide` on its state, persist; None if nothing changed.
-
-        `items` names the map items to load into the state `decide` sees (after the lock).
-        """
-        revision: int | None = None
-        try:
-            with mapped_errors("apply"):
-                async with self._db.transaction(write=True) as conn:
-                    revision, loaded = await self._lock_and_load(conn, run_id)
-                    if items is not None:
-                        found = await load_items(conn, run_id, items(loaded))
-                        loaded = msgspec.structs.replace(loaded, map_items=found)
-                    changes = decide(loaded)
-                    if changes is not None:
-                        now = self._now()
-                        await write_changes(conn, loaded, changes, now)
-                        records = await write_effects(conn, changes, now)
-        except BaseException:
-            self._kept.forget(run_id)
-            raise
-        if revision is not None:
-            self._kept.keep(revision, changes.state if changes is not None else loaded)
-        if changes is None:
-            return None
-        return Applied(state=changes.state, outbox=records)
-
-    async def _lock_and_load(
-        self, conn: AsyncConnection, run_id: str
-    ) -> tuple[int | None, RunState]:
-        """Lock the run; (its new revision, its state), the state kept here if current.
-
-        Where UPDATE ... RETURNING exists, locking is incrementing the revision; without
-        it (MySQL) the run is locked by a locking read and nothing is kept.
-        """
-        if not conn.dialect.update_returning:
-            return None, await _load_run(conn, run_id, lock=True)
-        revision = (await conn.execute(_BUMP_REVISION, {"b_run_id": run_id})).scalar()
-        if revision is None:
-            raise RunNotFound(run_id)
-        kept = self._kept.at(run_id, revision - 1)
-        if kept is not None:
-            return revision, kept
-        # Read in a new statement, after the lock (see `_load_run`).
-        return revision, await _load_run(conn, run_id, lock=False)
-
     async def list_map_items(
         self, run_id: str, task_id: str, limit: int, cursor: str | None
     ) -> Page[MapItemRecord]:
@@ -436,37 +342,6 @@ def _attempt_order(attempt: InflightAttempt) -> tuple[str, str, int]:
     return (attempt.run_id, attempt.task_id, -1 if attempt.item is None else attempt.item)
 
 
-# Built once: constructing the join costs more CPU than SQLAlchemy's cached compile of it.
-_RUN_BY_ID = rows_.select_run_with_tasks().where(runs.c.id == bindparam("b_run_id"))
-_RUN_BY_ID_FOR_UPDATE = _RUN_BY_ID.with_for_update()
-_LOCK_RUN = select(runs.c.id).where(runs.c.id == bindparam("b_run_id")).with_for_update()
-_BUMP_REVISION = (
-    update(runs)
-    .where(runs.c.id == bindparam("b_run_id"))
-    .values(revision=runs.c.revision + 1)
-    .returning(runs.c.revision)
-)
-
-
-async def _load_run(conn: AsyncConnection, run_id: str, *, lock: bool) -> RunState:
-    stmt = _RUN_BY_ID
-    params = {"b_run_id": run_id}
-    if lock and conn.dialect.name == "postgresql":
-        # Lock the run row alone first, then read in a new statement: under READ COMMITTED
-        # a locking join that waited re-reads only the locked row, so the tasks it returned
-        # would predate the decision it waited for.
-        if (await conn.execute(_LOCK_RUN, params)).first() is None:
-            raise RunNotFound(run_id)
-    elif lock:
-        # MariaDB's locking reads see the newest committed rows of every joined table;
-        # SQLite's writer is already exclusive.
-        stmt = _RUN_BY_ID_FOR_UPDATE
-    found = (await conn.execute(stmt, params)).all()
-    if not found:
-        raise RunNotFound(run_id)
-    return rows_.run_from_rows(found)
-
-
 async def _check_map_task(conn: AsyncConnection, run_id: str, task_id: str) -> None:
     """Raise unless the run exists and has a map task `task_id`."""
     if not await _run_exists(conn, run_id):
@@ -488,14 +363,6 @@ def _item_record(item: MapItem) -> MapItemRecord:
         started_at=item.started_at,
         finished_at=item.finished_at,
     )
-
-
-async def _load_run_by_key(conn: AsyncConnection, key: str | None) -> RunState:
-    stmt = rows_.select_run_with_tasks().where(runs.c.idempotency_key == key)
-    found = (await conn.execute(stmt)).all()
-    if not found:  # the holder of the key was deleted between the conflict and this read
-        raise StoreError("create_run", f"idempotency key {key!r} conflicted but has no run")
-    return rows_.run_from_rows(found)
 
 
 async def _run_exists(conn: AsyncConnection, run_id: str) -> bool:

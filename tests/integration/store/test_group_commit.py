@@ -1,0 +1,134 @@
+"""Decisions on different runs waiting at the same time commit in one transaction.
+
+On PostgreSQL and SQLite (MySQL decides one run per transaction). A group's outcome is
+still each decision's own: one that raises, or whose run is gone, fails alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+import msgspec
+import pytest
+
+from app.domain.errors import RunNotFound
+from app.domain.state import RunState, TaskStatus
+from app.ports import Applied, Changes
+from app.store._group import GroupRequest
+from app.store._sqlalchemy import SqlStore
+from tests.integration.store.factories import entry, make_run, message
+
+pytestmark = pytest.mark.anyio
+
+replace = msgspec.structs.replace
+RUNS = 12
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def grouping_store(request: pytest.FixtureRequest) -> SqlStore:
+    value: SqlStore = request.getfixturevalue(f"{request.param}_store")
+    return value
+
+
+def _schedule_first(state: RunState) -> Changes:
+    task = replace(state.tasks["first"], status=TaskStatus.SCHEDULED, attempt=1)
+    return Changes(
+        state=replace(state, tasks={**state.tasks, "first": task}),
+        history=[entry("task.scheduled", run=state.id)],
+        outbox=[message(state.id, f"dispatch {state.id}")],
+    )
+
+
+def _count_groups(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    sizes: list[int] = []
+    decide_group = store._decide_group
+
+    async def counted(group: Sequence[GroupRequest[object]]) -> None:
+        sizes.append(len(group))
+        await decide_group(group)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_decide_group", counted)
+    return sizes
+
+
+async def _apply_all(
+    store: SqlStore, decides: dict[str, object]
+) -> dict[str, Applied | BaseException | None]:
+    outcomes: dict[str, Applied | BaseException | None] = {}
+
+    async def one(run_id: str) -> None:
+        try:
+            outcomes[run_id] = await store.apply(run_id, decides[run_id])  # type: ignore[arg-type]
+        except Exception as exc:
+            outcomes[run_id] = exc
+
+    async with anyio.create_task_group() as tg:
+        for run_id in decides:
+            tg.start_soon(one, run_id)
+    return outcomes
+
+
+async def test_concurrent_decisions_share_transactions_and_each_gets_its_own_outbox(
+    grouping_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = grouping_store
+    runs = [make_run() for _ in range(RUNS)]
+    for run in runs:
+        await store.create_run(run, lambda s: None)
+    sizes = _count_groups(store, monkeypatch)
+
+    outcomes = await _apply_all(store, {run.id: _schedule_first for run in runs})
+
+    assert sum(sizes) == RUNS
+    assert len(sizes) < RUNS  # the decisions that waited behind the first went together
+    for run in runs:
+        applied = outcomes[run.id]
+        assert isinstance(applied, Applied)
+        assert [r.message.body for r in applied.outbox] == [f"dispatch {run.id}".encode()]
+        stored = await store.get_run(run.id)
+        assert stored.tasks["first"].status is TaskStatus.SCHEDULED
+        history = await store.list_history(run.id, limit=10, cursor=None)
+        assert [h.data for h in history.items] == [{"run": run.id}]
+    ids = [r.id for run in runs for r in outcomes[run.id].outbox]  # type: ignore[union-attr]
+    assert len(set(ids)) == RUNS
+
+
+async def test_a_decision_that_raises_fails_alone_and_the_rest_commit(
+    grouping_store: SqlStore,
+) -> None:
+    store = grouping_store
+    runs = [make_run() for _ in range(RUNS)]
+    for run in runs:
+        await store.create_run(run, lambda s: None)
+    broken = runs[RUNS // 2].id
+
+    def explode(state: RunState) -> Changes:
+        raise ValueError("decider bug")
+
+    decides: dict[str, object] = {run.id: _schedule_first for run in runs}
+    decides[broken] = explode
+    outcomes = await _apply_all(store, decides)
+
+    assert isinstance(outcomes[broken], ValueError)
+    assert (await store.get_run(broken)).tasks["first"].status is TaskStatus.PENDING
+    for run in runs:
+        if run.id != broken:
+            assert isinstance(outcomes[run.id], Applied)
+            assert (await store.get_run(run.id)).tasks["first"].status is TaskStatus.SCHEDULED
+
+
+async def test_a_missing_run_in_a_group_is_not_found_and_the_rest_commit(
+    grouping_store: SqlStore,
+) -> None:
+    store = grouping_store
+    runs = [make_run() for _ in range(RUNS)]
+    for run in runs:
+        await store.create_run(run, lambda s: None)
+    decides: dict[str, object] = {run.id: _schedule_first for run in runs}
+    decides["no-such-run"] = _schedule_first
+
+    outcomes = await _apply_all(store, decides)
+
+    assert isinstance(outcomes["no-such-run"], RunNotFound)
+    assert all(isinstance(outcomes[run.id], Applied) for run in runs)
