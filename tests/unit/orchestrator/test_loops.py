@@ -8,11 +8,13 @@ from typing import Any
 
 import anyio
 import pytest
+import stamina
 
 from app.domain.errors import RunNotFound
 from app.domain.events import DispatchTask, TaskCompleted
 from app.messages import Message, envelope, to_message
 from app.modules.orchestrator import Relay, TimerAlarm
+from app.modules.orchestrator import _consumer as consumer_module
 from app.modules.orchestrator._consumer import EventConsumer
 from app.modules.orchestrator._relay import PRUNE_BATCH
 from app.observability import Telemetry
@@ -246,4 +248,60 @@ async def test_a_store_failure_requeues_the_event() -> None:
 
     await _consumer(FakeRunEngine(RuntimeError("database is gone"))).handle(delivery)
 
+    assert delivery.settled == "requeue"
+
+
+class _Busy(Exception):
+    """Stands for the store's retryable error."""
+
+
+class FlakyRunEngine(FakeRunEngine):
+    """Fails the first `failures` applications with `_Busy`."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.tries = 0
+
+    async def apply_event(self, run_id: str, event: Any, **_: Any) -> tuple[None, None]:
+        self.tries += 1
+        if self.tries <= self.failures:
+            raise _Busy("try again")
+        return await super().apply_event(run_id, event)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("failures", [0, 1, consumer_module.RETRY_ATTEMPTS - 1])
+async def test_a_transient_error_is_retried_until_the_event_applies(failures: int) -> None:
+    """The first try, then stamina's retries: RETRY_ATTEMPTS tries in all."""
+    engine = FlakyRunEngine(failures)
+    delivery = delivery_of(TaskCompleted(run_id="r1", task_id="t", attempt=1, output=1))
+
+    with stamina.set_testing(True, attempts=consumer_module.RETRY_ATTEMPTS, cap=True):
+        await _consumer(engine, transient=[_Busy]).handle(delivery)
+
+    assert engine.tries == failures + 1
+    assert delivery.settled == "ack"
+
+
+@pytest.mark.anyio
+async def test_an_event_still_failing_after_every_retry_is_requeued() -> None:
+    engine = FlakyRunEngine(failures=consumer_module.RETRY_ATTEMPTS)
+    delivery = delivery_of(TaskCompleted(run_id="r1", task_id="t", attempt=1, output=1))
+
+    with stamina.set_testing(True, attempts=consumer_module.RETRY_ATTEMPTS, cap=True):
+        await _consumer(engine, transient=[_Busy]).handle(delivery)
+
+    assert engine.tries == consumer_module.RETRY_ATTEMPTS
+    assert delivery.settled == "requeue"
+
+
+@pytest.mark.anyio
+async def test_an_error_that_is_not_transient_is_not_retried() -> None:
+    engine = FlakyRunEngine(failures=1)
+    delivery = delivery_of(TaskCompleted(run_id="r1", task_id="t", attempt=1, output=1))
+
+    await _consumer(engine, transient=[]).handle(delivery)
+
+    assert engine.tries == 1
     assert delivery.settled == "requeue"
