@@ -154,8 +154,10 @@ def _count_runs(workflow: str | None, created_after: datetime | str | None) -> _
     return _Call("GET", "/v1/runs/counts", RunCountsBody, params=params)
 
 
-def _get_run(run_id: str) -> _Call[RunBody]:
-    return _Call("GET", f"/v1/runs/{_segment(run_id)}", RunBody)
+def _get_run(run_id: str, wait: float | None) -> _Call[RunBody]:
+    # `wait`: a long poll, answered when the run ends or after that many seconds (keep
+    # it below the client's timeout).
+    return _Call("GET", f"/v1/runs/{_segment(run_id)}", RunBody, params={"wait": wait})
 
 
 def _list_events(run_id: str, limit: int | None, cursor: str | None) -> _Call[HistoryPage]:
@@ -344,8 +346,8 @@ class AsyncClient:
         """Runs per status, each counted up to the server's cap (see `capped`)."""
         return (await self._send(_count_runs(workflow, created_after)))[0]
 
-    async def get_run(self, run_id: str) -> RunBody:
-        return (await self._send(_get_run(run_id)))[0]
+    async def get_run(self, run_id: str, *, wait: float | None = None) -> RunBody:
+        return (await self._send(_get_run(run_id, wait)))[0]
 
     async def list_events(
         self, run_id: str, *, limit: int | None = None, cursor: str | None = None
@@ -482,8 +484,8 @@ class Client:
         """Runs per status, each counted up to the server's cap (see `capped`)."""
         return self._send(_count_runs(workflow, created_after))[0]
 
-    def get_run(self, run_id: str) -> RunBody:
-        return self._send(_get_run(run_id))[0]
+    def get_run(self, run_id: str, *, wait: float | None = None) -> RunBody:
+        return self._send(_get_run(run_id, wait))[0]
 
     def list_events(
         self, run_id: str, *, limit: int | None = None, cursor: str | None = None

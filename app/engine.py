@@ -405,6 +405,8 @@ def _api_server(engine: Engine) -> _Server:
         settings=engine.settings.api,
         telemetry=engine.telemetry,
         schedules=ScheduleService(engine.store, engine.clock),
+        # Ends are announced only where this process decides them.
+        run_ends=engine.run_engine.finishes if "orchestrator" in engine.roles else None,
         auth=Authenticator(
             api_key_store(engine.store),
             engine.settings.auth,

@@ -6,10 +6,11 @@ Signatures use primitives and msgspec Structs, never a driver's types.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+import anyio
 import msgspec
 
 from app.domain.api_keys import ApiKey
@@ -444,6 +445,14 @@ class RunSteering(Protocol):
 
     async def resume_run(self, run_id: str) -> RunState:
         """Start what became ready while paused; raises `RunNotFound`, `RunNotActive`."""
+        ...
+
+
+class RunEnds(Protocol):
+    """Tells a waiter when a run ends, for ends decided in this process."""
+
+    def watching(self, run_id: str) -> AbstractContextManager[anyio.Event]:
+        """An event set when the run ends; enter it before reading the run."""
         ...
 
 

@@ -32,7 +32,14 @@ from app.modules.api._schemas import (
 )
 from app.modules.ui import ui_routes
 from app.observability import Telemetry
-from app.ports import HealthCheck, RunControl, RunStore, ScheduleControl, WorkflowStore
+from app.ports import (
+    HealthCheck,
+    RunControl,
+    RunEnds,
+    RunStore,
+    ScheduleControl,
+    WorkflowStore,
+)
 
 # The response bodies are public: the typed client decodes into them.
 __all__ = [
@@ -68,6 +75,7 @@ def create_app(
     telemetry: Telemetry | None = None,
     schedules: ScheduleControl | None = None,
     auth: Authenticator | None = None,
+    run_ends: RunEnds | None = None,
 ) -> Litestar:
     """The litestar application serving `/v1`, the operational routes and `/schema`.
 
@@ -84,6 +92,7 @@ def create_app(
         settings=settings,
         telemetry=telemetry,
         schedules=schedules,
+        run_ends=run_ends,
     )
 
     async def provide_services() -> Services:

@@ -57,10 +57,12 @@ from app.modules.api._schemas import (
     workflow_summary,
     workflow_version,
 )
+from app.modules.api._waiting import MAX_WAIT_SECONDS, run_when_ended
 from app.observability import Telemetry, current_traceparent
 from app.ports import (
     HealthCheck,
     RunControl,
+    RunEnds,
     RunSteering,
     RunStore,
     ScheduleControl,
@@ -81,6 +83,8 @@ class Services:
     settings: ApiSettings
     telemetry: Telemetry = field(default_factory=Telemetry.off)
     schedules: ScheduleControl | None = None
+    run_ends: RunEnds | None = None
+    """Announces run ends decided in this process (None: no orchestrator here)."""
 
     def page_size(self, limit: int | None) -> int:
         """The page size to ask the store for; raises `InvalidParameter` when out of range."""
@@ -139,6 +143,15 @@ IdempotencyKey = Annotated[
 ]
 VersionNumber = Annotated[
     int, Parameter(ge=1, le=MAX_VERSION, description="A version number, from 1.")
+]
+WaitSeconds = Annotated[
+    float | None,
+    QueryParameter(
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description=f"Long poll: wait up to this many seconds (at most {MAX_WAIT_SECONDS:g}) "
+        "for the run to end before answering.",
+    ),
 ]
 StatusFilter = Annotated[str | None, QueryParameter(description=f"One of: {_STATUSES}.")]
 KeyFilter = Annotated[
@@ -325,9 +338,20 @@ class RunController(Controller):
         )
         return RunCountsBody(counts=counted.counts, capped=counted.capped, cap=counted.cap)
 
-    @get("/{run_id:str}", summary="A run with its tasks", responses=_problems(404))
-    async def get_run(self, services: ServicesDep, run_id: FromPath[str]) -> RunBody:
-        return run_body(await services.runs.get_run(run_id))
+    @get(
+        "/{run_id:str}",
+        summary="A run with its tasks",
+        description="With `wait`, a long poll: the answer comes as soon as the run has "
+        "ended (completed, failed, cancelled or timed out), or after `wait` seconds with "
+        "the run as it is then.",
+        responses=_problems(400, 404),
+    )
+    async def get_run(
+        self, services: ServicesDep, run_id: FromPath[str], wait: WaitSeconds = None
+    ) -> RunBody:
+        if not wait:
+            return run_body(await services.runs.get_run(run_id))
+        return run_body(await run_when_ended(services.runs, services.run_ends, run_id, wait))
 
     @get(
         "/{run_id:str}/tasks/{task_id:str}/items",

@@ -51,6 +51,7 @@ from app.modules.orchestrator._changes import (
     fired_timer_cancel,
     with_cancelled,
 )
+from app.modules.orchestrator._finishes import RunFinishes
 from app.modules.orchestrator._ids import new_run_id
 from app.modules.orchestrator._limits import check_json_size
 from app.modules.orchestrator._measure import record_decision
@@ -163,6 +164,8 @@ class RunEngine:
         # message behind it (a timer firing) continues the run's trace. In memory only:
         # a timer fired by another replica, or after a restart, begins a new trace.
         self._run_traces: _Lru[str, str] = _Lru(cache_size * 16)
+        self.finishes = RunFinishes()
+        """Wakes the API's long polls when a decision here ends a run."""
 
     @property
     def relay(self) -> Relay:
@@ -395,6 +398,8 @@ class RunEngine:
                 record_decision(self._telemetry.metrics, outcome.decision, compiled)
         if (traceparent := current_traceparent()) is not None:
             self._run_traces.put(applied.state.id, traceparent)
+        if applied.state.status.is_terminal:
+            self.finishes.ended(applied.state.id)
         await self._relay.publish(applied.outbox)
 
     def _wake_for(self, timers: Sequence[StartTimer]) -> None:

@@ -4,6 +4,7 @@ orchestrator running), driven through the typed `AsyncClient`."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import anyio
 import httpx
 import pytest
 
-from app.client import ApiError, AsyncClient
+from app.client import ApiError, AsyncClient, _Call
 from app.config import (
     DatabaseSettings,
     OrchestratorSettings,
@@ -21,6 +22,7 @@ from app.config import (
 )
 from app.engine import build
 from app.modules.api import RunBody, create_app
+from app.modules.api import _waiting as api_waiting
 
 pytestmark = pytest.mark.anyio
 
@@ -40,9 +42,8 @@ GATE: dict[str, Any] = {
 BOOM: dict[str, Any] = {"name": "boom", "tasks": {"only": {"handler": "api.boom"}}}
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[AsyncClient]:
-    """A typed client on an app wired to a running engine on a fresh SQLite file."""
+@asynccontextmanager
+async def _api_on_engine(tmp_path: Path, *, announce_ends: bool) -> AsyncIterator[AsyncClient]:
     settings = Settings(
         database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'treadle.db'}"),
         transport=TransportSettings(kind="memory"),
@@ -58,6 +59,7 @@ async def api(tmp_path: Path) -> AsyncIterator[AsyncClient]:
         runs=engine.store,
         health=engine.health_checks(),
         settings=settings.api,
+        run_ends=engine.run_engine.finishes if announce_ends else None,
     )
     try:
         async with anyio.create_task_group() as tg:
@@ -70,6 +72,21 @@ async def api(tmp_path: Path) -> AsyncIterator[AsyncClient]:
             tg.cancel_scope.cancel()
     finally:
         await engine.close()
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[AsyncClient]:
+    """A typed client on an app wired to a running engine on a fresh SQLite file."""
+    async with _api_on_engine(tmp_path, announce_ends=True) as client:
+        yield client
+
+
+@pytest.fixture
+async def api_only(tmp_path: Path) -> AsyncIterator[AsyncClient]:
+    """The same, but the app is not told of run ends (as in a process with the api role
+    alone): its long polls learn of them by reading the store again."""
+    async with _api_on_engine(tmp_path, announce_ends=False) as client:
+        yield client
 
 
 async def settled(api: AsyncClient, run_id: str, status: str | None = None) -> RunBody:
@@ -192,3 +209,70 @@ async def test_unknown_run_is_404_through_the_client(api: AsyncClient) -> None:
     with pytest.raises(ApiError) as missing:
         await api.get_run("no-such-run")
     assert (missing.value.status, missing.value.title) == (404, "Run not found")
+
+
+async def _long_poll(
+    api: AsyncClient, run_id: str, wait: float, into: list[RunBody], answered: anyio.Event
+) -> None:
+    into.append(await api.get_run(run_id, wait=wait))
+    answered.set()
+
+
+async def test_a_long_poll_answers_when_the_run_ends(
+    api: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /v1/runs/{id}?wait=N is answered by the end of the run, announced in-process
+    (the store rechecks are pushed out of reach, so only the announcement can wake it)."""
+    monkeypatch.setattr(api_waiting, "RECHECK_WITH_NOTICES", 600.0)
+    run, _ = await api.start_run("gate")
+    await settled(api, run.id, "running")
+    answers: list[RunBody] = []
+    answered = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_long_poll, api, run.id, 60.0, answers, answered)
+        await anyio.sleep(0.2)
+        assert answers == []  # still waiting: the run waits for its signal
+        await api.signal_run(run.id, "go", {"ok": True})
+        with anyio.fail_after(10):
+            await answered.wait()
+    assert answers[0].status == "completed"
+    assert [t.status for t in answers[0].tasks] == ["completed", "completed"]
+
+
+async def test_a_long_poll_without_announcements_sees_the_end_by_reading_again(
+    api_only: AsyncClient,
+) -> None:
+    run, _ = await api_only.start_run("greet", {"who": "poll"})
+    with anyio.fail_after(10):
+        done = await api_only.get_run(run.id, wait=8.0)
+    assert done.status == "completed"
+    assert done.output == {"greeting": "hello poll"}
+
+
+async def test_a_long_poll_ends_at_its_deadline_with_the_run_as_it_is(api: AsyncClient) -> None:
+    run, _ = await api.start_run("gate")
+    await settled(api, run.id, "running")
+    with anyio.fail_after(10):
+        still = await api.get_run(run.id, wait=0.3)
+    assert still.status == "running"
+
+
+async def test_a_long_poll_on_an_ended_run_answers_at_once(api: AsyncClient) -> None:
+    run, _ = await api.start_run("boom")
+    await settled(api, run.id)
+    with anyio.fail_after(5):  # far below the wait
+        done = await api.get_run(run.id, wait=60.0)
+    assert done.status == "failed"
+
+
+@pytest.mark.parametrize("wait", ["-1", "61", "soon"])
+async def test_a_wait_out_of_range_is_400_and_an_unknown_run_404(
+    api: AsyncClient, wait: str
+) -> None:
+    with pytest.raises(ApiError) as bad:
+        await api._send(_Call("GET", "/v1/runs/r1", RunBody, params={"wait": wait}))
+    assert bad.value.status == 400
+    assert "wait" in str(bad.value)
+    with pytest.raises(ApiError) as missing:
+        await api.get_run("no-such-run", wait=0.5)
+    assert missing.value.status == 404
