@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -196,7 +196,7 @@ class Worker:
             started_at=self._clock.now(),
             item=dispatch.item,
         )
-        start = _StartReport(self._transport, self._message(started, received))
+        start = _StartReport(self._transport, started, lambda p: self._message(p, received))
 
         async def heartbeat(details: Any) -> None:
             await start.send()  # a heartbeat never overtakes its attempt's start
@@ -222,7 +222,7 @@ class Worker:
             result = await self._execute_reporting_start(dispatch, ctx, start)
             _log_result(result)
             crash_point("after_effect_before_publish")
-            await start.send(self._message(result, received))
+            await start.send_result(result)
         except Exception:
             # The result could not be published: give the dispatch back so the attempt is
             # run again (at least once) rather than lost.
@@ -275,27 +275,42 @@ class Worker:
 START_REPORT_SECONDS = 0.05
 """How long an attempt runs before its `task.started` is published on its own.
 
-A quicker attempt's start is published with its result, in one batch: one broker round
-trip instead of two, and the orchestrator decides both in one transaction. Its
-`started_at` is still the time it began.
+A quicker attempt's start travels in its result (`started_at`): one message instead of
+two, and the orchestrator decides both in one transaction. Its `started_at` is still the
+time it began.
 """
 
 
 class _StartReport:
-    """An attempt's `task.started` message, published once, before anything after it."""
+    """An attempt's `task.started`, published once, before anything after it; or, for an
+    attempt that ended before its start went out, carried by its result instead."""
 
-    def __init__(self, transport: Transport, started: Message) -> None:
+    def __init__(
+        self, transport: Transport, started: TaskStarted, message: Callable[[Payload], Message]
+    ) -> None:
         self._transport = transport
         self._started = started
+        self._message = message
         self._sent = False
         self._lock = anyio.Lock()
 
-    async def send(self, *after: Message) -> None:
-        """Publish the start if it is not out yet, followed by `after`, in one batch."""
+    async def send(self) -> None:
+        """Publish the start if it is not out yet."""
         async with self._lock:
-            batch = list(after) if self._sent else [self._started, *after]
-            if batch:
-                await self._transport.publish(EVENTS_CHANNEL, batch)
+            if not self._sent:
+                await self._transport.publish(EVENTS_CHANNEL, [self._message(self._started)])
+            self._sent = True
+
+    async def send_result(self, result: TaskCompleted | TaskFailed) -> None:
+        """Publish the result; it carries the start when that is not out yet (one message,
+        which the orchestrator decides as the start followed by the result)."""
+        async with self._lock:
+            if not self._sent:
+                started = self._started
+                result = msgspec.structs.replace(
+                    result, started_at=started.started_at, worker=started.worker
+                )
+            await self._transport.publish(EVENTS_CHANNEL, [self._message(result)])
             self._sent = True
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from app.domain.events import Event, TaskCompleted, TaskStarted
+from app.domain.events import Event, TaskCompleted, TaskStarted, start_of
 from app.domain.state import TaskStatus
 from app.engine import SystemClock, build
 from app.modules.orchestrator import Relay, RunEngine
@@ -75,5 +75,46 @@ async def test_events_queued_behind_a_decision_are_decided_in_its_transaction(
         page = await engine.store.list_history(run.id, 100, None)
         kinds = [h.type for h in page.items if h.task_id == "a"]
         assert kinds.index("task.started") < kinds.index("task.completed")
+    finally:
+        await engine.close()
+
+
+@pytest.mark.anyio
+async def test_a_result_carrying_its_start_is_decided_as_both_in_one_transaction(
+    make_settings: SettingsFactory,
+) -> None:
+    """A quick attempt's one message (`started_at` on the result) is the start then the
+    result: both in the history, in order, the task's start time its own, one commit."""
+    engine = build(make_settings())
+    await engine.store.migrate()
+    await engine.connect()
+    try:
+        held = _HeldStore(engine.store)
+        held.release.set()
+        settings = engine.settings.orchestrator
+        relay = Relay(held, engine.transport)  # type: ignore[arg-type]
+        runs = RunEngine(held, relay, SystemClock(), settings, source="test")  # type: ignore[arg-type]
+        await runs.register_workflow(CHAIN)
+        run, _ = await runs.start_run("pair", None, {})
+        began = SystemClock().now()
+        result = TaskCompleted(
+            run_id=run.id, task_id="a", attempt=1, output=1, worker="w-7", started_at=began
+        )
+        start = start_of(result)
+        assert start is not None
+
+        applied, _ = await runs.apply_events(run.id, [start, result])
+
+        assert held.applies == 1
+        assert applied is not None
+        state = await engine.store.get_run(run.id)
+        assert state.tasks["a"].status is TaskStatus.COMPLETED
+        assert state.tasks["a"].started_at == began
+        assert state.tasks["b"].status is TaskStatus.SCHEDULED
+        page = await engine.store.list_history(run.id, 100, None)
+        entries = [h for h in page.items if h.task_id == "a"]
+        assert [h.type for h in entries] == ["task.scheduled", "task.started", "task.completed"]
+        assert entries[1].data is not None
+        assert entries[1].data["worker"] == "w-7"
     finally:
         await engine.close()

@@ -10,7 +10,13 @@ import pytest
 
 from app import TaskContext, handler
 from app.config import WorkerSettings
-from app.domain.events import DispatchTask, TaskCompleted, TaskFailed, TaskStarted
+from app.domain.events import (
+    DispatchTask,
+    TaskCompleted,
+    TaskFailed,
+    TaskStarted,
+    start_of,
+)
 from app.messages import EVENTS_CHANNEL, Message
 from app.modules.worker import HandlerRegistry, Worker
 from tests.unit.worker.fakes import FakeClock, FakeDelivery, FakeTransport, delivery_of
@@ -67,7 +73,7 @@ async def running_worker(
 
 @pytest.mark.anyio
 async def test_a_dispatch_is_started_completed_then_acked() -> None:
-    """TaskStarted then TaskCompleted are published, and the delivery is acked after."""
+    """A quick attempt's TaskCompleted carries its start; the delivery is acked after."""
     transport = FakeTransport()
     delivery = delivery_of(_dispatch("t1", value=4), traceparent="00-abc-def-01")
     with anyio.fail_after(5):
@@ -75,10 +81,14 @@ async def test_a_dispatch_is_started_completed_then_acked() -> None:
             await transport.feed("tasks.default").send(delivery)
             await delivery.settled_event.wait()
 
-    payloads = transport.payloads(EVENTS_CHANNEL)
-    assert [type(p) for p in payloads] == [TaskStarted, TaskCompleted]
-    assert isinstance(payloads[1], TaskCompleted)
-    assert payloads[1].output == 8
+    [completed] = transport.payloads(EVENTS_CHANNEL)
+    assert isinstance(completed, TaskCompleted)
+    assert completed.output == 8
+    assert completed.started_at is not None
+    assert completed.worker == "worker-1"
+    start = start_of(completed)
+    assert start is not None
+    assert (start.task_id, start.attempt, start.started_at) == ("t1", 1, completed.started_at)
     assert delivery.settled == "ack"
     assert {e.traceparent for e in transport.envelopes(EVENTS_CHANNEL)} == {"00-abc-def-01"}
     assert transport.subscriptions == [("tasks.default", "workers", 32)]
@@ -98,7 +108,8 @@ class BatchRecordingTransport(FakeTransport):
 
 @pytest.mark.anyio
 async def test_a_quick_attempt_publishes_its_start_with_its_result() -> None:
-    """One publish carries both events of a quick attempt; a slow one's start goes first."""
+    """One message carries a quick attempt's start and result; a slow one's start goes
+    out on its own first, and its result then carries no start."""
     transport = BatchRecordingTransport()
     gate["slow"] = anyio.Event()
     quick = delivery_of(_dispatch("t1", value=4))
@@ -107,15 +118,21 @@ async def test_a_quick_attempt_publishes_its_start_with_its_result() -> None:
         async with running_worker(transport):
             await transport.feed("tasks.default").send(quick)
             await quick.settled_event.wait()
-            assert transport.batches == [2]
+            assert transport.batches == [1]
             await transport.feed("tasks.default").send(slow)
-            await transport.wait_published(EVENTS_CHANNEL, 3)  # its start, on its own
+            await transport.wait_published(EVENTS_CHANNEL, 2)  # its start, on its own
             gate["slow"].set()
             await slow.settled_event.wait()
 
-    assert transport.batches == [2, 1, 1]
+    assert transport.batches == [1, 1, 1]
     payloads = transport.payloads(EVENTS_CHANNEL)
-    assert [type(p) for p in payloads] == [TaskStarted, TaskCompleted] * 2
+    assert [type(p) for p in payloads] == [TaskCompleted, TaskStarted, TaskCompleted]
+    quick_result, slow_start, slow_result = payloads
+    assert isinstance(quick_result, TaskCompleted)
+    assert quick_result.started_at is not None
+    assert isinstance(slow_start, TaskStarted)
+    assert isinstance(slow_result, TaskCompleted)
+    assert slow_result.started_at is None
 
 
 @pytest.mark.anyio
