@@ -34,6 +34,9 @@ from app.store._map_items import load_items
 from app.store._states import KeptStates
 from app.store._tables import runs
 
+_NewRun = tuple[RunState, Changes | None]
+"""A run to insert, already decided, and what its first decision wrote."""
+
 GROUP_MAX_SIZE = 64
 """Decisions in one group transaction at most."""
 GROUP_LEADERS = 1
@@ -51,13 +54,17 @@ class DecisionQueries:
     _now: Callable[[], datetime]
     _kept: KeptStates
     _groups: GroupCommitter[Decide] | None
+    _creates: GroupCommitter[_NewRun] | None
 
     def _init_groups(self) -> None:
         if self._db.dialect not in ("postgresql", "sqlite"):
-            self._groups = None
+            self._groups = self._creates = None
             return
         self._groups = GroupCommitter(
             self._commit_group, leaders=GROUP_LEADERS, max_size=GROUP_MAX_SIZE
+        )
+        self._creates = GroupCommitter(
+            self._commit_creates, leaders=GROUP_LEADERS, max_size=GROUP_MAX_SIZE
         )
 
     async def create_run(self, run: RunState, decide: Decide) -> tuple[Applied, bool]:
@@ -69,16 +76,55 @@ class DecisionQueries:
         """
         changes = decide(run)
         state = changes.state if changes is not None else run
+        if state.idempotency_key is None and self._creates is not None:
+            # Without a key nothing can conflict: created runs commit in groups too.
+            applied = await self._creates.submit(state.id, (state, changes))
+            assert isinstance(applied, Applied)
+            return applied, True
+        return await self._create_alone(state, changes)
+
+    async def _create_alone(self, state: RunState, changes: Changes | None) -> tuple[Applied, bool]:
         with mapped_errors("create_run"):
             async with self._db.transaction(write=True) as conn:
                 now = self._now()
                 if not await _insert_run(conn, state, now):
                     existing = await _load_run_by_key(conn, state.idempotency_key)
                     return Applied(state=existing, outbox=[]), False
-                await write_new_tasks(conn, state)
+                await write_new_tasks(conn, [state])
                 records = await write_effects(conn, changes, now) if changes else []
         self._kept.keep(0, state)  # a new run row starts at revision 0
         return Applied(state=state, outbox=records), True
+
+    async def _commit_creates(self, group: Sequence[GroupRequest[_NewRun]]) -> None:
+        """Insert `group`'s runs in one transaction; alone, one by one, if that fails."""
+        try:
+            await self._create_group(group)
+        except Exception:
+            if len(group) == 1:
+                raise
+            for request in group:
+                try:
+                    applied, _ = await self._create_alone(*request.payload)
+                    request.succeed(applied)
+                except Exception as exc:  # noqa: BLE001 - it is that request's own outcome
+                    request.fail(exc)
+
+    async def _create_group(self, group: Sequence[GroupRequest[_NewRun]]) -> None:
+        states = [state for state, _ in (r.payload for r in group)]
+        with mapped_errors("create_run"):
+            async with self._db.transaction(write=True) as conn:
+                now = self._now()
+                await conn.execute(_INSERT_RUN, [rows_.run_values(s, now) for s in states])
+                await write_new_tasks(conn, states)
+                writes = DecisionWrites(now)
+                for request in group:
+                    _, changes = request.payload
+                    writes.add(None, changes or Changes(state=request.payload[0]))
+                records = await writes.flush(conn)
+        for request, outbox in zip(group, records, strict=True):
+            state = request.payload[0]
+            self._kept.keep(0, state)
+            request.succeed(Applied(state=state, outbox=outbox))
 
     async def apply(
         self, run_id: str, decide: Decide, *, items: ItemsWanted | None = None
@@ -239,6 +285,7 @@ def _bump_revisions(dialect: str) -> Any:
 _RUN_BY_ID = rows_.select_run_with_tasks().where(runs.c.id == bindparam("b_run_id"))
 _RUN_BY_ID_FOR_UPDATE = _RUN_BY_ID.with_for_update()
 _RUNS_BY_IDS = rows_.select_run_with_tasks().where(runs.c.id.in_(bindparam("ids", expanding=True)))
+_INSERT_RUN = runs.insert()
 _LOCK_RUN = select(runs.c.id).where(runs.c.id == bindparam("b_run_id")).with_for_update()
 _BUMP_REVISION = (
     update(runs)

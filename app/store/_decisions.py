@@ -40,12 +40,16 @@ class DecisionMismatch(TreadleError):
         super().__init__(f"decision for run {expected!r} returned state of run {got!r}")
 
 
-async def write_new_tasks(conn: AsyncConnection, state: RunState) -> None:
-    """Insert every task of a run whose row was just inserted."""
-    rows = [task_values(state.id, i, t) for i, t in enumerate(state.tasks.values())]
+async def write_new_tasks(conn: AsyncConnection, states: Sequence[RunState]) -> None:
+    """Insert every task of runs whose rows were just inserted."""
+    rows = [
+        task_values(state.id, i, t) for state in states for i, t in enumerate(state.tasks.values())
+    ]
     if rows:
         await conn.execute(insert(tasks), rows)
-    await write_items(conn, *item_rows((), state))  # a map that started with the run
+    for state in states:
+        if state.map_items:  # a map that started with the run
+            await write_items(conn, *item_rows((), state))
 
 
 class DecisionWrites:

@@ -15,6 +15,7 @@ import pytest
 from app.domain.errors import RunNotFound
 from app.domain.state import RunState, TaskStatus
 from app.ports import Applied, Changes
+from app.store._errors import StoreError
 from app.store._group import GroupRequest
 from app.store._sqlalchemy import SqlStore
 from tests.integration.store.factories import entry, make_run, message
@@ -132,3 +133,89 @@ async def test_a_missing_run_in_a_group_is_not_found_and_the_rest_commit(
 
     assert isinstance(outcomes["no-such-run"], RunNotFound)
     assert all(isinstance(outcomes[run.id], Applied) for run in runs)
+
+
+def _creates_counted(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    sizes: list[int] = []
+    create_group = store._create_group
+
+    async def counted(group: Sequence[GroupRequest[object]]) -> None:
+        sizes.append(len(group))
+        await create_group(group)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_create_group", counted)
+    return sizes
+
+
+async def _create_all(
+    store: SqlStore, runs: Sequence[RunState]
+) -> list[tuple[Applied, bool] | BaseException]:
+    outcomes: list[tuple[Applied, bool] | BaseException] = [ValueError("not run")] * len(runs)
+
+    async def one(i: int) -> None:
+        try:
+            outcomes[i] = await store.create_run(runs[i], _schedule_first)
+        except Exception as exc:
+            outcomes[i] = exc
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(runs)):
+            tg.start_soon(one, i)
+    return outcomes
+
+
+async def test_concurrent_creates_share_transactions_and_each_gets_its_own_outbox(
+    grouping_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = grouping_store
+    sizes = _creates_counted(store, monkeypatch)
+    runs = [make_run() for _ in range(RUNS)]
+
+    outcomes = await _create_all(store, runs)
+
+    assert sum(sizes) == RUNS
+    assert len(sizes) < RUNS
+    for run, outcome in zip(runs, outcomes, strict=True):
+        assert not isinstance(outcome, BaseException)
+        applied, created = outcome
+        assert created
+        assert [r.message.body for r in applied.outbox] == [f"dispatch {run.id}".encode()]
+        stored = await store.get_run(run.id)
+        assert stored.tasks["first"].status is TaskStatus.SCHEDULED
+        assert list(stored.tasks) == ["first", "second"]
+        history = await store.list_history(run.id, limit=10, cursor=None)
+        assert [h.data for h in history.items] == [{"run": run.id}]
+
+
+async def test_a_create_that_fails_in_a_group_fails_alone(
+    grouping_store: SqlStore,
+) -> None:
+    """A run id already taken fails its own create; the others in its group are created."""
+    store = grouping_store
+    taken = make_run()
+    await store.create_run(taken, lambda s: None)
+    runs = [make_run() for _ in range(RUNS)]
+    runs[RUNS // 2] = make_run(taken.id)
+
+    outcomes = await _create_all(store, runs)
+
+    assert isinstance(outcomes[RUNS // 2], StoreError)
+    for i, run in enumerate(runs):
+        if i != RUNS // 2:
+            assert not isinstance(outcomes[i], BaseException)
+            assert (await store.get_run(run.id)).tasks["first"].status is TaskStatus.SCHEDULED
+    assert (await store.get_run(taken.id)).tasks["first"].status is TaskStatus.PENDING
+
+
+async def test_creates_with_one_idempotency_key_still_make_one_run(
+    grouping_store: SqlStore,
+) -> None:
+    store = grouping_store
+    runs = [make_run(key="order-7") for _ in range(4)] + [make_run() for _ in range(4)]
+
+    outcomes = await _create_all(store, runs)
+
+    keyed = [o for o in outcomes[:4] if not isinstance(o, BaseException)]
+    assert sorted(created for _, created in keyed) == [False, False, False, True]
+    assert len({applied.state.id for applied, _ in keyed}) == 1
+    assert all(not isinstance(o, BaseException) and o[1] for o in outcomes[4:])
