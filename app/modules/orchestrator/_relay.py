@@ -17,21 +17,15 @@ SWEEP_BATCH = 500
 PRUNE_BATCH = 1000  # rows per delete, so a large backlog never holds a long lock
 
 
-class _Marks:
-    """Ids published and waiting for one `mark_sent` transaction with others."""
-
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-        self.done = anyio.Event()
-
-
 class Relay:
     """Publishes outbox rows; whatever fails stays unsent for the sweeper to retry.
 
-    Rows are marked sent by group commit: while one `mark_sent` transaction is in flight,
-    the ids published meanwhile gather, and the first of their publishers to get a turn
-    marks them all in the next one. The ids of rows being published (until marked) are
-    held in `inflight`, and the sweeper of this process leaves them alone.
+    Rows are marked sent by group commit: the publisher that finds no `mark_sent` in
+    flight marks its ids, then those published meanwhile, batch after batch, until none
+    are left; the others return as soon as they have published (a mark only spares the
+    sweeper a second publish, so nobody needs to wait for it). The ids of rows being
+    published or waiting for their mark are held in `inflight`, and the sweeper of this
+    process leaves them alone.
     """
 
     def __init__(
@@ -41,21 +35,27 @@ class Relay:
         self._transport = transport
         self._telemetry = telemetry or Telemetry.off("orchestrator")
         self.inflight: set[int] = set()
-        self._open = _Marks()
-        self._marking: _Marks | None = None
+        self._to_mark: list[int] = []
+        self._marking = False
 
     async def publish(self, records: Sequence[OutboxRecord]) -> int:
-        """Publish rows (one batch per channel) and mark the published ones; how many."""
+        """Publish rows (one batch per channel) and have them marked; how many were sent."""
         if not records:
             return 0
         ids = [r.id for r in records]
         self.inflight.update(ids)
         try:
-            return await self._publish(records)
-        finally:
+            sent = await self._publish(records)
+        except BaseException:
             self.inflight.difference_update(ids)
+            raise
+        self.inflight.difference_update(set(ids).difference(sent))  # the sweeper's now
+        if sent:
+            crash_point("after_publish_before_mark_sent")
+            await self._mark_sent(sent)
+        return len(sent)
 
-    async def _publish(self, records: Sequence[OutboxRecord]) -> int:
+    async def _publish(self, records: Sequence[OutboxRecord]) -> list[int]:
         crash_point("after_commit_before_publish")
         sent: list[int] = []
         for channel, batch in _by_channel(records).items():
@@ -70,28 +70,30 @@ class Relay:
                 log.exception("publishing outbox rows failed", rows=len(batch), channel=channel)
                 continue
             sent.extend(r.id for r in batch)
-        if sent:
-            crash_point("after_publish_before_mark_sent")
-            await self._mark_sent(sent)
-        return len(sent)
+        return sent
 
     async def _mark_sent(self, ids: list[int]) -> None:
-        """Mark `ids` sent, in the same transaction as the ids of concurrent publishes."""
-        marks = self._open
-        marks.ids.extend(ids)
-        while not marks.done.is_set():
-            if self._marking is not None:
-                await self._marking.done.wait()  # then ours is next (or done)
-                continue
-            self._open, self._marking = _Marks(), marks
-            try:
-                await self._store.mark_sent(marks.ids)
-            except Exception:
-                # They were published; the sweeper will publish them again (at least once).
-                log.exception("marking outbox rows sent failed", rows=len(marks.ids))
-            finally:
-                self._marking = None
-                marks.done.set()
+        """Queue `ids` for marking; mark every queued id if no one else is marking."""
+        self._to_mark.extend(ids)
+        if self._marking:
+            return  # the publisher marking now takes these in its next batch
+        self._marking = True
+        try:
+            while self._to_mark:
+                batch, self._to_mark = self._to_mark, []
+                try:
+                    await self._store.mark_sent(batch)
+                except Exception:
+                    # They were published; the sweeper will publish them again (at least once).
+                    log.exception("marking outbox rows sent failed", rows=len(batch))
+                finally:
+                    self.inflight.difference_update(batch)
+        finally:
+            self._marking = False
+            # Interrupted (cancelled) with ids still queued: nobody may come to mark them,
+            # so they go back to the sweeper, which publishes them again.
+            self.inflight.difference_update(self._to_mark)
+            self._to_mark = []
 
     async def sweep(self, clock: Clock, stale_seconds: float) -> int:
         """Publish every row left unsent for longer than `stale_seconds`; how many.

@@ -146,6 +146,40 @@ async def test_publishes_during_a_mark_sent_are_marked_together_in_the_next() ->
 
 
 @pytest.mark.anyio
+async def test_a_publisher_does_not_wait_for_a_mark_another_is_making() -> None:
+    """The second publisher returns once published; its row stays in `inflight` (the
+    sweeper leaves it alone) until the first publisher has marked it too."""
+    store, transport = SlowOutbox(), FakeTransport()
+    relay = Relay(store, transport)  # type: ignore[arg-type]
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(relay.publish, [_record(1, "tasks.a")])
+            await anyio.wait_all_tasks_blocked()
+            assert await relay.publish([_record(2, "tasks.a")]) == 1  # returns at once
+            assert relay.inflight == {1, 2}
+            assert store.sent == []
+            store.release.set()
+
+    assert store.calls == [[1], [2]]
+    assert relay.inflight == set()
+
+
+@pytest.mark.anyio
+async def test_ids_queued_when_the_marking_publisher_is_cancelled_go_to_the_sweeper() -> None:
+    store, transport = SlowOutbox(), FakeTransport()
+    relay = Relay(store, transport)  # type: ignore[arg-type]
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(relay.publish, [_record(1, "tasks.a")])
+            await anyio.wait_all_tasks_blocked()
+            await relay.publish([_record(2, "tasks.a")])
+            tg.cancel_scope.cancel()
+
+    assert relay.inflight == set()  # neither is marked: the sweeper may publish both again
+    assert store.sent == []
+
+
+@pytest.mark.anyio
 async def test_the_sweeper_skips_rows_this_process_is_publishing() -> None:
     """A row still being published (not yet marked) is late, not lost: no second publish."""
     store, transport = SlowOutbox([_record(7, "tasks.a")]), FakeTransport()
