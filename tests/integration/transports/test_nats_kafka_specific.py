@@ -155,7 +155,12 @@ async def test_nats_unsettled_message_returns_when_member_leaves(
 async def test_nats_redelivers_after_ack_wait_when_holder_hangs(
     nats_stack: AsyncExitStack,
 ) -> None:
-    """A member that holds a delivery past ack_wait loses it to another member."""
+    """A member that holds a delivery past ack_wait loses it to another member.
+
+    Redelivered is read from the consumer sequence: the server's own delivery count
+    (`num_delivered`) now and then still says 1 on such a redelivery (about 1 run in 5
+    here; nats-io/nats-server#5346), so the count is only checked not to go backwards.
+    """
     settings = _nats_settings()
     hung = await _open_nats(nats_stack, settings)
     healthy = await _open_nats(nats_stack, settings)
@@ -164,9 +169,12 @@ async def test_nats_redelivers_after_ack_wait_when_holder_hangs(
         hung.subscribe("tasks.q", "workers", prefetch=1) as stuck,
         healthy.subscribe("tasks.q", "workers", prefetch=1) as deliveries,
     ):
-        await _next(stuck)  # never settled, as by a process that froze
+        first = await _next(stuck)  # never settled, as by a process that froze
         again = await _next(deliveries)
-        assert again.delivery_count == 2
+        assert again.message.body == first.message.body
+        assert first.msg.metadata.sequence.stream == again.msg.metadata.sequence.stream
+        assert again.msg.metadata.sequence.consumer > first.msg.metadata.sequence.consumer
+        assert again.delivery_count >= first.delivery_count == 1
         await again.ack()
 
 
