@@ -18,7 +18,7 @@ from app.ports import Applied, Changes
 from app.store._errors import StoreError
 from app.store._group import GroupRequest
 from app.store._sqlalchemy import SqlStore
-from tests.integration.store.factories import entry, make_run, message
+from tests.integration.store.factories import at, entry, make_run, message
 
 pytestmark = pytest.mark.anyio
 
@@ -219,3 +219,31 @@ async def test_creates_with_one_idempotency_key_still_make_one_run(
     assert sorted(created for _, created in keyed) == [False, False, False, True]
     assert len({applied.state.id for applied, _ in keyed}) == 1
     assert all(not isinstance(o, BaseException) and o[1] for o in outcomes[4:])
+
+
+async def test_each_outbox_record_of_a_grouped_create_names_its_own_row(
+    grouping_store: SqlStore,
+) -> None:
+    """Runs created together with several messages each: every record's id is the row
+    holding that very message."""
+    store = grouping_store
+
+    def dispatch_three(state: RunState) -> Changes:
+        changes = _schedule_first(state)
+        extra = [message(state.id, f"{state.id} #{i}") for i in range(2)]
+        return msgspec.structs.replace(changes, outbox=[*changes.outbox, *extra])
+
+    runs = [make_run() for _ in range(RUNS)]
+    outcomes: list[tuple[Applied, bool]] = []
+
+    async def one(run: RunState) -> None:
+        outcomes.append(await store.create_run(run, dispatch_three))
+
+    async with anyio.create_task_group() as tg:
+        for run in runs:
+            tg.start_soon(one, run)
+
+    stored = {r.id: r.message.body for r in await store.claim_unsent(at(10**9), 1000)}
+    records = [record for applied, _ in outcomes for record in applied.outbox]
+    assert len(records) == 3 * RUNS
+    assert {r.id: r.message.body for r in records} == stored
