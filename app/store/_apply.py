@@ -29,7 +29,7 @@ from app.store import _rows as rows_
 from app.store._decisions import DecisionWrites, write_effects, write_new_tasks
 from app.store._engine import Database
 from app.store._errors import StoreError, mapped_errors
-from app.store._group import GroupCommitter, GroupRequest
+from app.store._group import GroupCommitter, GroupRequest, together_or_alone
 from app.store._map_items import load_items
 from app.store._states import KeptStates
 from app.store._tables import runs
@@ -97,17 +97,11 @@ class DecisionQueries:
 
     async def _commit_creates(self, group: Sequence[GroupRequest[_NewRun]]) -> None:
         """Insert `group`'s runs in one transaction; alone, one by one, if that fails."""
-        try:
-            await self._create_group(group)
-        except Exception:
-            if len(group) == 1:
-                raise
-            for request in group:
-                try:
-                    applied, _ = await self._create_alone(*request.payload)
-                    request.succeed(applied)
-                except Exception as exc:  # noqa: BLE001 - it is that request's own outcome
-                    request.fail(exc)
+
+        async def alone(request: GroupRequest[_NewRun]) -> Applied:
+            return (await self._create_alone(*request.payload))[0]
+
+        await together_or_alone(group, self._create_group, alone)
 
     async def _create_group(self, group: Sequence[GroupRequest[_NewRun]]) -> None:
         states = [state for state, _ in (r.payload for r in group)]
@@ -188,17 +182,11 @@ class DecisionQueries:
 
     async def _commit_group(self, group: Sequence[GroupRequest[Decide]]) -> None:
         """Decide and commit `group` in one transaction; alone, one by one, if that fails."""
-        try:
-            await self._decide_group(group)
-        except Exception:
-            if len(group) == 1:
-                raise
-            # One decision's failure must not fail the others: each gets its own turn.
-            for request in group:
-                try:
-                    request.succeed(await self._apply_alone(request.run_id, request.payload, None))
-                except Exception as exc:  # noqa: BLE001 - it is that request's own outcome
-                    request.fail(exc)
+
+        async def alone(request: GroupRequest[Decide]) -> Applied | None:
+            return await self._apply_alone(request.run_id, request.payload, None)
+
+        await together_or_alone(group, self._decide_group, alone)
 
     async def _decide_group(self, group: Sequence[GroupRequest[Decide]]) -> None:
         decided: list[tuple[GroupRequest[Decide], int, RunState, Changes | None]] = []

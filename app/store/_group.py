@@ -109,6 +109,25 @@ class GroupCommitter(Generic[T]):
         return group
 
 
+async def together_or_alone(
+    group: Sequence[GroupRequest[T]],
+    together: Commit[T],
+    alone: Callable[[GroupRequest[T]], Awaitable[object]],
+) -> None:
+    """Settle `group` through `together`; if that fails, each request through `alone`, so
+    that one request's failure is its own and not the others'."""
+    try:
+        await together(group)
+    except Exception:
+        if len(group) == 1:
+            raise
+        for request in group:
+            try:
+                request.succeed(await alone(request))
+            except Exception as exc:  # noqa: BLE001 - it is that request's own outcome
+                request.fail(exc)
+
+
 def _fail_unsettled(group: Sequence[GroupRequest[T]], error: BaseException) -> None:
     for request in group:
         if not request.done:

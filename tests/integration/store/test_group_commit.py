@@ -41,15 +41,18 @@ def _schedule_first(state: RunState) -> Changes:
     )
 
 
-def _count_groups(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def _count_groups(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch, method: str = "_decide_group"
+) -> list[int]:
+    """The size of each group `method` (`_decide_group` or `_create_group`) commits."""
     sizes: list[int] = []
-    decide_group = store._decide_group
+    commit = getattr(store, method)
 
     async def counted(group: Sequence[GroupRequest[object]]) -> None:
         sizes.append(len(group))
-        await decide_group(group)  # type: ignore[arg-type]
+        await commit(group)
 
-    monkeypatch.setattr(store, "_decide_group", counted)
+    monkeypatch.setattr(store, method, counted)
     return sizes
 
 
@@ -135,18 +138,6 @@ async def test_a_missing_run_in_a_group_is_not_found_and_the_rest_commit(
     assert all(isinstance(outcomes[run.id], Applied) for run in runs)
 
 
-def _creates_counted(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    sizes: list[int] = []
-    create_group = store._create_group
-
-    async def counted(group: Sequence[GroupRequest[object]]) -> None:
-        sizes.append(len(group))
-        await create_group(group)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(store, "_create_group", counted)
-    return sizes
-
-
 async def _create_all(
     store: SqlStore, runs: Sequence[RunState]
 ) -> list[tuple[Applied, bool] | BaseException]:
@@ -168,7 +159,7 @@ async def test_concurrent_creates_share_transactions_and_each_gets_its_own_outbo
     grouping_store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = grouping_store
-    sizes = _creates_counted(store, monkeypatch)
+    sizes = _count_groups(store, monkeypatch, "_create_group")
     runs = [make_run() for _ in range(RUNS)]
 
     outcomes = await _create_all(store, runs)
