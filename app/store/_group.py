@@ -5,6 +5,11 @@ flight, a waiting caller becomes a leader: it takes the queued requests (one per
 most `max_size`) and commits them together through `commit`, then wakes their callers.
 An idle store therefore commits a lone decision at once; a busy one commits many per
 transaction, so the per-transaction round trips are shared instead of paid per step.
+
+A caller cancelled while its request is in a group does not roll the group back: its
+decision may commit without it. Its event was not acked, so it comes again and is decided
+again (decisions are idempotent), and its outbox rows go out with the sweeper. A leader
+cancelled mid-commit rolls its group back; the others get a retryable `StoreUnavailable`.
 """
 
 from __future__ import annotations
