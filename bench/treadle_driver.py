@@ -153,7 +153,11 @@ class TreadleEngine:
         self._http = httpx.AsyncClient(
             base_url=self.api,
             timeout=60.0,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+            # Below the server's keep-alive (uvicorn: 5 s, as httpx's default): with equal
+            # expiries a connection the server is closing can be picked for a request.
+            limits=httpx.Limits(
+                max_connections=100, max_keepalive_connections=100, keepalive_expiry=2.0
+            ),
         )
         for definition in WORKFLOWS:
             (await self._http.post("/v1/workflows", json=definition)).raise_for_status()
