@@ -420,6 +420,9 @@ def _operations_server(engine: Engine) -> _Server:
     return _serving(engine, operations_app(engine.telemetry.metrics, engine.health_checks()))
 
 
+KEEP_ALIVE_SECONDS = 65
+
+
 def _serving(engine: Engine, app: Callable[..., Awaitable[None]]) -> _Server:
     config = uvicorn.Config(
         app,
@@ -427,6 +430,9 @@ def _serving(engine: Engine, app: Callable[..., Awaitable[None]]) -> _Server:
         port=engine.settings.api.port,
         log_config=None,
         lifespan="on",
+        # Longer than clients keep idle connections (httpx 5 s, load balancers 60 s): at
+        # uvicorn's own 5 s a client could send on a connection the server was closing.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     return _Server(config)
 
