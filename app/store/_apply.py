@@ -26,7 +26,7 @@ from app.domain.errors import RunNotFound
 from app.domain.state import RunState
 from app.ports import Applied, Changes, Decide, ItemsWanted
 from app.store import _rows as rows_
-from app.store._decisions import DecisionWrites, write_effects, write_new_tasks
+from app.store._decisions import DecisionWrites
 from app.store._engine import Database
 from app.store._errors import StoreError, mapped_errors
 from app.store._group import GroupCommitter, GroupRequest, together_or_alone
@@ -90,8 +90,9 @@ class DecisionQueries:
                 if not await _insert_run(conn, state, now):
                     existing = await _load_run_by_key(conn, state.idempotency_key)
                     return Applied(state=existing, outbox=[]), False
-                await write_new_tasks(conn, [state])
-                records = await write_effects(conn, changes, now) if changes else []
+                writes = DecisionWrites(now)
+                writes.add_created(state, changes)
+                (records,) = await writes.flush(conn)
         self._kept.keep(0, state)  # a new run row starts at revision 0
         return Applied(state=state, outbox=records), True
 
@@ -109,11 +110,9 @@ class DecisionQueries:
             async with self._db.transaction(write=True) as conn:
                 now = self._now()
                 await conn.execute(_INSERT_RUN, [rows_.run_values(s, now) for s in states])
-                await write_new_tasks(conn, states)
                 writes = DecisionWrites(now)
-                for request in group:
-                    _, changes = request.payload
-                    writes.add(None, changes or Changes(state=request.payload[0]))
+                for state, changes in (r.payload for r in group):
+                    writes.add_created(state, changes)
                 records = await writes.flush(conn)
         for request, outbox in zip(group, records, strict=True):
             state = request.payload[0]

@@ -40,24 +40,13 @@ class DecisionMismatch(TreadleError):
         super().__init__(f"decision for run {expected!r} returned state of run {got!r}")
 
 
-async def write_new_tasks(conn: AsyncConnection, states: Sequence[RunState]) -> None:
-    """Insert every task of runs whose rows were just inserted."""
-    rows = [
-        task_values(state.id, i, t) for state in states for i, t in enumerate(state.tasks.values())
-    ]
-    if rows:
-        await conn.execute(insert(tasks), rows)
-    for state in states:
-        if state.map_items:  # a map that started with the run
-            await write_items(conn, *item_rows((), state))
-
-
 class DecisionWrites:
     """The writes of one or more decisions (on different runs), gathered by kind.
 
-    `add` takes a decision's loaded state and its changes; `flush` then writes every kind
-    in one statement (an executemany over all the decisions), in the order a single
-    decision would: run rows, tasks, map items, history, outbox, item cancels, timers.
+    `add` takes a decision's loaded state and its changes, `add_created` a run whose row
+    the caller has just inserted; `flush` then writes every kind in one statement (an
+    executemany over all the decisions), in the order a single decision would: run rows,
+    tasks, map items, history, outbox, item cancels, timers.
     """
 
     def __init__(self, now: datetime) -> None:
@@ -74,12 +63,20 @@ class DecisionWrites:
         self._cancel_timers: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._start_timers: dict[tuple[Any, ...], dict[str, Any]] = {}
 
-    def add(self, loaded: RunState | None, changes: Changes) -> None:
-        """Gather one decision: with `loaded` its row changes too, without only its effects
-        (a run just inserted, already in its decided state)."""
-        if loaded is not None:
-            self._add_state_changes(loaded, changes.state)
+    def add(self, loaded: RunState, changes: Changes) -> None:
+        """Gather one decision on a stored run: what changed since `loaded`, and its effects."""
+        self._add_state_changes(loaded, changes.state)
         self._add_effects(changes)
+
+    def add_created(self, state: RunState, changes: Changes | None) -> None:
+        """Gather a run just inserted, already in its decided state: all its tasks and map
+        items are new, and its first decision's effects follow."""
+        self._new_tasks += [task_values(state.id, i, t) for i, t in enumerate(state.tasks.values())]
+        self._new_items += item_rows((), state)[0]
+        if changes is not None:
+            self._add_effects(changes)
+        else:
+            self._outbox.append(Changes(state=state))  # its (empty) place in the records
 
     def _add_state_changes(self, loaded: RunState, state: RunState) -> None:
         if state.id != loaded.id:
@@ -144,15 +141,6 @@ class DecisionWrites:
             upsert = upsert_timer(conn.dialect.name)
             await conn.execute(upsert, list(self._start_timers.values()))
         return records
-
-
-async def write_effects(
-    conn: AsyncConnection, changes: Changes, now: datetime
-) -> list[OutboxRecord]:
-    """Append history, enqueue the outbox, set and cancel timers; the outbox records."""
-    writes = DecisionWrites(now)
-    writes.add(None, changes)
-    return (await writes.flush(conn))[0]
 
 
 def _changed_run_values(loaded: RunState, state: RunState) -> dict[str, Any]:
