@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -21,8 +23,26 @@ SCHEMAS: dict[str, type] = {
 
 def render(kind: type) -> bytes:
     """The schema of one type as stable, readable JSON."""
-    schema = msgspec.json.schema(kind)
+    schema = _clean_descriptions(msgspec.json.schema(kind))
     return msgspec.json.format(msgspec.json.encode(schema, order="sorted"), indent=2) + b"\n"
+
+
+def _clean_descriptions(node: Any) -> Any:
+    """Descriptions dedented the way `inspect.cleandoc` does.
+
+    msgspec copies docstrings into descriptions, and its releases differ in whether they
+    dedent them (0.23 does, earlier ones did not): the committed files must not depend on that.
+    """
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
+            else _clean_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(item) for item in node]
+    return node
 
 
 def write_all(folder: Path) -> list[Path]:

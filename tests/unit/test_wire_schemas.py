@@ -18,3 +18,19 @@ def test_committed_schema_matches_code(name: str) -> None:
     assert committed == render(SCHEMAS[name]), (
         f"docs/schemas/{name} is stale: run `python -m app.wire_schemas docs/schemas`"
     )
+
+
+def test_rendering_does_not_depend_on_how_msgspec_dedents_docstrings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A description indented as older msgspec releases left it renders as a dedented one."""
+    import msgspec  # noqa: PLC0415 -- patched for this test only
+
+    def schema_as(description: str) -> object:
+        return lambda _kind: {"$defs": {"X": {"description": description, "type": "object"}}}
+
+    monkeypatch.setattr(msgspec.json, "schema", schema_as("First line.\n\n    More of it."))
+    indented = render(object)
+    monkeypatch.setattr(msgspec.json, "schema", schema_as("First line.\n\nMore of it."))
+    assert indented == render(object)
+    assert b"First line.\\n\\nMore of it." in indented
