@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import faulthandler
+import subprocess
 from collections.abc import Iterator
 
 import pytest
+
+POSTGRES_CONNECTIONS_NEEDED = 300
+"""What four xdist workers' multi-process clusters hold at once (README, Testing)."""
 
 WATCHDOG_GRACE_SECONDS = 180.0
 """How long past its pytest-timeout a test may hang before its process dumps and exits."""
@@ -32,6 +36,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "soak" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """Say up front when PostgreSQL allows fewer connections than the suite needs."""
+    del config
+    try:
+        shown = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "SHOW max_connections"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "PostgreSQL max_connections: unknown (psql did not answer)"
+    if shown.isdigit() and int(shown) < POSTGRES_CONNECTIONS_NEEDED:
+        return (
+            f"WARNING: PostgreSQL max_connections is {shown}; the suite needs "
+            f"{POSTGRES_CONNECTIONS_NEEDED} (README, Testing; .ci/run raises it), or tests "
+            "fail with 'too many clients already'"
+        )
+    return f"PostgreSQL max_connections: {shown}"
 
 
 _FAULT_LINES: list[str] = []
