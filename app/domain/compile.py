@@ -161,7 +161,7 @@ def compile_workflow(
             known=set(defn.tasks),
             default_timeout=default_task_timeout,
             issues=issues,
-            max_expression_bytes=limits.max_expression_bytes,
+            limits=limits,
             default_schedule_to_start=default_schedule_to_start,
         )
         if compiled is not None:

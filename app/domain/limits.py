@@ -16,3 +16,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """The largest value, as JSON, one expression may build (`limits.max_expression_bytes`)."""
     max_map_items: int = 100_000
     """The longest list a map task fans out over (`limits.max_map_items`)."""
+    max_attempts: int = 1000
+    """The largest `retry.max_attempts` a task may ask for (`limits.max_attempts`)."""
+    min_retry_interval_seconds: float = 0.1
+    """The shortest retry interval a task may ask for (`limits.min_retry_interval_seconds`)."""
