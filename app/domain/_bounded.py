@@ -206,6 +206,49 @@ def reads_context(node: Any) -> bool:
     return True
 
 
+def task_references(node: Any, *, at_root: bool = True) -> list[str]:
+    """The task ids the expression names as `tasks.<id>` on the run's context.
+
+    Only the parts that see the context (as in `reads_context`) count: `input.tasks.x`
+    or `map(&tasks.x, input)` name a field of some other value, not a task.
+    """
+    if not isinstance(node, dict):
+        return []
+    kind = node.get("type")
+    children = node.get("children", ())
+    found: list[str] = []
+    if (
+        at_root
+        and kind == "subexpression"
+        and len(children) > 1
+        and _is_field(children[0], "tasks")
+    ):
+        name = _leftmost_field(children[1])
+        if name is not None:
+            found.append(name)
+    if kind in _LEFT_ONLY:
+        return found + (task_references(children[0], at_root=at_root) if children else [])
+    if kind in _ANY_CHILD:
+        for child in children:
+            found += task_references(child, at_root=at_root)
+    return found
+
+
+def _is_field(node: Any, name: str) -> bool:
+    return isinstance(node, dict) and node.get("type") == "field" and node.get("value") == name
+
+
+def _leftmost_field(node: Any) -> str | None:
+    # `tasks.a[0]` and `tasks.a[*].b` put the id inside an index or a projection.
+    while isinstance(node, dict):
+        if node.get("type") == "field":
+            return str(node.get("value"))
+        if node.get("type") not in _LEFT_ONLY or not node.get("children"):
+            return None
+        node = node["children"][0]
+    return None
+
+
 _LEFT_ONLY = frozenset(
     {
         "subexpression",

@@ -64,9 +64,17 @@ class _Scope:
     limits: Limits
     default_schedule_to_start: float | None = None
 
-    @property
-    def max_expression_bytes(self) -> int:
-        return self.limits.max_expression_bytes
+    def template(
+        self, value: Any, path: str, *, allow_secrets: bool = False
+    ) -> tuple[Template | None, list[ValidationIssue]]:
+        """Compile a value under the configured expression limits and the known task ids."""
+        return check_template(
+            value,
+            path,
+            allow_secrets=allow_secrets,
+            max_bytes=self.limits.max_expression_bytes,
+            tasks=self.known,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,11 +154,6 @@ def compile_task(
     deps = _check_after(
         task_id, after=task.after, path=path, known=known, in_map=in_map, issues=issues
     )
-    limit = limits.max_expression_bytes
-    when = _check_when(task.when, f"{path}.when", issues, limit)
-    task_input, input_issues = check_template(task.input, f"{path}.input", max_bytes=limit)
-    issues.extend(input_issues)
-    retry = _retry_policy(task, f"{path}.retry", issues, limits)
     scope = _Scope(
         known=known,
         default_timeout=default_timeout,
@@ -158,6 +161,10 @@ def compile_task(
         limits=limits,
         default_schedule_to_start=default_schedule_to_start,
     )
+    when = _check_when(task.when, f"{path}.when", scope)
+    task_input, input_issues = scope.template(task.input, f"{path}.input")
+    issues.extend(input_issues)
+    retry = _retry_policy(task, f"{path}.retry", issues, limits)
     timeout, wait = _attempt_limits(task, path, scope)
     specific = _TYPE_RULES[task.type](task_id, task, path, scope)
     if len(issues) > before or task_input is None:
@@ -260,17 +267,15 @@ def _check_after(
     return tuple(dict.fromkeys(after))
 
 
-def _check_when(
-    value: str | None, path: str, issues: list[ValidationIssue], max_bytes: int
-) -> Template | None:
+def _check_when(value: str | None, path: str, scope: _Scope) -> Template | None:
     if value is None:
         return None
     if expression_source(value) is None:
         message = "must be an expression written as ${ ... }"
-        issues.append(ValidationIssue(path=path, message=message))
+        scope.issues.append(ValidationIssue(path=path, message=message))
         return None
-    template, found = check_template(value, path, max_bytes=max_bytes)
-    issues.extend(found)
+    template, found = scope.template(value, path)
+    scope.issues.extend(found)
     return template
 
 
@@ -349,9 +354,7 @@ def _http_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) ->
                 message = f"{status} is not an HTTP status code"
                 issues.append(ValidationIssue(path=f"{path}.{field}[{index}]", message=message))
     value = _request_value(request, method, timeout, task)
-    template, found = check_template(
-        value, where, allow_secrets=True, max_bytes=scope.max_expression_bytes
-    )
+    template, found = scope.template(value, where, allow_secrets=True)
     issues.extend(found)
     if template is None:
         return {}
@@ -424,8 +427,7 @@ def _map_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> 
     if task.items is None:
         issues.append(ValidationIssue(path=f"{path}.items", message="required for a map task"))
     else:
-        limit = scope.max_expression_bytes
-        items, found = check_template(task.items, f"{path}.items", max_bytes=limit)
+        items, found = scope.template(task.items, f"{path}.items")
         issues.extend(found)
     template_task = None
     if task.task is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import jmespath
 from jmespath import functions as jmespath_functions
 from jmespath.exceptions import IncompleteExpressionError, JMESPathError, LexerError, ParseError
 
-from app.domain._bounded import DEFAULT_MAX_BYTES, reads_context, search
+from app.domain._bounded import DEFAULT_MAX_BYTES, reads_context, search, task_references
 from app.domain.errors import ExpressionError, ExpressionTooLarge, ValidationIssue
 from app.domain.secrets import has_secret_reference, malformed_reference
 
@@ -147,16 +147,23 @@ def compile_template(value: Any, path: str = "", *, max_bytes: int = DEFAULT_MAX
 
 
 def check_template(
-    value: Any, path: str, *, allow_secrets: bool = False, max_bytes: int = DEFAULT_MAX_BYTES
+    value: Any,
+    path: str,
+    *,
+    allow_secrets: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    tasks: Collection[str] | None = None,
 ) -> tuple[Template | None, list[ValidationIssue]]:
     """Compile a value and report every bad expression in it, each at its own path.
 
     With `allow_secrets`, `${ secret.NAME }` references compile to themselves (see
     `app.domain.secrets`); without, they are an error. `max_bytes` bounds each
-    expression's value as in `compile_template`.
+    expression's value as in `compile_template`. With `tasks` (the definition's task
+    ids), an expression naming any other `tasks.<id>` is an error.
     """
     errors: list[TemplateSyntaxError] = []
-    template = _compile(value, path, errors, _Options(allow_secrets, max_bytes))
+    known = None if tasks is None else frozenset(tasks)
+    template = _compile(value, path, errors, _Options(allow_secrets, max_bytes, known))
     if errors:
         return None, [ValidationIssue(path=e.path, message=str(e)) for e in errors]
     return template, []
@@ -166,6 +173,7 @@ def check_template(
 class _Options:
     allow_secrets: bool = False
     max_bytes: int = DEFAULT_MAX_BYTES
+    tasks: frozenset[str] | None = None
 
 
 def _compile(value: Any, path: str, errors: list[TemplateSyntaxError], opts: _Options) -> Template:
@@ -192,11 +200,11 @@ def _compile_string(
     source = expression_source(value)
     if source is None:
         return _Literal(value)
-    return _compile_expression(source, path, errors, opts.max_bytes)
+    return _compile_expression(source, path, errors, opts)
 
 
 def _compile_expression(
-    source: str, path: str, errors: list[TemplateSyntaxError], max_bytes: int
+    source: str, path: str, errors: list[TemplateSyntaxError], opts: _Options
 ) -> Template:
     if not source:
         errors.append(TemplateSyntaxError(source, "the expression is empty", path))
@@ -206,23 +214,38 @@ def _compile_expression(
     except JMESPathError as exc:
         errors.append(TemplateSyntaxError(source, _parse_reason(exc), path))
         return _Literal(None)
-    unknown = sorted(set(_function_names(compiled.parsed)) - _KNOWN_FUNCTIONS)
+    problem = _tree_problem(compiled.parsed, opts)
+    if problem is None:
+        expression = _Expression(source, compiled, opts.max_bytes)
+        too_large = _static_too_large(expression, compiled.parsed)
+        if too_large is None:
+            return expression
+        problem = too_large.reason
+    errors.append(TemplateSyntaxError(source, problem, path))
+    return _Literal(None)
+
+
+def _tree_problem(parsed: Any, opts: _Options) -> str | None:
+    """Why a parsed expression is refused before it is ever evaluated, or None."""
+    unknown = sorted(set(_function_names(parsed)) - _KNOWN_FUNCTIONS)
     if unknown:
-        errors.append(TemplateSyntaxError(source, f"unknown function {unknown[0]}()", path))
-        return _Literal(None)
-    if _reads_secret_root(compiled.parsed):
-        reason = (
+        return f"unknown function {unknown[0]}()"
+    if _reads_secret_root(parsed):
+        return (
             "secret may only be used as a whole value ${ secret.NAME } "
             "(write @.secret for a field called secret)"
         )
-        errors.append(TemplateSyntaxError(source, reason, path))
-        return _Literal(None)
-    expression = _Expression(source, compiled, max_bytes)
-    too_large = _static_too_large(expression, compiled.parsed)
-    if too_large is not None:
-        errors.append(TemplateSyntaxError(source, too_large.reason, path))
-        return _Literal(None)
-    return expression
+    missing = _unknown_task(parsed, opts.tasks)
+    if missing is not None:
+        return f"unknown task {missing!r}"
+    return None
+
+
+def _unknown_task(parsed: Any, known: frozenset[str] | None) -> str | None:
+    # `tasks.nope.output` would quietly be null in every run; a typo is caught here instead.
+    if known is None:
+        return None
+    return next((name for name in task_references(parsed) if name not in known), None)
 
 
 def _static_too_large(expression: _Expression, parsed: Any) -> ExpressionTooLarge | None:

@@ -44,3 +44,18 @@ def test_the_retry_limits_are_settings_the_domain_receives() -> None:
     assert (defaults.max_attempts, defaults.min_retry_interval_seconds) == (1000, 0.1)
     custom = LimitsSettings(max_attempts=10, min_retry_interval_seconds=2.0).domain()
     assert (custom.max_attempts, custom.min_retry_interval_seconds) == (10, 2.0)
+
+
+async def test_a_reference_to_an_unknown_task_is_422_at_its_path(http: httpx.AsyncClient) -> None:
+    """`${ tasks.nope.output }` is refused at registration, not null in every run."""
+    definition = {
+        "name": "typo",
+        "tasks": {"a": {"handler": "h"}, "b": {"handler": "h", "input": "${ tasks.nope.output }"}},
+    }
+    response = await http.post("/v1/workflows", json=definition)
+    assert _errors(response) == [
+        {
+            "path": "tasks.b.input",
+            "message": "expression 'tasks.nope.output': unknown task 'nope'",
+        }
+    ]

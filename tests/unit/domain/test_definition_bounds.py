@@ -118,3 +118,48 @@ def test_a_503_of_an_http_task_without_retry_is_retried_after_a_second() -> None
         )
     run.apply(TaskFailed(run_id="r1", task_id="call", attempt=3, error=unavailable))
     assert run.state.status is RunStatus.FAILED
+
+
+# --- references to tasks ------------------------------------------------------------
+
+
+def test_a_reference_to_a_task_that_does_not_exist_is_refused_everywhere() -> None:
+    """input, when, http request, map items and item template, and output are all checked."""
+    tasks = {
+        "a": {"handler": "h", "input": {"x": "${ tasks.nope.output }"}},
+        "b": {"after": ["a"], "handler": "h", "when": "${ tasks.typo.output.go }"},
+        "c": {"type": "http", "request": {"url": "https://x.example", "json": "${ tasks.c2 }"}},
+        "m": {
+            "type": "map",
+            "items": "${ tasks.gone.output }",
+            "task": {"handler": "h", "input": {"v": "${ [item, index, tasks.lost.output] }"}},
+        },
+    }
+    assert _issues(tasks, output="${ length(tasks.missing.output) }") == [
+        "tasks.a.input.x: expression 'tasks.nope.output': unknown task 'nope'",
+        "tasks.b.when: expression 'tasks.typo.output.go': unknown task 'typo'",
+        "tasks.c.request.json: expression 'tasks.c2': unknown task 'c2'",
+        "tasks.m.items: expression 'tasks.gone.output': unknown task 'gone'",
+        "tasks.m.task.input.v: expression '[item, index, tasks.lost.output]': unknown task 'lost'",
+        "output: expression 'length(tasks.missing.output)': unknown task 'missing'",
+    ]
+
+
+def test_references_to_defined_tasks_and_to_fields_named_tasks_are_accepted() -> None:
+    """Known ids (quoted, indexed, the task's own) pass; `input.tasks.x` and `&tasks.x` are data."""
+    tasks = {
+        "a-1": {"handler": "h", "input": "${ input.tasks.anything }"},
+        "b": {
+            "after": ["a-1"],
+            "handler": "h",
+            "input": {"x": '${ tasks."a-1".output[0] }', "own": "${ tasks.b.status }"},
+            "when": "${ tasks.\"a-1\".status == 'completed' }",
+        },
+        "m": {
+            "type": "map",
+            "items": "${ input.list }",
+            "task": {"handler": "h", "input": "${ map(&tasks.deep, [item]) }"},
+        },
+    }
+    workflow = _workflow(tasks, output="${ tasks.m.output[?tasks.y] }")
+    assert list(workflow.tasks) == ["a-1", "b", "m"]
