@@ -74,6 +74,7 @@ class _Scope:
             allow_secrets=allow_secrets,
             max_bytes=self.limits.max_expression_bytes,
             tasks=self.known,
+            max_cost=self.limits.max_expression_cost,
         )
 
 

@@ -170,7 +170,11 @@ def compile_workflow(
         chain = " -> ".join([*cycle, cycle[0]])
         issues.append(ValidationIssue(path=f"tasks.{cycle[0]}.after", message=f"cycle {chain}"))
     output, output_issues = check_template(
-        defn.output, "output", max_bytes=limits.max_expression_bytes, tasks=defn.tasks
+        defn.output,
+        "output",
+        max_bytes=limits.max_expression_bytes,
+        tasks=defn.tasks,
+        max_cost=limits.max_expression_cost,
     )
     issues.extend(output_issues)
     timeout = optional_seconds(defn.timeout, "timeout", issues)

@@ -21,11 +21,19 @@ from jmespath import functions as jmespath_functions
 from jmespath.exceptions import IncompleteExpressionError, JMESPathError, LexerError, ParseError
 
 from app.domain._bounded import DEFAULT_MAX_BYTES, reads_context, search, task_references
-from app.domain.errors import ExpressionError, ExpressionTooLarge, ValidationIssue
+from app.domain._cost import DEFAULT_MAX_COST, Meter
+from app.domain.errors import (
+    ExpressionBudgetExceeded,
+    ExpressionError,
+    ExpressionTooLarge,
+    ValidationIssue,
+)
 from app.domain.secrets import has_secret_reference, malformed_reference
 
 _EXPRESSION = re.compile(r"\$\{(.*)\}", re.DOTALL)
 _KNOWN_FUNCTIONS = frozenset(jmespath_functions.Functions.FUNCTION_TABLE)
+METER = object()
+"""The context key (not a string, so no expression can read it) of a decision's `Meter`."""
 # What a bad expression or odd data can make jmespath raise while searching.
 _EVALUATION_ERRORS = (JMESPathError, TypeError, ValueError, KeyError, RecursionError)
 
@@ -71,16 +79,27 @@ class _Literal(Template):
 
 
 class _Expression(Template):
-    __slots__ = ("_compiled", "_max_bytes", "source")
+    __slots__ = ("_compiled", "_max_bytes", "_max_cost", "source")
 
-    def __init__(self, source: str, compiled: Any, max_bytes: int) -> None:
+    def __init__(self, source: str, compiled: Any, max_bytes: int, max_cost: int) -> None:
         self.source = source
         self._compiled = compiled
         self._max_bytes = max_bytes
+        self._max_cost = max_cost
 
     def render(self, context: Mapping[str, Any]) -> Any:
+        data = dict(context)
+        meter = data.pop(METER, None)  # type: ignore[call-overload]  # a non-string key
+        parsed = self._compiled.parsed
         try:
-            return search(self.source, self._compiled.parsed, dict(context), self._max_bytes)
+            return search(
+                self.source,
+                parsed,
+                data,
+                self._max_bytes,
+                max_cost=self._max_cost,
+                meter=meter if isinstance(meter, Meter) else None,
+            )
         except _EVALUATION_ERRORS as exc:
             raise ExpressionError(self.source, str(exc)) from None
 
@@ -133,14 +152,20 @@ def expression_source(value: Any) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def compile_template(value: Any, path: str = "", *, max_bytes: int = DEFAULT_MAX_BYTES) -> Template:
+def compile_template(
+    value: Any,
+    path: str = "",
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_cost: int = DEFAULT_MAX_COST,
+) -> Template:
     """Compile a JSON-able value; raises TemplateSyntaxError for the first bad expression.
 
     An expression whose value would take more than `max_bytes` as JSON fails to render
     (`ExpressionTooLarge`), or fails here when it reads nothing from the context.
     """
     issues: list[TemplateSyntaxError] = []
-    template = _compile(value, path, issues, _Options(max_bytes=max_bytes))
+    template = _compile(value, path, issues, _Options(max_bytes=max_bytes, max_cost=max_cost))
     if issues:
         raise issues[0]
     return template
@@ -153,6 +178,7 @@ def check_template(
     allow_secrets: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
     tasks: Collection[str] | None = None,
+    max_cost: int = DEFAULT_MAX_COST,
 ) -> tuple[Template | None, list[ValidationIssue]]:
     """Compile a value and report every bad expression in it, each at its own path.
 
@@ -163,7 +189,7 @@ def check_template(
     """
     errors: list[TemplateSyntaxError] = []
     known = None if tasks is None else frozenset(tasks)
-    template = _compile(value, path, errors, _Options(allow_secrets, max_bytes, known))
+    template = _compile(value, path, errors, _Options(allow_secrets, max_bytes, known, max_cost))
     if errors:
         return None, [ValidationIssue(path=e.path, message=str(e)) for e in errors]
     return template, []
@@ -174,6 +200,7 @@ class _Options:
     allow_secrets: bool = False
     max_bytes: int = DEFAULT_MAX_BYTES
     tasks: frozenset[str] | None = None
+    max_cost: int = DEFAULT_MAX_COST
 
 
 def _compile(value: Any, path: str, errors: list[TemplateSyntaxError], opts: _Options) -> Template:
@@ -216,7 +243,7 @@ def _compile_expression(
         return _Literal(None)
     problem = _tree_problem(compiled.parsed, opts)
     if problem is None:
-        expression = _Expression(source, compiled, opts.max_bytes)
+        expression = _Expression(source, compiled, opts.max_bytes, opts.max_cost)
         too_large = _static_too_large(expression, compiled.parsed)
         if too_large is None:
             return expression
@@ -248,14 +275,16 @@ def _unknown_task(parsed: Any, known: frozenset[str] | None) -> str | None:
     return next((name for name in task_references(parsed) if name not in known), None)
 
 
-def _static_too_large(expression: _Expression, parsed: Any) -> ExpressionTooLarge | None:
+def _static_too_large(
+    expression: _Expression, parsed: Any
+) -> ExpressionTooLarge | ExpressionBudgetExceeded | None:
     # An expression that reads nothing from the context has one value whatever the run:
     # if it is too large, say so at registration rather than in every run.
     if reads_context(parsed):
         return None
     try:
         expression.render({})
-    except ExpressionTooLarge as exc:
+    except (ExpressionTooLarge, ExpressionBudgetExceeded) as exc:
         return exc
     except ExpressionError:
         return None  # other evaluation errors keep failing at run time, as before
