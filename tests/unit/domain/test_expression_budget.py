@@ -79,3 +79,14 @@ def test_a_static_expression_over_the_budget_is_refused_at_registration() -> Non
     [issue] = caught.value.issues
     assert issue.path == "tasks.a.input.n"
     assert "limits.max_expression_cost" in issue.message
+
+
+def test_a_map_of_the_largest_allowed_list_renders_every_item() -> None:
+    """Item inputs are budgeted one by one, not together: 100,000 items all start."""
+    item_task = {"handler": "h", "input": {"x": "${ item }", "i": "${ index }"}}
+    tasks = {"m": {"type": "map", "items": "${ input }", "concurrency": 2, "task": item_task}}
+    workflow = compile_workflow(parse_definition({"name": "w", "tasks": tasks}))
+    state = new_run(workflow, run_id="r", version=1, input=BIG, now=NOW)
+    decision = decide(workflow, state, RunStarted(run_id="r"), NOW)
+    assert decision.state.status is RunStatus.RUNNING
+    assert len(decision.state.map_items) == 100_000
