@@ -185,6 +185,15 @@ class LimitsSettings(_Section, frozen=True, kw_only=True):
     (ExpressionLimit), or the registration when the expression reads no run data."""
     max_map_items: int = 100_000
     """A map task whose list is longer fails (MapTooLarge)."""
+    max_expression_cost: Annotated[int, msgspec.Meta(ge=1)] = 200_000
+    """Cost units one expression evaluation may spend (~0.1 µs each): over it the task fails
+    (ExpressionLimit, not retried), or the registration when it reads no run data."""
+    max_decision_expression_cost: Annotated[int, msgspec.Meta(ge=1)] = 400_000
+    """Cost units all the expressions of one decision may spend together (ExpressionLimit)."""
+    max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    """A task's `retry.max_attempts` above this is refused (422)."""
+    min_retry_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.1
+    """A `retry.initial_interval` or `max_interval` shorter than this is refused (422)."""
 
     def domain(self) -> Limits:
         """The part the pure decider applies, carried by each compiled workflow."""
@@ -192,6 +201,10 @@ class LimitsSettings(_Section, frozen=True, kw_only=True):
             max_tasks=self.max_tasks,
             max_expression_bytes=self.max_expression_bytes,
             max_map_items=self.max_map_items,
+            max_expression_cost=self.max_expression_cost,
+            max_decision_expression_cost=self.max_decision_expression_cost,
+            max_attempts=self.max_attempts,
+            min_retry_interval_seconds=self.min_retry_interval_seconds,
         )
 
 

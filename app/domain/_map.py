@@ -54,6 +54,7 @@ from app.domain.events import (
     TimerFired,
     TimerKind,
 )
+from app.domain.expressions import METER
 from app.domain.state import (
     ErrorInfo,
     MapItem,
@@ -165,9 +166,12 @@ def _item_inputs(
     if source is None:
         return [None] * len(values)
     inputs = []
+    # Each item's render has its own budget (limits.max_expression_cost) but not the
+    # decision's: a fan-out's size is bounded by limits.max_map_items instead.
+    scope = {key: item for key, item in context.items() if key is not METER}
     for index, value in enumerate(values):
         try:
-            inputs.append(source.render({**context, "item": value, "index": index}))
+            inputs.append(source.render({**scope, "item": value, "index": index}))
         except ExpressionError as exc:
             error = expression_error(exc)
             message = f"item {index}: {error.message}"

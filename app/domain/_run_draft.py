@@ -7,8 +7,9 @@ from typing import Any
 
 import msgspec
 
+from app.domain._cost import Meter
 from app.domain.compile import CompiledTask, Workflow
-from app.domain.errors import ExpressionError, ExpressionTooLarge
+from app.domain.errors import ExpressionBudgetExceeded, ExpressionError, ExpressionTooLarge
 from app.domain.events import (
     CancelChildRun,
     CancelMapItems,
@@ -21,6 +22,7 @@ from app.domain.events import (
     StartTimer,
     TimerKind,
 )
+from app.domain.expressions import METER
 from app.domain.state import ErrorInfo, RunState, RunStatus, TaskState, TaskStatus
 
 DISPATCHED_TYPES = frozenset({"handler", "http"})
@@ -40,6 +42,8 @@ class Draft:
         self.items = {(item.task_id, item.index): item for item in state.map_items}
         self.commands: list[Command] = []
         self.history: list[HistoryEntry] = []
+        # Every expression this decision renders spends from one budget.
+        self.meter = Meter(workflow.limits.max_decision_expression_cost)
 
     @property
     def status(self) -> RunStatus:
@@ -72,7 +76,7 @@ class Draft:
     def command(self, command: Command) -> None:
         self.commands.append(command)
 
-    def context(self) -> dict[str, Any]:
+    def context(self) -> dict[Any, Any]:
         """What expressions see: the input, each task's output and status, the run."""
         return {
             "input": self.original.input,
@@ -85,6 +89,7 @@ class Draft:
                 "workflow": self.original.workflow,
                 "version": self.original.version,
             },
+            METER: self.meter,
         }
 
     def decision(self) -> Decision:
@@ -202,9 +207,10 @@ def after(now: datetime, seconds: float) -> datetime:
 
 
 def expression_error(exc: ExpressionError) -> ErrorInfo:
-    # A value over limits.max_expression_bytes gets its own type, so it can be told apart
-    # from a plain evaluation error; neither is retried (the same data fails again).
-    kind = "ExpressionLimit" if isinstance(exc, ExpressionTooLarge) else "ExpressionError"
+    # A value over limits.max_expression_bytes or work over the cost budget gets its own
+    # type, told apart from a plain evaluation error; neither is retried (same data, same end).
+    limited = isinstance(exc, ExpressionTooLarge | ExpressionBudgetExceeded)
+    kind = "ExpressionLimit" if limited else "ExpressionError"
     return ErrorInfo(type=kind, message=str(exc), retryable=False)
 
 

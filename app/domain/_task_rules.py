@@ -15,11 +15,9 @@ from typing import Any
 
 import msgspec
 
-from app.domain._bounded import DEFAULT_MAX_BYTES
 from app.domain.definitions import (
     Duration,
     HttpRequestDefinition,
-    RetryDefinition,
     TaskDefinition,
 )
 from app.domain.durations import parse_duration
@@ -30,6 +28,7 @@ from app.domain.expressions import (
     expression_source,
     with_literal_fields,
 )
+from app.domain.limits import Limits
 from app.domain.secrets import secret_paths
 
 _URL_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -62,8 +61,21 @@ class _Scope:
     known: set[str]
     default_timeout: float
     issues: list[ValidationIssue]
-    max_expression_bytes: int = DEFAULT_MAX_BYTES
+    limits: Limits
     default_schedule_to_start: float | None = None
+
+    def template(
+        self, value: Any, path: str, *, allow_secrets: bool = False
+    ) -> tuple[Template | None, list[ValidationIssue]]:
+        """Compile a value under the configured expression limits and the known task ids."""
+        return check_template(
+            value,
+            path,
+            allow_secrets=allow_secrets,
+            max_bytes=self.limits.max_expression_bytes,
+            tasks=self.known,
+            max_cost=self.limits.max_expression_cost,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,10 +142,11 @@ def compile_task(
     default_timeout: float,
     issues: list[ValidationIssue],
     in_map: bool = False,
-    max_expression_bytes: int = DEFAULT_MAX_BYTES,
+    limits: Limits | None = None,
     default_schedule_to_start: float | None = None,
 ) -> CompiledTask | None:
     """Check one task against every rule; the compiled task, or None if it has issues."""
+    limits = limits or Limits()
     before = len(issues)
     if not in_map:
         check_name(task_id, path, "task id", issues)
@@ -142,18 +155,17 @@ def compile_task(
     deps = _check_after(
         task_id, after=task.after, path=path, known=known, in_map=in_map, issues=issues
     )
-    limit = max_expression_bytes
-    when = _check_when(task.when, f"{path}.when", issues, limit)
-    task_input, input_issues = check_template(task.input, f"{path}.input", max_bytes=limit)
-    issues.extend(input_issues)
-    retry = _retry_policy(task.retry, f"{path}.retry", issues)
     scope = _Scope(
         known=known,
         default_timeout=default_timeout,
         issues=issues,
-        max_expression_bytes=limit,
+        limits=limits,
         default_schedule_to_start=default_schedule_to_start,
     )
+    when = _check_when(task.when, f"{path}.when", scope)
+    task_input, input_issues = scope.template(task.input, f"{path}.input")
+    issues.extend(input_issues)
+    retry = _retry_policy(task, f"{path}.retry", issues, limits)
     timeout, wait = _attempt_limits(task, path, scope)
     specific = _TYPE_RULES[task.type](task_id, task, path, scope)
     if len(issues) > before or task_input is None:
@@ -256,31 +268,40 @@ def _check_after(
     return tuple(dict.fromkeys(after))
 
 
-def _check_when(
-    value: str | None, path: str, issues: list[ValidationIssue], max_bytes: int
-) -> Template | None:
+def _check_when(value: str | None, path: str, scope: _Scope) -> Template | None:
     if value is None:
         return None
     if expression_source(value) is None:
         message = "must be an expression written as ${ ... }"
-        issues.append(ValidationIssue(path=path, message=message))
+        scope.issues.append(ValidationIssue(path=path, message=message))
         return None
-    template, found = check_template(value, path, max_bytes=max_bytes)
-    issues.extend(found)
+    template, found = scope.template(value, path)
+    scope.issues.extend(found)
     return template
 
 
+HTTP_DEFAULT_RETRY = RetryPolicy(
+    max_attempts=3, initial_interval=1.0, backoff=2.0, max_interval=30.0
+)
+"""An http task without a `retry` block retries what the worker marks retryable (5xx, 429,
+timeouts, connection errors) this way: callers of HTTP services expect a blip to pass."""
+
+
 def _retry_policy(
-    retry: RetryDefinition | None, path: str, issues: list[ValidationIssue]
+    task: TaskDefinition, path: str, issues: list[ValidationIssue], limits: Limits
 ) -> RetryPolicy:
+    retry = task.retry
     if retry is None:
-        return RetryPolicy()
+        return HTTP_DEFAULT_RETRY if task.type == "http" else RetryPolicy()
     if retry.max_attempts < 1:
         issues.append(ValidationIssue(path=f"{path}.max_attempts", message="must be at least 1"))
+    elif retry.max_attempts > limits.max_attempts:
+        message = f"must be at most {limits.max_attempts} (limits.max_attempts)"
+        issues.append(ValidationIssue(path=f"{path}.max_attempts", message=message))
     if retry.backoff < 1:
         issues.append(ValidationIssue(path=f"{path}.backoff", message="must be at least 1"))
-    initial = optional_seconds(retry.initial_interval, f"{path}.initial_interval", issues)
-    maximum = optional_seconds(retry.max_interval, f"{path}.max_interval", issues)
+    initial = _retry_interval(retry.initial_interval, f"{path}.initial_interval", issues, limits)
+    maximum = _retry_interval(retry.max_interval, f"{path}.max_interval", issues, limits)
     return RetryPolicy(
         max_attempts=max(retry.max_attempts, 1),
         initial_interval=initial or 1.0,
@@ -288,6 +309,19 @@ def _retry_policy(
         max_interval=maximum or 60.0,
         non_retryable=frozenset(retry.non_retryable),
     )
+
+
+def _retry_interval(
+    value: Duration, path: str, issues: list[ValidationIssue], limits: Limits
+) -> float | None:
+    # A wait shorter than the floor turns a retry policy into a busy loop writing history.
+    seconds = optional_seconds(value, path, issues)
+    shortest = limits.min_retry_interval_seconds
+    if seconds is not None and seconds < shortest:
+        message = f"must be at least {shortest:g}s (limits.min_retry_interval_seconds)"
+        issues.append(ValidationIssue(path=path, message=message))
+        return None
+    return seconds
 
 
 # --- rules by task type -------------------------------------------------------------
@@ -321,9 +355,7 @@ def _http_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) ->
                 message = f"{status} is not an HTTP status code"
                 issues.append(ValidationIssue(path=f"{path}.{field}[{index}]", message=message))
     value = _request_value(request, method, timeout, task)
-    template, found = check_template(
-        value, where, allow_secrets=True, max_bytes=scope.max_expression_bytes
-    )
+    template, found = scope.template(value, where, allow_secrets=True)
     issues.extend(found)
     if template is None:
         return {}
@@ -396,8 +428,7 @@ def _map_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> 
     if task.items is None:
         issues.append(ValidationIssue(path=f"{path}.items", message="required for a map task"))
     else:
-        limit = scope.max_expression_bytes
-        items, found = check_template(task.items, f"{path}.items", max_bytes=limit)
+        items, found = scope.template(task.items, f"{path}.items")
         issues.extend(found)
     template_task = None
     if task.task is None:
@@ -411,7 +442,7 @@ def _map_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> 
             default_timeout=scope.default_timeout,
             issues=issues,
             in_map=True,
-            max_expression_bytes=scope.max_expression_bytes,
+            limits=scope.limits,
             default_schedule_to_start=scope.default_schedule_to_start,
         )
     if task.task is not None and task.task.type not in ("handler", "http"):

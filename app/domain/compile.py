@@ -161,7 +161,7 @@ def compile_workflow(
             known=set(defn.tasks),
             default_timeout=default_task_timeout,
             issues=issues,
-            max_expression_bytes=limits.max_expression_bytes,
+            limits=limits,
             default_schedule_to_start=default_schedule_to_start,
         )
         if compiled is not None:
@@ -170,7 +170,11 @@ def compile_workflow(
         chain = " -> ".join([*cycle, cycle[0]])
         issues.append(ValidationIssue(path=f"tasks.{cycle[0]}.after", message=f"cycle {chain}"))
     output, output_issues = check_template(
-        defn.output, "output", max_bytes=limits.max_expression_bytes
+        defn.output,
+        "output",
+        max_bytes=limits.max_expression_bytes,
+        tasks=defn.tasks,
+        max_cost=limits.max_expression_cost,
     )
     issues.extend(output_issues)
     timeout = optional_seconds(defn.timeout, "timeout", issues)

@@ -48,6 +48,17 @@ class ExpressionTooLarge(ExpressionError):
         super().__init__(expression, reason)
 
 
+class ExpressionBudgetExceeded(ExpressionError):
+    """An expression (or all of one decision's) needed more work than the configured budget."""
+
+    def __init__(self, expression: str, spent: int, limit: int, key: str) -> None:
+        self.spent = spent
+        self.limit = limit
+        self.key = key
+        reason = f"it needs more than {limit} cost units to evaluate ({key})"
+        super().__init__(expression, reason)
+
+
 class LimitExceeded(TreadleError):
     """A request is larger than a configured limit; `limit` names the setting."""
 

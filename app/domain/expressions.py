@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +20,20 @@ import jmespath
 from jmespath import functions as jmespath_functions
 from jmespath.exceptions import IncompleteExpressionError, JMESPathError, LexerError, ParseError
 
-from app.domain._bounded import DEFAULT_MAX_BYTES, reads_context, search
-from app.domain.errors import ExpressionError, ExpressionTooLarge, ValidationIssue
+from app.domain._bounded import DEFAULT_MAX_BYTES, reads_context, search, task_references
+from app.domain._cost import DEFAULT_MAX_COST, Meter
+from app.domain.errors import (
+    ExpressionBudgetExceeded,
+    ExpressionError,
+    ExpressionTooLarge,
+    ValidationIssue,
+)
 from app.domain.secrets import has_secret_reference, malformed_reference
 
 _EXPRESSION = re.compile(r"\$\{(.*)\}", re.DOTALL)
 _KNOWN_FUNCTIONS = frozenset(jmespath_functions.Functions.FUNCTION_TABLE)
+METER = object()
+"""The context key (not a string, so no expression can read it) of a decision's `Meter`."""
 # What a bad expression or odd data can make jmespath raise while searching.
 _EVALUATION_ERRORS = (JMESPathError, TypeError, ValueError, KeyError, RecursionError)
 
@@ -71,16 +79,27 @@ class _Literal(Template):
 
 
 class _Expression(Template):
-    __slots__ = ("_compiled", "_max_bytes", "source")
+    __slots__ = ("_compiled", "_max_bytes", "_max_cost", "source")
 
-    def __init__(self, source: str, compiled: Any, max_bytes: int) -> None:
+    def __init__(self, source: str, compiled: Any, max_bytes: int, max_cost: int) -> None:
         self.source = source
         self._compiled = compiled
         self._max_bytes = max_bytes
+        self._max_cost = max_cost
 
     def render(self, context: Mapping[str, Any]) -> Any:
+        data = dict(context)
+        meter = data.pop(METER, None)  # type: ignore[call-overload]  # a non-string key
+        parsed = self._compiled.parsed
         try:
-            return search(self.source, self._compiled.parsed, dict(context), self._max_bytes)
+            return search(
+                self.source,
+                parsed,
+                data,
+                self._max_bytes,
+                max_cost=self._max_cost,
+                meter=meter if isinstance(meter, Meter) else None,
+            )
         except _EVALUATION_ERRORS as exc:
             raise ExpressionError(self.source, str(exc)) from None
 
@@ -133,30 +152,44 @@ def expression_source(value: Any) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def compile_template(value: Any, path: str = "", *, max_bytes: int = DEFAULT_MAX_BYTES) -> Template:
+def compile_template(
+    value: Any,
+    path: str = "",
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_cost: int = DEFAULT_MAX_COST,
+) -> Template:
     """Compile a JSON-able value; raises TemplateSyntaxError for the first bad expression.
 
     An expression whose value would take more than `max_bytes` as JSON fails to render
     (`ExpressionTooLarge`), or fails here when it reads nothing from the context.
     """
     issues: list[TemplateSyntaxError] = []
-    template = _compile(value, path, issues, _Options(max_bytes=max_bytes))
+    template = _compile(value, path, issues, _Options(max_bytes=max_bytes, max_cost=max_cost))
     if issues:
         raise issues[0]
     return template
 
 
 def check_template(
-    value: Any, path: str, *, allow_secrets: bool = False, max_bytes: int = DEFAULT_MAX_BYTES
+    value: Any,
+    path: str,
+    *,
+    allow_secrets: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    tasks: Collection[str] | None = None,
+    max_cost: int = DEFAULT_MAX_COST,
 ) -> tuple[Template | None, list[ValidationIssue]]:
     """Compile a value and report every bad expression in it, each at its own path.
 
     With `allow_secrets`, `${ secret.NAME }` references compile to themselves (see
     `app.domain.secrets`); without, they are an error. `max_bytes` bounds each
-    expression's value as in `compile_template`.
+    expression's value as in `compile_template`. With `tasks` (the definition's task
+    ids), an expression naming any other `tasks.<id>` is an error.
     """
     errors: list[TemplateSyntaxError] = []
-    template = _compile(value, path, errors, _Options(allow_secrets, max_bytes))
+    known = None if tasks is None else frozenset(tasks)
+    template = _compile(value, path, errors, _Options(allow_secrets, max_bytes, known, max_cost))
     if errors:
         return None, [ValidationIssue(path=e.path, message=str(e)) for e in errors]
     return template, []
@@ -166,6 +199,8 @@ def check_template(
 class _Options:
     allow_secrets: bool = False
     max_bytes: int = DEFAULT_MAX_BYTES
+    tasks: frozenset[str] | None = None
+    max_cost: int = DEFAULT_MAX_COST
 
 
 def _compile(value: Any, path: str, errors: list[TemplateSyntaxError], opts: _Options) -> Template:
@@ -192,11 +227,11 @@ def _compile_string(
     source = expression_source(value)
     if source is None:
         return _Literal(value)
-    return _compile_expression(source, path, errors, opts.max_bytes)
+    return _compile_expression(source, path, errors, opts)
 
 
 def _compile_expression(
-    source: str, path: str, errors: list[TemplateSyntaxError], max_bytes: int
+    source: str, path: str, errors: list[TemplateSyntaxError], opts: _Options
 ) -> Template:
     if not source:
         errors.append(TemplateSyntaxError(source, "the expression is empty", path))
@@ -206,33 +241,50 @@ def _compile_expression(
     except JMESPathError as exc:
         errors.append(TemplateSyntaxError(source, _parse_reason(exc), path))
         return _Literal(None)
-    unknown = sorted(set(_function_names(compiled.parsed)) - _KNOWN_FUNCTIONS)
+    problem = _tree_problem(compiled.parsed, opts)
+    if problem is None:
+        expression = _Expression(source, compiled, opts.max_bytes, opts.max_cost)
+        too_large = _static_too_large(expression, compiled.parsed)
+        if too_large is None:
+            return expression
+        problem = too_large.reason
+    errors.append(TemplateSyntaxError(source, problem, path))
+    return _Literal(None)
+
+
+def _tree_problem(parsed: Any, opts: _Options) -> str | None:
+    """Why a parsed expression is refused before it is ever evaluated, or None."""
+    unknown = sorted(set(_function_names(parsed)) - _KNOWN_FUNCTIONS)
     if unknown:
-        errors.append(TemplateSyntaxError(source, f"unknown function {unknown[0]}()", path))
-        return _Literal(None)
-    if _reads_secret_root(compiled.parsed):
-        reason = (
+        return f"unknown function {unknown[0]}()"
+    if _reads_secret_root(parsed):
+        return (
             "secret may only be used as a whole value ${ secret.NAME } "
             "(write @.secret for a field called secret)"
         )
-        errors.append(TemplateSyntaxError(source, reason, path))
-        return _Literal(None)
-    expression = _Expression(source, compiled, max_bytes)
-    too_large = _static_too_large(expression, compiled.parsed)
-    if too_large is not None:
-        errors.append(TemplateSyntaxError(source, too_large.reason, path))
-        return _Literal(None)
-    return expression
+    missing = _unknown_task(parsed, opts.tasks)
+    if missing is not None:
+        return f"unknown task {missing!r}"
+    return None
 
 
-def _static_too_large(expression: _Expression, parsed: Any) -> ExpressionTooLarge | None:
+def _unknown_task(parsed: Any, known: frozenset[str] | None) -> str | None:
+    # `tasks.nope.output` would quietly be null in every run; a typo is caught here instead.
+    if known is None:
+        return None
+    return next((name for name in task_references(parsed) if name not in known), None)
+
+
+def _static_too_large(
+    expression: _Expression, parsed: Any
+) -> ExpressionTooLarge | ExpressionBudgetExceeded | None:
     # An expression that reads nothing from the context has one value whatever the run:
     # if it is too large, say so at registration rather than in every run.
     if reads_context(parsed):
         return None
     try:
         expression.render({})
-    except ExpressionTooLarge as exc:
+    except (ExpressionTooLarge, ExpressionBudgetExceeded) as exc:
         return exc
     except ExpressionError:
         return None  # other evaluation errors keep failing at run time, as before

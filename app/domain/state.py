@@ -80,6 +80,13 @@ class MapProgress(msgspec.Struct, frozen=True, kw_only=True):
     def finished(self) -> int:
         return self.completed + self.failed
 
+    @property
+    def dispatched(self) -> int:
+        """Items sent at least once and not back to pending: in flight (or waiting for a
+        retry's backoff) or finished. `next_index` is a cursor, not this count: a retry of
+        the run sets it back, and a hold while paused moves it to the held item."""
+        return self.in_flight + self.finished
+
 
 class MapItem(msgspec.Struct, frozen=True, kw_only=True):
     """One item of a `map` task: its own attempts, input and output."""

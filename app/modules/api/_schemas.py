@@ -299,7 +299,7 @@ def _progress_body(progress: MapProgress | None) -> MapProgressBody | None:
     return MapProgressBody(
         total=progress.total,
         concurrency=progress.concurrency,
-        dispatched=progress.next_index,
+        dispatched=progress.dispatched,
         in_flight=progress.in_flight,
         completed=progress.completed,
         failed=progress.failed,

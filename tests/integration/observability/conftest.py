@@ -37,7 +37,7 @@ FLAKY: dict[str, Any] = {
         "first": {
             "handler": "e2e.flaky",
             "input": {"fail_times": 1},
-            "retry": {"max_attempts": 3, "initial_interval": "50ms"},
+            "retry": {"max_attempts": 3, "initial_interval": "100ms"},
         },
         "second": {"after": ["first"], "handler": "e2e.echo", "input": {"x": 1}},
     },

@@ -174,3 +174,29 @@ def test_the_timer_of_a_map_attempt_before_a_retry_is_stale() -> None:
     stale = TimerFired(run_id=R, kind=TimerKind.MAP_TIMEOUT, task_id="m", attempt=1)
     assert not run.apply(stale).changed
     assert run.state.tasks["m"].status is TaskStatus.RUNNING
+
+
+def test_dispatched_counts_every_item_sent_after_a_retry_of_the_run() -> None:
+    """After a retry reruns items 1-3 of 4 and all complete, dispatched is 4, not a cursor."""
+    run, _ = _failed_map()
+    run.apply(RetryRequested(run_id=R))
+    assert progress(run).dispatched == 4
+    for dispatch in run.dispatched():
+        done(run, dispatch, str(dispatch.item))
+    final = progress(run)
+    assert (final.total, final.completed, final.dispatched) == (4, 4, 4)
+
+
+def test_dispatched_leaves_out_an_item_held_while_paused() -> None:
+    """A retry held by a pause puts its item back to pending: it no longer counts as sent."""
+    run = map_run([1, 2, 3], concurrency=2, task={"handler": "h", "retry": {"max_attempts": 3}})
+    first, second = run.dispatched()
+    fail(run, second, BOOM)
+    done(run, first, "a")
+    assert [d.item for d in run.dispatched()] == [2]
+    assert progress(run).dispatched == 3
+    run.apply(PauseRequested(run_id=R))
+    run.apply(TimerFired(run_id=R, kind=TimerKind.RETRY, task_id="m", attempt=2, item=1))
+    assert progress(run).dispatched == 2
+    run.apply(ResumeRequested(run_id=R))
+    assert progress(run).dispatched == 3

@@ -1,0 +1,92 @@
+"""Expressions have a CPU budget in cost units, per evaluation and per decision."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from app.domain.compile import Limits, compile_workflow, parse_definition
+from app.domain.decider import decide, new_run
+from app.domain.errors import DefinitionInvalid, ExpressionBudgetExceeded
+from app.domain.events import RunStarted
+from app.domain.expressions import compile_template
+from app.domain.state import RunStatus
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+BIG = list(range(100_000))
+
+
+def test_sorting_a_huge_list_fails_fast_with_the_key_named() -> None:
+    """sort() of 100,000 integers is over the default budget and fails before sorting."""
+    template = compile_template("${ length(sort(input.a)) }")
+    started = time.perf_counter()
+    with pytest.raises(ExpressionBudgetExceeded) as caught:
+        template.render({"input": {"a": BIG}})
+    assert time.perf_counter() - started < 0.05
+    assert caught.value.key == "limits.max_expression_cost"
+    assert "limits.max_expression_cost" in str(caught.value)
+
+
+def test_a_projection_over_a_huge_list_stops_at_the_budget() -> None:
+    """A projection is charged per element and stops within tens of milliseconds."""
+    template = compile_template("${ input.a[*].x }")
+    started = time.perf_counter()
+    with pytest.raises(ExpressionBudgetExceeded):
+        template.render({"input": {"a": [{"x": i} for i in BIG]}})
+    assert time.perf_counter() - started < 0.2  # ~20 ms here; room for a busy machine
+
+
+def test_ordinary_work_stays_under_the_budget() -> None:
+    """Sorting 5,000 numbers and reading a 100,000-element input are fine."""
+    assert compile_template("${ sort(input.a)[0] }").render({"input": {"a": BIG[:5000]}}) == 0
+    assert len(compile_template("${ input.a }").render({"input": {"a": BIG}})) == 100_000
+
+
+def test_many_evaluations_in_one_decision_share_one_budget() -> None:
+    """300 sorts of 2,000 integers in one decision fail the run, in well under a second."""
+    tasks = {f"t{i}": {"handler": "h", "input": "${ length(sort(input.a)) }"} for i in range(300)}
+    workflow = compile_workflow(parse_definition({"name": "w", "tasks": tasks}))
+    state = new_run(workflow, run_id="r", version=1, input={"a": BIG[:2000]}, now=NOW)
+    started = time.perf_counter()
+    decision = decide(workflow, state, RunStarted(run_id="r"), NOW)
+    assert time.perf_counter() - started < 0.5  # ~10 ms here
+    assert decision.state.status is RunStatus.FAILED
+    failed = [t for t in decision.state.tasks.values() if t.error is not None]
+    assert failed[0].error is not None
+    assert failed[0].error.type == "ExpressionLimit"
+    assert failed[0].error.retryable is False
+    assert "limits.max_decision_expression_cost" in failed[0].error.message
+
+
+def test_the_same_input_passed_to_many_tasks_is_measured_once_per_decision() -> None:
+    """300 tasks taking `${ input }` of 100,000 elements all start in one decision."""
+    tasks = {f"t{i}": {"handler": "h", "input": "${ input }"} for i in range(300)}
+    workflow = compile_workflow(parse_definition({"name": "w", "tasks": tasks}))
+    state = new_run(workflow, run_id="r", version=1, input=BIG, now=NOW)
+    decision = decide(workflow, state, RunStarted(run_id="r"), NOW)
+    assert decision.state.status is RunStatus.RUNNING
+    assert len(decision.commands) == 300
+
+
+def test_a_static_expression_over_the_budget_is_refused_at_registration() -> None:
+    """An expression reading no run data that is too much work is a DefinitionInvalid."""
+    source = "${ length(sort(`" + str(list(range(3000))) + "`)) }"
+    data = {"name": "w", "tasks": {"a": {"handler": "h", "input": {"n": source}}}}
+    with pytest.raises(DefinitionInvalid) as caught:
+        compile_workflow(parse_definition(data), limits=Limits(max_expression_cost=10_000))
+    [issue] = caught.value.issues
+    assert issue.path == "tasks.a.input.n"
+    assert "limits.max_expression_cost" in issue.message
+
+
+def test_a_map_of_the_largest_allowed_list_renders_every_item() -> None:
+    """Item inputs are budgeted one by one, not together: 100,000 items all start."""
+    item_task = {"handler": "h", "input": {"x": "${ item }", "i": "${ index }"}}
+    tasks = {"m": {"type": "map", "items": "${ input }", "concurrency": 2, "task": item_task}}
+    workflow = compile_workflow(parse_definition({"name": "w", "tasks": tasks}))
+    state = new_run(workflow, run_id="r", version=1, input=BIG, now=NOW)
+    decision = decide(workflow, state, RunStarted(run_id="r"), NOW)
+    assert decision.state.status is RunStatus.RUNNING
+    assert len(decision.state.map_items) == 100_000
