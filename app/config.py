@@ -157,8 +157,9 @@ class AuthSettings(_Section, frozen=True, kw_only=True):
     """API authentication with keys (`treadle keys create`), sent as `Authorization: Bearer`."""
 
     mode: Literal["auto", "keys", "off"] = "auto"
-    """auto: keys are required once any key exists, and always off loopback; keys: always;
-    off: never (refused off loopback unless `allow_insecure`)."""
+    """auto: keys are required once any key has been created (revoking the last one leaves
+    the API locked, never open again), and always off loopback; keys: always; off: never
+    (refused off loopback unless `allow_insecure`)."""
     allow_insecure: bool = False
     """Serve a non-loopback address without keys; set by `treadle serve --insecure-no-auth`."""
     cache_seconds: float = 5.0

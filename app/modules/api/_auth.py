@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import (
@@ -29,7 +30,7 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 
-from app._auth_policy import keys_required
+from app._auth_policy import LOCKED, keys_required
 from app.config import AuthSettings
 from app.domain.api_keys import ApiKey, ApiKeyNotFound, Scope, secret_matches, split_token
 from app.domain.errors import TreadleError
@@ -56,6 +57,12 @@ def required_scope(method: str, path: str, *, open_metrics: bool = False) -> Sco
     return Scope.READ if method.upper() in _READS else Scope.WRITE
 
 
+class _KeyCounts(msgspec.Struct, frozen=True, kw_only=True):
+    active: int
+    known: int
+    """Keys ever created, revoked ones too (at least `active`)."""
+
+
 class Authenticator:
     """Checks keys against an `ApiKeyStore`, with a short in-process cache."""
 
@@ -74,7 +81,7 @@ class Authenticator:
         self._monotonic = monotonic
         self._now = now
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
-        self._active: tuple[float, int] | None = None
+        self._counts: tuple[float, _KeyCounts] | None = None
         self._used: dict[str, datetime] = {}
         self._flushed_at = monotonic()
 
@@ -99,7 +106,13 @@ class Authenticator:
         """The key that grants `scope`, or None when keys are not required right now."""
         if not await self.required():
             return None
-        key = await self._authenticate(authorization)
+        try:
+            key = await self._authenticate(authorization)
+        except Unauthenticated:
+            counts = await self._key_counts()
+            if counts.active == 0 and counts.known > 0:  # no key can pass: how to get in
+                raise Unauthenticated(LOCKED) from None
+            raise
         if not key.allows(scope):
             raise Forbidden(key.id, scope.value)
         await self._record_use(key.id)
@@ -110,18 +123,23 @@ class Authenticator:
         mode = self._settings.mode
         if mode != "auto":
             return mode == "keys"
+        counts = await self._key_counts()
         return keys_required(
             mode,
             loopback=self._loopback,
-            active_keys=await self._active_keys(),
+            active_keys=counts.active,
             allow_insecure=self._settings.allow_insecure,
+            known_keys=counts.known,
         )
 
-    async def _active_keys(self) -> int:
+    async def _key_counts(self) -> _KeyCounts:
         now = self._monotonic()
-        if self._active is None or now - self._active[0] >= self._settings.cache_seconds:
-            self._active = (now, await self._keys.count_active_api_keys())
-        return self._active[1]
+        if self._counts is None or now - self._counts[0] >= self._settings.cache_seconds:
+            active = await self._keys.count_active_api_keys()
+            # Rows are never deleted: a revoked key still counts as known.
+            known = await self._keys.count_api_keys() if active == 0 else active
+            self._counts = (now, _KeyCounts(active=active, known=known))
+        return self._counts[1]
 
     async def _authenticate(self, authorization: str | None) -> ApiKey:
         if not authorization:
