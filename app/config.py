@@ -79,6 +79,9 @@ class ApiSettings(_Section, frozen=True, kw_only=True):
     max_body_bytes: int = 1_048_576
     max_page_size: int = 500
     default_page_size: int = 50
+    allowed_hosts: list[str] = []
+    """Host names, besides localhost, 127.0.0.1 and [::1], that a keyless loopback API
+    serves (DNS rebinding guard), e.g. a name in /etc/hosts for this machine."""
     shutdown_delay_seconds: float = 0.0
     """On SIGTERM, /readyz answers 503 this long, everything still serving, before the
     roles stop and the listener closes (any role: every process serves /readyz)."""
@@ -229,6 +232,7 @@ _LIST_KEYS = {
     ("worker", "queues"),
     ("log", "quiet_loggers"),
     ("http", "allow"),
+    ("api", "allowed_hosts"),
 }
 
 

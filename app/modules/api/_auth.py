@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +35,7 @@ from app.config import AuthSettings
 from app.domain.api_keys import ApiKey, ApiKeyNotFound, Scope, secret_matches, split_token
 from app.domain.errors import TreadleError
 from app.modules.api._errors import PROBLEM_MEDIA_TYPE, Forbidden, Unauthenticated
+from app.modules.api._open_mode import check_open_request
 from app.ports import ApiKeyStore
 
 log = logging.getLogger("app.api.auth")
@@ -72,12 +73,14 @@ class Authenticator:
         settings: AuthSettings,
         *,
         loopback: bool,
+        allowed_hosts: Collection[str] = (),
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._keys = keys
         self._settings = settings
         self._loopback = loopback
+        self._allowed_hosts = tuple(allowed_hosts)
         self._monotonic = monotonic
         self._now = now
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
@@ -99,7 +102,12 @@ class Authenticator:
             connection.url.path,
             open_metrics=self._settings.open_metrics,
         )
-        if scope is not None:
+        if not await self.required():
+            # Nothing proves the caller: refuse what a web page could send (_open_mode).
+            headers = {k.lower(): v for k, v in connection.headers.items()}
+            method = str(connection.scope.get("method", "GET"))
+            check_open_request(method, headers, self._allowed_hosts, loopback=self._loopback)
+        elif scope is not None:
             await self.check(connection.headers.get("authorization"), scope)
 
     async def check(self, authorization: str | None, scope: Scope) -> ApiKey | None:

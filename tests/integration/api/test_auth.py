@@ -87,7 +87,7 @@ def ticks() -> Ticks:
 
 
 def _client(app: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t.test")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
 
 def _app(keys: MemoryKeys, ticks: Ticks, *, loopback: bool = True, **auth: Any) -> Any:
