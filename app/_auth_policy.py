@@ -21,13 +21,28 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-def keys_required(mode: str, *, loopback: bool, active_keys: int, allow_insecure: bool) -> bool:
-    """Whether requests must carry a key (see `AuthSettings.mode`)."""
+def keys_required(
+    mode: str, *, loopback: bool, active_keys: int, allow_insecure: bool, known_keys: int = 0
+) -> bool:
+    """Whether requests must carry a key (see `AuthSettings.mode`).
+
+    `known_keys` counts every key ever created, revoked ones too: once keys were in use,
+    revoking the last one leaves the API locked instead of silently open again; opening
+    it takes a deliberate `auth.mode = "off"`.
+    """
     if mode == "off":
         return False
-    if mode == "keys" or active_keys > 0:
+    if mode == "keys" or active_keys > 0 or known_keys > 0:
         return True
     return not loopback and not allow_insecure
+
+
+LOCKED = (
+    "every API key has been revoked, so the API stays locked: create a key with "
+    '`treadle keys create NAME --scope admin`, or set auth.mode = "off" '
+    "(TREADLE_AUTH__MODE=off) to serve without keys on loopback"
+)
+"""What a request hears once the last key is revoked (and `treadle keys revoke` says)."""
 
 
 def serve_refusal(auth: AuthSettings, *, host: str, active_keys: int) -> str | None:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO, TypeVar
 
+from app._auth_policy import LOCKED
 from app.config import Settings
 from app.domain.api_keys import ApiKey, new_key, parse_scopes
 from app.ports import ApiKeyStore
@@ -52,9 +53,17 @@ def keys_command(args: argparse.Namespace, settings: Settings, out: TextIO, err:
     elif args.action == "list":
         _print_keys(_with_keys(settings, lambda keys: keys.list_api_keys()), out)
     else:
-        key = _with_keys(settings, lambda keys: keys.revoke_api_key(args.id, datetime.now(UTC)))
+        key, active = _with_keys(settings, lambda keys: _revoke(keys, args.id))
         print(f"revoked API key {key.id} ({key.name})", file=out)
+        if active == 0 and settings.auth.mode != "off":
+            print(f"warning: that was the last active key; {LOCKED}", file=err)
     return 0
+
+
+async def _revoke(keys: ApiKeyStore, key_id: str) -> tuple[ApiKey, int]:
+    """Revoke the key; (it, how many keys are still active)."""
+    key = await keys.revoke_api_key(key_id, datetime.now(UTC))
+    return key, await keys.count_active_api_keys()
 
 
 def _with_keys(settings: Settings, action: Callable[[ApiKeyStore], Awaitable[T]]) -> T:

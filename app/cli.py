@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 import msgspec
-import yaml
 
 from app._cli_keys import add_keys_parser, keys_command
 from app._cli_schedules import ScheduleClient, add_schedule_parser, schedule_command
+from app._yaml import YamlInvalid, YamlRefused, load_bounded
 from app.client import DEFAULT_URL, ApiError, Client, TreadleUnreachable
 from app.config import ConfigError, Settings, load_settings
 from app.domain.errors import TreadleError
@@ -358,13 +358,11 @@ def _redacted(url: str) -> str:
 def read_definition(path: Path) -> dict[str, Any]:
     """A definition from a YAML or JSON file (YAML is a superset, so one parser reads both)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = load_bounded(path)  # refuses alias bombs and oversized files
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path} is not valid YAML or JSON: {exc}") from None
+    except (YamlRefused, YamlInvalid) as exc:
+        raise UsageError(str(exc)) from None
     if not isinstance(data, dict):
         raise UsageError(f"{path} must hold one workflow definition (a mapping)")
     return data

@@ -249,8 +249,10 @@ def _api_error(response: httpx.Response) -> ApiError:
 
 
 def _auth_headers(api_key: str | None) -> dict[str, str]:
-    """`Authorization: Bearer` for a key from `treadle keys create`; none without one."""
-    return {"authorization": f"Bearer {api_key}"} if api_key else {}
+    """`Authorization: Bearer` for a key from `treadle keys create`, and `X-Treadle-Request`
+    (a keyless API refuses changes without it or a JSON body: no web page can forge it)."""
+    marker = {"x-treadle-request": "1"}
+    return {**marker, "authorization": f"Bearer {api_key}"} if api_key else marker
 
 
 class AsyncClient:

@@ -79,6 +79,9 @@ class ApiSettings(_Section, frozen=True, kw_only=True):
     max_body_bytes: int = 1_048_576
     max_page_size: int = 500
     default_page_size: int = 50
+    allowed_hosts: list[str] = []
+    """Host names, besides localhost, 127.0.0.1 and [::1], that a keyless loopback API
+    serves (DNS rebinding guard), e.g. a name in /etc/hosts for this machine."""
     shutdown_delay_seconds: float = 0.0
     """On SIGTERM, /readyz answers 503 this long, everything still serving, before the
     roles stop and the listener closes (any role: every process serves /readyz)."""
@@ -157,8 +160,9 @@ class AuthSettings(_Section, frozen=True, kw_only=True):
     """API authentication with keys (`treadle keys create`), sent as `Authorization: Bearer`."""
 
     mode: Literal["auto", "keys", "off"] = "auto"
-    """auto: keys are required once any key exists, and always off loopback; keys: always;
-    off: never (refused off loopback unless `allow_insecure`)."""
+    """auto: keys are required once any key has been created (revoking the last one leaves
+    the API locked, never open again), and always off loopback; keys: always; off: never
+    (refused off loopback unless `allow_insecure`)."""
     allow_insecure: bool = False
     """Serve a non-loopback address without keys; set by `treadle serve --insecure-no-auth`."""
     cache_seconds: float = 5.0
@@ -241,6 +245,7 @@ _LIST_KEYS = {
     ("worker", "queues"),
     ("log", "quiet_loggers"),
     ("http", "allow"),
+    ("api", "allowed_hosts"),
 }
 
 

@@ -411,6 +411,7 @@ def _api_server(engine: Engine) -> _Server:
             api_key_store(engine.store),
             engine.settings.auth,
             loopback=is_loopback(engine.settings.api.host),
+            allowed_hosts=engine.settings.api.allowed_hosts,
         ),
     )
     return _serving(engine, app)

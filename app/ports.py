@@ -507,6 +507,10 @@ class ApiKeyStore(Protocol):
         """How many keys are not revoked."""
         ...
 
+    async def count_api_keys(self) -> int:
+        """How many keys were ever created, revoked ones too."""
+        ...
+
     async def touch_api_keys(self, used: Mapping[str, datetime]) -> None:
         """Record when each key was last used (a batch, written now and then)."""
         ...

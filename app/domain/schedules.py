@@ -23,6 +23,10 @@ from app.domain.errors import TreadleError, ValidationIssue
 MIN_INTERVAL_SECONDS = 1.0
 MISFIRE_GRACE_SECONDS = 60.0
 """A tick found due later than this is missed, and the catch-up policy decides about it."""
+GRACE_FRACTION = 0.5
+"""...and so is one found later than this share of the gap to the next tick..."""
+MIN_GRACE_SECONDS = 1.0
+"""...unless it is found within this (a loaded loop's delay is not an outage)."""
 _MAX_SCAN = 100_000  # cron ticks walked when catching up, before jumping to the present
 
 
@@ -209,39 +213,56 @@ def plan_ticks(
     catch_up: CatchUpPolicy,
     grace_seconds: float = MISFIRE_GRACE_SECONDS,
 ) -> TickPlan:
-    """The ticks from `due_at` to `now` to start runs for, and the first tick after `now`.
+    """The ticks from `due_at` to `now` to start runs for (at most one), and the first tick
+    after `now`.
 
-    Ticks within `grace_seconds` of `now` are on time and each gets its run. Older ones
-    were missed: `skip` drops them, `run_once` starts one run (for the latest missed
-    tick) when no tick is on time.
+    Only the latest due tick can be on time: it is when found within `misfire_grace` of
+    its due time. Every earlier one is at least one interval late, so it was missed (an
+    outage, or a loop that could not keep up). `skip` drops missed ticks, so after an
+    outage nothing starts until the next future tick; `run_once` starts one run, for the
+    latest tick, however many were missed.
     """
-    late_before = now - timedelta(seconds=grace_seconds)
-    tick, missed, last_missed = _skip_missed(trigger, due_at, late_before)
-    on_time: list[datetime] = []
-    while tick <= now:
-        on_time.append(tick)
-        tick = next_fire(trigger, tick)
-    if missed and catch_up is CatchUpPolicy.RUN_ONCE and not on_time and last_missed:
-        on_time = [last_missed]
-    return TickPlan(ticks=on_time, next_fire_at=tick, missed=missed)
+    if due_at > now:
+        return TickPlan(ticks=[], next_fire_at=due_at)
+    latest, earlier = _latest_due(trigger, due_at, now)
+    following = next_fire(trigger, latest)
+    on_time = now - latest <= misfire_grace(latest, following, grace_seconds)
+    missed = earlier + (0 if on_time else 1)
+    fire = on_time or (missed > 0 and catch_up is CatchUpPolicy.RUN_ONCE)
+    return TickPlan(ticks=[latest] if fire else [], next_fire_at=following, missed=missed)
 
 
-def _skip_missed(
-    trigger: Trigger, tick: datetime, late_before: datetime
-) -> tuple[datetime, int, datetime | None]:
-    """(the first tick at or after `late_before`, how many came before it, the last of them)."""
-    if tick >= late_before:
-        return tick, 0, None
+def misfire_grace(tick: datetime, following: datetime, grace_seconds: float) -> timedelta:
+    """How late `tick` may fire and still be on time: half the gap to the next tick, at
+    least `MIN_GRACE_SECONDS` and at most `grace_seconds` (a 4 s schedule has 2 s, an
+    hourly one the full minute). Only the latest due tick is ever on time, so a grace as
+    long as the gap (a 1 s schedule's) still starts one run, never a burst."""
+    half = (following - tick) * GRACE_FRACTION
+    return min(timedelta(seconds=grace_seconds), max(half, timedelta(seconds=MIN_GRACE_SECONDS)))
+
+
+def _latest_due(trigger: Trigger, tick: datetime, now: datetime) -> tuple[datetime, int]:
+    """(the last tick at or before `now`, counting from `tick`; how many came before it)."""
     if trigger.interval_seconds is not None:
         step = trigger.interval_seconds
-        behind = (late_before - tick).total_seconds()
-        count = math.ceil(behind / step)
-        last = tick + timedelta(seconds=step * (count - 1))
-        return tick + timedelta(seconds=step * count), count, last
-    count, last_seen = 0, None
-    while tick < late_before and count < _MAX_SCAN:
-        count, last_seen = count + 1, tick
-        tick = next_fire(trigger, tick)
-    if tick < late_before:  # years of ticks behind: jump without counting the rest
-        tick = next_fire(trigger, late_before - timedelta(microseconds=1))
-    return tick, count, last_seen
+        count = math.floor((now - tick).total_seconds() / step)
+        latest = tick + timedelta(seconds=step * count)
+        if latest > now:  # float rounding at an exact multiple
+            count, latest = count - 1, latest - timedelta(seconds=step)
+        return latest, count
+    count = 0
+    following = next_fire(trigger, tick)
+    while following <= now and count < _MAX_SCAN:
+        count, tick = count + 1, following
+        following = next_fire(trigger, tick)
+    if following <= now:  # years of ticks behind: jump without counting the rest
+        tick = _previous_cron_tick(trigger, now)
+    return tick, count
+
+
+def _previous_cron_tick(trigger: Trigger, now: datetime) -> datetime:
+    """The last cron tick at or before `now` (cronsim walks backwards too)."""
+    assert trigger.cron is not None
+    local = (now + timedelta(microseconds=1)).astimezone(ZoneInfo(trigger.timezone))
+    found: datetime = next(iter(CronSim(trigger.cron, local, reverse=True)))
+    return found.astimezone(ZoneInfo("UTC"))

@@ -70,6 +70,13 @@ class SqlApiKeyStore:
             async with self._db.transaction(write=False) as conn:
                 return int((await conn.execute(stmt)).scalar_one())
 
+    async def count_api_keys(self) -> int:
+        """How many keys were ever created, revoked ones too (rows are never deleted)."""
+        stmt = select(func.count()).select_from(api_keys)
+        with mapped_errors("count_api_keys"):
+            async with self._db.transaction(write=False) as conn:
+                return int((await conn.execute(stmt)).scalar_one())
+
     async def touch_api_keys(self, used: Mapping[str, datetime]) -> None:
         """Record when each key was last used (one UPDATE per key, one transaction)."""
         if not used:

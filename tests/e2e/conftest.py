@@ -32,7 +32,8 @@ class Server:
         self.proc = proc
         self.url = url
         self.log = log
-        self.http = httpx.Client(base_url=url, timeout=10)
+        # X-Treadle-Request: a keyless server refuses body-less writes without it (CSRF).
+        self.http = httpx.Client(base_url=url, timeout=10, headers={"X-Treadle-Request": "1"})
 
     def wait_for_run(self, run_id: str, timeout: float = 30) -> dict[str, Any]:
         """Poll the run until it is terminal; fail the test with the server log if not."""

@@ -54,8 +54,8 @@ def test_keys_created_with_the_cli_gate_a_running_server(tmp_path: Path) -> None
     assert reader.returncode == 0, reader.stderr
     token = reader.stdout.strip()
     assert token.startswith("trd_")
-    # A second key keeps auth on after the first is revoked: in auto mode a loopback
-    # server with no active key at all is open again.
+    # A second key stays active after the first is revoked (revoking the last one
+    # would lock the API: tests/integration/api/test_auth.py).
     assert _treadle(db, "keys", "create", "ops", "--scope", "admin").returncode == 0
     server = start_server(tmp_path, db)
     try:

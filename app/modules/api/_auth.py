@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import (
@@ -29,11 +30,12 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 
-from app._auth_policy import keys_required
+from app._auth_policy import LOCKED, keys_required
 from app.config import AuthSettings
 from app.domain.api_keys import ApiKey, ApiKeyNotFound, Scope, secret_matches, split_token
 from app.domain.errors import TreadleError
 from app.modules.api._errors import PROBLEM_MEDIA_TYPE, Forbidden, Unauthenticated
+from app.modules.api._open_mode import check_open_request
 from app.ports import ApiKeyStore
 
 log = logging.getLogger("app.api.auth")
@@ -56,6 +58,12 @@ def required_scope(method: str, path: str, *, open_metrics: bool = False) -> Sco
     return Scope.READ if method.upper() in _READS else Scope.WRITE
 
 
+class _KeyCounts(msgspec.Struct, frozen=True, kw_only=True):
+    active: int
+    known: int
+    """Keys ever created, revoked ones too (at least `active`)."""
+
+
 class Authenticator:
     """Checks keys against an `ApiKeyStore`, with a short in-process cache."""
 
@@ -65,16 +73,18 @@ class Authenticator:
         settings: AuthSettings,
         *,
         loopback: bool,
+        allowed_hosts: Collection[str] = (),
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._keys = keys
         self._settings = settings
         self._loopback = loopback
+        self._allowed_hosts = tuple(allowed_hosts)
         self._monotonic = monotonic
         self._now = now
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
-        self._active: tuple[float, int] | None = None
+        self._counts: tuple[float, _KeyCounts] | None = None
         self._used: dict[str, datetime] = {}
         self._flushed_at = monotonic()
 
@@ -92,14 +102,25 @@ class Authenticator:
             connection.url.path,
             open_metrics=self._settings.open_metrics,
         )
-        if scope is not None:
+        if not await self.required():
+            # Nothing proves the caller: refuse what a web page could send (_open_mode).
+            headers = {k.lower(): v for k, v in connection.headers.items()}
+            method = str(connection.scope.get("method", "GET"))
+            check_open_request(method, headers, self._allowed_hosts, loopback=self._loopback)
+        elif scope is not None:
             await self.check(connection.headers.get("authorization"), scope)
 
     async def check(self, authorization: str | None, scope: Scope) -> ApiKey | None:
         """The key that grants `scope`, or None when keys are not required right now."""
         if not await self.required():
             return None
-        key = await self._authenticate(authorization)
+        try:
+            key = await self._authenticate(authorization)
+        except Unauthenticated:
+            counts = await self._key_counts()
+            if counts.active == 0 and counts.known > 0:  # no key can pass: how to get in
+                raise Unauthenticated(LOCKED) from None
+            raise
         if not key.allows(scope):
             raise Forbidden(key.id, scope.value)
         await self._record_use(key.id)
@@ -110,18 +131,23 @@ class Authenticator:
         mode = self._settings.mode
         if mode != "auto":
             return mode == "keys"
+        counts = await self._key_counts()
         return keys_required(
             mode,
             loopback=self._loopback,
-            active_keys=await self._active_keys(),
+            active_keys=counts.active,
             allow_insecure=self._settings.allow_insecure,
+            known_keys=counts.known,
         )
 
-    async def _active_keys(self) -> int:
+    async def _key_counts(self) -> _KeyCounts:
         now = self._monotonic()
-        if self._active is None or now - self._active[0] >= self._settings.cache_seconds:
-            self._active = (now, await self._keys.count_active_api_keys())
-        return self._active[1]
+        if self._counts is None or now - self._counts[0] >= self._settings.cache_seconds:
+            active = await self._keys.count_active_api_keys()
+            # Rows are never deleted: a revoked key still counts as known.
+            known = await self._keys.count_api_keys() if active == 0 else active
+            self._counts = (now, _KeyCounts(active=active, known=known))
+        return self._counts[1]
 
     async def _authenticate(self, authorization: str | None) -> ApiKey:
         if not authorization:

@@ -92,6 +92,29 @@ class Forbidden(TreadleError):
         super().__init__(f"API key {key_id} lacks the {scope!r} scope this request needs")
 
 
+class HostNotAllowed(TreadleError):
+    """An open (keyless) loopback API got a request naming another host (DNS rebinding?)."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        super().__init__(
+            f"this API serves loopback names without keys; {host!r} is not one of them. "
+            "Add it to api.allowed_hosts (TREADLE_API__ALLOWED_HOSTS) if it is this machine"
+        )
+
+
+class CrossSiteRequestRefused(TreadleError):
+    """An open (keyless) API got a change a cross-site web page could have sent."""
+
+    def __init__(self, content_type: str) -> None:
+        self.content_type = content_type
+        shown = content_type or "no content type"
+        super().__init__(
+            f"a request that changes something must send Content-Type: application/json "
+            f"or an X-Treadle-Request header when no API key is required, not {shown}"
+        )
+
+
 # --- the mapping ------------------------------------------------------------------------
 
 
@@ -120,6 +143,8 @@ _KINDS: dict[type[TreadleError], _Kind] = {
     UnsupportedMediaType: _Kind(415, "unsupported-media-type", "Unsupported media type"),
     Unauthenticated: _Kind(401, "unauthenticated", "Authentication required"),
     Forbidden: _Kind(403, "forbidden", "Scope missing"),
+    HostNotAllowed: _Kind(403, "host-not-allowed", "Host not allowed"),
+    CrossSiteRequestRefused: _Kind(403, "cross-site-request", "Cross-site request refused"),
 }
 
 
@@ -142,6 +167,8 @@ _EXTENSIONS: dict[type[TreadleError], Callable[[Any], dict[str, Any]]] = {
     InvalidParameter: lambda e: {"parameter": e.name},
     LimitExceeded: lambda e: {"limit": e.limit, "size": e.size, "maximum": e.maximum},
     Forbidden: lambda e: {"key_id": e.key_id, "scope": e.scope},
+    HostNotAllowed: lambda e: {"host": e.host},
+    CrossSiteRequestRefused: lambda e: {"content_type": e.content_type},
 }
 
 

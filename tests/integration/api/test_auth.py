@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app._auth_policy import LOCKED
 from app.config import ApiSettings, AuthSettings
 from app.domain.api_keys import ApiKey, ApiKeyNotFound, Scope, new_key
 from app.modules.api import Authenticator, create_app
@@ -52,6 +53,9 @@ class MemoryKeys:
     async def count_active_api_keys(self) -> int:
         return sum(k.active for k in self.keys.values())
 
+    async def count_api_keys(self) -> int:
+        return len(self.keys)
+
     async def touch_api_keys(self, used: Mapping[str, datetime]) -> None:
         self.touched.update(used)
 
@@ -83,7 +87,7 @@ def ticks() -> Ticks:
 
 
 def _client(app: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t.test")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
 
 def _app(keys: MemoryKeys, ticks: Ticks, *, loopback: bool = True, **auth: Any) -> Any:
@@ -242,3 +246,31 @@ async def test_the_openapi_document_declares_bearer_auth(http: httpx.AsyncClient
     assert start["security"] == [{"bearerAuth": []}]
     assert {"401", "403"} <= set(start["responses"])
     assert "security" not in doc["paths"]["/healthz"]["get"]
+
+
+async def test_revoking_the_last_key_leaves_the_api_locked(keys: MemoryKeys, ticks: Ticks) -> None:
+    """auto on loopback: once the only key is revoked, everything but the probes is 401,
+    and the answer says how to reopen deliberately (never silently open again)."""
+    async with _client(_app(keys, ticks, mode="auto")) as http:
+        token = keys.add(Scope.ADMIN)
+        ticks.now += 5.0
+        assert (await http.get("/v1/runs", headers=bearer(token))).status_code == 200
+        await keys.revoke_api_key(next(iter(keys.keys)), T0)
+        ticks.now += 5.0
+        for response in (
+            await http.get("/v1/runs"),
+            await http.get("/v1/runs", headers=bearer(token)),
+            await http.post("/v1/workflows", json=ORDER),
+        ):
+            body = problem(response, 401, "unauthenticated")
+            assert body["detail"] == LOCKED
+        assert "auth.mode" in LOCKED
+        assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_off_mode_reopens_a_locked_api(keys: MemoryKeys, ticks: Ticks) -> None:
+    """With every key revoked, `auth.mode = "off"` is the deliberate way back to open."""
+    keys.add(Scope.ADMIN)
+    await keys.revoke_api_key(next(iter(keys.keys)), T0)
+    async with _client(_app(keys, ticks, mode="off")) as http:
+        assert (await http.post("/v1/workflows", json=ORDER)).status_code == 201

@@ -60,3 +60,14 @@ async def test_an_unknown_id_is_api_key_not_found(store: SqlStore) -> None:
     with pytest.raises(ApiKeyNotFound):
         await keys.revoke_api_key("abcdefabcdef", T0)
     assert read.value.key_id == "abcdefabcdef"
+
+
+async def test_revoked_keys_still_count_as_known(store: SqlStore) -> None:
+    """`count_api_keys` counts every key ever created, so revoking them all is visible."""
+    keys = api_key_store(store)
+    assert await keys.count_api_keys() == 0
+    made = new_key("only", (Scope.ADMIN,), T0).record
+    await keys.create_api_key(made)
+    await keys.revoke_api_key(made.id, T0 + timedelta(minutes=1))
+    assert await keys.count_active_api_keys() == 0
+    assert await keys.count_api_keys() == 1

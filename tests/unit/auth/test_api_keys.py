@@ -145,6 +145,15 @@ def test_auto_mode_requires_keys_once_one_exists_or_off_loopback() -> None:
     assert not keys_required("off", loopback=False, active_keys=3, allow_insecure=False)
 
 
+def test_auto_mode_stays_locked_once_every_key_is_revoked() -> None:
+    """auto: keys that existed and were all revoked keep keys required, on loopback too."""
+    assert keys_required("auto", loopback=True, active_keys=0, allow_insecure=False, known_keys=1)
+    assert keys_required("auto", loopback=False, active_keys=0, allow_insecure=True, known_keys=2)
+    assert not keys_required(
+        "off", loopback=True, active_keys=0, allow_insecure=False, known_keys=1
+    )
+
+
 def test_serve_refuses_non_loopback_without_keys_unless_insecure() -> None:
     """A public bind needs a key (or auth on with keys), or the explicit insecure flag."""
     auto, off = AuthSettings(), AuthSettings(mode="off")

@@ -129,3 +129,69 @@ def test_catch_up_run_once_starts_one_run_for_missed_ticks() -> None:
     assert plan.next_fire_at == T0 + timedelta(hours=6)
     skipped = plan_ticks(trigger, T0, now, CatchUpPolicy.SKIP)
     assert skipped.ticks == []
+
+
+@pytest.mark.parametrize("late", [3.0, 10.0, 77.0])
+def test_skip_after_an_outage_starts_nothing_for_missed_ticks(late: float) -> None:
+    """Every 4 s, found due `late` s after the due tick: every tick more than 2 s late is
+    missed, so `skip` starts at most the one tick still within its grace."""
+    trigger = Trigger(interval_seconds=4)
+    now = T0 + timedelta(seconds=late)
+    plan = plan_ticks(trigger, T0, now, CatchUpPolicy.SKIP)
+    assert all(now - tick <= timedelta(seconds=2) for tick in plan.ticks)
+    assert len(plan.ticks) <= 1
+    assert now < plan.next_fire_at <= now + timedelta(seconds=4)
+
+
+def test_the_issue_outage_of_77_seconds_on_a_4_second_schedule() -> None:
+    """Due at T0 and found 77.3 s later (ticks up to T0+76, 1.3 s ago): one run for that
+    tick, the 19 before it missed (the 60 s grace used to start 15 runs)."""
+    trigger = Trigger(interval_seconds=4)
+    now = T0 + timedelta(seconds=77.3)
+    plan = plan_ticks(trigger, T0, now, CatchUpPolicy.SKIP)
+    assert plan.ticks == [T0 + timedelta(seconds=76)]
+    assert plan.missed == 19
+    assert plan.next_fire_at == T0 + timedelta(seconds=80)
+    later = plan_ticks(trigger, T0, now + timedelta(seconds=1), CatchUpPolicy.SKIP)
+    assert later.ticks == []  # 2.3 s late: missed too
+    assert later.missed == 20
+
+
+@pytest.mark.parametrize("late", [0.1, 3.0, 59.0, 77.0, 3600.0])
+def test_run_once_starts_exactly_one_run_however_late(late: float) -> None:
+    """`run_once` starts one run (for the latest due tick) whether one tick or many are due."""
+    trigger = Trigger(interval_seconds=4)
+    now = T0 + timedelta(seconds=late)
+    plan = plan_ticks(trigger, T0, now, CatchUpPolicy.RUN_ONCE)
+    assert len(plan.ticks) == 1
+    assert timedelta(0) <= now - plan.ticks[0] < timedelta(seconds=4)
+    assert now < plan.next_fire_at
+
+
+def test_the_grace_is_half_the_gap_and_at_most_a_minute() -> None:
+    """A 4 s schedule's tick is on time 2 s late, a 1 s one's 1 s, an hourly cron's 60 s."""
+    every4 = Trigger(interval_seconds=4)
+    assert plan_ticks(every4, T0, T0 + timedelta(seconds=1.9), CatchUpPolicy.SKIP).ticks == [T0]
+    assert plan_ticks(every4, T0, T0 + timedelta(seconds=2.1), CatchUpPolicy.SKIP).ticks == []
+    every1 = Trigger(interval_seconds=1)  # at least 1 s: a busy loop's delay is no outage
+    assert plan_ticks(every1, T0, T0 + timedelta(seconds=0.9), CatchUpPolicy.SKIP).ticks == [T0]
+    hourly = Trigger(cron="0 * * * *")
+    assert plan_ticks(hourly, T0, T0 + timedelta(seconds=59), CatchUpPolicy.SKIP).ticks == [T0]
+    assert plan_ticks(hourly, T0, T0 + timedelta(seconds=61), CatchUpPolicy.SKIP).ticks == []
+
+
+def test_a_schedule_not_yet_due_plans_nothing() -> None:
+    """A due time in the future starts nothing and keeps the due time."""
+    trigger = Trigger(interval_seconds=4)
+    plan = plan_ticks(trigger, T0 + timedelta(seconds=4), T0, CatchUpPolicy.RUN_ONCE)
+    assert plan.ticks == []
+    assert plan.next_fire_at == T0 + timedelta(seconds=4)
+
+
+def test_cron_years_behind_jumps_to_the_latest_tick() -> None:
+    """Past the scan bound, `run_once` still runs the latest tick and resumes after it."""
+    trigger = Trigger(cron="* * * * *")
+    now = T0 + timedelta(days=400, seconds=30)
+    plan = plan_ticks(trigger, T0, now, CatchUpPolicy.RUN_ONCE)
+    assert plan.ticks == [T0 + timedelta(days=400)]
+    assert plan.next_fire_at == T0 + timedelta(days=400, minutes=1)

@@ -29,7 +29,9 @@ async function problemOf(response) {
 
 /** fetch with the API key; JSON in and out; throws ApiError on a non-2xx answer. */
 export async function request(method, path, { body, headers = {}, text = false } = {}) {
-  const init = { method, headers: { Accept: "application/json", ...headers } };
+  // X-Treadle-Request: a header no cross-site page can send, so a keyless API knows
+  // this request is not forged (a POST without a body, like cancel, needs it).
+  const init = { method, headers: { Accept: "application/json", "X-Treadle-Request": "1", ...headers } };
   if (auth.key) init.headers.Authorization = `Bearer ${auth.key}`;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";

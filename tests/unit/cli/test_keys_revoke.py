@@ -1,0 +1,48 @@
+"""`treadle keys revoke` warns when it revokes the last active key (the API then stays locked)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from app._cli_keys import keys_command
+from app.cli import build_parser
+from app.config import AuthSettings, DatabaseSettings, Settings
+
+
+def _keys(settings: Settings, *argv: str) -> tuple[int, str, str]:
+    """Run `treadle keys ARGV` on `settings`; (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = keys_command(build_parser().parse_args(["keys", *argv]), settings, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _create(settings: Settings, name: str) -> str:
+    """A new admin key's id."""
+    return _keys(settings, "create", name, "--scope", "admin")[1].strip().split("_")[1]
+
+
+def test_revoking_the_last_key_warns_that_the_api_stays_locked(tmp_path: Path) -> None:
+    """Revoking one of two keys is quiet; revoking the last says the API stays locked and
+    how to reopen it."""
+    settings = Settings(database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path}/t.db"))
+    first, second = _create(settings, "a"), _create(settings, "b")
+    code, out, err = _keys(settings, "revoke", first)
+    assert (code, err) == (0, "")
+    assert out == f"revoked API key {first} (a)\n"
+    code, out, err = _keys(settings, "revoke", second)
+    assert code == 0
+    assert "warning: that was the last active key" in err
+    assert "stays locked" in err
+    assert 'auth.mode = "off"' in err
+    assert "treadle keys create" in err
+
+
+def test_no_warning_when_auth_is_off(tmp_path: Path) -> None:
+    """With `auth.mode = "off"` keys gate nothing, so revoking the last one is quiet."""
+    settings = Settings(
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path}/t.db"),
+        auth=AuthSettings(mode="off"),
+    )
+    key = _create(settings, "a")
+    assert _keys(settings, "revoke", key)[2] == ""
