@@ -185,6 +185,10 @@ class LimitsSettings(_Section, frozen=True, kw_only=True):
     (ExpressionLimit), or the registration when the expression reads no run data."""
     max_map_items: int = 100_000
     """A map task whose list is longer fails (MapTooLarge)."""
+    max_json_depth: Annotated[int, msgspec.Meta(ge=1, le=256)] = 64
+    """A JSON request body nesting arrays and objects deeper than this is refused (400)."""
+    max_inline_value_bytes: Annotated[int, msgspec.Meta(ge=0)] = 65_536
+    """`GET /v1/runs/{id}` shows a larger input, output or error as a link to fetch it."""
 
     def domain(self) -> Limits:
         """The part the pure decider applies, carried by each compiled workflow."""
