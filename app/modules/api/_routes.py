@@ -269,14 +269,15 @@ class RunController(Controller):
         guards=[require_json_body],
         summary="Start a run",
         description="201 with the new run; 200 with the existing run when the "
-        "Idempotency-Key was used before.",
+        "Idempotency-Key was used before for the same request; 409 naming that run when "
+        "it was used for another workflow, version or input.",
         responses={
             200: ResponseSpec(
                 data_container=RunBody,
                 description="The run started earlier with this Idempotency-Key",
                 generate_examples=False,
             ),
-            **_problems(400, 404, 413, 415, 422),
+            **_problems(400, 404, 409, 413, 415, 422),
         },
     )
     async def start(
