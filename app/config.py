@@ -198,6 +198,10 @@ class LimitsSettings(_Section, frozen=True, kw_only=True):
     """A task's `retry.max_attempts` above this is refused (422)."""
     min_retry_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.1
     """A `retry.initial_interval` or `max_interval` shorter than this is refused (422)."""
+    max_json_depth: Annotated[int, msgspec.Meta(ge=1, le=256)] = 64
+    """A JSON request body nesting arrays and objects deeper than this is refused (400)."""
+    max_inline_value_bytes: Annotated[int, msgspec.Meta(ge=0)] = 65_536
+    """`GET /v1/runs/{id}` shows a larger input, output or error as a link to fetch it."""
 
     def domain(self) -> Limits:
         """The part the pure decider applies, carried by each compiled workflow."""

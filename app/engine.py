@@ -403,6 +403,7 @@ def _api_server(engine: Engine) -> _Server:
         runs=engine.store,
         health=engine.health_checks(),
         settings=engine.settings.api,
+        limits=engine.settings.limits,
         telemetry=engine.telemetry,
         schedules=ScheduleService(engine.store, engine.clock),
         # Ends are announced only where this process decides them.

@@ -28,7 +28,7 @@ from app.domain.expressions import (
     expression_source,
     with_literal_fields,
 )
-from app.domain.limits import Limits
+from app.domain.limits import NAME_CHARS, TASK_ID_CHARS, Limits
 from app.domain.secrets import secret_paths
 
 _URL_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -149,7 +149,7 @@ def compile_task(
     limits = limits or Limits()
     before = len(issues)
     if not in_map:
-        check_name(task_id, path, "task id", issues)
+        check_name(task_id, path, "task id", issues, most=TASK_ID_CHARS)
     check_name(task.queue, f"{path}.queue", "queue name", issues)
     _check_applicable(task, path, issues)
     deps = _check_after(
@@ -188,10 +188,16 @@ def compile_task(
 # --- common rules -------------------------------------------------------------------
 
 
-def check_name(value: str, path: str, what: str, issues: list[ValidationIssue]) -> None:
-    """Names end up in URLs and broker channels, so they keep to [A-Za-z0-9_.-]."""
+def check_name(
+    value: str, path: str, what: str, issues: list[ValidationIssue], *, most: int = NAME_CHARS
+) -> None:
+    """Names end up in URLs and broker channels, so they keep to [A-Za-z0-9_.-], and in
+    the store's columns, so they keep to `most` characters."""
     if not value:
         issues.append(ValidationIssue(path=path, message=f"the {what} is empty"))
+    elif len(value) > most:
+        message = f"the {what} is {len(value)} characters long; at most {most} are allowed"
+        issues.append(ValidationIssue(path=path, message=message))
     elif not _URL_SAFE.fullmatch(value):
         message = f"the {what} {value!r} may only use letters, digits, '_', '.' and '-'"
         issues.append(ValidationIssue(path=path, message=message))

@@ -25,7 +25,7 @@ from app.domain._task_rules import (
     optional_seconds,
     topological_order,
 )
-from app.domain.definitions import TaskDefinition, WorkflowDefinition
+from app.domain.definitions import SignalsDefinition, TaskDefinition, WorkflowDefinition
 from app.domain.errors import DefinitionInvalid, InputInvalid, ValidationIssue
 from app.domain.expressions import Template, check_template
 from app.domain.limits import Limits
@@ -58,6 +58,10 @@ class Workflow:
     output: Template
     limits: Limits = field(default_factory=Limits)
     """The configured caps the decider applies (map list length, expression size)."""
+    signals: frozenset[str] = frozenset()
+    """Signal names a run accepts: its `signal` tasks' and `signals.names`."""
+    accepts_any_signal: bool = False
+    """`signals.accept_any`: a signal of any name is buffered."""
     _input_validator: jsonschema.protocols.Validator | None = field(default=None, repr=False)
 
 
@@ -178,6 +182,9 @@ def compile_workflow(
     )
     issues.extend(output_issues)
     timeout = optional_seconds(defn.timeout, "timeout", issues)
+    extra_signals = defn.signals or SignalsDefinition()
+    for index, name in enumerate(extra_signals.names):
+        check_name(name, f"signals.names[{index}]", "signal name", issues)
     validator = _input_validator(defn.input_schema, issues)
     if issues or output is None:
         raise DefinitionInvalid(issues)
@@ -191,6 +198,9 @@ def compile_workflow(
         order=topological_order(defn.tasks),
         output=output,
         limits=limits,
+        signals=frozenset(extra_signals.names)
+        | {t.signal for t in tasks.values() if t.type == "signal" and t.signal},
+        accepts_any_signal=extra_signals.accept_any,
         _input_validator=validator,
     )
 
@@ -223,7 +233,10 @@ def _schema_path(root: str, parts: Any) -> str:
 
 def definition_digest(defn: WorkflowDefinition) -> str:
     """sha256 hex of the definition's canonical JSON: same content, same digest."""
-    canonical = msgspec.json.encode(msgspec.to_builtins(defn), order="sorted")
+    builtins = msgspec.to_builtins(defn)
+    if builtins.get("signals") is None:  # added later: unset, it leaves digests as they were
+        builtins.pop("signals", None)
+    canonical = msgspec.json.encode(builtins, order="sorted")
     return hashlib.sha256(canonical).hexdigest()
 
 

@@ -80,6 +80,19 @@ class TaskDefinition(_Def, frozen=True, kw_only=True):
     version: int | None = None
 
 
+class SignalsDefinition(_Def, frozen=True, kw_only=True):
+    """Signals a run accepts besides those its `signal` tasks wait for.
+
+    Any other name is refused (404), so a typo in a sender fails loudly instead of
+    buffering a signal no task will ever take.
+    """
+
+    accept_any: bool = False
+    """Buffer a signal of any name (for a run whose tasks choose what to wait for later)."""
+    names: list[str] = []
+    """More names to accept and buffer."""
+
+
 class WorkflowDefinition(_Def, frozen=True, kw_only=True):
     """A named graph of tasks with an optional input schema and output expression."""
 
@@ -89,3 +102,4 @@ class WorkflowDefinition(_Def, frozen=True, kw_only=True):
     input_schema: dict[str, Any] | None = None
     output: Any = None
     timeout: Duration | None = None
+    signals: SignalsDefinition | None = None

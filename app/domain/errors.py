@@ -121,3 +121,29 @@ class InvalidCursor(TreadleError):
     def __init__(self, cursor: str) -> None:
         self.cursor = cursor
         super().__init__("the cursor is not valid; use next_cursor from a previous page")
+
+
+class IdempotencyConflict(TreadleError):
+    """An idempotency key was used before to start a run of another workflow or input."""
+
+    def __init__(self, key: str, run_id: str, differs: str) -> None:
+        self.key = key
+        self.run_id = run_id
+        self.differs = differs
+        super().__init__(
+            f"the Idempotency-Key was already used for run {run_id!r} with a different "
+            f"{differs}; use a new key for a new run"
+        )
+
+
+class SignalNotAccepted(TreadleError):
+    """The run's definition neither waits for a signal of this name nor buffers any name."""
+
+    def __init__(self, run_id: str, name: str, accepted: Sequence[str]) -> None:
+        self.run_id = run_id
+        self.name = name
+        self.accepted = list(accepted)
+        known = ", ".join(repr(n) for n in self.accepted) or "none"
+        super().__init__(
+            f"run {run_id!r} does not wait for a signal {name!r} (its signals: {known})"
+        )

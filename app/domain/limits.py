@@ -25,3 +25,36 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """The largest `retry.max_attempts` a task may ask for (`limits.max_attempts`)."""
     min_retry_interval_seconds: float = 0.1
     """The shortest retry interval a task may ask for (`limits.min_retry_interval_seconds`)."""
+
+
+# --- column sizes ----------------------------------------------------------------------
+# The store's text columns are sized from these (app/store/_tables.py), and the API checks
+# every name, key and id against them, so a value the database cannot keep is a 4xx at the
+# door on every database, never a driver error (a 500) or a write that fails mid-run.
+
+ID_CHARS = 64
+"""Run and schedule ids (uuid hex, with room for ids chosen elsewhere)."""
+NAME_CHARS = 200
+"""Workflow, schedule, queue, signal and API key names."""
+KEY_CHARS = 255
+"""Idempotency keys, broker channels and message keys, cron expressions."""
+MAX_VERSION = 2**31 - 1
+"""The largest workflow version (the store keeps a 32-bit integer)."""
+TIMEZONE_CHARS = 64
+"""An IANA time zone name."""
+MAP_ITEM_SUFFIX = len("[2147483647]")
+"""A map item's timers carry `<task id>[<index>]` in the task id column (32-bit index)."""
+TASK_ID_CHARS = NAME_CHARS - MAP_ITEM_SUFFIX
+"""Task ids: a name with room left for the map item suffix."""
+
+
+def text_problem(value: str, most: int) -> str | None:
+    """Why `value` cannot be kept in a text column of `most` characters, or None.
+
+    PostgreSQL refuses a NUL character in any text value, so none is ever accepted.
+    """
+    if len(value) > most:
+        return f"is {len(value)} characters long; at most {most} are allowed"
+    if "\x00" in value:
+        return "must not contain a NUL character"
+    return None

@@ -19,6 +19,7 @@ from cronsim import CronSim, CronSimError
 
 from app.domain.durations import parse_duration
 from app.domain.errors import TreadleError, ValidationIssue
+from app.domain.limits import KEY_CHARS, MAX_VERSION, NAME_CHARS, TIMEZONE_CHARS, text_problem
 
 MIN_INTERVAL_SECONDS = 1.0
 MISFIRE_GRACE_SECONDS = 60.0
@@ -133,10 +134,26 @@ def parse_schedule(data: Any) -> tuple[ScheduleSpec, Trigger]:
         issues.append(ValidationIssue(path="name", message="must not be empty"))
     if spec.start_at is not None and spec.start_at.tzinfo is None:
         issues.append(ValidationIssue(path="start_at", message="needs a UTC offset or Z"))
+    _check_columns(spec, issues)
+    if issues:  # a value the store cannot keep is not parsed further
+        raise ScheduleInvalid(issues)
     trigger = _trigger(spec, issues)
     if issues:
         raise ScheduleInvalid(issues)
     return spec, trigger
+
+
+def _check_columns(spec: ScheduleSpec, issues: list[ValidationIssue]) -> None:
+    """Each text fits its column in the store, and the version its 32-bit integer."""
+    texts = [("name", spec.name, NAME_CHARS), ("workflow", spec.workflow, NAME_CHARS)]
+    texts += [("cron", spec.cron or "", KEY_CHARS), ("timezone", spec.timezone, TIMEZONE_CHARS)]
+    for path, value, most in texts:
+        problem = text_problem(value, most)
+        if problem is not None:
+            issues.append(ValidationIssue(path=path, message=problem))
+    if spec.version is not None and not 1 <= spec.version <= MAX_VERSION:
+        message = f"must be between 1 and {MAX_VERSION}"
+        issues.append(ValidationIssue(path="version", message=message))
 
 
 def _trigger(spec: ScheduleSpec, issues: list[ValidationIssue]) -> Trigger:

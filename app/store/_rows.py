@@ -6,7 +6,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from sqlalchemy import Row, Select, select
@@ -303,6 +303,10 @@ WORKFLOW_COLUMNS = list(workflows.c)
 # cursor from one list (or a hand-edited one) is refused rather than misread.
 
 RunsCursor = tuple[datetime, str]
+Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+"""A cursor position compared with an INTEGER column (a version, an item index)."""
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+"""A cursor position compared with a BIGINT column (a history id)."""
 
 
 def encode_cursor(kind: str, *position: Any) -> str:
@@ -319,8 +323,23 @@ def decode_cursor(cursor: str, kind: str, type_: Any) -> Any:
         if tag != kind:
             raise InvalidCursor(cursor)
         value = msgspec.convert(position, type=type_)
-    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        if isinstance(value, tuple):
+            return tuple(_cursor_part(v) for v in value)
+    except (
+        binascii.Error,
+        ValueError,
+        OverflowError,
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+    ):
         raise InvalidCursor(cursor) from None
-    if isinstance(value, tuple):
-        return tuple(as_utc(v) if isinstance(v, datetime) else v for v in value)
+    return value
+
+
+def _cursor_part(value: Any) -> Any:
+    """One part of a position, as queries compare it; raises ValueError for a forged one."""
+    if isinstance(value, datetime):
+        return as_utc(value)  # OverflowError past year 9999 or before year 1
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("NUL in a cursor")  # PostgreSQL refuses it in a parameter
     return value

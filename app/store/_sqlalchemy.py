@@ -191,7 +191,7 @@ class SqlStore(DecisionQueries, ScheduleQueries, OutboxQueries, TimerQueries):
             .limit(limit + 1)
         )
         if cursor is not None:
-            (before,) = rows_.decode_cursor(cursor, "versions", tuple[int])
+            (before,) = rows_.decode_cursor(cursor, "versions", tuple[rows_.Int32])
             stmt = stmt.where(workflows.c.version < before)
         with mapped_errors("list_versions"):
             async with self._db.transaction(write=False) as conn:
@@ -279,7 +279,7 @@ class SqlStore(DecisionQueries, ScheduleQueries, OutboxQueries, TimerQueries):
             .limit(limit + 1)
         )
         if cursor is not None:
-            (after,) = rows_.decode_cursor(cursor, "history", tuple[int])
+            (after,) = rows_.decode_cursor(cursor, "history", tuple[rows_.Int64])
             stmt = stmt.where(history.c.id > after)
         with mapped_errors("list_history"):
             async with self._db.transaction(write=False) as conn:
@@ -296,7 +296,7 @@ class SqlStore(DecisionQueries, ScheduleQueries, OutboxQueries, TimerQueries):
         """A map task's items by index; raises `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
         after = None
         if cursor is not None:
-            (after,) = rows_.decode_cursor(cursor, "items", tuple[int])
+            (after,) = rows_.decode_cursor(cursor, "items", tuple[rows_.Int32])
         with mapped_errors("list_map_items"):
             async with self._db.transaction(write=False) as conn:
                 found = (await conn.execute(select_item_page(run_id, task_id, limit, after))).all()

@@ -22,6 +22,7 @@ from sqlalchemy import (
     text,
 )
 
+from app.domain.limits import ID_CHARS, KEY_CHARS, NAME_CHARS, TIMEZONE_CHARS
 from app.store._types import BIG_ID, BYTES, JSON_TEXT, UTCDateTime
 
 NAMING = {
@@ -34,9 +35,10 @@ VERSION_TABLE = "treadle_alembic_version"
 
 metadata = MetaData(naming_convention=NAMING)
 
-_ID = 64  # run ids are uuids (hex); room for user-chosen ids
-_NAME = 200  # workflow and task names
-_KEY = 255  # idempotency keys, channels, message keys
+# The sizes are the domain's, which the API checks every value against (see its docs).
+_ID = ID_CHARS  # run ids are uuids (hex); room for user-chosen ids
+_NAME = NAME_CHARS  # workflow and task names
+_KEY = KEY_CHARS  # idempotency keys, channels, message keys
 # Queries repeat these exact texts (never bound parameters) so that SQLite and PostgreSQL
 # can prove the partial indexes apply.
 ACTIVE_TASK = text("status IN ('scheduled', 'running')")
@@ -190,8 +192,8 @@ schedules = Table(
     Column("workflow", String(_NAME), nullable=False),
     Column("version", Integer),
     Column("input", JSON_TEXT),
-    Column("cron", String(255)),
-    Column("timezone", String(64), nullable=False),
+    Column("cron", String(_KEY)),
+    Column("timezone", String(TIMEZONE_CHARS), nullable=False),
     Column("interval_ms", BigInteger),
     Column("overlap", String(16), nullable=False),
     Column("catch_up", String(16), nullable=False),

@@ -9,8 +9,9 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
-from app.config import ApiSettings
+from app.config import ApiSettings, LimitsSettings
 from app.modules.api._auth import Authenticator, declare_security
+from app.modules.api._bounds import json_depth_check, refuse_nul
 from app.modules.api._errors import problem_response
 from app.modules.api._ops import healthz, metrics, readyz
 from app.modules.api._routes import RunController, Services, WorkflowController
@@ -76,12 +77,14 @@ def create_app(
     schedules: ScheduleControl | None = None,
     auth: Authenticator | None = None,
     run_ends: RunEnds | None = None,
+    limits: LimitsSettings | None = None,
 ) -> Litestar:
     """The litestar application serving `/v1`, the operational routes and `/schema`.
 
     `telemetry` (the engine's) traces and measures every request and backs `/metrics`;
     without it the app measures into a registry of its own and traces nothing.
     `auth` checks API keys on every route that needs a scope; without it all are open.
+    `limits` (the engine's `[limits]`) bounds what one answer inlines.
     """
     telemetry = telemetry or Telemetry.off("api")
     services = Services(
@@ -93,6 +96,7 @@ def create_app(
         telemetry=telemetry,
         schedules=schedules,
         run_ends=run_ends,
+        limits=limits or LimitsSettings(),
     )
 
     async def provide_services() -> Services:
@@ -111,7 +115,8 @@ def create_app(
         dependencies={"services": Provide(provide_services, use_cache=True)},
         guards=[auth.guard] if auth is not None else [],
         # Plain ASGI middleware; litestar's scope types are narrower aliases of the same.
-        middleware=[telemetry.asgi_middleware],  # type: ignore[list-item]
+        middleware=[telemetry.asgi_middleware, refuse_nul],  # type: ignore[list-item]
+        before_request=json_depth_check(services.limits.max_json_depth),
         # Logging is the process's (configure_logging): litestar's default dictConfig
         # would give uvicorn's loggers handlers of their own, in a plain-text format.
         logging_config=None,

@@ -21,11 +21,13 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from app.domain.errors import (
     DefinitionInvalid,
     ExpressionError,
+    IdempotencyConflict,
     InputInvalid,
     InvalidCursor,
     LimitExceeded,
     RunNotActive,
     RunNotFound,
+    SignalNotAccepted,
     TaskNotFound,
     TreadleError,
     ValidationIssue,
@@ -49,6 +51,26 @@ class InvalidParameter(TreadleError):
         self.name = name
         self.reason = reason
         super().__init__(f"{name}: {reason}")
+
+
+class ValueRefused(TreadleError):
+    """A name, key or id cannot be kept by the store (too long for its column, a NUL)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{name}: {reason}")
+
+
+class JsonTooDeep(TreadleError):
+    """A JSON request body nests arrays and objects deeper than the limit."""
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        super().__init__(
+            f"the JSON body nests arrays and objects more than {maximum} levels deep "
+            "(limits.max_json_depth)"
+        )
 
 
 class UnsupportedMediaType(TreadleError):
@@ -140,6 +162,10 @@ _KINDS: dict[type[TreadleError], _Kind] = {
     InvalidCursor: _Kind(400, "invalid-cursor", "Invalid cursor"),
     LimitExceeded: _Kind(413, "limit-exceeded", "Limit exceeded"),
     InvalidParameter: _Kind(400, "invalid-parameter", "Invalid parameter"),
+    ValueRefused: _Kind(422, "value-invalid", "Value cannot be stored"),
+    JsonTooDeep: _Kind(400, "json-too-deep", "JSON nested too deeply"),
+    IdempotencyConflict: _Kind(409, "idempotency-key-reused", "Idempotency-Key reused"),
+    SignalNotAccepted: _Kind(404, "signal-not-accepted", "Signal not accepted"),
     UnsupportedMediaType: _Kind(415, "unsupported-media-type", "Unsupported media type"),
     Unauthenticated: _Kind(401, "unauthenticated", "Authentication required"),
     Forbidden: _Kind(403, "forbidden", "Scope missing"),
@@ -165,6 +191,10 @@ _EXTENSIONS: dict[type[TreadleError], Callable[[Any], dict[str, Any]]] = {
     ScheduleExists: lambda e: {"name": e.name},
     RetryUnavailable: lambda e: {"run_id": e.run_id},
     InvalidParameter: lambda e: {"parameter": e.name},
+    ValueRefused: lambda e: {"parameter": e.name},
+    JsonTooDeep: lambda e: {"limit": "limits.max_json_depth", "maximum": e.maximum},
+    IdempotencyConflict: lambda e: {"run_id": e.run_id, "differs": e.differs},
+    SignalNotAccepted: lambda e: {"run_id": e.run_id, "signal": e.name, "accepted": e.accepted},
     LimitExceeded: lambda e: {"limit": e.limit, "size": e.size, "maximum": e.maximum},
     Forbidden: lambda e: {"key_id": e.key_id, "scope": e.scope},
     HostNotAllowed: lambda e: {"host": e.host},

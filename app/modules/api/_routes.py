@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post
@@ -26,9 +26,11 @@ from litestar.params import (
 )
 
 from app._crash import crash_point
-from app.config import ApiSettings
+from app.config import ApiSettings, LimitsSettings
 from app.domain.errors import TaskNotFound
+from app.domain.limits import KEY_CHARS, MAX_VERSION, NAME_CHARS
 from app.domain.state import RunStatus
+from app.modules.api._bounds import check_text, known_query_only
 from app.modules.api._errors import (
     PROBLEM_MEDIA_TYPE,
     InvalidParameter,
@@ -36,7 +38,6 @@ from app.modules.api._errors import (
     UnsupportedMediaType,
 )
 from app.modules.api._schemas import (
-    MAX_VERSION,
     CancelRunRequest,
     HistoryPage,
     MapItemPage,
@@ -85,6 +86,7 @@ class Services:
     schedules: ScheduleControl | None = None
     run_ends: RunEnds | None = None
     """Announces run ends decided in this process (None: no orchestrator here)."""
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
 
     def page_size(self, limit: int | None) -> int:
         """The page size to ask the store for; raises `InvalidParameter` when out of range."""
@@ -189,7 +191,12 @@ def parse_timestamp(name: str, value: str | None) -> datetime | None:
         raise InvalidParameter(
             name, f"must be an RFC 3339 date-time with an offset ({example}); got {value!r}"
         )
-    return parsed
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before the first instant there is
+        raise InvalidParameter(
+            name, f"must be between years 1 and 9999 once taken to UTC; got {value!r}"
+        ) from None
 
 
 class WorkflowController(Controller):
@@ -197,6 +204,7 @@ class WorkflowController(Controller):
 
     path = "/v1/workflows"
     tags = ["workflows"]
+    guards = [known_query_only]
 
     @post(
         "/",
@@ -253,6 +261,7 @@ class RunController(Controller):
 
     path = "/v1/runs"
     tags = ["runs"]
+    guards = [known_query_only]
 
     @post(
         "/",
@@ -260,14 +269,15 @@ class RunController(Controller):
         guards=[require_json_body],
         summary="Start a run",
         description="201 with the new run; 200 with the existing run when the "
-        "Idempotency-Key was used before.",
+        "Idempotency-Key was used before for the same request; 409 naming that run when "
+        "it was used for another workflow, version or input.",
         responses={
             200: ResponseSpec(
                 data_container=RunBody,
                 description="The run started earlier with this Idempotency-Key",
                 generate_examples=False,
             ),
-            **_problems(400, 404, 413, 415, 422),
+            **_problems(400, 404, 409, 413, 415, 422),
         },
     )
     async def start(
@@ -278,6 +288,8 @@ class RunController(Controller):
     ) -> Response[RunBody]:
         if idempotency_key is not None and not idempotency_key.strip():
             raise InvalidParameter("Idempotency-Key", "must not be empty")
+        check_text("Idempotency-Key", idempotency_key, KEY_CHARS)
+        check_text("workflow", data.workflow, NAME_CHARS)
         run, created = await services.run_control.start_run(
             data.workflow,
             data.version,
@@ -411,7 +423,7 @@ class RunController(Controller):
         status_code=202,
         guards=[require_json_body],
         summary="Send a signal (the body is its JSON payload)",
-        responses=_problems(400, 404, 409, 413, 415),
+        responses=_problems(400, 404, 409, 413, 415, 422),
     )
     async def signal(
         self,
@@ -420,6 +432,7 @@ class RunController(Controller):
         name: FromPath[str],
         data: JSONBody[Any] = None,
     ) -> RunBody:
+        check_text("name", name, NAME_CHARS)
         return run_body(await services.run_control.signal_run(run_id, name, data))
 
     @post(

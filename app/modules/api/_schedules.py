@@ -10,6 +10,7 @@ from litestar import Controller, Response, delete, get, post
 from litestar.params import FromPath, JSONBody
 
 from app.domain.schedules import Schedule
+from app.modules.api._bounds import known_query_only
 from app.modules.api._errors import SchedulesUnavailable
 from app.modules.api._routes import Cursor, Limit, ServicesDep, _problems, require_json_body
 from app.ports import ScheduleControl
@@ -74,6 +75,7 @@ class ScheduleController(Controller):
 
     path = "/v1/schedules"
     tags = ["schedules"]
+    guards = [known_query_only]
 
     @post(
         "/",

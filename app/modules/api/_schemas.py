@@ -14,11 +14,9 @@ import msgspec
 
 from app.domain.errors import ValidationIssue
 from app.domain.events import HistoryEntry
+from app.domain.limits import MAX_VERSION
 from app.domain.state import ErrorInfo, MapProgress, RunState, TaskState
 from app.ports import MapItemRecord, RunSummary, StoredWorkflow
-
-MAX_VERSION = 2**31 - 1
-"""The largest workflow version a request may name (the store keeps a 32-bit integer)."""
 
 
 class _Body(msgspec.Struct, frozen=True, kw_only=True):

@@ -26,7 +26,12 @@ from app.domain.compile import (
 )
 from app.domain.decider import decide, new_run
 from app.domain.definitions import WorkflowDefinition
-from app.domain.errors import RunNotActive, RunNotFound
+from app.domain.errors import (
+    IdempotencyConflict,
+    RunNotActive,
+    RunNotFound,
+    SignalNotAccepted,
+)
 from app.domain.events import (
     CancelRequested,
     CancelTimer,
@@ -221,6 +226,8 @@ class RunEngine:
                 compiled, RunStarted(run_id=run.id), outcome, current_traceparent()
             )
             applied, created = await self._store.create_run(run, decide_start)
+            if not created:
+                _check_same_start(applied.state, run, version)
             if created:
                 self._telemetry.metrics.run_started(stored.name)
                 log.info("run started", version=stored.version)
@@ -233,9 +240,16 @@ class RunEngine:
         return await self._steer(run_id, CancelRequested(run_id=run_id, reason=reason), "cancel")
 
     async def signal_run(self, run_id: str, name: str, payload: Any) -> RunState:
-        """Deliver a signal; raises `RunNotFound`, `RunNotActive`, `LimitExceeded`."""
+        """Deliver a signal; raises `RunNotFound`, `SignalNotAccepted` (a name the run's
+        definition neither waits for nor accepts), `RunNotActive`, `LimitExceeded`."""
         most = self._limits.max_signal_payload_bytes
         check_json_size(payload, most, limit="max_signal_payload_bytes", what="the signal payload")
+        compiled = await self._workflow_of_run(run_id)
+        if name not in compiled.signals and not compiled.accepts_any_signal:
+            run = await self._store.get_run(run_id)
+            if run.status.is_terminal:  # an ended run refuses every signal: a conflict
+                raise RunNotActive(run_id, str(run.status), "signal")
+            raise SignalNotAccepted(run_id, name, sorted(compiled.signals))
         event = SignalReceived(run_id=run_id, name=name, payload=payload)
         return await self._steer(run_id, event, "signal")
 
@@ -470,6 +484,29 @@ class RunEngine:
 _MAP_CONTROL = (ResumeRequested, RetryRequested)
 # Worker results: the events that arrive for one run in bursts (see `_batch`).
 _BATCHABLE = (TaskStarted, TaskCompleted, TaskFailed, TaskHeartbeat)
+
+
+def _check_same_start(existing: RunState, asked: RunState, version: int | None) -> None:
+    """Raise `IdempotencyConflict` when a reused key asks for another workflow or input.
+
+    As Stripe does: the same key with the same request is the same run (a retry); with a
+    different one it is a client's mistake, and answering with the other run would hide
+    it. A request without a version matches whichever version the run pinned.
+    """
+    assert existing.idempotency_key is not None, "found by its key"
+    differs = None
+    if existing.workflow != asked.workflow:
+        differs = "workflow"
+    elif version is not None and existing.version != version:
+        differs = "version"
+    elif _canonical(existing.input) != _canonical(asked.input):
+        differs = "input"
+    if differs is not None:
+        raise IdempotencyConflict(existing.idempotency_key, existing.id, differs)
+
+
+def _canonical(value: Any) -> bytes:
+    return msgspec.json.encode(value, order="deterministic")
 
 
 def items_for(event: Event) -> ItemsWanted | None:
