@@ -193,6 +193,7 @@ class Engine:
             _source("worker"),
             telemetry=self.telemetry,
             http=self._http_executor(),
+            max_deliveries=self.settings.transport.max_deliveries,
         )
 
     def _http_executor(self) -> HttpExecutor:

@@ -42,7 +42,29 @@ async def execute(
     traceback_lines: int,
     http: HttpExecutor | None = None,
 ) -> TaskCompleted | TaskFailed:
-    """Run the attempt within its timeout; any failure becomes a `TaskFailed`."""
+    """Run the attempt within its timeout; any failure becomes a `TaskFailed`.
+
+    Never raises an `Exception`: one the handler or the `http` executor did not turn
+    into a failure is a bug of the worker, recorded as a `WorkerError` naming its class,
+    so the attempt ends (by its retry policy) instead of its delivery being requeued.
+    """
+    try:
+        return await _execute(
+            dispatch, ctx, registry, worker=worker, traceback_lines=traceback_lines, http=http
+        )
+    except Exception as exc:  # noqa: BLE001 -- see the docstring: every attempt ends recorded
+        return _failed(dispatch, worker, worker_error(exc, traceback_lines))
+
+
+async def _execute(
+    dispatch: DispatchTask,
+    ctx: TaskContext,
+    registry: HandlerRegistry,
+    *,
+    worker: str,
+    traceback_lines: int,
+    http: HttpExecutor | None,
+) -> TaskCompleted | TaskFailed:
     if dispatch.task_type == "http" and http is not None:
         return await _run_http(dispatch, http, worker)
     if dispatch.task_type != "handler":
@@ -140,6 +162,20 @@ def error_info(exc: BaseException, traceback_lines: int) -> ErrorInfo:
     tail = "\n".join(lines[-traceback_lines:]) if traceback_lines > 0 else None
     message = str(exc) or type(exc).__name__
     return ErrorInfo(type=type(exc).__name__, message=message, traceback=tail, retryable=True)
+
+
+def worker_error(exc: BaseException, traceback_lines: int) -> ErrorInfo:
+    """An exception the worker did not expect: `WorkerError`, the message naming its class.
+
+    Retryable: the retry policy bounds how often a deterministic one is tried again.
+    """
+    info = error_info(exc, traceback_lines)
+    return ErrorInfo(
+        type="WorkerError",
+        message=f"{type(exc).__name__}: {info.message}",
+        traceback=info.traceback,
+        retryable=True,
+    )
 
 
 def _worker_deadline(timeout: float | None) -> float | None:

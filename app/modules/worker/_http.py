@@ -31,6 +31,7 @@ from app.modules.worker._http_shape import (
     HttpCall,
     HttpRequestInvalid,
     HttpResponseTooLarge,
+    checked_url,
     parse_call,
     shape_output,
     status_error,
@@ -153,7 +154,7 @@ class HttpExecutor:
             if not self._should_follow(answer, call):
                 return answer
             assert answer.location is not None
-            target = url.join(answer.location)
+            target = _redirect_target(url, answer.location)
             if (target.scheme, target.host, target.port) != (url.scheme, url.host, url.port):
                 headers = _without_credentials(headers, secrets)
             if answer.status == 303 or (answer.status in (301, 302) and method == "POST"):
@@ -187,8 +188,8 @@ class HttpExecutor:
             client = self._client_now()
             sent_headers = dict(headers)
             with self._span(method, shown_url, sent_headers) as record_status:
-                request = client.build_request(
-                    method, url, headers=sent_headers, timeout=timeout, **body
+                request = _build_request(
+                    client, method, url, headers=sent_headers, timeout=timeout, body=body
                 )
                 try:
                     answer = await self._exchange(client, request, method)
@@ -260,6 +261,31 @@ class HttpExecutor:
             return
         with self._telemetry.http_call(method, shown_url, headers) as span:
             yield lambda status: record_http_status(span, status)
+
+
+def _redirect_target(url: httpx.URL, location: str) -> httpx.URL:
+    try:
+        target = url.join(location)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise HttpRequestInvalid(f"the redirect location is not a valid URL: {exc}") from None
+    return checked_url(target, "the redirect location")
+
+
+def _build_request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: httpx.URL,
+    *,
+    headers: dict[str, str],
+    timeout: httpx.Timeout,
+    body: dict[str, Any],
+) -> httpx.Request:
+    # parse_call checks what it can; anything else httpx refuses is still the request's
+    # fault, never a worker error.
+    try:
+        return client.build_request(method, url, headers=headers, timeout=timeout, **body)
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise HttpRequestInvalid(f"httpx cannot build the request: {exc}") from None
 
 
 def _without_credentials(headers: dict[str, str], secrets: list[str]) -> dict[str, str]:
