@@ -185,6 +185,9 @@ class LimitsSettings(_Section, frozen=True, kw_only=True):
     (ExpressionLimit), or the registration when the expression reads no run data."""
     max_map_items: int = 100_000
     """A map task whose list is longer fails (MapTooLarge)."""
+    max_output_bytes: Annotated[int, msgspec.Meta(gt=0)] = 1_048_576
+    """A task output (a handler's return value, an http answer) larger than this as JSON
+    fails its attempt (OutputTooLarge, not retried); checked by the worker."""
 
     def domain(self) -> Limits:
         """The part the pure decider applies, carried by each compiled workflow."""

@@ -29,7 +29,7 @@ from app.messages import (
     to_message,
 )
 from app.modules.worker._context import TaskContext
-from app.modules.worker._execute import execute
+from app.modules.worker._execute import DEFAULT_MAX_OUTPUT_BYTES, execute
 from app.modules.worker._http import HttpExecutor
 from app.modules.worker._registry import HandlerRegistry
 from app.observability import Telemetry, current_traceparent, get_logger
@@ -59,6 +59,7 @@ class Worker:
         http: HttpExecutor | None = None,
         telemetry: Telemetry | None = None,
         max_deliveries: int | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
         # Public: the engine hands the same telemetry to this worker's `http` executor.
         self.telemetry = telemetry or Telemetry.off("worker")
@@ -70,6 +71,7 @@ class Worker:
         # The transport's `max_deliveries`: on that delivery a result that cannot be
         # published is replaced by a failure that can (see `_report_unpublished`).
         self._max_deliveries = max_deliveries or TransportSettings().max_deliveries
+        self._max_output_bytes = max_output_bytes  # limits.max_output_bytes
         self._clock = clock
         self._source = source
         self._inflight = 0
@@ -304,6 +306,7 @@ class Worker:
                         worker=self._source,
                         traceback_lines=self._settings.traceback_lines,
                         http=self._http,
+                        max_output_bytes=self._max_output_bytes,
                     )
                 )
             finally:

@@ -8,9 +8,13 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from app import TaskContext
 from app.config import HttpSettings
+from app.domain.events import DispatchTask, TaskFailed
 from app.domain.state import ErrorInfo
+from app.modules.worker import HandlerRegistry
 from app.modules.worker._breaker import breaker_gauge
+from app.modules.worker._execute import execute
 from app.modules.worker._http import HttpExecutor
 from app.observability import Telemetry
 from tests.integration.worker.echo_server import EchoServer, echo_server
@@ -238,3 +242,33 @@ async def test_telemetry_spans_carry_the_reference_and_inject_traceparent(
         "treadle_http_circuit_state", {"host": host}
     )
     assert gauge == 2
+
+
+async def test_an_http_output_over_max_output_bytes_fails_the_attempt(echo: EchoServer) -> None:
+    """An http answer whose output is over `limits.max_output_bytes` (though under
+    `http.max_response_bytes`) fails the attempt as OutputTooLarge, not retried."""
+    executor = _executor()
+    dispatch = DispatchTask(
+        run_id="r1",
+        task_id="call",
+        attempt=1,
+        task_type="http",
+        queue="default",
+        input={"url": f"{echo.url}/big?bytes=5000"},
+    )
+    ctx = TaskContext(run_id="r1", task_id="call", attempt=1)
+    try:
+        result = await execute(
+            dispatch,
+            ctx,
+            HandlerRegistry(),
+            worker="w1",
+            traceback_lines=5,
+            http=executor,
+            max_output_bytes=4000,
+        )
+    finally:
+        await executor.aclose()
+    assert isinstance(result, TaskFailed)
+    assert (result.error.type, result.error.retryable) == ("OutputTooLarge", False)
+    assert "max_output_bytes (4000)" in result.error.message

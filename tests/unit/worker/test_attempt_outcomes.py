@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from app.config import HttpSettings, WorkerSettings
+from app.config import DatabaseSettings, HttpSettings, LimitsSettings, Settings, WorkerSettings
 from app.domain.events import DispatchTask, TaskCompleted, TaskFailed
 from app.domain.state import ErrorInfo
-from app.messages import EVENTS_CHANNEL, Message
+from app.engine import build
+from app.messages import EVENTS_CHANNEL, Message, decode
 from app.modules.worker import HandlerRegistry, HttpExecutor, Worker
 from tests.unit.worker.fakes import FakeClock, FakeDelivery, FakeTransport, delivery_of
 
@@ -131,12 +133,13 @@ class SmallMessageTransport(FakeTransport):
         await super().publish(channel, messages)
 
 
+async def bulky(ctx: object) -> str:
+    """A handler whose output is 2,002 bytes as JSON."""
+    return "x" * 2000
+
+
 def _bulky_registry() -> HandlerRegistry:
     registry = HandlerRegistry()
-
-    async def bulky(ctx: object) -> str:
-        return "x" * 2000
-
     registry.add(bulky, "bulky")
     return registry
 
@@ -169,3 +172,26 @@ async def test_on_the_last_delivery_an_unpublishable_result_becomes_a_failure() 
     assert "5 deliveries" in failed.error.message
     assert "message too large" in failed.error.message
     assert failed.started_at is not None  # it still carries the attempt's start
+
+
+async def test_the_engine_gives_its_worker_limits_max_output_bytes(tmp_path: Path) -> None:
+    """`limits.max_output_bytes` from the settings bounds what the engine's worker returns."""
+    settings = Settings(
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 't.db'}"),
+        limits=LimitsSettings(max_output_bytes=1500),
+    )
+    engine = build(settings, roles={"worker"})
+    engine.registry.add(bulky, "bulky")
+    await engine.transport.connect()
+    try:
+        delivery = FakeDelivery(delivery_of(_bulky_dispatch()).message)
+        await engine.worker().process(delivery)
+        async with engine.transport.subscribe(EVENTS_CHANNEL, "test", prefetch=1) as events:
+            with anyio.fail_after(5):
+                failed = decode((await anext(events)).message.body).payload
+    finally:
+        await engine.close()
+    assert delivery.settled == "ack"
+    assert isinstance(failed, TaskFailed)
+    assert failed.error.type == "OutputTooLarge"
+    assert "max_output_bytes (1500)" in failed.error.message
