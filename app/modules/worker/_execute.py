@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ from app.modules.worker._registry import (
     HandlerRegistry,
     RegisteredHandler,
 )
+from app.modules.worker._secrets import redact_error
 
 _json = msgspec.json.Encoder()
 
@@ -57,13 +59,39 @@ async def execute(
     traceback_lines: int,
     http: HttpExecutor | None = None,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    secrets: Sequence[str] = (),
 ) -> TaskCompleted | TaskFailed:
-    """Run the attempt within its timeout; any failure becomes a `TaskFailed`.
+    """Run the attempt within its timeout; any failure becomes a `TaskFailed`, with every
+    value of `secrets` redacted from its message and traceback.
 
     Never raises an `Exception`: one the handler or the `http` executor did not turn
     into a failure is a bug of the worker, recorded as a `WorkerError` naming its class,
     so the attempt ends (by its retry policy) instead of its delivery being requeued.
     """
+    result = await _execute_safely(
+        dispatch,
+        ctx,
+        registry,
+        worker=worker,
+        traceback_lines=traceback_lines,
+        http=http,
+        max_output_bytes=max_output_bytes,
+    )
+    if isinstance(result, TaskFailed) and secrets:
+        return msgspec.structs.replace(result, error=redact_error(result.error, secrets))
+    return result
+
+
+async def _execute_safely(
+    dispatch: DispatchTask,
+    ctx: TaskContext,
+    registry: HandlerRegistry,
+    *,
+    worker: str,
+    traceback_lines: int,
+    http: HttpExecutor | None,
+    max_output_bytes: int,
+) -> TaskCompleted | TaskFailed:
     try:
         return await _execute(
             dispatch,

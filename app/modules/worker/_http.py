@@ -37,7 +37,13 @@ from app.modules.worker._http_shape import (
     status_error,
 )
 from app.modules.worker._http_transport import Pins, pinned_transport
-from app.modules.worker._secrets import SecretMissing, redact, redact_text, substitute_secrets
+from app.modules.worker._secrets import (
+    SecretMissing,
+    known_secret_values,
+    redact,
+    redact_text,
+    substitute_secrets,
+)
 from app.modules.worker._ssrf import Guard, Resolver, SsrfBlocked, system_resolver
 from app.observability import Telemetry, record_http_status
 
@@ -107,6 +113,10 @@ class HttpExecutor:
         """
         listener = breaker_gauge(telemetry.metrics.registry) if telemetry is not None else None
         return cls(settings, breaker_listener=listener, telemetry=telemetry)
+
+    def known_secrets(self) -> list[str]:
+        """The values of this worker's secret variables (`http.secret_prefix`)."""
+        return known_secret_values(self._environ, self._settings.secret_prefix)
 
     @property
     def breakers(self) -> CircuitBreakers:

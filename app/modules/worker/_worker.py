@@ -32,6 +32,7 @@ from app.modules.worker._context import TaskContext
 from app.modules.worker._execute import DEFAULT_MAX_OUTPUT_BYTES, execute
 from app.modules.worker._http import HttpExecutor
 from app.modules.worker._registry import HandlerRegistry
+from app.modules.worker._secrets import redact_error
 from app.observability import Telemetry, current_traceparent, get_logger
 from app.ports import Clock, Delivery, Transport
 
@@ -72,6 +73,8 @@ class Worker:
         # published is replaced by a failure that can (see `_report_unpublished`).
         self._max_deliveries = max_deliveries or TransportSettings().max_deliveries
         self._max_output_bytes = max_output_bytes  # limits.max_output_bytes
+        # Redacted from every failure this worker reports, and so from its log lines.
+        self._secrets = self._http.known_secrets()
         self._clock = clock
         self._source = source
         self._inflight = 0
@@ -265,13 +268,16 @@ class Worker:
             run_id=result.run_id,
             task_id=result.task_id,
             attempt=result.attempt,
-            error=ErrorInfo(
-                type="ResultNotPublished",
-                message=(
-                    f"the attempt's result could not be published in {delivery_count} "
-                    f"deliveries: {type(exc).__name__}: {exc}"
+            error=redact_error(
+                ErrorInfo(
+                    type="ResultNotPublished",
+                    message=(
+                        f"the attempt's result could not be published in {delivery_count} "
+                        f"deliveries: {type(exc).__name__}: {exc}"
+                    ),
+                    retryable=True,
                 ),
-                retryable=True,
+                self._secrets,
             ),
             worker=result.worker,
             item=result.item,
@@ -284,7 +290,7 @@ class Worker:
         log.warning(
             "published ResultNotPublished in place of the attempt's result",
             error_type="ResultNotPublished",
-            reason=f"{type(exc).__name__}: {exc}",
+            error=failure.error.message,
         )
         return True
 
@@ -307,6 +313,7 @@ class Worker:
                         traceback_lines=self._settings.traceback_lines,
                         http=self._http,
                         max_output_bytes=self._max_output_bytes,
+                        secrets=self._secrets,
                     )
                 )
             finally:

@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
+import structlog
 
 from app.config import DatabaseSettings, HttpSettings, LimitsSettings, Settings, WorkerSettings
 from app.domain.events import DispatchTask, TaskCompleted, TaskFailed
@@ -195,3 +196,34 @@ async def test_the_engine_gives_its_worker_limits_max_output_bytes(tmp_path: Pat
     assert isinstance(failed, TaskFailed)
     assert failed.error.type == "OutputTooLarge"
     assert "max_output_bytes (1500)" in failed.error.message
+
+
+SECRET = "hunter2-Zq9"
+
+
+async def leaky(ctx: object) -> None:
+    """A handler whose failure quotes a secret value it was given."""
+    raise PermissionError(f"login refused for password {SECRET}")
+
+
+async def test_secret_values_are_redacted_from_handler_failures_and_their_log_line() -> None:
+    """A TREADLE_SECRET_* value in a handler's exception is redacted from the published
+    message and traceback, and from the worker's log line of the failure."""
+    transport = FakeTransport()
+    registry = HandlerRegistry()
+    registry.add(leaky, "leaky")
+    http = HttpExecutor(HttpSettings(), environ={"TREADLE_SECRET_DB": SECRET, "OTHER": "x"})
+    dispatch = DispatchTask(
+        run_id="r1", task_id="t", attempt=1, task_type="handler", queue="default", handler="leaky"
+    )
+    delivery = delivery_of(dispatch)
+    with structlog.testing.capture_logs() as logs:
+        [failed] = await _outcome(delivery, transport, registry=registry, http=http)
+    assert isinstance(failed, TaskFailed)
+    assert failed.error.message == "login refused for password [redacted]"
+    assert failed.error.traceback is not None
+    assert "PermissionError: login refused for password [redacted]" in failed.error.traceback
+    assert SECRET not in transport.published[EVENTS_CHANNEL][0].body.decode()
+    [line] = [entry for entry in logs if entry["event"] == "attempt failed"]
+    assert line["error"] == "login refused for password [redacted]"
+    assert SECRET not in str(logs)
