@@ -29,6 +29,7 @@ from app.modules.worker._breaker import (
 )
 from app.modules.worker._http_shape import (
     HttpCall,
+    HttpRedirectRefused,
     HttpRequestInvalid,
     HttpResponseTooLarge,
     checked_url,
@@ -49,6 +50,7 @@ from app.observability import Telemetry, record_http_status
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+_BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
 
 # Our errors and httpx's, mapped once: (exception class, ErrorInfo type, retryable).
 # Order matters: the first class that matches wins (a ConnectTimeout is a timeout).
@@ -58,6 +60,7 @@ _ERRORS: tuple[tuple[type[BaseException], str, bool], ...] = (
     (SsrfBlocked, "SsrfBlocked", False),
     (CircuitOpen, "CircuitOpen", True),
     (HttpResponseTooLarge, "HttpResponseTooLarge", False),
+    (HttpRedirectRefused, "HttpRedirectRefused", False),
     (httpx.TooManyRedirects, "HttpTooManyRedirects", False),
     (httpx.InvalidURL, "HttpRequestInvalid", False),
     (httpx.UnsupportedProtocol, "HttpRequestInvalid", False),
@@ -165,10 +168,13 @@ class HttpExecutor:
                 return answer
             assert answer.location is not None
             target = _redirect_target(url, answer.location)
-            if (target.scheme, target.host, target.port) != (url.scheme, url.host, url.port):
-                headers = _without_credentials(headers, secrets)
             if answer.status == 303 or (answer.status in (301, 302) and method == "POST"):
                 method, body = ("HEAD" if method == "HEAD" else "GET"), {}
+                headers = _without_body_headers(headers)
+            if _origin(target) != _origin(url):
+                if body:
+                    raise HttpRedirectRefused(method, answer.status, _origin_text(target))
+                headers = _without_credentials(headers, secrets)
             url, shown_url = target, redact_text(str(target), secrets)
         raise httpx.TooManyRedirects(f"more than {self._settings.max_redirects} redirects")
 
@@ -296,6 +302,21 @@ def _build_request(
         return client.build_request(method, url, headers=headers, timeout=timeout, **body)
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
         raise HttpRequestInvalid(f"httpx cannot build the request: {exc}") from None
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, port
+
+
+def _origin_text(url: httpx.URL) -> str:
+    scheme, host, port = _origin(url)
+    return f"{scheme}://{host}:{port}"
+
+
+def _without_body_headers(headers: dict[str, str]) -> dict[str, str]:
+    # The redirect turned the request into a GET: what described the body goes with it.
+    return {name: v for name, v in headers.items() if name.lower() not in _BODY_HEADERS}
 
 
 def _without_credentials(headers: dict[str, str], secrets: list[str]) -> dict[str, str]:

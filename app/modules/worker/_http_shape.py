@@ -27,6 +27,20 @@ class HttpRequestInvalid(TreadleError):
     """The rendered request cannot be sent (a bad URL, header or body)."""
 
 
+class HttpRedirectRefused(TreadleError):
+    """A redirect would re-send the request's body to another origin; it is not followed."""
+
+    def __init__(self, method: str, status: int, origin: str) -> None:
+        self.method = method
+        self.status = status
+        self.origin = origin
+        super().__init__(
+            f"answered {status}, a redirect of the {method} to another origin ({origin}); "
+            "a request body is never re-sent to another origin (list the status in "
+            "`expect` to take the redirect as the answer)"
+        )
+
+
 class HttpResponseTooLarge(TreadleError):
     """The answer's body is larger than `http.max_response_bytes`."""
 
