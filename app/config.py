@@ -200,8 +200,9 @@ class LimitsSettings(_Section, frozen=True, kw_only=True):
     """A `retry.initial_interval` or `max_interval` shorter than this is refused (422)."""
     max_json_depth: Annotated[int, msgspec.Meta(ge=1, le=256)] = 64
     """A JSON request body nesting arrays and objects deeper than this is refused (400)."""
-    max_inline_value_bytes: Annotated[int, msgspec.Meta(ge=0)] = 65_536
-    """`GET /v1/runs/{id}` shows a larger input, output or error as a link to fetch it."""
+    max_output_bytes: Annotated[int, msgspec.Meta(gt=0)] = 1_048_576
+    """A task output (a handler's return value, an http answer) larger than this as JSON
+    fails its attempt (OutputTooLarge, not retried); checked by the worker."""
 
     def domain(self) -> Limits:
         """The part the pure decider applies, carried by each compiled workflow."""

@@ -193,6 +193,8 @@ class Engine:
             _source("worker"),
             telemetry=self.telemetry,
             http=self._http_executor(),
+            max_deliveries=self.settings.transport.max_deliveries,
+            max_output_bytes=self.settings.limits.max_output_bytes,
         )
 
     def _http_executor(self) -> HttpExecutor:

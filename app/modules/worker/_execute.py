@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ from app.modules.worker._registry import (
     HandlerRegistry,
     RegisteredHandler,
 )
+from app.modules.worker._secrets import redact_error
 
 _json = msgspec.json.Encoder()
 
@@ -29,8 +31,23 @@ keeps it from racing the timer and reporting a plain failure first.
 """
 
 
+DEFAULT_MAX_OUTPUT_BYTES = 1_048_576
+"""`limits.max_output_bytes` for a worker built without settings."""
+
+
 class OutputNotSerializable(Exception):
     """A handler returned a value that cannot be written as JSON."""
+
+
+class OutputTooLarge(Exception):
+    """An attempt's output is larger than `limits.max_output_bytes` as JSON."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"the output is {size} bytes as JSON, over limits.max_output_bytes ({limit})"
+        )
 
 
 async def execute(
@@ -41,10 +58,66 @@ async def execute(
     worker: str,
     traceback_lines: int,
     http: HttpExecutor | None = None,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    secrets: Sequence[str] = (),
 ) -> TaskCompleted | TaskFailed:
-    """Run the attempt within its timeout; any failure becomes a `TaskFailed`."""
+    """Run the attempt within its timeout; any failure becomes a `TaskFailed`, with every
+    value of `secrets` redacted from its message and traceback.
+
+    Never raises an `Exception`: one the handler or the `http` executor did not turn
+    into a failure is a bug of the worker, recorded as a `WorkerError` naming its class,
+    so the attempt ends (by its retry policy) instead of its delivery being requeued.
+    """
+    result = await _execute_safely(
+        dispatch,
+        ctx,
+        registry,
+        worker=worker,
+        traceback_lines=traceback_lines,
+        http=http,
+        max_output_bytes=max_output_bytes,
+    )
+    if isinstance(result, TaskFailed) and secrets:
+        return msgspec.structs.replace(result, error=redact_error(result.error, secrets))
+    return result
+
+
+async def _execute_safely(
+    dispatch: DispatchTask,
+    ctx: TaskContext,
+    registry: HandlerRegistry,
+    *,
+    worker: str,
+    traceback_lines: int,
+    http: HttpExecutor | None,
+    max_output_bytes: int,
+) -> TaskCompleted | TaskFailed:
+    try:
+        return await _execute(
+            dispatch,
+            ctx,
+            registry,
+            worker=worker,
+            traceback_lines=traceback_lines,
+            http=http,
+            max_output_bytes=max_output_bytes,
+        )
+    except Exception as exc:  # noqa: BLE001 -- see the docstring: every attempt ends recorded
+        return _failed(dispatch, worker, worker_error(exc, traceback_lines))
+
+
+async def _execute(
+    dispatch: DispatchTask,
+    ctx: TaskContext,
+    registry: HandlerRegistry,
+    *,
+    worker: str,
+    traceback_lines: int,
+    http: HttpExecutor | None,
+    max_output_bytes: int,
+) -> TaskCompleted | TaskFailed:
     if dispatch.task_type == "http" and http is not None:
-        return await _run_http(dispatch, http, worker)
+        return await _run_http(dispatch, http, worker, max_output_bytes)
     if dispatch.task_type != "handler":
         return _failed(
             dispatch,
@@ -67,7 +140,7 @@ async def execute(
                 retryable=True,
             ),
         )
-    outcome = await _run_handler(registered, dispatch, ctx, traceback_lines)
+    outcome = await _run_handler(registered, dispatch, ctx, traceback_lines, max_output_bytes)
     if isinstance(outcome, ErrorInfo):
         return _failed(dispatch, worker, outcome)
     return TaskCompleted(
@@ -81,12 +154,17 @@ async def execute(
 
 
 async def _run_http(
-    dispatch: DispatchTask, http: HttpExecutor, worker: str
+    dispatch: DispatchTask, http: HttpExecutor, worker: str, max_output_bytes: int
 ) -> TaskCompleted | TaskFailed:
     with anyio.move_on_after(_worker_deadline(dispatch.timeout_seconds)) as deadline:
         outcome = await http.run(dispatch.input)
     if deadline.cancelled_caught:
         outcome = _timed_out(dispatch)
+    if not isinstance(outcome, ErrorInfo):
+        try:
+            check_output_size(_json.encode(outcome), max_output_bytes)
+        except OutputTooLarge as exc:
+            outcome = _not_retryable(exc)
     if isinstance(outcome, ErrorInfo):
         return _failed(dispatch, worker, outcome)
     return TaskCompleted(
@@ -110,28 +188,43 @@ async def _run_handler(
     dispatch: DispatchTask,
     ctx: TaskContext,
     traceback_lines: int,
+    max_output_bytes: int,
 ) -> _Output | ErrorInfo:
     try:
         with anyio.move_on_after(_worker_deadline(dispatch.timeout_seconds)) as deadline:
             output = await registered.call(ctx, dispatch.input)
         if deadline.cancelled_caught:
             return _timed_out(dispatch)
-        return _Output(value=to_json_value(output))
-    except (HandlerInputMismatch, OutputNotSerializable) as exc:
+        return _Output(value=to_json_value(output, max_output_bytes))
+    except (HandlerInputMismatch, OutputNotSerializable, OutputTooLarge) as exc:
         # Retrying cannot help: the same input or the same code gives the same mismatch.
-        return ErrorInfo(type=type(exc).__name__, message=str(exc), retryable=False)
+        return _not_retryable(exc)
     except Exception as exc:  # noqa: BLE001 -- a handler raising anything is the attempt failing
         return error_info(exc, traceback_lines)
 
 
-def to_json_value(value: Any) -> Any:
-    """The value as plain JSON data, or `OutputNotSerializable` naming what went wrong."""
+def to_json_value(value: Any, max_bytes: int | None = None) -> Any:
+    """The value as plain JSON data; `OutputNotSerializable` naming what went wrong, or
+    `OutputTooLarge` when its JSON is over `max_bytes`."""
     try:
-        return msgspec.json.decode(_json.encode(value))
+        encoded = _json.encode(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise OutputNotSerializable(
             f"the handler returned a value that is not JSON-serialisable: {exc}"
         ) from exc
+    if max_bytes is not None:
+        check_output_size(encoded, max_bytes)
+    return msgspec.json.decode(encoded)
+
+
+def check_output_size(encoded: bytes, max_bytes: int) -> None:
+    """Raise `OutputTooLarge` when an output's JSON is over `max_bytes`."""
+    if len(encoded) > max_bytes:
+        raise OutputTooLarge(len(encoded), max_bytes)
+
+
+def _not_retryable(exc: Exception) -> ErrorInfo:
+    return ErrorInfo(type=type(exc).__name__, message=str(exc), retryable=False)
 
 
 def error_info(exc: BaseException, traceback_lines: int) -> ErrorInfo:
@@ -140,6 +233,20 @@ def error_info(exc: BaseException, traceback_lines: int) -> ErrorInfo:
     tail = "\n".join(lines[-traceback_lines:]) if traceback_lines > 0 else None
     message = str(exc) or type(exc).__name__
     return ErrorInfo(type=type(exc).__name__, message=message, traceback=tail, retryable=True)
+
+
+def worker_error(exc: BaseException, traceback_lines: int) -> ErrorInfo:
+    """An exception the worker did not expect: `WorkerError`, the message naming its class.
+
+    Retryable: the retry policy bounds how often a deterministic one is tried again.
+    """
+    info = error_info(exc, traceback_lines)
+    return ErrorInfo(
+        type="WorkerError",
+        message=f"{type(exc).__name__}: {info.message}",
+        traceback=info.traceback,
+        retryable=True,
+    )
 
 
 def _worker_deadline(timeout: float | None) -> float | None:

@@ -29,19 +29,28 @@ from app.modules.worker._breaker import (
 )
 from app.modules.worker._http_shape import (
     HttpCall,
+    HttpRedirectRefused,
     HttpRequestInvalid,
     HttpResponseTooLarge,
+    checked_url,
     parse_call,
     shape_output,
     status_error,
 )
 from app.modules.worker._http_transport import Pins, pinned_transport
-from app.modules.worker._secrets import SecretMissing, redact, redact_text, substitute_secrets
+from app.modules.worker._secrets import (
+    SecretMissing,
+    known_secret_values,
+    redact,
+    redact_text,
+    substitute_secrets,
+)
 from app.modules.worker._ssrf import Guard, Resolver, SsrfBlocked, system_resolver
 from app.observability import Telemetry, record_http_status
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+_BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
 
 # Our errors and httpx's, mapped once: (exception class, ErrorInfo type, retryable).
 # Order matters: the first class that matches wins (a ConnectTimeout is a timeout).
@@ -51,6 +60,7 @@ _ERRORS: tuple[tuple[type[BaseException], str, bool], ...] = (
     (SsrfBlocked, "SsrfBlocked", False),
     (CircuitOpen, "CircuitOpen", True),
     (HttpResponseTooLarge, "HttpResponseTooLarge", False),
+    (HttpRedirectRefused, "HttpRedirectRefused", False),
     (httpx.TooManyRedirects, "HttpTooManyRedirects", False),
     (httpx.InvalidURL, "HttpRequestInvalid", False),
     (httpx.UnsupportedProtocol, "HttpRequestInvalid", False),
@@ -107,6 +117,10 @@ class HttpExecutor:
         listener = breaker_gauge(telemetry.metrics.registry) if telemetry is not None else None
         return cls(settings, breaker_listener=listener, telemetry=telemetry)
 
+    def known_secrets(self) -> list[str]:
+        """The values of this worker's secret variables (`http.secret_prefix`)."""
+        return known_secret_values(self._environ, self._settings.secret_prefix)
+
     @property
     def breakers(self) -> CircuitBreakers:
         """The per-host circuits (for tests and diagnostics)."""
@@ -153,11 +167,14 @@ class HttpExecutor:
             if not self._should_follow(answer, call):
                 return answer
             assert answer.location is not None
-            target = url.join(answer.location)
-            if (target.scheme, target.host, target.port) != (url.scheme, url.host, url.port):
-                headers = _without_credentials(headers, secrets)
+            target = _redirect_target(url, answer.location)
             if answer.status == 303 or (answer.status in (301, 302) and method == "POST"):
                 method, body = ("HEAD" if method == "HEAD" else "GET"), {}
+                headers = _without_body_headers(headers)
+            if _origin(target) != _origin(url):
+                if body:
+                    raise HttpRedirectRefused(method, answer.status, _origin_text(target))
+                headers = _without_credentials(headers, secrets)
             url, shown_url = target, redact_text(str(target), secrets)
         raise httpx.TooManyRedirects(f"more than {self._settings.max_redirects} redirects")
 
@@ -187,8 +204,8 @@ class HttpExecutor:
             client = self._client_now()
             sent_headers = dict(headers)
             with self._span(method, shown_url, sent_headers) as record_status:
-                request = client.build_request(
-                    method, url, headers=sent_headers, timeout=timeout, **body
+                request = _build_request(
+                    client, method, url, headers=sent_headers, timeout=timeout, body=body
                 )
                 try:
                     answer = await self._exchange(client, request, method)
@@ -260,6 +277,46 @@ class HttpExecutor:
             return
         with self._telemetry.http_call(method, shown_url, headers) as span:
             yield lambda status: record_http_status(span, status)
+
+
+def _redirect_target(url: httpx.URL, location: str) -> httpx.URL:
+    try:
+        target = url.join(location)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise HttpRequestInvalid(f"the redirect location is not a valid URL: {exc}") from None
+    return checked_url(target, "the redirect location")
+
+
+def _build_request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: httpx.URL,
+    *,
+    headers: dict[str, str],
+    timeout: httpx.Timeout,
+    body: dict[str, Any],
+) -> httpx.Request:
+    # parse_call checks what it can; anything else httpx refuses is still the request's
+    # fault, never a worker error.
+    try:
+        return client.build_request(method, url, headers=headers, timeout=timeout, **body)
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise HttpRequestInvalid(f"httpx cannot build the request: {exc}") from None
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, port
+
+
+def _origin_text(url: httpx.URL) -> str:
+    scheme, host, port = _origin(url)
+    return f"{scheme}://{host}:{port}"
+
+
+def _without_body_headers(headers: dict[str, str]) -> dict[str, str]:
+    # The redirect turned the request into a GET: what described the body goes with it.
+    return {name: v for name, v in headers.items() if name.lower() not in _BODY_HEADERS}
 
 
 def _without_credentials(headers: dict[str, str], secrets: list[str]) -> dict[str, str]:

@@ -7,18 +7,38 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import msgspec
 
 from app.domain.errors import TreadleError
 from app.domain.state import ErrorInfo
 
 _METHOD = re.compile(r"[A-Z]{1,16}")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A header name is an RFC 9110 token."""
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+"""A header value httpx can send: visible ASCII, spaces and tabs (it encodes as ASCII)."""
+_MAX_PORT = 65_535
 _SNIPPET_CHARS = 300
 """How much of an unexpected answer's body an HttpStatusError message quotes."""
 
 
 class HttpRequestInvalid(TreadleError):
     """The rendered request cannot be sent (a bad URL, header or body)."""
+
+
+class HttpRedirectRefused(TreadleError):
+    """A redirect would re-send the request's body to another origin; it is not followed."""
+
+    def __init__(self, method: str, status: int, origin: str) -> None:
+        self.method = method
+        self.status = status
+        self.origin = origin
+        super().__init__(
+            f"answered {status}, a redirect of the {method} to another origin ({origin}); "
+            "a request body is never re-sent to another origin (list the status in "
+            "`expect` to take the redirect as the answer)"
+        )
 
 
 class HttpResponseTooLarge(TreadleError):
@@ -60,6 +80,7 @@ def parse_call(data: Any, default_timeout: float) -> HttpCall:
     url = data.get("url")
     if not isinstance(url, str) or not url:
         raise HttpRequestInvalid(f"the url must be a string, got {type(url).__name__}")
+    checked_url(url)
     if data.get("json") is not None and data.get("form") is not None:
         raise HttpRequestInvalid("a request has a json body or a form body, not both")
     body: dict[str, Any] = {}
@@ -85,11 +106,33 @@ def _seconds(value: Any, default: float) -> float:
     return default
 
 
+def checked_url(url: str | httpx.URL, what: str = "the url") -> httpx.URL:
+    """`url` parsed, or `HttpRequestInvalid` when it cannot be sent (a bad IDNA host, a
+    port out of range): raised here, not from deep inside httpx or the resolver."""
+    try:
+        parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+        _ = parsed.host  # decodes an IDNA host (`xn--...`) lazily, so may raise only here
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError) as exc:  # IDNAError and UnicodeError are ValueErrors
+        raise HttpRequestInvalid(f"{what} is not a valid URL: {exc}") from None
+    if port is not None and not 0 < port <= _MAX_PORT:
+        raise HttpRequestInvalid(f"{what} has port {port}, outside 1-{_MAX_PORT}")
+    return parsed
+
+
 def _headers(value: Any) -> dict[str, str]:
     headers = _string_map(value, "headers")
     for name, text in headers.items():
         if any(c in text or c in name for c in "\r\n\0"):
             raise HttpRequestInvalid(f"header {name!r} contains a line break")
+        if not _HEADER_NAME.fullmatch(name):
+            raise HttpRequestInvalid(f"header name {name!r} is not a valid HTTP token")
+        if not _HEADER_VALUE.fullmatch(text):
+            # The value is not quoted: it may hold a secret.
+            raise HttpRequestInvalid(
+                f"header {name!r} has a character that is not visible ASCII "
+                "(percent-encode or base64 other text)"
+            )
     return headers
 
 

@@ -4,6 +4,9 @@ The value of `secret.NAME` is the worker's environment variable `<prefix>NAME`
 (`TREADLE_SECRET_NAME` by default). Only the paths the compiler recorded in the request's
 `secrets` list are substituted (app.domain.secrets says why); the values then never
 leave the call: they are redacted from the output and from every error message.
+
+Every such variable's value is redacted from every failure the worker reports, a
+handler's too (its message and traceback), and so from the worker's log line of it.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+import msgspec
+
 from app.domain.errors import TreadleError
 from app.domain.secrets import SECRET_REF
+from app.domain.state import ErrorInfo
 
 REDACTED = "[redacted]"
 
@@ -50,6 +56,22 @@ def substitute_secrets(
     for path in paths if isinstance(paths, list) else []:
         _replace_at(out, path, lambda text: SECRET_REF.sub(lambda m: value_of(m["name"]), text))
     return out, list(dict.fromkeys(v for v in used if v))
+
+
+def known_secret_values(environ: Mapping[str, str], prefix: str) -> list[str]:
+    """The value of every `<prefix>NAME` variable: what no failure may show, whichever
+    task (handler or http) quoted it."""
+    return sorted({v for k, v in environ.items() if k.startswith(prefix) and v})
+
+
+def redact_error(info: ErrorInfo, secrets: Sequence[str]) -> ErrorInfo:
+    """`info` with every secret value redacted from its message and traceback."""
+    if not secrets:
+        return info
+    traceback = None if info.traceback is None else redact_text(info.traceback, secrets)
+    return msgspec.structs.replace(
+        info, message=redact_text(info.message, secrets), traceback=traceback
+    )
 
 
 def _replace_at(root: Any, path: Any, change: Any) -> None:

@@ -9,7 +9,7 @@ import anyio
 import msgspec
 
 from app._crash import crash_point
-from app.config import HttpSettings, WorkerSettings
+from app.config import HttpSettings, TransportSettings, WorkerSettings
 from app.domain.events import (
     DispatchTask,
     TaskCompleted,
@@ -17,6 +17,7 @@ from app.domain.events import (
     TaskHeartbeat,
     TaskStarted,
 )
+from app.domain.state import ErrorInfo
 from app.messages import (
     EVENTS_CHANNEL,
     Envelope,
@@ -28,9 +29,10 @@ from app.messages import (
     to_message,
 )
 from app.modules.worker._context import TaskContext
-from app.modules.worker._execute import execute
+from app.modules.worker._execute import DEFAULT_MAX_OUTPUT_BYTES, execute
 from app.modules.worker._http import HttpExecutor
 from app.modules.worker._registry import HandlerRegistry
+from app.modules.worker._secrets import redact_error
 from app.observability import Telemetry, current_traceparent, get_logger
 from app.ports import Clock, Delivery, Transport
 
@@ -57,6 +59,8 @@ class Worker:
         *,
         http: HttpExecutor | None = None,
         telemetry: Telemetry | None = None,
+        max_deliveries: int | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
         # Public: the engine hands the same telemetry to this worker's `http` executor.
         self.telemetry = telemetry or Telemetry.off("worker")
@@ -65,6 +69,12 @@ class Worker:
         self._http = http or HttpExecutor(HttpSettings(), telemetry=self.telemetry)
         self._registry = registry
         self._settings = settings
+        # The transport's `max_deliveries`: on that delivery a result that cannot be
+        # published is replaced by a failure that can (see `_report_unpublished`).
+        self._max_deliveries = max_deliveries or TransportSettings().max_deliveries
+        self._max_output_bytes = max_output_bytes  # limits.max_output_bytes
+        # Redacted from every failure this worker reports, and so from its log lines.
+        self._secrets = self._http.known_secrets()
         self._clock = clock
         self._source = source
         self._inflight = 0
@@ -176,14 +186,18 @@ class Worker:
             traceparent=env.traceparent,
             dispatched_at=env.timestamp,
         ):
-            published = await self._execute_and_publish(dispatch, env.traceparent)
+            published = await self._execute_and_publish(
+                dispatch, env.traceparent, delivery.delivery_count
+            )
         if published:
             crash_point("after_publish_before_ack")
             await delivery.ack()
         else:
             await _settle_quietly(delivery, requeue=True)
 
-    async def _execute_and_publish(self, dispatch: DispatchTask, received: str | None) -> bool:
+    async def _execute_and_publish(
+        self, dispatch: DispatchTask, received: str | None, delivery_count: int
+    ) -> bool:
         """Run the attempt and publish its events; False when publishing failed.
 
         Called inside the attempt's span, so every event published carries its context.
@@ -220,15 +234,64 @@ class Worker:
         )
         try:
             result = await self._execute_reporting_start(dispatch, ctx, start)
-            _log_result(result)
-            crash_point("after_effect_before_publish")
-            await start.send_result(result)
         except Exception:
-            # The result could not be published: give the dispatch back so the attempt is
-            # run again (at least once) rather than lost.
+            # Only publishing the start can raise here (`execute` turns every failure of
+            # the attempt itself into a TaskFailed): give the dispatch back.
             self.telemetry.metrics.broker_error(self._transport.name, "publish")
-            log.exception("publishing the attempt's result failed; requeueing")
+            log.exception("publishing the attempt's start failed; requeueing")
             return False
+        _log_result(result)
+        crash_point("after_effect_before_publish")
+        try:
+            await start.send_result(result)
+        except Exception as exc:
+            self.telemetry.metrics.broker_error(self._transport.name, "publish")
+            if delivery_count < self._max_deliveries:
+                # Give the dispatch back so the attempt is run again (at least once)
+                # rather than lost.
+                log.exception("publishing the attempt's result failed; requeueing")
+                return False
+            return await self._report_unpublished(start, result, exc, delivery_count)
+        return True
+
+    async def _report_unpublished(
+        self,
+        start: _StartReport,
+        result: TaskCompleted | TaskFailed,
+        exc: Exception,
+        delivery_count: int,
+    ) -> bool:
+        """On the last delivery the transport allows, publish a small failure in place
+        of a result that cannot be published (too large for the broker, say), so the
+        attempt ends recorded instead of its dispatch being dead-lettered unseen."""
+        failure = TaskFailed(
+            run_id=result.run_id,
+            task_id=result.task_id,
+            attempt=result.attempt,
+            error=redact_error(
+                ErrorInfo(
+                    type="ResultNotPublished",
+                    message=(
+                        f"the attempt's result could not be published in {delivery_count} "
+                        f"deliveries: {type(exc).__name__}: {exc}"
+                    ),
+                    retryable=True,
+                ),
+                self._secrets,
+            ),
+            worker=result.worker,
+            item=result.item,
+        )
+        try:
+            await start.send_result(failure)
+        except Exception:
+            log.exception("publishing the attempt's result failed on its last delivery")
+            return False
+        log.warning(
+            "published ResultNotPublished in place of the attempt's result",
+            error_type="ResultNotPublished",
+            error=failure.error.message,
+        )
         return True
 
     async def _execute_reporting_start(
@@ -249,6 +312,8 @@ class Worker:
                         worker=self._source,
                         traceback_lines=self._settings.traceback_lines,
                         http=self._http,
+                        max_output_bytes=self._max_output_bytes,
+                        secrets=self._secrets,
                     )
                 )
             finally:

@@ -3,8 +3,8 @@
 Routes: `/echo` answers the request back as JSON (`/echo/<code>`: its auth headers and
 body, with that status); `/status/<code>`; `/flaky/<key>?fail=N`
 answers 503 N times per key, then 200; `/slow?seconds=S`; `/big?bytes=N`; `/text`;
-`/redirect?to=URL`. Every request is recorded, so a test can assert what arrived (or
-that nothing did).
+`/redirect?to=URL` (a 302; `/redirect/<code>?to=URL` that status). Every request is
+recorded, so a test can assert what arrived (or that nothing did).
 """
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ def _route(echo: EchoServer, r: Received) -> tuple[int, dict[str, str], bytes]:
         return 200, {"content-type": "text/plain"}, b"x" * int(r.query["bytes"][0])
     if r.path == "/redirect":
         return 302, {"location": r.query["to"][0]}, b""
+    if r.path.startswith("/redirect/"):
+        return int(r.path.rsplit("/", 1)[1]), {"location": r.query["to"][0]}, b""
     return 200, {"content-type": "text/plain; charset=utf-8"}, "plain text ü".encode()
 
 

@@ -8,9 +8,13 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from app import TaskContext
 from app.config import HttpSettings
+from app.domain.events import DispatchTask, TaskFailed
 from app.domain.state import ErrorInfo
+from app.modules.worker import HandlerRegistry
 from app.modules.worker._breaker import breaker_gauge
+from app.modules.worker._execute import execute
 from app.modules.worker._http import HttpExecutor
 from app.observability import Telemetry
 from tests.integration.worker.echo_server import EchoServer, echo_server
@@ -238,3 +242,115 @@ async def test_telemetry_spans_carry_the_reference_and_inject_traceparent(
         "treadle_http_circuit_state", {"host": host}
     )
     assert gauge == 2
+
+
+async def test_an_http_output_over_max_output_bytes_fails_the_attempt(echo: EchoServer) -> None:
+    """An http answer whose output is over `limits.max_output_bytes` (though under
+    `http.max_response_bytes`) fails the attempt as OutputTooLarge, not retried."""
+    executor = _executor()
+    dispatch = DispatchTask(
+        run_id="r1",
+        task_id="call",
+        attempt=1,
+        task_type="http",
+        queue="default",
+        input={"url": f"{echo.url}/big?bytes=5000"},
+    )
+    ctx = TaskContext(run_id="r1", task_id="call", attempt=1)
+    try:
+        result = await execute(
+            dispatch,
+            ctx,
+            HandlerRegistry(),
+            worker="w1",
+            traceback_lines=5,
+            http=executor,
+            max_output_bytes=4000,
+        )
+    finally:
+        await executor.aclose()
+    assert isinstance(result, TaskFailed)
+    assert (result.error.type, result.error.retryable) == ("OutputTooLarge", False)
+    assert "max_output_bytes (4000)" in result.error.message
+
+
+@pytest.fixture
+def other() -> Iterator[EchoServer]:
+    """A second echo server: another port of 127.0.0.1, so another origin."""
+    with echo_server() as server:
+        yield server
+
+
+@pytest.mark.parametrize("status", [307, 308])
+async def test_a_body_is_never_re_sent_to_another_origin(
+    echo: EchoServer, other: EchoServer, status: int
+) -> None:
+    """A cross-origin 307/308 of a request with a body is not followed: the attempt fails
+    HttpRedirectRefused (not retried) and the other origin receives nothing."""
+    result = await _run(
+        {
+            "method": "POST",
+            "url": f"{echo.url}/redirect/{status}?to={other.url}/echo",
+            "json": {"card": "${ secret.TOKEN }"},
+            "secrets": [["json", "card"]],
+        },
+        follow_redirects=True,
+    )
+    assert isinstance(result, ErrorInfo)
+    assert (result.type, result.retryable) == ("HttpRedirectRefused", False)
+    assert f"answered {status}" in result.message
+    assert other.received == []
+    assert SECRET in echo.received[0].body.decode()  # the named origin got it, as asked
+
+
+@pytest.mark.parametrize("status", [307, 308])
+async def test_a_same_origin_307_308_re_sends_the_body(echo: EchoServer, status: int) -> None:
+    """Within one origin a 307/308 keeps the method and body, as RFC 9110 says."""
+    result = await _run(
+        {"method": "POST", "url": f"{echo.url}/redirect/{status}?to=/echo", "json": {"a": 1}},
+        follow_redirects=True,
+    )
+    assert not isinstance(result, ErrorInfo), result
+    assert (result["json"]["method"], result["json"]["body"]) == ("POST", '{"a":1}')
+
+
+async def test_credentials_and_secret_headers_stay_with_their_origin(
+    echo: EchoServer, other: EchoServer
+) -> None:
+    """Following a redirect to another origin drops Authorization, Cookie and any header
+    that carried a secret; other headers go along."""
+    result = await _run(
+        {
+            "url": f"{echo.url}/redirect/307?to={other.url}/echo",
+            "headers": {
+                "Authorization": "Basic dXNlcjpwdw==",
+                "Cookie": "session=1",
+                "X-Token": "${ secret.TOKEN }",
+                "X-Trace": "abc",
+            },
+            "secrets": [["headers", "X-Token"]],
+        },
+        follow_redirects=True,
+    )
+    assert not isinstance(result, ErrorInfo), result
+    [arrived] = other.received
+    names = {name.lower() for name in arrived.headers}
+    assert names.isdisjoint({"authorization", "cookie", "x-token"})
+    assert arrived.headers["X-Trace"] == "abc"
+    assert echo.received[0].headers["X-Token"] == SECRET
+
+
+async def test_a_303_drops_the_body_and_what_described_it(echo: EchoServer) -> None:
+    """A 303 turns a POST into a GET without its body or its Content-Type."""
+    result = await _run(
+        {
+            "method": "POST",
+            "url": f"{echo.url}/redirect/303?to=/echo",
+            "headers": {"Content-Type": "application/json"},
+            "json": {"a": 1},
+        },
+        follow_redirects=True,
+    )
+    assert not isinstance(result, ErrorInfo), result
+    assert (result["json"]["method"], result["json"]["body"]) == ("GET", "")
+    assert "content-type" not in result["json"]["headers"]

@@ -133,3 +133,30 @@ async def test_input_that_does_not_fit_fails_without_retry() -> None:
     assert isinstance(result, TaskFailed)
     assert result.error.type == "HandlerInputMismatch"
     assert result.error.retryable is False
+
+
+@handler("bulky")
+async def bulky(ctx: TaskContext, size: int) -> str:
+    return "x" * size
+
+
+@pytest.mark.anyio
+async def test_an_output_over_max_output_bytes_fails_without_retry() -> None:
+    """A return value over `limits.max_output_bytes` as JSON fails as OutputTooLarge,
+    naming its size and the key; one at the limit completes."""
+    registry = _registry()
+    registry.add(bulky)
+    ctx = TaskContext(run_id="r1", task_id="t1", attempt=1)
+
+    async def run(size: int) -> TaskCompleted | TaskFailed:
+        dispatch = _dispatch(handler="bulky", input={"size": size})
+        return await execute(
+            dispatch, ctx, registry, worker="w1", traceback_lines=5, max_output_bytes=1000
+        )
+
+    over = await run(999)  # 1001 bytes with its quotes
+    assert isinstance(over, TaskFailed)
+    assert (over.error.type, over.error.retryable) == ("OutputTooLarge", False)
+    assert "1001 bytes" in over.error.message
+    assert "limits.max_output_bytes (1000)" in over.error.message
+    assert isinstance(await run(998), TaskCompleted)

@@ -94,6 +94,11 @@ def test_parse_call_checks_types_and_fills_defaults() -> None:
         ({"url": "http://h", "query": {"q": {"a": 1}}}, "query.q"),
         ({"url": "http://h", "expect": ["200"]}, "expect must be a list"),
         ({"url": "http://h", "method": "GET /x"}, "not an HTTP method"),
+        ({"url": "http://xn--localhost-/z"}, "not a valid URL"),
+        ({"url": "http://h:99999/x"}, "port 99999, outside 1-65535"),
+        ({"url": "http://h", "headers": {"X": "café"}}, "not visible ASCII"),
+        ({"url": "http://h", "headers": {"X": "\u2028"}}, "not visible ASCII"),
+        ({"url": "http://h", "headers": {"X Y": "1"}}, "not a valid HTTP token"),
     ],
 )
 def test_bad_rendered_requests_are_refused(request_: object, match: str) -> None:
