@@ -216,6 +216,7 @@ def dispatch_command(
     attempt: int,
     input: Any,
     item: int | None = None,
+    delivery: int = 1,
 ) -> DispatchTask:
     """The dispatch of one attempt of a task (or of one map item, with `item`)."""
     return DispatchTask(
@@ -230,6 +231,7 @@ def dispatch_command(
         workflow=d.original.workflow,
         version=d.original.version,
         item=item,
+        delivery=delivery,
     )
 
 
