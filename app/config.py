@@ -93,6 +93,10 @@ class WorkerSettings(_Section, frozen=True, kw_only=True):
     handlers: list[str] = []
     drain_seconds: float = 30.0
     traceback_lines: int = 20
+    lost_after_deliveries: Annotated[int, msgspec.Meta(ge=2)] = 3
+    """A dispatch delivered this many times (the copies before never finished: the process
+    running them ended) is not run: its attempt fails with `AttemptLost` and follows its
+    retry policy, so an attempt that kills its process cannot crash-loop it."""
 
 
 class OrchestratorSettings(_Section, frozen=True, kw_only=True):

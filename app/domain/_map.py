@@ -225,14 +225,29 @@ def refill(d: Draft) -> None:
 def _dispatch(
     d: Draft, task_id: str, template: CompiledTask, index: int, *, again: bool = False
 ) -> None:
+    """As the decider's `_dispatch`, for one item: `again` counts one more delivery."""
     item = d.items[(task_id, index)]
+    if again:
+        item = _set_item(d, item, delivery=item.delivery + 1)
+    else:
+        item = _set_item(d, item, delivery=1, resends=0)
+    delivery = item.delivery
     d.command(
-        dispatch_command(d, task_id, template, attempt=item.attempt, input=item.input, item=index)
+        dispatch_command(
+            d,
+            task_id,
+            template,
+            attempt=item.attempt,
+            input=item.input,
+            item=index,
+            delivery=delivery,
+        )
     )
     arm_dispatch_timeout(d, template, task_id, item.attempt, item=index)
     data: dict[str, Any] = {"item": index, "queue": template.queue}
     if again:
         data["redispatch"] = True
+        data["delivery"] = delivery
     d.record("item.scheduled", task_id, item.attempt, data=data)
 
 
@@ -513,5 +528,7 @@ _ITEM_EVENTS: dict[type, ItemHandler] = {
 _ITEM_TIMERS: dict[TimerKind, ItemHandler] = {
     TimerKind.ATTEMPT_TIMEOUT: _on_timed_out,
     TimerKind.RETRY: _on_retry_due,
-    TimerKind.DISPATCH_TIMEOUT: redispatch.on_item_due,
+    TimerKind.DISPATCH_TIMEOUT: lambda d, e, advance: redispatch.on_item_due(
+        d, e, advance, _attempt_failed
+    ),
 }

@@ -222,6 +222,7 @@ def dispatch_command(
     attempt: int,
     input: Any,
     item: int | None = None,
+    delivery: int = 1,
 ) -> DispatchTask:
     """The dispatch of one attempt of a task (or of one map item, with `item`)."""
     return DispatchTask(
@@ -236,6 +237,7 @@ def dispatch_command(
         workflow=d.original.workflow,
         version=d.original.version,
         item=item,
+        delivery=delivery,
     )
 
 

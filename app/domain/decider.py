@@ -204,12 +204,24 @@ def _start_dispatched(d: Draft, task_id: str, compiled: CompiledTask) -> None:
 
 
 def _dispatch(d: Draft, task_id: str, compiled: CompiledTask, *, again: bool = False) -> None:
+    """Send the task's current attempt; `again`: once more after a restart lost its copy,
+    which counts as one more delivery of it (a first send starts the counts afresh)."""
     task = d.tasks[task_id]
-    d.command(dispatch_command(d, task_id, compiled, attempt=task.attempt, input=task.input))
+    if again:
+        d.update_task(task_id, delivery=task.delivery + 1)
+    else:
+        d.update_task(task_id, delivery=1, resends=0)
+    delivery = d.tasks[task_id].delivery
+    d.command(
+        dispatch_command(
+            d, task_id, compiled, attempt=task.attempt, input=task.input, delivery=delivery
+        )
+    )
     arm_dispatch_timeout(d, compiled, task_id, task.attempt)
     data: dict[str, Any] = {"queue": compiled.queue}
     if again:
         data["redispatch"] = True
+        data["delivery"] = delivery
     d.record("task.scheduled", task_id, task.attempt, data=data)
 
 
@@ -459,7 +471,7 @@ _TIMERS: dict[TimerKind, Callable[[Draft, TimerFired], None]] = {
     TimerKind.SLEEP: _sleep_done,
     TimerKind.SIGNAL_TIMEOUT: _signal_timed_out,
     TimerKind.MAP_TIMEOUT: map_control.on_map_timed_out,
-    TimerKind.DISPATCH_TIMEOUT: redispatch.on_task_due,
+    TimerKind.DISPATCH_TIMEOUT: lambda d, e: redispatch.on_task_due(d, e, _attempt_failed),
 }
 
 

@@ -219,6 +219,10 @@ class DispatchTask(_Tagged, frozen=True, kw_only=True, tag="task.dispatch"):
     version: int = 0
     item: int | None = None
     """The item index when this is about one item of a `map` task."""
+    delivery: int = 1
+    """How many times the orchestrator has sent this attempt: 1, plus one per re-send by
+    start-up recovery (the in-process transport keeps no delivery count of its own). A
+    worker counts the larger of this and its broker's delivery count."""
 
     @property
     def idempotency_key(self) -> str:

@@ -101,6 +101,10 @@ class MapItem(msgspec.Struct, frozen=True, kw_only=True):
     scheduled_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    delivery: int = 1
+    """As on `TaskState`: the current attempt's delivery number."""
+    resends: int = 0
+    """As on `TaskState`: schedule-to-start re-sends of the current attempt."""
 
 
 class ItemQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -130,6 +134,12 @@ class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     """A `map` task's aggregate; None for every other type."""
     child_run_id: str | None = None
     """A `workflow` task's child run, once it has been started."""
+    delivery: int = 1
+    """The current attempt's delivery number: 1 when first sent, one more each time start-up
+    recovery sends it again (its copy may have died with the process running it). A worker
+    refuses a delivery past its bound (see `DispatchTask.delivery`)."""
+    resends: int = 0
+    """Schedule-to-start re-sends of the current attempt (see `_redispatch`)."""
 
 
 class RunState(msgspec.Struct, frozen=True, kw_only=True):

@@ -80,6 +80,8 @@ def _task_from_mapping(m: Any) -> TaskState:
         finished_at=m["t_finished_at"],
         progress=decode_json(m["t_progress"], MapProgress),
         child_run_id=m["t_child_run_id"],
+        delivery=m["t_delivery"],
+        resends=m["t_resends"],
     )
 
 
@@ -129,6 +131,8 @@ def task_values(run_id: str, position: int, task: TaskState) -> dict[str, Any]:
         "finished_at": task.finished_at,
         "progress": encode_json(task.progress),
         "child_run_id": task.child_run_id,
+        "delivery": task.delivery,
+        "resends": task.resends,
     }
 
 
@@ -173,6 +177,8 @@ def item_values(run_id: str, item: MapItem) -> dict[str, Any]:
         "scheduled_at": item.scheduled_at,
         "started_at": item.started_at,
         "finished_at": item.finished_at,
+        "delivery": item.delivery,
+        "resends": item.resends,
     }
 
 
@@ -190,6 +196,8 @@ def item_from_row(row: Row[Any]) -> MapItem:
         scheduled_at=m["scheduled_at"],
         started_at=m["started_at"],
         finished_at=m["finished_at"],
+        delivery=m["delivery"],
+        resends=m["resends"],
     )
 
 

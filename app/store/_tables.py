@@ -106,6 +106,9 @@ tasks = Table(
     Column("finished_at", UTCDateTime),
     Column("progress", JSON_TEXT),  # a map task's MapProgress
     Column("child_run_id", String(_ID)),  # a workflow task's child run
+    # The current attempt's delivery number and schedule-to-start re-sends (TaskState)
+    Column("delivery", Integer, nullable=False, server_default=text("1")),
+    Column("resends", Integer, nullable=False, server_default=text("0")),
     # inflight_attempts: scheduled/running rows in run-id order. PostgreSQL and SQLite
     # index just those rows; MySQL has no partial index, so it leads with the status.
     Index(
@@ -134,6 +137,8 @@ map_items = Table(
     Column("scheduled_at", UTCDateTime),
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
+    Column("delivery", Integer, nullable=False, server_default=text("1")),
+    Column("resends", Integer, nullable=False, server_default=text("0")),
 )
 
 history = Table(

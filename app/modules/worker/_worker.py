@@ -39,6 +39,8 @@ from app.ports import Clock, Delivery, Transport
 log = get_logger(__name__)
 
 CONSUMER_GROUP = "workers"
+ATTEMPT_LOST = "AttemptLost"
+"""The error of an attempt refused after `worker.lost_after_deliveries` deliveries."""
 
 
 class Worker:
@@ -176,6 +178,10 @@ class Worker:
             return
         assert isinstance(env.payload, DispatchTask), "checked by _decode_dispatch"
         dispatch = env.payload
+        deliveries = max(delivery.delivery_count, dispatch.delivery)
+        if deliveries >= self._settings.lost_after_deliveries:
+            await self._report_lost(delivery, dispatch, deliveries, env.traceparent)
+            return
         with self.telemetry.task_execution(
             run_id=dispatch.run_id,
             task_id=dispatch.task_id,
@@ -194,6 +200,48 @@ class Worker:
             await delivery.ack()
         else:
             await _settle_quietly(delivery, requeue=True)
+
+    async def _report_lost(
+        self, delivery: Delivery, dispatch: DispatchTask, deliveries: int, received: str | None
+    ) -> None:
+        """Fail, without running it, an attempt whose earlier deliveries never finished.
+
+        Each of those may have ended the process running it (`os._exit`, the OOM killer, a
+        segfault); running it again could do so once more, for ever. The failure follows
+        the task's retry policy. If publishing it fails, the delivery goes back (counted).
+        """
+        error = ErrorInfo(
+            type=ATTEMPT_LOST,
+            message=(
+                f"attempt {dispatch.attempt} was delivered {deliveries} times and never"
+                " finished: the process running it ended"
+            ),
+            retryable=True,
+        )
+        failed = TaskFailed(
+            run_id=dispatch.run_id,
+            task_id=dispatch.task_id,
+            attempt=dispatch.attempt,
+            error=error,
+            worker=self._source,
+            item=dispatch.item,
+        )
+        log.warning(
+            "not running an attempt whose earlier deliveries never finished",
+            run_id=dispatch.run_id,
+            task_id=dispatch.task_id,
+            attempt=dispatch.attempt,
+            item=dispatch.item,
+            deliveries=deliveries,
+        )
+        try:
+            await self._publish(failed, received)
+        except Exception:
+            self.telemetry.metrics.broker_error(self._transport.name, "publish")
+            log.exception("publishing a lost attempt's failure failed; requeueing")
+            await _settle_quietly(delivery, requeue=True)
+            return
+        await delivery.ack()
 
     async def _execute_and_publish(
         self, dispatch: DispatchTask, received: str | None, delivery_count: int

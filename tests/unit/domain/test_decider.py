@@ -426,7 +426,7 @@ def test_dispatch_lost_sends_the_same_attempt_again() -> None:
     run.apply(DispatchLost(run_id=R, task_id="a", attempt=1))
     assert run.status("a") == "scheduled"
     assert [d.attempt for d in dispatches(run)] == [1]
-    assert run.history[0].data == {"queue": "default", "redispatch": True}
+    assert run.history[0].data == {"queue": "default", "redispatch": True, "delivery": 2}
 
 
 def test_dispatch_lost_waits_for_a_pending_backoff() -> None:
