@@ -61,6 +61,14 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     retryable: bool = True
 
 
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    """The last heartbeat of a task's (or map item's) attempts: when, which, what it said."""
+
+    at: datetime
+    attempt: int
+    details: Any = None
+
+
 class MapProgress(msgspec.Struct, frozen=True, kw_only=True):
     """The aggregate of a `map` task's items: all the run state keeps about them.
 
@@ -94,6 +102,8 @@ class MapItem(msgspec.Struct, frozen=True, kw_only=True):
     scheduled_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    heartbeat: Heartbeat | None = None
+    """The item's last heartbeat (kept across its attempts)."""
 
 
 class ItemQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,6 +133,8 @@ class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     """A `map` task's aggregate; None for every other type."""
     child_run_id: str | None = None
     """A `workflow` task's child run, once it has been started."""
+    heartbeat: Heartbeat | None = None
+    """A handler task's last heartbeat (kept across its attempts)."""
 
 
 class RunState(msgspec.Struct, frozen=True, kw_only=True):
