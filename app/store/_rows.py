@@ -15,6 +15,7 @@ from app.domain.errors import InvalidCursor
 from app.domain.events import HistoryEntry, TimerKind
 from app.domain.state import (
     ErrorInfo,
+    Heartbeat,
     MapItem,
     MapProgress,
     RunState,
@@ -80,6 +81,7 @@ def _task_from_mapping(m: Any) -> TaskState:
         finished_at=m["t_finished_at"],
         progress=decode_json(m["t_progress"], MapProgress),
         child_run_id=m["t_child_run_id"],
+        heartbeat=decode_json(m["t_heartbeat"], Heartbeat),
     )
 
 
@@ -129,6 +131,7 @@ def task_values(run_id: str, position: int, task: TaskState) -> dict[str, Any]:
         "finished_at": task.finished_at,
         "progress": encode_json(task.progress),
         "child_run_id": task.child_run_id,
+        "heartbeat": encode_json(task.heartbeat),
     }
 
 
@@ -173,6 +176,7 @@ def item_values(run_id: str, item: MapItem) -> dict[str, Any]:
         "scheduled_at": item.scheduled_at,
         "started_at": item.started_at,
         "finished_at": item.finished_at,
+        "heartbeat": encode_json(item.heartbeat),
     }
 
 
@@ -190,6 +194,7 @@ def item_from_row(row: Row[Any]) -> MapItem:
         scheduled_at=m["scheduled_at"],
         started_at=m["started_at"],
         finished_at=m["finished_at"],
+        heartbeat=decode_json(m["heartbeat"], Heartbeat),
     )
 
 

@@ -104,6 +104,7 @@ tasks = Table(
     Column("finished_at", UTCDateTime),
     Column("progress", JSON_TEXT),  # a map task's MapProgress
     Column("child_run_id", String(_ID)),  # a workflow task's child run
+    Column("heartbeat", JSON_TEXT),  # the last heartbeat: {at, attempt, details}
     # inflight_attempts: scheduled/running rows in run-id order. PostgreSQL and SQLite
     # index just those rows; MySQL has no partial index, so it leads with the status.
     Index(
@@ -132,6 +133,7 @@ map_items = Table(
     Column("scheduled_at", UTCDateTime),
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
+    Column("heartbeat", JSON_TEXT),  # the last heartbeat: {at, attempt, details}
 )
 
 history = Table(
