@@ -21,13 +21,11 @@ import msgspec
 from app.domain._run_draft import Draft, after
 from app.domain._task_rules import CompiledTask
 from app.domain.events import CancelAttempts, CancelTimer, StartTimer, TaskHeartbeat, TimerKind
-from app.domain.state import ErrorInfo, Heartbeat
+from app.domain.state import MAX_HEARTBEAT_DETAILS_BYTES, ErrorInfo, Heartbeat
 
-MAX_DETAILS_BYTES = 16 * 1024
-"""The most heartbeat details kept, as JSON; larger details are dropped (the beat counts).
-
-The worker refuses larger details before sending them (`HeartbeatTooLarge`); this bound
-protects the store from a worker that does not."""
+MAX_DETAILS_BYTES = MAX_HEARTBEAT_DETAILS_BYTES
+"""Larger details are dropped (the beat counts). The worker refuses them before sending
+(`HeartbeatTooLarge`); this protects the store from a worker that does not."""
 
 ATTEMPT_TIMERS = (TimerKind.ATTEMPT_TIMEOUT, TimerKind.HEARTBEAT_TIMEOUT)
 """The timers that end a running attempt."""

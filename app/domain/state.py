@@ -61,6 +61,10 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     retryable: bool = True
 
 
+MAX_HEARTBEAT_DETAILS_BYTES = 16 * 1024
+"""The most heartbeat details kept, as JSON (workers refuse larger ones before sending)."""
+
+
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     """The last heartbeat of a task's (or map item's) attempts: when, which, what it said."""
 
