@@ -3,7 +3,9 @@
 Channels: `tasks.<queue>` carries `DispatchTask`; `events` carries worker results
 (`TaskStarted`, `TaskCompleted`, `TaskFailed`, `TaskHeartbeat`) and the orchestrator's own
 child-run traffic (`StartChildRun`, `CancelChildRun`, `ChildRunFinished`), written
-through the outbox so it survives a crash; `dead` carries poison.
+through the outbox so it survives a crash; `dead` carries poison. `broadcast.control`
+carries `CancelAttempts` (`task.cancel`) from orchestrators to every worker (see
+`is_broadcast`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from app.domain.events import (
+    CancelAttempts,
     CancelChildRun,
     ChildRunFinished,
     DispatchTask,
@@ -33,10 +36,23 @@ Payload = (
     | StartChildRun
     | CancelChildRun
     | ChildRunFinished
+    | CancelAttempts
 )
 
 EVENTS_CHANNEL = "events"
 DEAD_CHANNEL = "dead"
+BROADCAST_PREFIX = "broadcast."
+CONTROL_CHANNEL = f"{BROADCAST_PREFIX}control"
+"""Where orchestrators tell workers to stop attempts (`task.cancel`)."""
+
+
+def is_broadcast(channel: str) -> bool:
+    """Whether every subscriber of `channel` gets every message (see `Transport.subscribe`).
+
+    A broadcast channel keeps nothing for later: a message reaches the subscriptions open
+    when it is published, and a subscription leaves nothing behind on the broker.
+    """
+    return channel.startswith(BROADCAST_PREFIX)
 
 
 def tasks_channel(queue: str) -> str:

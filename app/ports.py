@@ -16,7 +16,7 @@ import msgspec
 from app.domain.api_keys import ApiKey
 from app.domain.events import CancelTimer, HistoryEntry, StartTimer, TimerKind
 from app.domain.schedules import Schedule
-from app.domain.state import ErrorInfo, ItemQuery, RunState
+from app.domain.state import ErrorInfo, Heartbeat, ItemQuery, RunState
 from app.messages import Message
 
 # --- shared records -----------------------------------------------------------------
@@ -145,6 +145,7 @@ class MapItemRecord(msgspec.Struct, frozen=True, kw_only=True):
     scheduled_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    heartbeat: Heartbeat | None = None
 
 
 # --- state store ----------------------------------------------------------------------
@@ -398,7 +399,12 @@ class Transport(Protocol):
     def subscribe(
         self, channel: str, group: str, prefetch: int
     ) -> AbstractAsyncContextManager[AsyncIterator[Delivery]]:
-        """Consume `channel` as a member of consumer group `group`."""
+        """Consume `channel` as a member of consumer group `group`.
+
+        A broadcast channel (`app.messages.is_broadcast`) has no groups: every subscription
+        gets its own copy of every message published while it is open (live on entry), and
+        once it closes it leaves no queue, consumer or group behind on the broker.
+        """
         ...
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from app.domain import _heartbeat as heartbeat
 from app.domain import _redispatch as redispatch
 from app.domain._run_draft import (
     Draft,
@@ -43,6 +44,7 @@ from app.domain._run_draft import (
 from app.domain._task_rules import CompiledTask
 from app.domain.errors import ExpressionError
 from app.domain.events import (
+    CancelAttempts,
     CancelMapItems,
     CancelTimer,
     DispatchLost,
@@ -50,6 +52,7 @@ from app.domain.events import (
     StartTimer,
     TaskCompleted,
     TaskFailed,
+    TaskHeartbeat,
     TaskStarted,
     TimerFired,
     TimerKind,
@@ -258,8 +261,8 @@ def item_handler(event: Event) -> ItemHandler | None:
     """The handler of an event about one map item; None for every other event."""
     if getattr(event, "item", None) is None:
         return None
-    # An item event with no handler here (a heartbeat) changes nothing; it must never reach
-    # the handlers of whole tasks.
+    # An item event with no handler here changes nothing; it must never reach the handlers
+    # of whole tasks.
     handler: ItemHandler
     if isinstance(event, TimerFired):
         handler = _ITEM_TIMERS.get(event.kind, _ignore)
@@ -320,8 +323,21 @@ def _on_started(d: Draft, event: TaskStarted, advance: Advance) -> None:
                 fire_at=after(d.now, template.timeout_seconds),
             )
         )
+    heartbeat.arm(d, template, item.task_id, item.attempt, item=item.index)
     data = {"item": item.index, "worker": event.worker}
     d.record("item.started", item.task_id, item.attempt, data=data)
+
+
+def _on_heartbeat(d: Draft, event: TaskHeartbeat, advance: Advance) -> None:
+    """Keep the running item's last heartbeat and move its heartbeat timer on."""
+    running = frozenset({TaskStatus.RUNNING})
+    found = _current(d, event.task_id, event.item, event.attempt, running)
+    if found is None:
+        return
+    item, template = found
+    _set_item(d, item, heartbeat=heartbeat.beat(event, d.now))
+    heartbeat.arm(d, template, item.task_id, item.attempt, item=item.index)
+    d.quiet = True
 
 
 def _on_completed(d: Draft, event: TaskCompleted, advance: Advance) -> None:
@@ -354,11 +370,10 @@ def _on_timed_out(d: Draft, event: TimerFired, advance: Advance) -> None:
     if found is None:
         return
     item, template = found
-    seconds = template.timeout_seconds or 0.0
-    message = f"attempt {item.attempt} of item {item.index} exceeded its timeout of {seconds:g}s"
-    error = ErrorInfo(type="TimeoutError", message=message, retryable=True)
+    error = heartbeat.timeout_error(event.kind, template, item.attempt, item.index)
     data = {"item": item.index, "error": msgspec.to_builtins(error)}
     d.record("item.timed_out", item.task_id, item.attempt, data=data)
+    heartbeat.abandon(d, template, item.task_id, item.attempt, fired=event.kind, item=item.index)
     _attempt_failed(d, item, template, error, final_status=TaskStatus.TIMED_OUT, advance=advance)
 
 
@@ -412,6 +427,8 @@ def _cancel_attempt_timers(d: Draft, item: MapItem, template: CompiledTask) -> N
     """A result ends the item's attempt: drop its timers (schedule-to-start if unstarted)."""
     if item.status is TaskStatus.SCHEDULED:
         disarm_dispatch_timeout(d, template, item.task_id, item.attempt, item=item.index)
+    else:
+        heartbeat.disarm(d, template, item.task_id, item.attempt, item=item.index)
     d.command(
         CancelTimer(
             run_id=d.original.id,
@@ -508,6 +525,11 @@ def _after_item(d: Draft, task_id: str, template: CompiledTask, advance: Advance
 def _fail_map(d: Draft, task_id: str, error: ErrorInfo, *, cancel_items: bool = True) -> None:
     if cancel_items:
         d.command(CancelMapItems(run_id=d.original.id, task_id=task_id))
+        progress = d.tasks[task_id].progress
+        if progress is not None and progress.in_flight > 0:
+            # Workers running its other items stop them (one message for the whole map).
+            reason = f"map task '{task_id}' failed"
+            d.command(CancelAttempts(run_id=d.original.id, task_id=task_id, reason=reason))
     disarm_timeout(d, task_id)
     attempt = d.tasks[task_id].attempt
     d.update_task(task_id, status=TaskStatus.FAILED, error=error, finished_at=d.now)
@@ -523,6 +545,7 @@ _ITEM_EVENTS: dict[type, ItemHandler] = {
     TaskStarted: _on_started,
     TaskCompleted: _on_completed,
     TaskFailed: _on_failed,
+    TaskHeartbeat: _on_heartbeat,
     DispatchLost: _on_dispatch_lost,
 }
 _ITEM_TIMERS: dict[TimerKind, ItemHandler] = {
@@ -531,4 +554,5 @@ _ITEM_TIMERS: dict[TimerKind, ItemHandler] = {
     TimerKind.DISPATCH_TIMEOUT: lambda d, e, advance: redispatch.on_item_due(
         d, e, advance, _attempt_failed
     ),
+    TimerKind.HEARTBEAT_TIMEOUT: _on_timed_out,
 }

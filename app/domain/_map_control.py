@@ -20,7 +20,7 @@ import msgspec
 from app.domain import _map as map_
 from app.domain._run_draft import Draft, complete_task, fail_run, fail_task
 from app.domain._task_rules import CompiledTask
-from app.domain.events import CancelMapItems, TimerFired
+from app.domain.events import CancelAttempts, CancelMapItems, TimerFired
 from app.domain.state import ErrorInfo, MapItem, RunStatus, TaskStatus
 
 
@@ -95,6 +95,10 @@ def on_map_timed_out(d: Draft, event: TimerFired) -> None:
     message = f"the map exceeded its timeout of {seconds:g}s with {done} items finished"
     error = ErrorInfo(type="TimeoutError", message=message, retryable=False)
     d.command(CancelMapItems(run_id=d.original.id, task_id=event.task_id))
+    if progress is not None and progress.in_flight > 0:
+        # Workers running its items stop them (one message for the whole map).
+        reason = f"map task '{event.task_id}' timed out"
+        d.command(CancelAttempts(run_id=d.original.id, task_id=event.task_id, reason=reason))
     d.update_task(event.task_id, status=TaskStatus.TIMED_OUT, error=error, finished_at=d.now)
     data = {"error": msgspec.to_builtins(error)}
     d.record("task.timed_out", event.task_id, task.attempt, data=data)

@@ -11,6 +11,7 @@ from app.domain._cost import Meter
 from app.domain.compile import CompiledTask, Workflow
 from app.domain.errors import ExpressionBudgetExceeded, ExpressionError, ExpressionTooLarge
 from app.domain.events import (
+    CancelAttempts,
     CancelChildRun,
     CancelMapItems,
     CancelTimer,
@@ -44,6 +45,8 @@ class Draft:
         self.history: list[HistoryEntry] = []
         # Every expression this decision renders spends from one budget.
         self.meter = Meter(workflow.limits.max_decision_expression_cost)
+        self.quiet = False
+        """Set when the state changed with nothing to record (see `Decision.quiet`)."""
 
     @property
     def status(self) -> RunStatus:
@@ -93,7 +96,7 @@ class Draft:
         }
 
     def decision(self) -> Decision:
-        if not self.history and not self.commands:
+        if not self.history and not self.commands and not self.quiet:
             return Decision(state=self.original)
         state = msgspec.structs.replace(
             self.original,
@@ -102,7 +105,7 @@ class Draft:
             map_items=list(self.items.values()),
             **self.run_changes,
         )
-        return Decision(state=state, commands=self.commands, history=self.history)
+        return Decision(state=state, commands=self.commands, history=self.history, quiet=self.quiet)
 
 
 def complete_task(d: Draft, task_id: str, attempt: int, output: Any) -> None:
@@ -142,8 +145,10 @@ def finish(
 ) -> None:
     """End the run: cancel what is still going, drop every timer, announce the end."""
     was_running = d.status is RunStatus.RUNNING
+    attempts_out = False
     for task_id, task in list(d.tasks.items()):
         if not task.status.is_terminal:
+            attempts_out = attempts_out or _has_attempts_out(d, task_id, task)
             cancel_task_timers(d, task_id, task)
             d.update_task(task_id, status=TaskStatus.CANCELLED, finished_at=d.now)
             d.record("task.cancelled", task_id, task.attempt or None)
@@ -153,6 +158,10 @@ def finish(
     if data is None and error is not None:
         data = {"error": msgspec.to_builtins(error)}
     d.record(history, data=data)
+    if attempts_out:
+        # Workers still running one of its attempts stop it (one message for the run).
+        reason = f"the run ended {status.value}"
+        d.command(CancelAttempts(run_id=d.original.id, reason=reason))
     d.command(
         RunFinished(
             run_id=d.original.id,
@@ -165,6 +174,16 @@ def finish(
     )
 
 
+def _has_attempts_out(d: Draft, task_id: str, task: TaskState) -> bool:
+    """Whether a worker may be running an attempt of this unfinished task (or its items)."""
+    compiled = d.workflow.tasks.get(task_id)
+    if compiled is None or task.status not in ACTIVE:
+        return False
+    if compiled.type in DISPATCHED_TYPES:
+        return not awaiting_backoff(task)
+    return compiled.type == "map" and task.progress is not None and task.progress.in_flight > 0
+
+
 def cancel_task_timers(d: Draft, task_id: str, task: TaskState) -> None:
     compiled = d.workflow.tasks.get(task_id)
     if compiled is None or task.status not in ACTIVE:
@@ -173,6 +192,9 @@ def cancel_task_timers(d: Draft, task_id: str, task: TaskState) -> None:
     if compiled.type in DISPATCHED_TYPES:
         kind = TimerKind.ATTEMPT_TIMEOUT
         d.command(CancelTimer(run_id=run_id, kind=kind, task_id=task_id, attempt=task.attempt))
+        if task.status is TaskStatus.RUNNING and compiled.heartbeat_timeout_seconds is not None:
+            kind = TimerKind.HEARTBEAT_TIMEOUT
+            d.command(CancelTimer(run_id=run_id, kind=kind, task_id=task_id, attempt=task.attempt))
         if task.status is TaskStatus.SCHEDULED and not awaiting_backoff(task):
             disarm_dispatch_timeout(d, compiled, task_id, task.attempt)
         if awaiting_backoff(task):
@@ -238,6 +260,7 @@ def dispatch_command(
         version=d.original.version,
         item=item,
         delivery=delivery,
+        heartbeat_timeout_seconds=compiled.heartbeat_timeout_seconds,
     )
 
 

@@ -49,6 +49,7 @@ _SHARED_FIELDS: dict[str, frozenset[str]] = {
     "retry": frozenset({"handler", "http"}),
     "timeout": frozenset({"handler", "http", "signal", "map", "workflow"}),
     "schedule_to_start_timeout": frozenset({"handler", "http"}),
+    "heartbeat_timeout": frozenset({"handler"}),  # only handler code can heartbeat
     "queue": frozenset({"handler", "http"}),
 }
 _DEFAULTS = {f.name: f.default for f in msgspec.structs.fields(TaskDefinition)}
@@ -120,6 +121,8 @@ class CompiledTask:
     schedule_to_start_seconds: float | None = None
     """handler/http: how long a dispatched attempt may wait unstarted before it is sent
     again (the task's or the default); None: never (the default default)."""
+    heartbeat_timeout_seconds: float | None = None
+    """handler: the longest a running attempt may go without a heartbeat; None: no limit."""
     request: Template | None = None
     sleep_seconds: float | None = None
     sleep_until: datetime | None = None
@@ -167,6 +170,7 @@ def compile_task(
     issues.extend(input_issues)
     retry = _retry_policy(task, f"{path}.retry", issues, limits)
     timeout, wait = _attempt_limits(task, path, scope)
+    heartbeat = optional_seconds(task.heartbeat_timeout, f"{path}.heartbeat_timeout", issues)
     specific = _TYPE_RULES[task.type](task_id, task, path, scope)
     if len(issues) > before or task_input is None:
         return None
@@ -181,6 +185,7 @@ def compile_task(
         retry=retry,
         timeout_seconds=timeout,
         schedule_to_start_seconds=wait,
+        heartbeat_timeout_seconds=heartbeat,
         **specific,
     )
 

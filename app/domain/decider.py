@@ -20,6 +20,7 @@ import msgspec
 
 from app.domain import _child as child
 from app.domain import _control as control
+from app.domain import _heartbeat as heartbeat
 from app.domain import _map as map_
 from app.domain import _map_control as map_control
 from app.domain import _redispatch as redispatch
@@ -57,6 +58,7 @@ from app.domain.events import (
     StartTimer,
     TaskCompleted,
     TaskFailed,
+    TaskHeartbeat,
     TaskStarted,
     TimerFired,
     TimerKind,
@@ -314,7 +316,18 @@ def _on_task_started(d: Draft, event: TaskStarted) -> None:
                 fire_at=after(d.now, compiled.timeout_seconds),
             )
         )
+    heartbeat.arm(d, compiled, event.task_id, event.attempt)
     d.record("task.started", event.task_id, event.attempt, data={"worker": event.worker})
+
+
+def _on_task_heartbeat(d: Draft, event: TaskHeartbeat) -> None:
+    """Keep the running attempt's last heartbeat and move its heartbeat timer on."""
+    found = _dispatched_attempt(d, event.task_id, event.attempt, frozenset({TaskStatus.RUNNING}))
+    if found is None:
+        return
+    d.update_task(event.task_id, heartbeat=heartbeat.beat(event, d.now))
+    heartbeat.arm(d, found[1], event.task_id, event.attempt)
+    d.quiet = True
 
 
 def _on_task_completed(d: Draft, event: TaskCompleted) -> None:
@@ -384,6 +397,8 @@ def _cancel_attempt_timers(d: Draft, task: TaskState, compiled: CompiledTask) ->
     schedule-to-start one, so only an attempt that never reported a start has it)."""
     kind, task_id, attempt = TimerKind.ATTEMPT_TIMEOUT, task.task_id, task.attempt
     d.command(CancelTimer(run_id=d.original.id, kind=kind, task_id=task_id, attempt=attempt))
+    if task.status is TaskStatus.RUNNING:
+        heartbeat.disarm(d, compiled, task_id, attempt)
     if task.status is TaskStatus.SCHEDULED:
         disarm_dispatch_timeout(d, compiled, task_id, attempt)
 
@@ -419,15 +434,15 @@ def _retry_due(d: Draft, event: TimerFired) -> None:
 
 
 def _attempt_timed_out(d: Draft, event: TimerFired) -> None:
+    """Its start-to-close or heartbeat timer fired: the attempt fails and is abandoned."""
     found = _dispatched_attempt(d, event.task_id, event.attempt)
     if found is None:
         return
     task, compiled = found
-    seconds = compiled.timeout_seconds or 0.0
-    message = f"attempt {task.attempt} exceeded its timeout of {seconds:g}s"
-    error = ErrorInfo(type="TimeoutError", message=message, retryable=True)
+    error = heartbeat.timeout_error(event.kind, compiled, task.attempt)
     data = {"error": msgspec.to_builtins(error)}
     d.record("task.timed_out", task.task_id, task.attempt, data=data)
+    heartbeat.abandon(d, compiled, task.task_id, task.attempt, fired=event.kind)
     _attempt_failed(d, task, compiled, error, final_status=TaskStatus.TIMED_OUT)
 
 
@@ -472,6 +487,7 @@ _TIMERS: dict[TimerKind, Callable[[Draft, TimerFired], None]] = {
     TimerKind.SIGNAL_TIMEOUT: _signal_timed_out,
     TimerKind.MAP_TIMEOUT: map_control.on_map_timed_out,
     TimerKind.DISPATCH_TIMEOUT: lambda d, e: redispatch.on_task_due(d, e, _attempt_failed),
+    TimerKind.HEARTBEAT_TIMEOUT: _attempt_timed_out,
 }
 
 
@@ -503,10 +519,10 @@ def _task_waiting_for(d: Draft, name: str) -> CompiledTask | None:
     return None
 
 
-# TaskHeartbeat is absent on purpose: it changes nothing yet (a later issue uses it).
 _APPLY: dict[type, Callable[[Draft, Any], None]] = {
     RunStarted: _on_run_started,
     TaskStarted: _on_task_started,
+    TaskHeartbeat: _on_task_heartbeat,
     TaskCompleted: _on_task_completed,
     TaskFailed: _on_task_failed,
     TimerFired: _on_timer_fired,

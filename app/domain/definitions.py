@@ -56,6 +56,8 @@ class TaskDefinition(_Def, frozen=True, kw_only=True):
     schedule_to_start_timeout: Duration | None = None
     """handler/http: re-send an attempt not started this long after its dispatch (a broker
     lost it); unset: `orchestrator.default_schedule_to_start_timeout`, off by default."""
+    heartbeat_timeout: Duration | None = None
+    """handler: fail (and retry) a running attempt that sent no heartbeat for this long."""
     queue: str = "default"
     description: str | None = None
     # handler

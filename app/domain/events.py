@@ -104,6 +104,7 @@ class TimerKind(StrEnum):
     SIGNAL_TIMEOUT = "signal_timeout"  # a `signal` task waited too long
     MAP_TIMEOUT = "map_timeout"  # a `map` task's own deadline, over all its items
     DISPATCH_TIMEOUT = "dispatch_timeout"  # schedule-to-start: a dispatch that never started
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"  # a running attempt stopped heartbeating
 
 
 class TimerFired(_Tagged, frozen=True, kw_only=True, tag="timer.fired"):
@@ -223,6 +224,8 @@ class DispatchTask(_Tagged, frozen=True, kw_only=True, tag="task.dispatch"):
     """How many times the orchestrator has sent this attempt: 1, plus one per re-send by
     start-up recovery (the in-process transport keeps no delivery count of its own). A
     worker counts the larger of this and its broker's delivery count."""
+    heartbeat_timeout_seconds: float | None = None
+    """The task's `heartbeat_timeout`: the worker paces the attempt's heartbeats by it."""
 
     @property
     def idempotency_key(self) -> str:
@@ -294,6 +297,30 @@ class CancelChildRun(_Tagged, frozen=True, kw_only=True, tag="child.cancel"):
     reason: str = ""
 
 
+class CancelAttempts(_Tagged, frozen=True, kw_only=True, tag="task.cancel"):
+    """Tell every worker to stop the attempts this names, which the run no longer waits for.
+
+    Unset fields match anything: only `run_id` names every attempt of the run (it ended);
+    with `task_id`, `attempt` (and `item` for a map item) it names one attempt (it timed
+    out). Broadcast to every worker; the ones not running a match ignore it.
+    """
+
+    run_id: str
+    task_id: str | None = None
+    attempt: int | None = None
+    item: int | None = None
+    reason: str = ""
+
+    def matches(self, run_id: str, task_id: str, attempt: int, item: int | None) -> bool:
+        """Whether the attempt `(run_id, task_id, attempt, item)` is one this names."""
+        return (
+            run_id == self.run_id
+            and self.task_id in (None, task_id)
+            and self.attempt in (None, attempt)
+            and self.item in (None, item)
+        )
+
+
 class CancelMapItems(_Tagged, frozen=True, kw_only=True, tag="map.cancel_items"):
     """Mark every unfinished item of a map task cancelled (the task ended early)."""
 
@@ -309,6 +336,7 @@ Command = (
     | StartChildRun
     | CancelChildRun
     | CancelMapItems
+    | CancelAttempts
 )
 
 
@@ -331,7 +359,10 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     state: RunState
     commands: list[Command] = []
     history: list[HistoryEntry] = []
+    quiet: bool = False
+    """The state changed with nothing to record: a heartbeat (one history row per beat
+    would grow the history without bound)."""
 
     @property
     def changed(self) -> bool:
-        return bool(self.commands or self.history)
+        return bool(self.commands or self.history or self.quiet)

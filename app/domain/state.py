@@ -61,6 +61,18 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     retryable: bool = True
 
 
+MAX_HEARTBEAT_DETAILS_BYTES = 16 * 1024
+"""The most heartbeat details kept, as JSON (workers refuse larger ones before sending)."""
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    """The last heartbeat of a task's (or map item's) attempts: when, which, what it said."""
+
+    at: datetime
+    attempt: int
+    details: Any = None
+
+
 class MapProgress(msgspec.Struct, frozen=True, kw_only=True):
     """The aggregate of a `map` task's items: all the run state keeps about them.
 
@@ -105,6 +117,8 @@ class MapItem(msgspec.Struct, frozen=True, kw_only=True):
     """As on `TaskState`: the current attempt's delivery number."""
     resends: int = 0
     """As on `TaskState`: schedule-to-start re-sends of the current attempt."""
+    heartbeat: Heartbeat | None = None
+    """The item's last heartbeat (kept across its attempts)."""
 
 
 class ItemQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -140,6 +154,8 @@ class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     refuses a delivery past its bound (see `DispatchTask.delivery`)."""
     resends: int = 0
     """Schedule-to-start re-sends of the current attempt (see `_redispatch`)."""
+    heartbeat: Heartbeat | None = None
+    """A handler task's last heartbeat (kept across its attempts)."""
 
 
 class RunState(msgspec.Struct, frozen=True, kw_only=True):

@@ -15,6 +15,7 @@ from app.domain.errors import InvalidCursor
 from app.domain.events import HistoryEntry, TimerKind
 from app.domain.state import (
     ErrorInfo,
+    Heartbeat,
     MapItem,
     MapProgress,
     RunState,
@@ -82,6 +83,7 @@ def _task_from_mapping(m: Any) -> TaskState:
         child_run_id=m["t_child_run_id"],
         delivery=m["t_delivery"],
         resends=m["t_resends"],
+        heartbeat=decode_json(m["t_heartbeat"], Heartbeat),
     )
 
 
@@ -133,6 +135,7 @@ def task_values(run_id: str, position: int, task: TaskState) -> dict[str, Any]:
         "child_run_id": task.child_run_id,
         "delivery": task.delivery,
         "resends": task.resends,
+        "heartbeat": encode_json(task.heartbeat),
     }
 
 
@@ -179,6 +182,7 @@ def item_values(run_id: str, item: MapItem) -> dict[str, Any]:
         "finished_at": item.finished_at,
         "delivery": item.delivery,
         "resends": item.resends,
+        "heartbeat": encode_json(item.heartbeat),
     }
 
 
@@ -198,6 +202,7 @@ def item_from_row(row: Row[Any]) -> MapItem:
         finished_at=m["finished_at"],
         delivery=m["delivery"],
         resends=m["resends"],
+        heartbeat=decode_json(m["heartbeat"], Heartbeat),
     )
 
 

@@ -362,6 +362,7 @@ def _item_record(item: MapItem) -> MapItemRecord:
         scheduled_at=item.scheduled_at,
         started_at=item.started_at,
         finished_at=item.finished_at,
+        heartbeat=item.heartbeat,
     )
 
 

@@ -109,6 +109,7 @@ tasks = Table(
     # The current attempt's delivery number and schedule-to-start re-sends (TaskState)
     Column("delivery", Integer, nullable=False, server_default=text("1")),
     Column("resends", Integer, nullable=False, server_default=text("0")),
+    Column("heartbeat", JSON_TEXT),  # the last heartbeat: {at, attempt, details}
     # inflight_attempts: scheduled/running rows in run-id order. PostgreSQL and SQLite
     # index just those rows; MySQL has no partial index, so it leads with the status.
     Index(
@@ -139,6 +140,7 @@ map_items = Table(
     Column("finished_at", UTCDateTime),
     Column("delivery", Integer, nullable=False, server_default=text("1")),
     Column("resends", Integer, nullable=False, server_default=text("0")),
+    Column("heartbeat", JSON_TEXT),  # the last heartbeat: {at, attempt, details}
 )
 
 history = Table(

@@ -24,6 +24,8 @@ key's messages. A subscription that closes gives its unsettled records back the 
 way, so a message whose consumers keep leaving still reaches `dead`. A process killed
 outright cannot: its uncommitted records come back to the group with their old count.
 
+A broadcast channel (`is_broadcast`) is read in no group at all; see `_kafka_broadcast`.
+
 Tansu (the broker the tests run) has no idempotent producer; `kafka_idempotence`
 turns it off there.
 """
@@ -31,6 +33,7 @@ turns it off there.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
@@ -45,10 +48,11 @@ from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsErr
 
 from app._tls import ssl_context
 from app.config import TransportSettings
-from app.messages import DEAD_CHANNEL, Message
+from app.messages import DEAD_CHANNEL, Message, is_broadcast
 from app.ports import Delivery
 from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from app.transports._errors import TransportUnavailable
+from app.transports._kafka_broadcast import broadcast_subscription
 from app.transports._tls import kafka_client_kwargs
 
 log = logging.getLogger(__name__)
@@ -440,6 +444,13 @@ class KafkaTransport:
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, not {prefetch}")
         topic = await self._ensure_topic(channel)
+        if is_broadcast(channel):
+            errors = functools.partial(_driver_errors, self.url)
+            async with broadcast_subscription(
+                self, channel, topic, client=self._client, prefetch=prefetch, errors=errors
+            ) as deliveries:
+                yield deliveries
+            return
         subscription = _Subscription(self, channel, prefetch)
         consumer = AIOKafkaConsumer(
             **self._client,

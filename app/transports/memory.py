@@ -8,6 +8,9 @@ A channel has one consumer group: every subscriber of a channel competes for its
 messages, whatever `group` it names (Treadle uses one group per channel). Transports
 that share a `MemoryBroker` behave like processes sharing a broker: closing one hands
 its unacked deliveries to the others, as a broker redelivers after a consumer dies.
+
+A broadcast channel (`is_broadcast`) is the exception: each subscription has a FIFO of
+its own, every publish puts a copy in each one open, and a closed one is dropped.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import anyio
 import anyio.lowlevel
 
 from app.config import TransportSettings
-from app.messages import DEAD_CHANNEL, Message
+from app.messages import DEAD_CHANNEL, Message, is_broadcast
 from app.ports import Delivery
 from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from app.transports._errors import TransportUnavailable
@@ -68,6 +71,8 @@ class MemoryBroker:
 
     def __init__(self) -> None:
         self._channels: dict[str, _Channel] = {}
+        self._copies: dict[str, set[_Channel]] = {}
+        """Each broadcast channel's open subscriptions, one FIFO each."""
 
     def channel(self, name: str) -> _Channel:
         """The channel with this name, created on first use."""
@@ -75,6 +80,27 @@ class MemoryBroker:
         if channel is None:
             channel = self._channels[name] = _Channel()
         return channel
+
+    def publish(self, name: str, messages: Sequence[Message]) -> None:
+        """Queue messages on a channel; on a broadcast one, a copy for each subscription."""
+        if not is_broadcast(name):
+            self.channel(name).put(_Entry(message) for message in messages)
+            return
+        for copy in self._copies.get(name, ()):
+            copy.put(_Entry(message) for message in messages)
+
+    def open_copy(self, name: str) -> _Channel:
+        """A new subscription's own FIFO of broadcast channel `name`."""
+        copy = _Channel()
+        self._copies.setdefault(name, set()).add(copy)
+        return copy
+
+    def close_copy(self, name: str, copy: _Channel) -> None:
+        """Forget a subscription's FIFO, and whatever it still held."""
+        copies = self._copies.get(name, set())
+        copies.discard(copy)
+        if not copies:
+            self._copies.pop(name, None)
 
     def dead_letter(self, entry: _Entry, source: str, reason: str) -> None:
         """Move an entry to the dead channel, recording where it came from and why."""
@@ -119,11 +145,17 @@ class _Consumer:
     """An async iterator of deliveries holding at most `prefetch` unacked at once."""
 
     def __init__(
-        self, broker: MemoryBroker, channel_name: str, prefetch: int, max_deliveries: int
+        self,
+        broker: MemoryBroker,
+        channel_name: str,
+        prefetch: int,
+        max_deliveries: int,
+        *,
+        channel: _Channel | None = None,
     ) -> None:
         self._broker = broker
         self._channel_name = channel_name
-        self._channel = broker.channel(channel_name)
+        self._channel = channel if channel is not None else broker.channel(channel_name)
         self._prefetch = prefetch
         self._max_deliveries = max_deliveries
         # A dict keeps delivery order, so closing gives entries back in that order.
@@ -219,7 +251,7 @@ class MemoryTransport:
     async def publish(self, channel: str, messages: Sequence[Message]) -> None:
         await anyio.lowlevel.checkpoint()
         self._require_connected()
-        self._broker.channel(channel).put(_Entry(message) for message in messages)
+        self._broker.publish(channel, messages)
 
     @asynccontextmanager
     async def subscribe(
@@ -229,13 +261,18 @@ class MemoryTransport:
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, not {prefetch}")
         self._require_connected()
-        consumer = _Consumer(self._broker, channel, prefetch, self._settings.max_deliveries)
+        copy = self._broker.open_copy(channel) if is_broadcast(channel) else None
+        consumer = _Consumer(
+            self._broker, channel, prefetch, self._settings.max_deliveries, channel=copy
+        )
         self._consumers.add(consumer)
         try:
             yield consumer
         finally:
             self._consumers.discard(consumer)
             consumer.close()
+            if copy is not None:
+                self._broker.close_copy(channel, copy)
 
     def _require_connected(self) -> None:
         if not self._connected:

@@ -6,6 +6,11 @@ durable pull consumer filtered on the channel's subject: members of a group pull
 the same consumer and so compete, and a message stored before the first member arrives
 waits in the stream (deliver policy "all").
 
+Broadcast: a subscription to a broadcast channel (`is_broadcast`) is an ephemeral
+consumer of its own (deliver policy "new": what is published from its creation on),
+deleted when the subscription closes; the server drops one whose process died once it has
+been inactive for `BROADCAST_INACTIVE_SECONDS`.
+
 Poison: the consumer's `max_deliver` is `max_deliveries + 1`. A nack on the last
 allowed delivery moves the message to the dead subject at once; the one extra delivery
 exists for a consumer that died holding its last attempt (the ack wait expired), which
@@ -20,6 +25,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar
@@ -42,7 +48,7 @@ from nats.js.api import (
 
 from app._tls import ssl_context
 from app.config import TransportSettings
-from app.messages import DEAD_CHANNEL, Message
+from app.messages import DEAD_CHANNEL, Message, is_broadcast
 from app.ports import Delivery
 from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from app.transports._errors import TransportUnavailable
@@ -59,6 +65,8 @@ long-lived pull request behind on the server to swallow messages."""
 REQUEST_SECONDS = 10.0
 CONNECT_ATTEMPTS = 2
 CLOSE_SECONDS = 30.0
+BROADCAST_INACTIVE_SECONDS = 60.0
+"""How long the server keeps a broadcast consumer nobody pulls from (its process died)."""
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -347,17 +355,47 @@ class NatsTransport:
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, not {prefetch}")
         subject = self.subject(channel)
-        durable = _safe_name(f"{group}.{channel}")
+        broadcast = is_broadcast(channel)
+        if broadcast:
+            name = _safe_name(f"{channel}.{uuid.uuid4().hex[:12]}")
+            config = self._broadcast_config(name, subject)
+        else:
+            name = _safe_name(f"{group}.{channel}")
+            config = self._consumer_config(name, subject)
         with _driver_errors(self.url):
             js = self._jetstream()
-            await js.add_consumer(self.stream, self._consumer_config(durable, subject))
-            psub = await js.pull_subscribe_bind(durable=durable, stream=self.stream)
+            await js.add_consumer(self.stream, config)
+            if broadcast:
+                psub = await js.pull_subscribe_bind(name=name, stream=self.stream)
+            else:
+                psub = await js.pull_subscribe_bind(durable=name, stream=self.stream)
         subscription = _Subscription(self, psub, channel, prefetch)
         self._subscriptions.add(subscription)
         try:
             yield subscription
         finally:
             await subscription.close()
+            if broadcast:
+                await self._delete_consumer(name)
+
+    async def _delete_consumer(self, name: str) -> None:
+        """Delete a broadcast subscription's consumer; if that fails the server expires it."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(REQUEST_SECONDS):
+            try:
+                await self._jetstream().delete_consumer(self.stream, name)
+            except (nats.errors.Error, TransportUnavailable, OSError):
+                log.info("nats broadcast consumer %s is left to expire", name)
+
+    def _broadcast_config(self, name: str, subject: str) -> ConsumerConfig:
+        return ConsumerConfig(
+            name=name,
+            filter_subject=subject,
+            deliver_policy=DeliverPolicy.NEW,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self._settings.ack_wait_seconds,
+            max_deliver=self.max_deliveries + 1,
+            inactive_threshold=BROADCAST_INACTIVE_SECONDS,
+        )
 
     def forget(self, subscription: _Subscription) -> None:
         """A subscription has closed."""

@@ -7,6 +7,11 @@ the consumer (it is the prefix of its consumer tag). Treadle uses one group per
 channel, and a queue that exists from the first publish keeps messages published
 before any consumer subscribed.
 
+Broadcast. A broadcast channel `b` (`is_broadcast`) is a durable fanout exchange
+`<namespace>.<b>`; each subscription binds a queue of its own to it, named
+`<namespace>.<b>.<random>`, exclusive and auto-delete, so the broker deletes it when its
+subscription or its connection ends. A message published with no queue bound is dropped.
+
 Poison. A consumer's `nack(requeue=False)`, or a requeue of a delivery that already
 had `max_deliveries` deliveries, publishes the message to the `dead` channel (with
 `x-treadle-dead-reason` and `x-treadle-dead-from`) and then acks it. As a backstop for
@@ -34,6 +39,7 @@ from typing import Any, ClassVar
 import aio_pika
 import aiormq
 from aio_pika.abc import (
+    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractQueueIterator,
@@ -44,7 +50,7 @@ from yarl import URL
 
 from app._tls import ssl_context
 from app.config import TransportSettings
-from app.messages import DEAD_CHANNEL, Message
+from app.messages import DEAD_CHANNEL, Message, is_broadcast
 from app.ports import Delivery
 from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from app.transports._errors import TransportUnavailable
@@ -277,12 +283,18 @@ class RabbitMQTransport:
         publisher = self._require(self._publisher)
         routing_key = self.queue_name(channel)
         with _broker_errors(self.url):
-            if routing_key not in self._declared:
-                await self._declare(publisher, channel)
-            exchange = publisher.default_exchange
+            if is_broadcast(channel):
+                # Every queue bound gets a copy; with none bound nobody is listening.
+                exchange, routing_key, mandatory = await self._fanout(publisher, channel), "", False
+            else:
+                if routing_key not in self._declared:
+                    await self._declare(publisher, channel)
+                exchange, mandatory = publisher.default_exchange, True
             confirms = await asyncio.gather(
                 *(
-                    exchange.publish(_to_amqp(m), routing_key, timeout=_TIMEOUT_SECONDS)
+                    exchange.publish(
+                        _to_amqp(m), routing_key, mandatory=mandatory, timeout=_TIMEOUT_SECONDS
+                    )
                     for m in messages
                 )
             )
@@ -314,7 +326,10 @@ class RabbitMQTransport:
             amqp_channel = await connection.channel(publisher_confirms=False)
             assert isinstance(amqp_channel, AbstractRobustChannel)
             await amqp_channel.set_qos(prefetch_count=prefetch)
-            queue = await self._declare(amqp_channel, channel)
+            if is_broadcast(channel):
+                queue = await self._declare_copy(amqp_channel, channel)
+            else:
+                queue = await self._declare(amqp_channel, channel)
             iterator = queue.iterator(consumer_tag=f"{group}.{uuid.uuid4().hex[:12]}")
             # Consume now, not on the first iteration: the subscription is live on entry.
             await iterator.consume()
@@ -332,6 +347,23 @@ class RabbitMQTransport:
             name, durable=True, arguments=self._queue_arguments(channel)
         )
         self._declared.add(name)
+        return queue
+
+    async def _fanout(self, amqp_channel: AbstractRobustChannel, channel: str) -> AbstractExchange:
+        """The fanout exchange of a broadcast channel, declared on first use."""
+        # Durable and never auto-deleted: a publish to an exchange that is gone would fail.
+        return await amqp_channel.declare_exchange(
+            self.queue_name(channel), aio_pika.ExchangeType.FANOUT, durable=True
+        )
+
+    async def _declare_copy(
+        self, amqp_channel: AbstractRobustChannel, channel: str
+    ) -> AbstractQueue:
+        """A subscription's own queue on a broadcast channel, gone when the subscription is."""
+        exchange = await self._fanout(amqp_channel, channel)
+        name = f"{self.queue_name(channel)}.{uuid.uuid4().hex[:12]}"
+        queue = await amqp_channel.declare_queue(name, exclusive=True, auto_delete=True)
+        await queue.bind(exchange)
         return queue
 
     def _queue_arguments(self, channel: str) -> dict[str, Any]:

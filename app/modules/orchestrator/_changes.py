@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from app.domain.events import (
+    CancelAttempts,
     CancelChildRun,
     CancelMapItems,
     CancelTimer,
@@ -15,7 +16,7 @@ from app.domain.events import (
     StartTimer,
 )
 from app.domain.state import RunState
-from app.messages import envelope, tasks_channel, to_message
+from app.messages import CONTROL_CHANNEL, envelope, tasks_channel, to_message
 from app.modules.orchestrator._children import child_finished_message, events_message
 from app.observability import get_logger
 from app.ports import Changes, DueTimer, OutgoingMessage
@@ -46,6 +47,10 @@ def changes_from_decision(
             outbox.append(events_message(command, source, traceparent))
         elif isinstance(command, CancelMapItems):
             cancel_items.append(command.task_id)
+        elif isinstance(command, CancelAttempts):
+            # Through the outbox like a dispatch: a committed cancel is never lost.
+            message = to_message(envelope(command, source=source, traceparent=traceparent))
+            outbox.append(OutgoingMessage(channel=CONTROL_CHANNEL, message=message))
     return Changes(
         state=decision.state,
         history=decision.history,

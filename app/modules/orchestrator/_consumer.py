@@ -11,6 +11,7 @@ import stamina
 from app._crash import crash_point
 from app.domain.errors import RunNotFound
 from app.domain.events import (
+    CancelAttempts,
     CancelChildRun,
     ChildRunFinished,
     DispatchTask,
@@ -103,8 +104,8 @@ class EventConsumer:
 
     async def _apply_and_settle(self, delivery: Delivery, env: Envelope) -> None:
         event = env.payload
-        if isinstance(event, DispatchTask):
-            log.warning("dead-lettering a task dispatch found on the events channel")
+        if isinstance(event, DispatchTask | CancelAttempts):
+            log.warning("dead-lettering a worker command found on the events channel")
             await delivery.nack(requeue=False)
             return
         try:

@@ -28,7 +28,8 @@ from app.messages import (
     tasks_channel,
     to_message,
 )
-from app.modules.worker._context import TaskContext
+from app.modules.worker._cancel import RunningAttempts, listen_for_cancels
+from app.modules.worker._context import AttemptControl, TaskContext, heartbeat_interval
 from app.modules.worker._execute import DEFAULT_MAX_OUTPUT_BYTES, execute
 from app.modules.worker._http import HttpExecutor
 from app.modules.worker._registry import HandlerRegistry
@@ -49,6 +50,8 @@ class Worker:
     Cancel `run()` to stop: it stops taking deliveries, gives in-flight attempts up to
     `drain_seconds` to finish (their results are published and acked), then cancels the
     rest without acking, so the broker hands them to another worker.
+
+    Meanwhile it listens for `task.cancel` and stops the attempts named (see `_cancel`).
     """
 
     def __init__(
@@ -83,6 +86,9 @@ class Worker:
         self._idle: anyio.Event | None = None
         self._intakes: list[anyio.CancelScope] = []
         self._attempt_groups: list[anyio.abc.TaskGroup] = []
+        self.running = RunningAttempts()
+        """The attempts in flight here, which a `task.cancel` can stop."""
+        self._listening = anyio.CancelScope()
 
     @property
     def inflight(self) -> int:
@@ -104,6 +110,7 @@ class Worker:
         async with anyio.create_task_group() as consumers:
             for queue in queues:
                 consumers.start_soon(self._consume_queue, queue, limiter)
+            consumers.start_soon(self._listen_for_cancels)
             try:
                 await anyio.sleep_forever()
             finally:
@@ -125,6 +132,17 @@ class Worker:
             )
         for attempts in self._attempt_groups:
             attempts.cancel_scope.cancel()
+        self._listening.cancel()
+
+    async def _listen_for_cancels(self) -> None:
+        # Shielded like the queues: a cancel must still reach attempts while they drain.
+        with anyio.CancelScope(shield=True), self._listening:
+            try:
+                await listen_for_cancels(self._transport, self.running, f"worker.{self._source}")
+            except Exception:
+                # Not fatal: results of cancelled attempts are stale and ignored anyway.
+                self.telemetry.metrics.broker_error(self._transport.name, "consume")
+                log.exception("the worker stopped listening for cancels")
 
     async def _wait_idle(self) -> None:
         assert self._idle is not None
@@ -181,6 +199,15 @@ class Worker:
         deliveries = max(delivery.delivery_count, dispatch.delivery)
         if deliveries >= self._settings.lost_after_deliveries:
             await self._report_lost(delivery, dispatch, deliveries, env.traceparent)
+            return
+        if self.running.cancelled_before(dispatch, env.timestamp):
+            log.info(
+                "skipping an attempt cancelled before it was delivered",
+                run_id=dispatch.run_id,
+                task_id=dispatch.task_id,
+                attempt=dispatch.attempt,
+            )
+            await delivery.ack()
             return
         with self.telemetry.task_execution(
             run_id=dispatch.run_id,
@@ -271,6 +298,7 @@ class Worker:
             )
             await self._publish(beat, received)
 
+        control = AttemptControl(heartbeat, heartbeat_interval(dispatch.heartbeat_timeout_seconds))
         ctx = TaskContext.for_attempt(
             run_id=dispatch.run_id,
             task_id=dispatch.task_id,
@@ -278,10 +306,15 @@ class Worker:
             workflow=dispatch.workflow,
             version=dispatch.version,
             idempotency_key=dispatch.idempotency_key,
-            heartbeat=heartbeat,
+            control=control,
         )
         try:
-            result = await self._execute_reporting_start(dispatch, ctx, start)
+            with self.running.running(dispatch, control) as attempt:
+                result = await self._execute_reporting_start(dispatch, ctx, start, control)
+            if attempt.cancelled_caught:
+                # The run no longer waits for it: nothing to report, the dispatch is done.
+                log.info("attempt cancelled")
+                return True
         except Exception:
             # Only publishing the start can raise here (`execute` turns every failure of
             # the attempt itself into a TaskFailed): give the dispatch back.
@@ -343,7 +376,7 @@ class Worker:
         return True
 
     async def _execute_reporting_start(
-        self, dispatch: DispatchTask, ctx: TaskContext, start: _StartReport
+        self, dispatch: DispatchTask, ctx: TaskContext, start: _StartReport, control: AttemptControl
     ) -> TaskCompleted | TaskFailed:
         """Run the attempt; its start is published once it has run `START_REPORT_SECONDS`
         (a quicker one's start goes out with its result, in one publish)."""
@@ -369,10 +402,13 @@ class Worker:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(run)
+            tg.start_soon(control.send_heartbeats)
             with anyio.move_on_after(START_REPORT_SECONDS):
                 await finished.wait()
             if not finished.is_set():
                 await start.send()
+            await finished.wait()
+            tg.cancel_scope.cancel()  # the attempt is over: so are its heartbeats
         return outcome[0]
 
     def _message(self, payload: Payload, received: str | None) -> Message:

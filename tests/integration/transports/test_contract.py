@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from app.messages import DEAD_CHANNEL, Message
+from app.messages import CONTROL_CHANNEL, DEAD_CHANNEL, Message, is_broadcast
 from app.ports import Delivery, Transport
 from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from tests.integration.transports.conftest import MAX_DELIVERIES as LIMIT
@@ -255,3 +255,58 @@ async def test_connection_cut_by_server_loses_nothing(
     assert all(d.delivery_count >= 2 for d in later if d.message.body in back)
     async with transport.subscribe(CHANNEL, "workers", prefetch=10) as deliveries:
         assert await _quiet(deliveries)
+
+
+# --- broadcast channels: each open subscription gets every message ---------------------
+
+
+def test_the_control_channel_is_a_broadcast_channel() -> None:
+    """Workers' cancel messages travel on a broadcast channel; task queues do not."""
+    assert is_broadcast(CONTROL_CHANNEL)
+    assert not is_broadcast("tasks.default")
+
+
+async def test_every_subscription_gets_every_broadcast_message(
+    harness: TransportHarness, namespace: str
+) -> None:
+    """Two processes subscribed to a broadcast channel (one group name) each get all of it."""
+    one, two = await harness.open(namespace), await harness.open(namespace)
+    sender = await harness.open(namespace)
+    async with (
+        one.subscribe(CONTROL_CHANNEL, "workers", prefetch=10) as first,
+        two.subscribe(CONTROL_CHANNEL, "workers", prefetch=10) as second,
+    ):
+        await sender.publish(CONTROL_CHANNEL, [_message(n) for n in range(5)])
+        got_first = await _take_acked(first, 5)
+        got_second = await _take_acked(second, 5)
+        assert await _quiet(first)
+        assert await _quiet(second)
+    expected = sorted(f"m{n}".encode() for n in range(5))
+    assert sorted(d.message.body for d in got_first) == expected
+    assert sorted(d.message.body for d in got_second) == expected
+
+
+async def test_a_broadcast_nobody_hears_is_not_kept(transport: Transport) -> None:
+    """Publishing with no subscription open succeeds, and a later subscription never sees it."""
+    await transport.publish(CONTROL_CHANNEL, [_message(1)])
+    async with transport.subscribe(CONTROL_CHANNEL, "workers", prefetch=1) as deliveries:
+        assert await _quiet(deliveries)
+        await transport.publish(CONTROL_CHANNEL, [_message(2)])
+        (delivery,) = await _take_acked(deliveries, 1)
+    assert delivery.message == _message(2)
+
+
+async def test_a_closed_broadcast_subscription_gets_nothing_more(
+    harness: TransportHarness, namespace: str
+) -> None:
+    """What is published after a subscription closed goes to the open ones only."""
+    stays, leaves = await harness.open(namespace), await harness.open(namespace)
+    async with stays.subscribe(CONTROL_CHANNEL, "workers", prefetch=5) as staying:
+        async with leaves.subscribe(CONTROL_CHANNEL, "workers", prefetch=5) as leaving:
+            await stays.publish(CONTROL_CHANNEL, [_message(1)])
+            await _take_acked(leaving, 1)
+        await stays.publish(CONTROL_CHANNEL, [_message(2)])
+        got = await _take_acked(staying, 2)
+    assert [d.message for d in got] == [_message(1), _message(2)]
+    async with leaves.subscribe(CONTROL_CHANNEL, "workers", prefetch=5) as again:
+        assert await _quiet(again)

@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.config import TransportSettings
-from app.messages import DEAD_CHANNEL, Message
+from app.messages import CONTROL_CHANNEL, DEAD_CHANNEL, Message
 from app.ports import Delivery
 from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from app.transports._errors import TransportUnavailable
@@ -555,3 +555,15 @@ async def test_kafka_unreachable_broker_is_transport_unavailable() -> None:
 
 
 # --- helpers ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_nats_broadcast_subscription_leaves_no_consumer_behind(
+    nats_stack: AsyncExitStack,
+) -> None:
+    """A broadcast subscription's ephemeral consumer exists while open and is deleted after."""
+    transport = await _open_nats(nats_stack, _nats_settings())
+    js = transport._jetstream()
+    async with transport.subscribe(CONTROL_CHANNEL, "workers", prefetch=1):
+        assert len(await js.consumers_info(transport.stream)) == 1
+    assert await js.consumers_info(transport.stream) == []

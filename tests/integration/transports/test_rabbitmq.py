@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
+import anyio
 import pytest
 
 from app.config import TransportSettings
-from app.messages import Message
+from app.messages import CONTROL_CHANNEL, Message
 from app.transports import TransportUnavailable, build_transport
-from app.transports.rabbitmq import RabbitMQTransport
+from app.transports.rabbitmq import DEFAULT_URL, RabbitMQTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -35,3 +38,30 @@ async def test_publish_before_connect_is_transport_unavailable() -> None:
     transport = RabbitMQTransport(_settings("amqp://127.0.0.1/"))
     with pytest.raises(TransportUnavailable):
         await transport.publish("events", [Message(key="k", body=b"x")])
+
+
+async def _queues_named(prefix: str) -> list[str]:
+    listing = await anyio.run_process(
+        ["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name"]
+    )
+    return [name for name in listing.stdout.decode().split() if name.startswith(prefix)]
+
+
+async def test_a_broadcast_subscription_leaves_no_queue_behind() -> None:
+    """Each broadcast subscription has its own queue, and the broker deletes it after."""
+    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    settings = TransportSettings(kind="rabbitmq", url=DEFAULT_URL, namespace=namespace)
+    one, two = RabbitMQTransport(settings), RabbitMQTransport(settings)
+    await one.connect()
+    await two.connect()
+    prefix = f"{namespace}.{CONTROL_CHANNEL}."
+    try:
+        async with (
+            one.subscribe(CONTROL_CHANNEL, "workers", prefetch=1),
+            two.subscribe(CONTROL_CHANNEL, "workers", prefetch=1),
+        ):
+            assert len(await _queues_named(prefix)) == 2
+        assert await _queues_named(prefix) == []
+    finally:
+        await one.close()
+        await two.close()

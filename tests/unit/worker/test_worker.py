@@ -91,7 +91,10 @@ async def test_a_dispatch_is_started_completed_then_acked() -> None:
     assert (start.task_id, start.attempt, start.started_at) == ("t1", 1, completed.started_at)
     assert delivery.settled == "ack"
     assert {e.traceparent for e in transport.envelopes(EVENTS_CHANNEL)} == {"00-abc-def-01"}
-    assert transport.subscriptions == [("tasks.default", "workers", 32)]
+    assert sorted(transport.subscriptions) == [
+        ("broadcast.control", "worker.worker-1", 64),
+        ("tasks.default", "workers", 32),
+    ]
 
 
 class BatchRecordingTransport(FakeTransport):
@@ -184,7 +187,7 @@ async def test_concurrency_bounds_attempts_in_flight() -> None:
             gate["b"].set()
             await deliveries[1].settled_event.wait()
 
-    assert transport.subscriptions[0][2] == 2
+    assert {c: p for c, _, p in transport.subscriptions}["tasks.default"] == 2
     assert [d.settled for d in deliveries] == ["ack", "ack", "ack"]
 
 
