@@ -103,7 +103,8 @@ class AttemptControl:
             await self._wake.wait()
             self._wake = anyio.Event()
             if self._last_sent is not None:
-                await anyio.sleep(self._last_sent + self._interval - anyio.current_time())
+                # max(): a beat after a quiet spell longer than the interval goes at once
+                await anyio.sleep(max(0.0, self._last_sent + self._interval - anyio.current_time()))
             box, self._pending = self._pending, None
             if box is None:
                 continue

@@ -74,9 +74,14 @@ class Worker:
         self._http = http or HttpExecutor(HttpSettings(), telemetry=self.telemetry)
         self._registry = registry
         self._settings = settings
-        # The transport's `max_deliveries`: on that delivery a result that cannot be
-        # published is replaced by a failure that can (see `_report_unpublished`).
-        self._max_deliveries = max_deliveries or TransportSettings().max_deliveries
+        # The last delivery this worker runs: the transport's `max_deliveries`, or the one
+        # before `lost_after_deliveries` (a later one is reported lost, not run). On it a
+        # result that cannot be published is replaced by a failure that can (see
+        # `_report_unpublished`).
+        self._max_deliveries = min(
+            max_deliveries or TransportSettings().max_deliveries,
+            settings.lost_after_deliveries - 1,
+        )
         self._max_output_bytes = max_output_bytes  # limits.max_output_bytes
         # Redacted from every failure this worker reports, and so from its log lines.
         self._secrets = self._http.known_secrets()

@@ -151,11 +151,15 @@ def _bulky_dispatch() -> DispatchTask:
     )
 
 
+# The transport's last delivery (5) is run: the lost-attempt bound lies beyond it.
+_FIVE_RUN: dict[str, Any] = {"max_deliveries": 5, "lost_after_deliveries": 6}
+
+
 async def test_a_result_the_broker_refuses_is_requeued_before_the_last_delivery() -> None:
     """Before its last delivery, a result that cannot be published gives the dispatch back."""
     transport = SmallMessageTransport()
     delivery = FakeDelivery(delivery_of(_bulky_dispatch()).message, delivery_count=4)
-    published = await _outcome(delivery, transport, registry=_bulky_registry(), max_deliveries=5)
+    published = await _outcome(delivery, transport, registry=_bulky_registry(), **_FIVE_RUN)
     assert delivery.settled == "requeue"
     assert published == []
 
@@ -165,7 +169,7 @@ async def test_on_the_last_delivery_an_unpublishable_result_becomes_a_failure() 
     ResultNotPublished failure, so the attempt ends recorded instead of dead-lettered."""
     transport = SmallMessageTransport()
     delivery = FakeDelivery(delivery_of(_bulky_dispatch()).message, delivery_count=5)
-    [failed] = await _outcome(delivery, transport, registry=_bulky_registry(), max_deliveries=5)
+    [failed] = await _outcome(delivery, transport, registry=_bulky_registry(), **_FIVE_RUN)
     assert delivery.settled == "ack"
     assert isinstance(failed, TaskFailed)
     assert not isinstance(failed, TaskCompleted)

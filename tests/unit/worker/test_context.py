@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio
@@ -82,7 +83,11 @@ async def test_sync_handlers_heartbeat_from_their_thread_without_await() -> None
     ctx, control = await _paced(sent, 0.1)
 
     def sync_handler() -> bool:
-        return bool(ctx.heartbeat("alive")) and ctx.heartbeat_sync("still")
+        sent_at_once = bool(ctx.heartbeat("alive"))
+        # Past the pacing interval, so the second beat is its own rather than replacing the
+        # first while the sender has not picked it up yet (latest details win by design).
+        time.sleep(0.15)
+        return sent_at_once and ctx.heartbeat_sync("still")
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(control.send_heartbeats)
