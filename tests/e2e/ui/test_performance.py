@@ -140,7 +140,9 @@ def seed(url: str) -> None:
                 "attempt": 0,
             },
         ]
-        keys = [c.name for c in tasks.columns]
+        # Every nullable column named (one key set for the executemany); the rest keep
+        # their server defaults.
+        keys = [c.name for c in tasks.columns if c.nullable or c.server_default is None]
         conn.execute(tasks.insert(), [{k: row.get(k) for k in keys} for row in parents + children])
     engine.dispose()
 
