@@ -18,9 +18,9 @@ from datetime import datetime
 
 import msgspec
 
-from app.domain._run_draft import Draft, after
+from app.domain._run_draft import Draft, cancel_attempt_timer, start_attempt_timer
 from app.domain._task_rules import CompiledTask
-from app.domain.events import CancelAttempts, CancelTimer, StartTimer, TaskHeartbeat, TimerKind
+from app.domain.events import CancelAttempts, TaskHeartbeat, TimerKind
 from app.domain.state import MAX_HEARTBEAT_DETAILS_BYTES, ErrorInfo, Heartbeat
 
 MAX_DETAILS_BYTES = MAX_HEARTBEAT_DETAILS_BYTES
@@ -36,30 +36,16 @@ def arm(
 ) -> None:
     """Start (or move on) the attempt's heartbeat timer, if its task has a heartbeat limit."""
     seconds = compiled.heartbeat_timeout_seconds
-    if seconds is None:
-        return
-    d.command(
-        StartTimer(
-            run_id=d.original.id,
-            kind=TimerKind.HEARTBEAT_TIMEOUT,
-            task_id=task_id,
-            attempt=attempt,
-            item=item,
-            fire_at=after(d.now, seconds),
-        )
-    )
+    if seconds is not None:
+        start_attempt_timer(d, TimerKind.HEARTBEAT_TIMEOUT, seconds, task_id, attempt, item=item)
 
 
 def disarm(
     d: Draft, compiled: CompiledTask, task_id: str, attempt: int, *, item: int | None = None
 ) -> None:
     """Drop the attempt's heartbeat timer: the attempt ended."""
-    if compiled.heartbeat_timeout_seconds is None:
-        return
-    kind = TimerKind.HEARTBEAT_TIMEOUT
-    d.command(
-        CancelTimer(run_id=d.original.id, kind=kind, task_id=task_id, attempt=attempt, item=item)
-    )
+    if compiled.heartbeat_timeout_seconds is not None:
+        cancel_attempt_timer(d, TimerKind.HEARTBEAT_TIMEOUT, task_id, attempt, item=item)
 
 
 def beat(event: TaskHeartbeat, now: datetime) -> Heartbeat:
@@ -94,15 +80,13 @@ def abandon(
     item: int | None = None,
 ) -> None:
     """A timer ended a running attempt: drop its other timer and tell its worker to stop."""
-    run_id = d.original.id
     if fired is not TimerKind.ATTEMPT_TIMEOUT:
-        kind = TimerKind.ATTEMPT_TIMEOUT
-        d.command(
-            CancelTimer(run_id=run_id, kind=kind, task_id=task_id, attempt=attempt, item=item)
-        )
+        cancel_attempt_timer(d, TimerKind.ATTEMPT_TIMEOUT, task_id, attempt, item=item)
     if fired is not TimerKind.HEARTBEAT_TIMEOUT:
         disarm(d, compiled, task_id, attempt, item=item)
     reason = f"the attempt timed out ({fired.value})"
     d.command(
-        CancelAttempts(run_id=run_id, task_id=task_id, attempt=attempt, item=item, reason=reason)
+        CancelAttempts(
+            run_id=d.original.id, task_id=task_id, attempt=attempt, item=item, reason=reason
+        )
     )

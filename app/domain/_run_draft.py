@@ -280,25 +280,38 @@ def arm_dispatch_timeout(
     limit = compiled.schedule_to_start_seconds
     if limit is None:
         return  # off: no timer, so no write per dispatch
-    d.command(
-        StartTimer(
-            run_id=d.original.id,
-            kind=TimerKind.DISPATCH_TIMEOUT,
-            task_id=task_id,
-            attempt=attempt,
-            item=item,
-            fire_at=after(d.now, limit if seconds is None else seconds),
-        )
-    )
+    wait = limit if seconds is None else seconds
+    start_attempt_timer(d, TimerKind.DISPATCH_TIMEOUT, wait, task_id, attempt, item=item)
 
 
 def disarm_dispatch_timeout(
     d: Draft, compiled: CompiledTask, task_id: str, attempt: int, *, item: int | None = None
 ) -> None:
     """Drop the schedule-to-start timer: the attempt started, ended, or was cancelled."""
-    if compiled.schedule_to_start_seconds is None:
-        return
-    kind = TimerKind.DISPATCH_TIMEOUT
+    if compiled.schedule_to_start_seconds is not None:
+        cancel_attempt_timer(d, TimerKind.DISPATCH_TIMEOUT, task_id, attempt, item=item)
+
+
+def start_attempt_timer(
+    d: Draft, kind: TimerKind, seconds: float, task_id: str, attempt: int, *, item: int | None
+) -> None:
+    """Start (or move on) one of an attempt's timers, due `seconds` from now."""
+    d.command(
+        StartTimer(
+            run_id=d.original.id,
+            kind=kind,
+            task_id=task_id,
+            attempt=attempt,
+            item=item,
+            fire_at=after(d.now, seconds),
+        )
+    )
+
+
+def cancel_attempt_timer(
+    d: Draft, kind: TimerKind, task_id: str, attempt: int, *, item: int | None
+) -> None:
+    """Drop one of an attempt's timers."""
     d.command(
         CancelTimer(run_id=d.original.id, kind=kind, task_id=task_id, attempt=attempt, item=item)
     )

@@ -68,32 +68,8 @@ async def execute(
     into a failure is a bug of the worker, recorded as a `WorkerError` naming its class,
     so the attempt ends (by its retry policy) instead of its delivery being requeued.
     """
-    result = await _execute_safely(
-        dispatch,
-        ctx,
-        registry,
-        worker=worker,
-        traceback_lines=traceback_lines,
-        http=http,
-        max_output_bytes=max_output_bytes,
-    )
-    if isinstance(result, TaskFailed) and secrets:
-        return msgspec.structs.replace(result, error=redact_error(result.error, secrets))
-    return result
-
-
-async def _execute_safely(
-    dispatch: DispatchTask,
-    ctx: TaskContext,
-    registry: HandlerRegistry,
-    *,
-    worker: str,
-    traceback_lines: int,
-    http: HttpExecutor | None,
-    max_output_bytes: int,
-) -> TaskCompleted | TaskFailed:
     try:
-        return await _execute(
+        result = await _execute(
             dispatch,
             ctx,
             registry,
@@ -103,7 +79,10 @@ async def _execute_safely(
             max_output_bytes=max_output_bytes,
         )
     except Exception as exc:  # noqa: BLE001 -- see the docstring: every attempt ends recorded
-        return _failed(dispatch, worker, worker_error(exc, traceback_lines))
+        result = failed_attempt(dispatch, worker, worker_error(exc, traceback_lines))
+    if isinstance(result, TaskFailed) and secrets:
+        return msgspec.structs.replace(result, error=redact_error(result.error, secrets))
+    return result
 
 
 async def _execute(
@@ -119,7 +98,7 @@ async def _execute(
     if dispatch.task_type == "http" and http is not None:
         return await _run_http(dispatch, http, worker, max_output_bytes)
     if dispatch.task_type != "handler":
-        return _failed(
+        return failed_attempt(
             dispatch,
             worker,
             ErrorInfo(
@@ -131,7 +110,7 @@ async def _execute(
     registered = registry.get(dispatch.handler or "")
     if registered is None:
         # Retryable: another worker (or this one after a deploy) may know the handler.
-        return _failed(
+        return failed_attempt(
             dispatch,
             worker,
             ErrorInfo(
@@ -142,15 +121,8 @@ async def _execute(
         )
     outcome = await _run_handler(registered, dispatch, ctx, traceback_lines, max_output_bytes)
     if isinstance(outcome, ErrorInfo):
-        return _failed(dispatch, worker, outcome)
-    return TaskCompleted(
-        run_id=dispatch.run_id,
-        task_id=dispatch.task_id,
-        attempt=dispatch.attempt,
-        output=outcome.value,
-        worker=worker,
-        item=dispatch.item,
-    )
+        return failed_attempt(dispatch, worker, outcome)
+    return _completed(dispatch, worker, outcome.value)
 
 
 async def _run_http(
@@ -166,15 +138,8 @@ async def _run_http(
         except OutputTooLarge as exc:
             outcome = _not_retryable(exc)
     if isinstance(outcome, ErrorInfo):
-        return _failed(dispatch, worker, outcome)
-    return TaskCompleted(
-        run_id=dispatch.run_id,
-        task_id=dispatch.task_id,
-        attempt=dispatch.attempt,
-        output=outcome,
-        worker=worker,
-        item=dispatch.item,
-    )
+        return failed_attempt(dispatch, worker, outcome)
+    return _completed(dispatch, worker, outcome)
 
 
 class _Output(msgspec.Struct, frozen=True, kw_only=True):
@@ -262,7 +227,19 @@ def _timed_out(dispatch: DispatchTask) -> ErrorInfo:
     )
 
 
-def _failed(dispatch: DispatchTask, worker: str, info: ErrorInfo) -> TaskFailed:
+def _completed(dispatch: DispatchTask, worker: str, output: Any) -> TaskCompleted:
+    return TaskCompleted(
+        run_id=dispatch.run_id,
+        task_id=dispatch.task_id,
+        attempt=dispatch.attempt,
+        output=output,
+        worker=worker,
+        item=dispatch.item,
+    )
+
+
+def failed_attempt(dispatch: DispatchTask, worker: str, info: ErrorInfo) -> TaskFailed:
+    """The failure of `dispatch`'s attempt, reported by `worker`."""
     return TaskFailed(
         run_id=dispatch.run_id,
         task_id=dispatch.task_id,

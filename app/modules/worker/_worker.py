@@ -30,7 +30,7 @@ from app.messages import (
 )
 from app.modules.worker._cancel import RunningAttempts, listen_for_cancels
 from app.modules.worker._context import AttemptControl, TaskContext, heartbeat_interval
-from app.modules.worker._execute import DEFAULT_MAX_OUTPUT_BYTES, execute
+from app.modules.worker._execute import DEFAULT_MAX_OUTPUT_BYTES, execute, failed_attempt
 from app.modules.worker._http import HttpExecutor
 from app.modules.worker._registry import HandlerRegistry
 from app.modules.worker._secrets import redact_error
@@ -250,14 +250,7 @@ class Worker:
             ),
             retryable=True,
         )
-        failed = TaskFailed(
-            run_id=dispatch.run_id,
-            task_id=dispatch.task_id,
-            attempt=dispatch.attempt,
-            error=error,
-            worker=self._source,
-            item=dispatch.item,
-        )
+        failed = failed_attempt(dispatch, self._source, error)
         log.warning(
             "not running an attempt whose earlier deliveries never finished",
             run_id=dispatch.run_id,
