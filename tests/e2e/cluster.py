@@ -18,11 +18,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import asyncmy
 import httpx
 import pytest
 
 from tests.brokers import delete_namespace_of
+from tests.databases import mariadb_admin
 from tests.e2e.conftest import ROOT, SMALL_POOL, Server, _admin, free_port
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -42,24 +42,15 @@ def postgres_database() -> Iterator[str]:
         _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-async def _mysql_admin(sql: str) -> None:
-    conn = await asyncmy.connect(host="127.0.0.1", port=3306, user="root", password="")
-    try:
-        async with conn.cursor() as cursor:
-            await cursor.execute(sql)
-    finally:
-        conn.close()
-
-
 @contextmanager
 def mariadb_database() -> Iterator[str]:
     """A fresh, empty MariaDB database's URL, dropped afterwards."""
     name = f"t_{uuid.uuid4().hex}"
-    asyncio.run(_mysql_admin(f"CREATE DATABASE `{name}`"))
+    asyncio.run(mariadb_admin(f"CREATE DATABASE `{name}`"))
     try:
         yield f"mysql+asyncmy://root@127.0.0.1:3306/{name}"
     finally:
-        asyncio.run(_mysql_admin(f"DROP DATABASE IF EXISTS `{name}`"))
+        asyncio.run(mariadb_admin(f"DROP DATABASE IF EXISTS `{name}`"))
 
 
 def broker_env(kind: str, url: str) -> dict[str, str]:

@@ -12,8 +12,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-import asyncmy
-import asyncpg
 import httpx
 from litestar import Litestar
 
@@ -28,26 +26,9 @@ from app.config import (
 from app.engine import Engine, build
 from app.modules.api import create_app
 from app.modules.orchestrator import ScheduleService
+from tests.databases import mariadb_admin, pg_admin
 
 DATABASES = ("sqlite", "postgres", "mariadb")
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-async def _pg(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-async def _mariadb(sql: str) -> None:
-    conn = await asyncmy.connect(host="127.0.0.1", port=3306, user="root", password="")
-    try:
-        async with conn.cursor() as cursor:
-            await cursor.execute(sql)
-    finally:
-        conn.close()
 
 
 @asynccontextmanager
@@ -57,17 +38,17 @@ async def database_url(kind: str, tmp_path: Path) -> AsyncIterator[str]:
     if kind == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'treadle.db'}"
     elif kind == "postgres":
-        await _pg(f'CREATE DATABASE "{name}"')
+        await pg_admin(f'CREATE DATABASE "{name}"')
         try:
             yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
         finally:
-            await _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     elif kind == "mariadb":
-        await _mariadb(f"CREATE DATABASE `{name}`")
+        await mariadb_admin(f"CREATE DATABASE `{name}`")
         try:
             yield f"mysql+asyncmy://root@127.0.0.1:3306/{name}"
         finally:
-            await _mariadb(f"DROP DATABASE IF EXISTS `{name}`")
+            await mariadb_admin(f"DROP DATABASE IF EXISTS `{name}`")
     else:  # pragma: no cover - a typo in a test
         raise ValueError(kind)
 

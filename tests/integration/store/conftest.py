@@ -12,11 +12,10 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
-import asyncmy
-import asyncpg
 import pytest
 
 from app.store._sqlalchemy import SqlStore
+from tests.databases import mariadb_admin, pg_admin
 
 PG_HOST = "postgresql://postgres@127.0.0.1:5432"
 MYSQL_HOST = "mysql://root@127.0.0.1:3306"
@@ -28,17 +27,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(f"{PG_HOST}/postgres")
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 async def _create_template(name: str) -> None:
-    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await _admin(f'CREATE DATABASE "{name}"')
+    await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await pg_admin(f'CREATE DATABASE "{name}"')
     store = SqlStore(f"{PG_HOST}/{name}")
     try:
         await store.migrate()
@@ -52,29 +43,29 @@ def pg_template(worker_id: str) -> Iterator[str]:
     name = f"treadle_tpl_{worker_id}_{os.getpid()}"
     anyio.run(_create_template, name, backend="asyncio")
     yield name
-    anyio.run(_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', backend="asyncio")
+    anyio.run(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', backend="asyncio")
 
 
 @pytest.fixture
 async def pg_database(pg_template: str) -> AsyncIterator[str]:
     """The URL of a fresh, migrated PostgreSQL database, dropped after the test."""
     name = f"t_{uuid.uuid4().hex}"
-    await _admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    await pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
     try:
         yield f"{PG_HOST}/{name}"
     finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 async def empty_pg_database() -> AsyncIterator[str]:
     """The URL of a fresh PostgreSQL database with no schema at all."""
     name = f"t_{uuid.uuid4().hex}"
-    await _admin(f'CREATE DATABASE "{name}"')
+    await pg_admin(f'CREATE DATABASE "{name}"')
     try:
         yield f"{PG_HOST}/{name}"
     finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -87,24 +78,15 @@ async def postgres_store(pg_database: str) -> AsyncIterator[SqlStore]:
         await store.close()
 
 
-async def _mysql_admin(sql: str) -> None:
-    conn = await asyncmy.connect(host="127.0.0.1", port=3306, user="root", password="")
-    try:
-        async with conn.cursor() as cursor:
-            await cursor.execute(sql)
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 async def empty_mysql_database() -> AsyncIterator[str]:
     """The URL of a fresh MySQL/MariaDB database with no schema, dropped after the test."""
     name = f"t_{uuid.uuid4().hex}"
-    await _mysql_admin(f"CREATE DATABASE `{name}`")
+    await mariadb_admin(f"CREATE DATABASE `{name}`")
     try:
         yield f"{MYSQL_HOST}/{name}"
     finally:
-        await _mysql_admin(f"DROP DATABASE IF EXISTS `{name}`")
+        await mariadb_admin(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 @pytest.fixture
