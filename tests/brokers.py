@@ -1,7 +1,7 @@
 """Clean-up of what a test's broker namespace leaves on the shared local brokers.
 
-Quorum queues and JetStream streams outlive the processes that declared them; a day of
-test runs left hundreds behind, and RabbitMQ replaying them at start-up held its port
+Quorum queues, fanout exchanges and JetStream streams outlive the processes that declared
+them; a day of test runs left hundreds behind, and RabbitMQ replaying them at start-up held its port
 open for minutes without answering. Every test that points `treadle serve` at a shared
 broker deletes its namespace afterwards through `delete_namespace`.
 """
@@ -23,10 +23,10 @@ RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 NATS_URL = "nats://127.0.0.1:4222"
 
 
-def rabbitmq_queues(prefix: str) -> list[str]:
-    """The broker's queues whose names start with `prefix` (rabbitmqctl lists them all)."""
+def _rabbitmq_names(kind: str, prefix: str) -> list[str]:
+    """The broker's queues or exchanges whose names start with `prefix` (rabbitmqctl lists all)."""
     listing = subprocess.run(
-        ["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name"],
+        ["rabbitmqctl", f"list_{kind}", "-q", "--no-table-headers", "name"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -35,12 +35,19 @@ def rabbitmq_queues(prefix: str) -> list[str]:
     return [name for name in listing.stdout.split() if name.startswith(prefix)]
 
 
-async def _delete_queues(url: str, names: list[str]) -> None:
+def rabbitmq_queues(prefix: str) -> list[str]:
+    """The broker's queues whose names start with `prefix`."""
+    return _rabbitmq_names("queues", prefix)
+
+
+async def _delete_rabbitmq(url: str, queues: list[str], exchanges: list[str]) -> None:
     connection = await aio_pika.connect(url, timeout=15)
     async with connection:
         channel = await connection.channel()
-        for name in names:
+        for name in queues:
             await channel.queue_delete(name)
+        for name in exchanges:
+            await channel.exchange_delete(name)
 
 
 async def _delete_stream(url: str, stream: str) -> None:
@@ -54,11 +61,13 @@ async def _delete_stream(url: str, stream: str) -> None:
 
 
 def delete_namespace(kind: str, url: str, namespace: str) -> None:
-    """Delete `namespace`'s queues (RabbitMQ) or stream (NATS); Tansu dies with its test."""
+    """Delete `namespace`'s queues and broadcast exchanges (RabbitMQ) or stream (NATS); Tansu
+    dies with its test."""
     if kind == "rabbitmq":
-        names = rabbitmq_queues(f"{namespace}.")
-        if names:
-            asyncio.run(asyncio.wait_for(_delete_queues(url, names), 60))
+        queues = rabbitmq_queues(f"{namespace}.")
+        exchanges = _rabbitmq_names("exchanges", f"{namespace}.")
+        if queues or exchanges:
+            asyncio.run(asyncio.wait_for(_delete_rabbitmq(url, queues, exchanges), 60))
     elif kind == "nats":
         stream = NatsTransport(TransportSettings(kind="nats", url=url, namespace=namespace)).stream
         asyncio.run(asyncio.wait_for(_delete_stream(url, stream), 60))

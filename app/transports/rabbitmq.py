@@ -226,12 +226,18 @@ class RabbitMQTransport:
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
         self._declared: set[str] = set()
+        self._exchanges: set[str] = set()
         self._consumers: set[_Consumer] = set()
 
     @property
     def declared_queues(self) -> frozenset[str]:
         """The queues this transport has declared (for operators and test clean-up)."""
         return frozenset(self._declared)
+
+    @property
+    def declared_exchanges(self) -> frozenset[str]:
+        """The broadcast channels' fanout exchanges this transport has declared."""
+        return frozenset(self._exchanges)
 
     def queue_name(self, channel: str) -> str:
         """The queue a logical channel maps to in this namespace."""
@@ -352,9 +358,12 @@ class RabbitMQTransport:
     async def _fanout(self, amqp_channel: AbstractRobustChannel, channel: str) -> AbstractExchange:
         """The fanout exchange of a broadcast channel, declared on first use."""
         # Durable and never auto-deleted: a publish to an exchange that is gone would fail.
-        return await amqp_channel.declare_exchange(
-            self.queue_name(channel), aio_pika.ExchangeType.FANOUT, durable=True
+        name = self.queue_name(channel)
+        exchange = await amqp_channel.declare_exchange(
+            name, aio_pika.ExchangeType.FANOUT, durable=True
         )
+        self._exchanges.add(name)
+        return exchange
 
     async def _declare_copy(
         self, amqp_channel: AbstractRobustChannel, channel: str

@@ -97,7 +97,7 @@ async def memory_transport_harness() -> AsyncIterator[TransportHarness]:
 
 @pytest.fixture
 async def rabbitmq_transport_harness() -> AsyncIterator[TransportHarness]:
-    """RabbitMQ transports on the local broker; their queues are deleted afterwards."""
+    """RabbitMQ transports on the local broker; their queues and exchanges go afterwards."""
     opened: list[RabbitMQTransport] = []
 
     async def open_transport(namespace: str) -> Transport:
@@ -112,9 +112,10 @@ async def rabbitmq_transport_harness() -> AsyncIterator[TransportHarness]:
 
     yield TransportHarness(open=open_transport, cut_connection=cut_connection)
     queues = set().union(*(transport.declared_queues for transport in opened))
+    exchanges = set().union(*(transport.declared_exchanges for transport in opened))
     for transport in opened:
         await transport.close()
-    await _delete_rabbitmq_queues(queues)
+    await _delete_rabbitmq_declarations(queues, exchanges)
 
 
 async def _close_rabbitmq_connection(connection_name: str) -> None:
@@ -133,12 +134,14 @@ async def _close_rabbitmq_connection(connection_name: str) -> None:
         await anyio.run_process(["rabbitmqctl", "close_connection", pid, "contract test"])
 
 
-async def _delete_rabbitmq_queues(queues: set[str]) -> None:
+async def _delete_rabbitmq_declarations(queues: set[str], exchanges: set[str]) -> None:
     connection = await aio_pika.connect(DEFAULT_URL)
     async with connection:
         channel = await connection.channel()
         for queue in queues:
             await channel.queue_delete(queue)
+        for exchange in exchanges:
+            await channel.exchange_delete(exchange)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from app.config import TransportSettings
 from app.messages import CONTROL_CHANNEL, Message
 from app.transports import TransportUnavailable, build_transport
 from app.transports.rabbitmq import DEFAULT_URL, RabbitMQTransport
+from tests.brokers import delete_namespace
 
 pytestmark = pytest.mark.anyio
 
@@ -65,3 +66,5 @@ async def test_a_broadcast_subscription_leaves_no_queue_behind() -> None:
     finally:
         await one.close()
         await two.close()
+        # the durable fanout exchange stays until deleted
+        await anyio.to_thread.run_sync(delete_namespace, "rabbitmq", DEFAULT_URL, namespace)
