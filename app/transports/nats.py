@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
@@ -49,12 +48,13 @@ from nats.js.api import (
 from app._tls import ssl_context
 from app.config import TransportSettings
 from app.messages import DEAD_CHANNEL, Message, is_broadcast
+from app.observability import get_logger
 from app.ports import Delivery
 from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from app.transports._errors import TransportUnavailable
 from app.transports._tls import nats_connect_kwargs
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 KEY_HEADER = "x-treadle-key"
@@ -384,7 +384,7 @@ class NatsTransport:
             try:
                 await self._jetstream().delete_consumer(self.stream, name)
             except (nats.errors.Error, TransportUnavailable, OSError):
-                log.info("nats broadcast consumer %s is left to expire", name)
+                log.info("nats broadcast consumer is left to expire", consumer=name)
 
     def _broadcast_config(self, name: str, subject: str) -> ConsumerConfig:
         return ConsumerConfig(
@@ -420,12 +420,12 @@ class NatsTransport:
         return self._js
 
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("nats error on %s: %s", self.url, exc)
+        log.warning("nats error", url=self.url, error=str(exc))
 
     async def _on_disconnected(self) -> None:
         if self.closed:
             return
-        log.warning("nats disconnected from %s; reconnecting", self.url)
+        log.warning("nats disconnected; reconnecting", url=self.url)
 
     async def _on_reconnected(self) -> None:
-        log.info("nats reconnected to %s", self.url)
+        log.info("nats reconnected", url=self.url)

@@ -30,7 +30,6 @@ delivery.
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -51,12 +50,13 @@ from yarl import URL
 from app._tls import ssl_context
 from app.config import TransportSettings
 from app.messages import DEAD_CHANNEL, Message, is_broadcast
+from app.observability import get_logger
 from app.ports import Delivery
 from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from app.transports._errors import TransportUnavailable
 from app.transports._tls import rabbitmq_connect_kwargs
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 _RECONNECT_SECONDS = 1.0
@@ -191,9 +191,9 @@ class _Consumer:
             except (aiormq.AMQPError, aiormq.ChannelInvalidStateError) as exc:
                 # Its channel is gone, so the broker has requeued it and will redeliver.
                 log.warning(
-                    "could not settle a delivery on %s (it will be redelivered): %r",
-                    self.channel,
-                    exc,
+                    "could not settle a delivery (it will be redelivered)",
+                    channel=self.channel,
+                    error=repr(exc),
                 )
 
     async def close(self) -> None:

@@ -11,7 +11,6 @@ working within that bound; last-use times are collected and written in one batch
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
@@ -36,9 +35,10 @@ from app.domain.api_keys import ApiKey, ApiKeyNotFound, Scope, secret_matches, s
 from app.domain.errors import TreadleError
 from app.modules.api._errors import PROBLEM_MEDIA_TYPE, Forbidden, Unauthenticated
 from app.modules.api._open_mode import check_open_request
+from app.observability import get_logger
 from app.ports import ApiKeyStore
 
-log = logging.getLogger("app.api.auth")
+log = get_logger("app.api.auth")
 
 _OPEN_PREFIXES = ("/schema", "/ui")
 _OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico"})
@@ -190,7 +190,7 @@ class Authenticator:
             await self._keys.touch_api_keys(batch)
         except TreadleError as exc:
             # Last-use times are a convenience; a failed write must not fail the request.
-            log.warning("could not record API key use: %s", exc)
+            log.warning("could not record API key use", error=str(exc))
 
 
 # --- OpenAPI ----------------------------------------------------------------------------

@@ -9,7 +9,6 @@ finds the run already there instead of starting another.
 from __future__ import annotations
 
 import contextlib
-import logging
 import secrets
 from datetime import datetime
 from typing import Any, Protocol
@@ -32,9 +31,10 @@ from app.domain.schedules import (
     plan_ticks,
 )
 from app.domain.state import RunState
+from app.observability import get_logger
 from app.ports import Clock, Page, RunStore, ScheduleStore, WorkflowStore
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 POLL_SECONDS = 0.2
 """How often the loop looks for due schedules (an indexed query on `next_fire_at`)."""
@@ -152,10 +152,10 @@ class ScheduleLoop:
         plan = plan_ticks(schedule.trigger, schedule.next_fire_at, now, schedule.catch_up)
         if plan.missed:
             log.warning(
-                "schedule %s missed %d ticks (catch-up: %s)",
-                schedule.name,
-                plan.missed,
-                schedule.catch_up.value,
+                "schedule missed ticks",
+                schedule=schedule.name,
+                missed=plan.missed,
+                catch_up=schedule.catch_up.value,
             )
         last_run, fired = schedule.last_run_id, None
         for tick in plan.ticks:
@@ -174,7 +174,11 @@ class ScheduleLoop:
         overlapping = last_run is not None and schedule.overlap is not OverlapPolicy.ALLOW
         if overlapping and last_run is not None and await self._still_active(last_run):
             if schedule.overlap is OverlapPolicy.SKIP:
-                log.info("schedule %s skipped a tick: run %s is active", schedule.name, last_run)
+                log.info(
+                    "schedule skipped a tick: its last run is active",
+                    schedule=schedule.name,
+                    run_id=last_run,
+                )
                 return None
             await self._cancel(schedule, last_run)
         try:
@@ -187,7 +191,7 @@ class ScheduleLoop:
         except TreadleError as exc:
             # The workflow was removed or its input no longer fits: the tick is lost, not
             # the loop; the schedule stays and tries again next tick.
-            log.warning("schedule %s could not start a run: %s", schedule.name, exc)
+            log.warning("schedule could not start a run", schedule=schedule.name, error=str(exc))
             return None
         return run.id
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import anyio
 
 from app.config import OrchestratorSettings
+from app.observability import get_logger
 from app.ports import Clock, DueTimer, TimerStore
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 FIRE_CONCURRENCY = 16
 """Timers of one batch fired at once (each is one transaction on its own run)."""
@@ -86,7 +86,7 @@ class TimerLoop:
                     continue  # there may be more due right now
                 seconds = await self._seconds_to_next()
             except Exception:
-                log.exception("the timer loop failed a round; trying again in %ss", poll)
+                log.exception("the timer loop failed a round; trying again", retry_in_seconds=poll)
                 seconds = poll
             now = self._clock.now()
             await self._alarm.sleep(now + timedelta(seconds=seconds), seconds)
@@ -109,7 +109,7 @@ class TimerLoop:
                 await self._fire(timer)
             except Exception:
                 # Its lease runs out and it is claimed again, so the fire is retried.
-                log.exception("firing the %s timer of run %s failed", timer.kind, timer.run_id)
+                log.exception("firing a timer failed", kind=timer.kind, run_id=timer.run_id)
 
     async def _seconds_to_next(self) -> float:
         poll = self._settings.timer_poll_seconds
