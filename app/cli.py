@@ -337,19 +337,12 @@ def migrate_command(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415
 
     from app import engine  # noqa: PLC0415
+    from app.observability import strip_url_passwords  # noqa: PLC0415
 
     settings = settings_for(args)
     anyio.run(engine.migrate, settings)
-    print(f"database at {_redacted(settings.database.url)} is migrated")
+    print(f"database at {strip_url_passwords(settings.database.url)} is migrated")
     return EXIT_OK
-
-
-def _redacted(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    return f"{scheme}{sep}{credentials.split(':')[0]}:***@{host}"
 
 
 # --- workflow commands --------------------------------------------------------------------

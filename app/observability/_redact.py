@@ -21,8 +21,9 @@ _SECRET_KEY = re.compile(
 )
 """Key names whose values are secrets by their name alone (`db_password`, `X-Api-Key`)."""
 
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]*:)[^\s@/]+@")
-"""`scheme://user:password@` inside any string; the password part is replaced."""
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]*:)[^\s/]+@")
+"""`scheme://user:password@` inside any string; the password part is replaced. Greedy up to
+the last `@` before the path, so a password with an unencoded `@` is hidden whole."""
 
 _NOT_VALUES = frozenset({"exc_info", "exception", "stack", "stack_info", "_record"})
 """Keys that hold tracebacks or stdlib internals: long by nature, and not payloads."""

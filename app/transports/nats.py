@@ -28,7 +28,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import nats
@@ -48,7 +47,7 @@ from nats.js.api import (
 from app._tls import ssl_context
 from app.config import TransportSettings
 from app.messages import DEAD_CHANNEL, Message, is_broadcast
-from app.observability import get_logger
+from app.observability import get_logger, strip_url_passwords
 from app.ports import Delivery
 from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from app.transports._errors import TransportUnavailable
@@ -77,16 +76,6 @@ def _driver_errors(url: str) -> Iterator[None]:
         yield
     except (nats.errors.Error, OSError, TimeoutError) as exc:
         raise TransportUnavailable(url, str(exc) or type(exc).__name__) from exc
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, fit for errors and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _safe_name(raw: str) -> str:
@@ -243,7 +232,7 @@ class NatsTransport:
     def __init__(self, settings: TransportSettings) -> None:
         self._settings = settings
         self._raw_url = settings.url or DEFAULT_URL
-        self.url = _redact(self._raw_url)
+        self.url = strip_url_passwords(self._raw_url)
         self.max_deliveries = settings.max_deliveries
         self.stream = _safe_name(settings.namespace)
         self._tls = ssl_context(settings.tls, "transport.tls")

@@ -45,12 +45,11 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from yarl import URL
 
 from app._tls import ssl_context
 from app.config import TransportSettings
 from app.messages import DEAD_CHANNEL, Message, is_broadcast
-from app.observability import get_logger
+from app.observability import get_logger, strip_url_passwords
 from app.ports import Delivery
 from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from app.transports._errors import TransportUnavailable
@@ -73,11 +72,6 @@ def _broker_errors(url: str) -> Iterator[None]:
         yield
     except (aiormq.AMQPError, aiormq.ChannelInvalidStateError, OSError) as exc:
         raise TransportUnavailable(url, f"{type(exc).__name__}: {exc}") from exc
-
-
-def _redacted(url: str) -> str:
-    parsed = URL(url)
-    return str(parsed.with_password("***")) if parsed.password else url
 
 
 class _InFlight:
@@ -217,7 +211,7 @@ class RabbitMQTransport:
     def __init__(self, settings: TransportSettings) -> None:
         self._settings = settings
         self._url = settings.url or DEFAULT_URL
-        self.url = _redacted(self._url)
+        self.url = strip_url_passwords(self._url)
         self.namespace = settings.namespace
         self.max_deliveries = settings.max_deliveries
         # Named so operators (and tests) can find this process's connection.

@@ -53,6 +53,14 @@ def test_url_without_password_is_unchanged() -> None:
     assert strip_url_passwords("nats://user@host:4222") == "nats://user@host:4222"
 
 
+def test_a_password_with_an_unencoded_at_sign_is_hidden_whole() -> None:
+    """The one redaction every adapter and the CLI use hides the whole password: the
+    CLI's own copy did, the shared one used to leave what followed the first `@`."""
+    assert strip_url_passwords("postgresql://u:p@ss@db/x") == "postgresql://u:***@db/x"
+    assert strip_url_passwords("nats://:token@127.0.0.1:4222") == "nats://:***@127.0.0.1:4222"
+    assert strip_url_passwords("see http://h:8080/a@b now") == "see http://h:8080/a@b now"
+
+
 def test_oversize_values_are_elided(logs: LogCapture) -> None:
     """A value whose JSON is over max_value_bytes becomes a short '<N bytes elided>' marker."""
     logs.configure(format="json", max_value_bytes=100)
