@@ -217,6 +217,30 @@ class MapItemStore(Protocol):
         ...
 
 
+class OmittedValue(msgspec.Struct, frozen=True, kw_only=True):
+    """A value a bounded read left in the store: only its size as JSON came back."""
+
+    size: int
+    """Bytes of its JSON."""
+
+
+class RunValueStore(Protocol):
+    """Reads that leave a run's large values in the store (apart from `RunStore`, so its
+    fakes stay small; the API measures values itself when the store lacks these)."""
+
+    async def get_run_bounded(self, run_id: str, most_bytes: int) -> RunState:
+        """The run with its tasks, each input and output over `most_bytes` as JSON an
+        `OmittedValue`; raises `RunNotFound`."""
+        ...
+
+    async def get_value(
+        self, run_id: str, task_id: str | None, item: int | None, field: str
+    ) -> str | None:
+        """The stored JSON of the run's (or a task's, or a map item's) `input` or `output`,
+        None for null; raises `RunNotFound`, `TaskNotFound`."""
+        ...
+
+
 class DecisionStore(Protocol):
     """Atomic decisions: lock the run, decide, write state, history, outbox and timers."""
 

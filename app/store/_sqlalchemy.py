@@ -40,6 +40,7 @@ from app.store._states import KeptStates
 from app.store._tables import ACTIVE_TASK, history, runs, tasks, workflows
 from app.store._timers import TimerQueries
 from app.store._types import encode_json
+from app.store._values import load_bounded_run, load_value
 
 T = TypeVar("T")
 _SAVE_WORKFLOW_TRIES = 20  # each lost race means another writer won, so this is plenty
@@ -207,6 +208,22 @@ class SqlStore(DecisionQueries, ScheduleQueries, OutboxQueries, TimerQueries):
         with mapped_errors("get_run"):
             async with self._db.transaction(write=False, single=True) as conn:
                 return await load_run(conn, run_id, lock=False)
+
+    async def get_run_bounded(self, run_id: str, most_bytes: int) -> RunState:
+        """The run with its tasks, each input and output over `most_bytes` as JSON an
+        `OmittedValue` (left in the database); raises `RunNotFound`."""
+        with mapped_errors("get_run_bounded"):
+            async with self._db.transaction(write=False, single=True) as conn:
+                return await load_bounded_run(conn, run_id, most_bytes)
+
+    async def get_value(
+        self, run_id: str, task_id: str | None, item: int | None, field: str
+    ) -> str | None:
+        """The stored JSON of one input or output, None for null; raises `RunNotFound`,
+        `TaskNotFound`."""
+        with mapped_errors("get_value"):
+            async with self._db.transaction(write=False) as conn:
+                return await load_value(conn, run_id, task_id, item, field)
 
     async def list_runs(
         self,

@@ -1,0 +1,184 @@
+"""Large values stay out of a run's JSON: `GET /v1/runs/{id}` elides each input or output
+over `limits.max_inline_value_bytes` as `{"$elided": {bytes, href}}`, and the `href`
+answers the one value (real engine on SQLite, PostgreSQL and MariaDB; and the fake)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from app.config import ApiSettings, LimitsSettings
+from app.engine import Engine
+from app.modules.api import create_app
+from app.ports import OmittedValue
+from tests.integration.api._engines import DATABASES, database_url, running_engine
+from tests.integration.api._fakes import FakeEngine
+from tests.integration.api.conftest import ORDER, problem, register, start
+
+pytestmark = pytest.mark.anyio
+
+BOUND = 1000
+BIG = 5000
+BLOBS: dict[str, Any] = {
+    "name": "blobs",
+    "tasks": {
+        "big": {"handler": "api.blob", "input": {"size": "${ input.size }"}},
+        "small": {"handler": "api.blob", "input": {"size": 3}},
+        "each": {
+            "type": "map",
+            "items": "${ input.sizes }",
+            "task": {"handler": "api.blob", "input": {"size": "${ item }"}},
+        },
+    },
+    "output": "${ tasks.big.output }",
+}
+_INPUT = {"size": BIG, "sizes": [10, BIG]}
+
+
+def _json_bytes(value: Any) -> int:
+    return len(msgspec.json.encode(value))
+
+
+@pytest.fixture(params=DATABASES)
+async def engine_api(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Engine, httpx.AsyncClient]]:
+    """A running engine inlining at most `BOUND` bytes per value, and a client on its API."""
+    limits = LimitsSettings(max_inline_value_bytes=BOUND)
+    async with (
+        database_url(request.param, tmp_path) as url,
+        running_engine(url, limits) as (engine, app),
+        httpx.AsyncClient(base_url="http://t.test", transport=httpx.ASGITransport(app)) as c,
+    ):
+        assert (await c.post("/v1/workflows", json=BLOBS)).status_code == 201
+        yield engine, c
+
+
+async def _finished_run(api: httpx.AsyncClient) -> dict[str, Any]:
+    started = await api.post("/v1/runs", json={"workflow": "blobs", "input": _INPUT})
+    assert started.status_code == 201, started.text
+    run: dict[str, Any] = (await api.get(f"/v1/runs/{started.json()['id']}?wait=30")).json()
+    assert run["status"] == "completed", run
+    return run
+
+
+async def test_values_over_the_bound_are_elided_with_their_size_and_a_working_href(
+    engine_api: tuple[Engine, httpx.AsyncClient],
+) -> None:
+    """A 5,000-byte output is `{"$elided": {bytes, href}}` in the run (run output, task
+    output, a map's list of outputs), small values stay inline, and each href answers
+    exactly the value; the store's bounded read never loaded the large ones."""
+    engine, api = engine_api
+    run = await _finished_run(api)
+    tasks = {t["task_id"]: t for t in run["tasks"]}
+    value = "x" * BIG
+    href = f"/v1/runs/{run['id']}/values/tasks/big/output"
+    assert tasks["big"]["output"] == {"$elided": {"bytes": _json_bytes(value), "href": href}}
+    assert run["output"]["$elided"]["href"] == f"/v1/runs/{run['id']}/values/output"
+    assert tasks["each"]["output"]["$elided"]["bytes"] == _json_bytes(["x" * 10, value])
+    assert tasks["small"]["output"] == "xxx"
+    assert tasks["big"]["input"] == {"size": BIG}
+    assert run["input"] == _INPUT
+
+    for shown, expected in [
+        (tasks["big"]["output"], value),
+        (run["output"], value),
+        (tasks["each"]["output"], ["x" * 10, value]),
+    ]:
+        answer = await api.get(shown["$elided"]["href"])
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("application/json")
+        assert len(answer.content) == shown["$elided"]["bytes"]
+        assert answer.json() == expected
+
+    bounded = await engine.store.get_run_bounded(run["id"], BOUND)
+    assert bounded.tasks["big"].output == OmittedValue(size=_json_bytes(value))
+    assert bounded.tasks["small"].output == "xxx"
+
+
+async def test_map_items_are_elided_with_a_bracketed_task_id_href(
+    engine_api: tuple[Engine, httpx.AsyncClient],
+) -> None:
+    """On the items page a large item output links to `tasks/each[1]/output` (brackets
+    percent-encoded); that path answers the item's value, raw brackets too."""
+    _, api = engine_api
+    run = await _finished_run(api)
+    items = (await api.get(f"/v1/runs/{run['id']}/tasks/each/items")).json()["items"]
+    assert items[0]["output"] == "x" * 10
+    href = f"/v1/runs/{run['id']}/values/tasks/each%5B1%5D/output"
+    assert items[1]["output"] == {"$elided": {"bytes": BIG + 2, "href": href}}
+    assert (await api.get(href)).json() == "x" * BIG
+    raw = await api.get(f"/v1/runs/{run['id']}/values/tasks/each[1]/input")
+    assert raw.json() == {"size": BIG}  # the item task's input, built from its element
+    missing = await api.get(f"/v1/runs/{run['id']}/values/tasks/each%5B7%5D/output")
+    assert problem(missing, 404)["detail"] == f"run {run['id']!r} has no map item 'each[7]'"
+    everything = await api.get(f"/v1/runs/{run['id']}/tasks/each/items?inline=all")
+    assert everything.json()["items"][1]["output"] == "x" * BIG
+
+
+async def test_inline_all_answers_every_value_and_unknown_paths_are_4xx(
+    engine_api: tuple[Engine, httpx.AsyncClient],
+) -> None:
+    """`?inline=all` inlines everything; a bad path is a 400, an unknown run or task a 404."""
+    _, api = engine_api
+    run = await _finished_run(api)
+    full = (await api.get(f"/v1/runs/{run['id']}?inline=all")).json()
+    assert full["output"] == "x" * BIG
+    assert {t["task_id"]: t["output"] for t in full["tasks"]}["big"] == "x" * BIG
+
+    values = f"/v1/runs/{run['id']}/values"
+    assert (await api.get(f"{values}/input")).json() == _INPUT
+    assert (await api.get(f"{values}/tasks/small/output")).json() == "xxx"
+    problem(await api.get(f"{values}/tasks/nope/output"), 404, "task-not-found")
+    problem(await api.get("/v1/runs/nope/values/output"), 404, "run-not-found")
+    for bad in ("error", "tasks/big", "tasks/big/status", "tasks/big[x]/output", "a/b/c/d"):
+        body = problem(await api.get(f"{values}/{bad}"), 400)
+        assert "tasks/<task>/output" in body["detail"]
+    problem(await api.get(f"{values}/tasks/each[99999999999]/output"), 400)
+    problem(await api.get(f"/v1/runs/{run['id']}?inline=some"), 400)
+
+
+# --- the same answers from a store without bounded reads (measured by the API) -----------
+
+
+@pytest.fixture
+async def fake_api(engine: FakeEngine) -> AsyncIterator[httpx.AsyncClient]:
+    """The API over the fake engine (a store with only `get_run`), inlining `BOUND` bytes."""
+    app = create_app(
+        run_control=engine,
+        workflows=engine,
+        runs=engine,
+        health=[],
+        settings=ApiSettings(),
+        limits=LimitsSettings(max_inline_value_bytes=BOUND),
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t.test") as client:
+        yield client
+
+
+async def test_the_api_measures_values_itself_when_the_store_cannot(
+    fake_api: httpx.AsyncClient,
+) -> None:
+    """Over a store with only `get_run` (the fake), a large run input is still elided in
+    every run answer, and its href answers it from the whole run."""
+    http = fake_api
+    await register(http, ORDER)
+    big = {"sku": "A" * 2000}
+    run = await start(http, input=big)
+    href = f"/v1/runs/{run['id']}/values/input"
+    elided = {"$elided": {"bytes": _json_bytes(big), "href": href}}
+    assert run["input"] == elided
+    got = await http.get(f"/v1/runs/{run['id']}")
+    assert got.json()["input"] == elided
+    assert len(got.content) < BOUND
+    assert (await http.get(href)).json() == big
+    assert (await http.get(f"/v1/runs/{run['id']}?inline=all")).json()["input"] == big
+    assert (await http.get(f"/v1/runs/{run['id']}/values/tasks/reserve/output")).json() is None
+    problem(await http.get(f"/v1/runs/{run['id']}/values/tasks/reserve[0]/output"), 404)
+    assert (await http.post(f"/v1/runs/{run['id']}/cancel", json={})).json()["input"] == elided
