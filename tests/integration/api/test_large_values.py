@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import msgspec
 import pytest
+from litestar import Litestar
 
+from app.client import ApiError, AsyncClient, elided, elided_path
 from app.config import ApiSettings, LimitsSettings
 from app.engine import Engine
 from app.modules.api import create_app
@@ -44,11 +46,15 @@ def _json_bytes(value: Any) -> int:
     return len(msgspec.json.encode(value))
 
 
+class Served(NamedTuple):
+    engine: Engine
+    app: Litestar
+    api: httpx.AsyncClient
+
+
 @pytest.fixture(params=DATABASES)
-async def engine_api(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[tuple[Engine, httpx.AsyncClient]]:
-    """A running engine inlining at most `BOUND` bytes per value, and a client on its API."""
+async def engine_api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Served]:
+    """A running engine inlining at most `BOUND` bytes per value, its app, and a client."""
     limits = LimitsSettings(max_inline_value_bytes=BOUND)
     async with (
         database_url(request.param, tmp_path) as url,
@@ -56,7 +62,7 @@ async def engine_api(
         httpx.AsyncClient(base_url="http://t.test", transport=httpx.ASGITransport(app)) as c,
     ):
         assert (await c.post("/v1/workflows", json=BLOBS)).status_code == 201
-        yield engine, c
+        yield Served(engine, app, c)
 
 
 async def _finished_run(api: httpx.AsyncClient) -> dict[str, Any]:
@@ -68,12 +74,12 @@ async def _finished_run(api: httpx.AsyncClient) -> dict[str, Any]:
 
 
 async def test_values_over_the_bound_are_elided_with_their_size_and_a_working_href(
-    engine_api: tuple[Engine, httpx.AsyncClient],
+    engine_api: Served,
 ) -> None:
     """A 5,000-byte output is `{"$elided": {bytes, href}}` in the run (run output, task
     output, a map's list of outputs), small values stay inline, and each href answers
     exactly the value; the store's bounded read never loaded the large ones."""
-    engine, api = engine_api
+    engine, _, api = engine_api
     run = await _finished_run(api)
     tasks = {t["task_id"]: t for t in run["tasks"]}
     value = "x" * BIG
@@ -102,11 +108,11 @@ async def test_values_over_the_bound_are_elided_with_their_size_and_a_working_hr
 
 
 async def test_map_items_are_elided_with_a_bracketed_task_id_href(
-    engine_api: tuple[Engine, httpx.AsyncClient],
+    engine_api: Served,
 ) -> None:
     """On the items page a large item output links to `tasks/each[1]/output` (brackets
     percent-encoded); that path answers the item's value, raw brackets too."""
-    _, api = engine_api
+    api = engine_api.api
     run = await _finished_run(api)
     items = (await api.get(f"/v1/runs/{run['id']}/tasks/each/items")).json()["items"]
     assert items[0]["output"] == "x" * 10
@@ -122,10 +128,10 @@ async def test_map_items_are_elided_with_a_bracketed_task_id_href(
 
 
 async def test_inline_all_answers_every_value_and_unknown_paths_are_4xx(
-    engine_api: tuple[Engine, httpx.AsyncClient],
+    engine_api: Served,
 ) -> None:
     """`?inline=all` inlines everything; a bad path is a 400, an unknown run or task a 404."""
-    _, api = engine_api
+    api = engine_api.api
     run = await _finished_run(api)
     full = (await api.get(f"/v1/runs/{run['id']}?inline=all")).json()
     assert full["output"] == "x" * BIG
@@ -182,3 +188,28 @@ async def test_the_api_measures_values_itself_when_the_store_cannot(
     assert (await http.get(f"/v1/runs/{run['id']}/values/tasks/reserve/output")).json() is None
     problem(await http.get(f"/v1/runs/{run['id']}/values/tasks/reserve[0]/output"), 404)
     assert (await http.post(f"/v1/runs/{run['id']}/cancel", json={})).json()["input"] == elided
+
+
+async def test_the_client_fetches_an_elided_value_and_can_ask_for_everything(
+    engine_api: Served,
+) -> None:
+    """`AsyncClient.get_run` shows the marker, `elided_path` turns it into the path that
+    `get_value` fetches (a map item's brackets too), and `inline=True` inlines all."""
+    api = engine_api.api
+    run_id = (await _finished_run(api))["id"]
+    transport = httpx.ASGITransport(engine_api.app)
+    async with AsyncClient("http://t.test", transport=transport) as client:
+        run = await client.get_run(run_id)
+        big = next(t for t in run.tasks if t.task_id == "big")
+        marker = elided(big.output)
+        assert marker is not None
+        assert marker.bytes == BIG + 2
+        assert elided_path(marker) == "tasks/big/output"
+        assert await client.get_value(run_id, elided_path(marker)) == "x" * BIG
+        assert await client.get_value(run_id, "tasks/each[1]/output") == "x" * BIG
+        assert elided(run.input) is None
+        full = await client.get_run(run_id, inline=True)
+        assert full.output == "x" * BIG
+        with pytest.raises(ApiError) as bad:
+            await client.get_value(run_id, "tasks/big/nothing")
+        assert bad.value.status == 400
