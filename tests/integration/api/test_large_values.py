@@ -4,6 +4,7 @@ answers the one value (real engine on SQLite, PostgreSQL and MariaDB; and the fa
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -213,3 +214,34 @@ async def test_the_client_fetches_an_elided_value_and_can_ask_for_everything(
         with pytest.raises(ApiError) as bad:
             await client.get_value(run_id, "tasks/big/nothing")
         assert bad.value.status == 400
+
+
+async def test_reading_a_run_with_a_large_output_does_not_load_it(tmp_path: Path) -> None:
+    """The issue's case, scaled down: with a 5 MB output stored, `GET /v1/runs/{id}` allocates
+    well under a megabyte (the value stays in the database), `?inline=all` the whole value."""
+    size = 5_000_000
+    limits = LimitsSettings(max_output_bytes=2 * size)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'treadle.db'}"
+    async with (
+        running_engine(url, limits) as (_, app),
+        httpx.AsyncClient(base_url="http://t.test", transport=httpx.ASGITransport(app)) as api,
+    ):
+        one = {"name": "one", "tasks": {"big": {"handler": "api.blob", "input": {"size": size}}}}
+        assert (await api.post("/v1/workflows", json=one)).status_code == 201
+        run_id = (await api.post("/v1/runs", json={"workflow": "one"})).json()["id"]
+        assert (await api.get(f"/v1/runs/{run_id}?wait=30")).json()["status"] == "completed"
+
+        async def peak_bytes(query: str) -> tuple[int, int]:
+            tracemalloc.start()
+            try:
+                answer = await api.get(f"/v1/runs/{run_id}{query}")
+                return len(answer.content), tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+
+        length, peak = await peak_bytes("")
+        assert length < 2000
+        assert peak < 1_000_000
+        length, peak = await peak_bytes("?inline=all")
+        assert length > size
+        assert peak > size
