@@ -381,7 +381,9 @@ class RunController(Controller):
         summary="A run with its tasks",
         description="With `wait`, a long poll: the answer comes as soon as the run has "
         "ended (completed, failed, cancelled or timed out), or after `wait` seconds with "
-        "the run as it is then.",
+        "the run as it is then. An input or output over `limits.max_inline_value_bytes` "
+        'as JSON reads `{"$elided": {"bytes": N, "href": ...}}`: GET the href for the '
+        "value, or pass `inline=all` for every value in full.",
         responses=_problems(400, 404),
     )
     async def get_run(
