@@ -176,7 +176,9 @@ def _add_run(commands: Any) -> None:
     sub.add_parser("get", help="print a run as JSON").add_argument("id")
     value = sub.add_parser("value", help="print one value a run's JSON elided as too large")
     value.add_argument("id")
-    value.add_argument("path", help="input, output, tasks/TASK/input, tasks/TASK[INDEX]/output ...")
+    value.add_argument(
+        "path", help="input, output, error, tasks/TASK/output, tasks/TASK[INDEX]/input ..."
+    )
     listing = sub.add_parser("list", help="list runs, newest first")
     listing.add_argument("--workflow")
     listing.add_argument("--status")

@@ -236,8 +236,8 @@ class RunValueStore(Protocol):
     async def get_value(
         self, run_id: str, task_id: str | None, item: int | None, field: str
     ) -> str | None:
-        """The stored JSON of the run's (or a task's, or a map item's) `input` or `output`,
-        None for null; raises `RunNotFound`, `TaskNotFound`."""
+        """The stored JSON of the run's (or a task's, or a map item's) `input`, `output` or
+        `error`, None for null; raises `RunNotFound`, `TaskNotFound`."""
         ...
 
 

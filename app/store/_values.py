@@ -24,7 +24,9 @@ from app.store._rows import run_from_rows
 from app.store._tables import map_items, runs, tasks
 
 VALUE_FIELDS = ("input", "output")
-"""The columns a bounded read measures (errors and progress are small by construction)."""
+"""The columns a bounded read measures and leaves out when large."""
+READABLE_FIELDS = (*VALUE_FIELDS, "error")
+"""The columns `load_value` answers (the API shortens a large error rather than elide it)."""
 
 
 class json_bytes(FunctionElement[int]):  # noqa: N801 -- an SQL function, named like one
@@ -107,7 +109,7 @@ async def load_value(
     conn: AsyncConnection, run_id: str, task_id: str | None, item: int | None, field: str
 ) -> str | None:
     """The stored JSON text of one value; raises `RunNotFound`, `TaskNotFound`."""
-    if field not in VALUE_FIELDS:
+    if field not in READABLE_FIELDS:
         raise ValueError(f"no value field {field!r}")  # the API checked; a caller's bug
     if task_id is None:
         stmt = select(runs.c[field]).where(runs.c.id == run_id)

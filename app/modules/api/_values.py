@@ -3,8 +3,10 @@
 A run or task input or output (a map item's too, on the items page) larger than
 `limits.max_inline_value_bytes` as JSON is replaced by its size and the path of
 `GET /v1/runs/{run_id}/values/<path>`, which answers that one value. The paths are
-`input`, `output`, `tasks/<task>/input|output` and `tasks/<task>[<index>]/input|output`
+`input`, `output`, `error`, `tasks/<task>/<field>` and `tasks/<task>[<index>]/<field>`
 (task ids keep to [A-Za-z0-9_.-], so the brackets and slashes are never ambiguous).
+An error over the bound keeps its typed shape (clients decode it): its message and
+traceback are cut, and the message ends naming the size and the path of the whole error.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from urllib.parse import quote
 import msgspec
 
 from app.domain.errors import TaskNotFound
-from app.domain.state import RunState
+from app.domain.state import ErrorInfo, RunState
 from app.modules.api._errors import InvalidParameter
 from app.modules.api._schemas import MapItemPage, RunBody, TaskBody
 from app.ports import OmittedValue, RunStore, RunValueStore
 
 ELIDED = "$elided"
-FIELDS = ("input", "output")
+FIELDS = ("input", "output", "error")
 INLINE_ALL = "all"
 _ITEM_PATH = re.compile(r"(?P<task>[A-Za-z0-9_.-]+)(?:\[(?P<index>[0-9]{1,10})\])?")
 _MAX_INDEX = 2**31 - 1  # the store's INTEGER column
@@ -54,8 +56,8 @@ def parse_value_path(path: str) -> ValuePath:
             return ValuePath(field=parts[2], task_id=found["task"], item=item)
     raise InvalidParameter(
         "path",
-        "must be input, output, tasks/<task>/input, tasks/<task>/output, or "
-        f"tasks/<task>[<index>]/input or /output for a map item; got {path!r}",
+        "must be input, output, error, tasks/<task>/input, tasks/<task>/output, "
+        f"tasks/<task>/error, or tasks/<task>[<index>]/... for a map item; got {path!r}",
     )
 
 
@@ -94,8 +96,26 @@ def _elided(size: int, href: str) -> dict[str, Any]:
     return {ELIDED: {"bytes": size, "href": href}}
 
 
+def shown_error(error: ErrorInfo | None, href: Callable[[], str], most: int | None) -> Any:
+    """The error itself, or when its JSON is over `most` bytes the same error with its
+    message and traceback cut to fit, the message naming the whole error's size and href."""
+    if error is None or most is None:
+        return error
+    size = len(_encoder.encode(error))
+    if size <= most:
+        return error
+    keep = max(most // 4, 80)
+    note = f" … [error elided: {size:,} bytes as JSON; GET {href()}]"
+    traceback = error.traceback
+    return msgspec.structs.replace(
+        error,
+        message=error.message[:keep] + note,
+        traceback=None if traceback is None else "…" + traceback[-keep:],
+    )
+
+
 def elide_run(body: RunBody, most: int | None) -> RunBody:
-    """The run body with every input and output over `most` bytes elided."""
+    """The run body with every input, output and error over `most` bytes elided."""
 
     def href(task_id: str | None, field: str) -> Callable[[], str]:
         return lambda: value_href(body.id, ValuePath(field=field, task_id=task_id))
@@ -105,18 +125,20 @@ def elide_run(body: RunBody, most: int | None) -> RunBody:
             t,
             input=shown(t.input, href(t.task_id, "input"), most),
             output=shown(t.output, href(t.task_id, "output"), most),
+            error=shown_error(t.error, href(t.task_id, "error"), most),
         )
 
     return msgspec.structs.replace(
         body,
         input=shown(body.input, href(None, "input"), most),
         output=shown(body.output, href(None, "output"), most),
+        error=shown_error(body.error, href(None, "error"), most),
         tasks=[task(t) for t in body.tasks],
     )
 
 
 def elide_items(run_id: str, task_id: str, page: MapItemPage, most: int | None) -> MapItemPage:
-    """The items page with every item input and output over `most` bytes elided."""
+    """The items page with every item input, output and error over `most` bytes elided."""
 
     def href(index: int, field: str) -> Callable[[], str]:
         return lambda: value_href(run_id, ValuePath(field=field, task_id=task_id, item=index))
@@ -126,6 +148,7 @@ def elide_items(run_id: str, task_id: str, page: MapItemPage, most: int | None) 
             i,
             input=shown(i.input, href(i.index, "input"), most),
             output=shown(i.output, href(i.index, "output"), most),
+            error=shown_error(i.error, href(i.index, "error"), most),
         )
         for i in page.items
     ]

@@ -16,6 +16,7 @@ from litestar import Litestar
 
 from app.client import ApiError, AsyncClient, elided, elided_path
 from app.config import ApiSettings, LimitsSettings
+from app.domain.state import ErrorInfo, TaskStatus
 from app.engine import Engine
 from app.modules.api import create_app
 from app.ports import OmittedValue
@@ -141,9 +142,10 @@ async def test_inline_all_answers_every_value_and_unknown_paths_are_4xx(
     values = f"/v1/runs/{run['id']}/values"
     assert (await api.get(f"{values}/input")).json() == _INPUT
     assert (await api.get(f"{values}/tasks/small/output")).json() == "xxx"
+    assert (await api.get(f"{values}/tasks/big/error")).json() is None
     problem(await api.get(f"{values}/tasks/nope/output"), 404, "task-not-found")
     problem(await api.get("/v1/runs/nope/values/output"), 404, "run-not-found")
-    for bad in ("error", "tasks/big", "tasks/big/status", "tasks/big[x]/output", "a/b/c/d"):
+    for bad in ("status", "tasks/big", "tasks/big/status", "tasks/big[x]/output", "a/b/c/d"):
         body = problem(await api.get(f"{values}/{bad}"), 400)
         assert "tasks/<task>/output" in body["detail"]
     problem(await api.get(f"{values}/tasks/each[99999999999]/output"), 400)
@@ -245,3 +247,27 @@ async def test_reading_a_run_with_a_large_output_does_not_load_it(tmp_path: Path
         length, peak = await peak_bytes("?inline=all")
         assert length > size
         assert peak > size
+
+
+async def test_a_large_error_keeps_its_shape_cut_short_and_names_where_the_whole_is(
+    fake_api: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    """A task error over the bound keeps `type` and `retryable`; its message and traceback
+    are cut, the message naming the size and href, which answers the whole error."""
+    await register(fake_api, ORDER)
+    run_id = (await start(fake_api, input={"sku": "A1"}))["id"]
+    error = ErrorInfo(type="ValueError", message="m" * 3000, traceback="t" * 3000 + "END")
+    state = engine.runs[run_id]
+    task = msgspec.structs.replace(state.tasks["reserve"], status=TaskStatus.FAILED, error=error)
+    engine.runs[run_id] = msgspec.structs.replace(state, tasks={**state.tasks, "reserve": task})
+
+    got = await fake_api.get(f"/v1/runs/{run_id}")
+    shown = {t["task_id"]: t for t in got.json()["tasks"]}["reserve"]["error"]
+    href = f"/v1/runs/{run_id}/values/tasks/reserve/error"
+    size = _json_bytes(error)
+    assert shown["type"] == "ValueError"
+    assert shown["retryable"] is True
+    assert shown["message"].endswith(f"[error elided: {size:,} bytes as JSON; GET {href}]")
+    assert shown["traceback"].endswith("END")
+    assert _json_bytes(shown) < BOUND
+    assert (await fake_api.get(href)).json() == msgspec.to_builtins(error)
