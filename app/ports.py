@@ -211,9 +211,16 @@ class MapItemStore(Protocol):
     """Reads of a map task's items (kept apart from `RunStore` so its fakes stay small)."""
 
     async def list_map_items(
-        self, run_id: str, task_id: str, limit: int, cursor: str | None
+        self,
+        run_id: str,
+        task_id: str,
+        limit: int,
+        cursor: str | None,
+        *,
+        most_bytes: int | None = None,
     ) -> Page[MapItemRecord]:
-        """A map task's items by index; raises `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
+        """A map task's items by index, each input and output over `most_bytes` as JSON an
+        `OmittedValue`; raises `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
         ...
 
 

@@ -7,7 +7,7 @@ one never crosses the connection, is never decoded, and the API answers its size
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -18,9 +18,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from app.domain.errors import RunNotFound, TaskNotFound
-from app.domain.state import RunState, TaskState
+from app.domain.state import MapItem, RunState, TaskState
 from app.ports import OmittedValue
-from app.store._rows import run_from_rows
+from app.store._rows import item_from_row, run_from_rows
 from app.store._tables import map_items, runs, tasks
 
 VALUE_FIELDS = ("input", "output")
@@ -100,6 +100,23 @@ def _omitted(row: Any, prefix: str, most: int) -> dict[str, OmittedValue]:
 def _with_omitted(task: TaskState, row: Any, most: int) -> TaskState:
     omitted = _omitted(row, "t_", most)
     return msgspec.structs.replace(task, **omitted) if omitted else task
+
+
+def bounded_items(
+    stmt: Select[Any], most: int
+) -> tuple[Select[Any], Callable[[Row[Any]], MapItem]]:
+    """A map items query (`select_item_page`) that leaves inputs and outputs over `most`
+    bytes in the database, and the conversion of its rows (those as `OmittedValue`s)."""
+    values = [part for f in VALUE_FIELDS for part in _bounded(map_items.c[f], f)]
+    kept = [c for c in map_items.c if c.name not in VALUE_FIELDS]
+    bounded = stmt.with_only_columns(*kept, *values).params(most=most)
+
+    def convert(row: Row[Any]) -> MapItem:
+        item = item_from_row(row)
+        omitted = _omitted(row._mapping, "", most)
+        return msgspec.structs.replace(item, **omitted) if omitted else item
+
+    return bounded, convert
 
 
 # --- one value ------------------------------------------------------------------------

@@ -435,11 +435,13 @@ class RunController(Controller):
         list_items = getattr(services.runs, "list_map_items", None)
         if list_items is None:
             raise TaskNotFound(run_id, task_id, "map task")
-        page = await list_items(run_id, task_id, services.page_size(limit), cursor)
+        most = services.value_bound(inline)
+        size = services.page_size(limit)
+        page = await list_items(run_id, task_id, size, cursor, most_bytes=most)
         body = MapItemPage(
             items=[map_item_body(i) for i in page.items], next_cursor=page.next_cursor
         )
-        return elide_items(run_id, task_id, body, services.value_bound(inline))
+        return elide_items(run_id, task_id, body, most)
 
     @get(
         "/{run_id:str}/events",

@@ -113,7 +113,8 @@ async def test_map_items_are_elided_with_a_bracketed_task_id_href(
     engine_api: Served,
 ) -> None:
     """On the items page a large item output links to `tasks/each[1]/output` (brackets
-    percent-encoded); that path answers the item's value, raw brackets too."""
+    percent-encoded); that path answers the item's value, raw brackets too; the store's
+    bounded page left the large output in the database."""
     api = engine_api.api
     run = await _finished_run(api)
     items = (await api.get(f"/v1/runs/{run['id']}/tasks/each/items")).json()["items"]
@@ -127,6 +128,10 @@ async def test_map_items_are_elided_with_a_bracketed_task_id_href(
     assert problem(missing, 404)["detail"] == f"run {run['id']!r} has no map item 'each[7]'"
     everything = await api.get(f"/v1/runs/{run['id']}/tasks/each/items?inline=all")
     assert everything.json()["items"][1]["output"] == "x" * BIG
+    page = await engine_api.engine.store.list_map_items(
+        run["id"], "each", 10, None, most_bytes=BOUND
+    )
+    assert [i.output for i in page.items] == ["x" * 10, OmittedValue(size=BIG + 2)]
 
 
 async def test_inline_all_answers_every_value_and_unknown_paths_are_4xx(
