@@ -276,3 +276,19 @@ async def test_a_large_error_keeps_its_shape_cut_short_and_names_where_the_whole
     assert shown["traceback"].endswith("END")
     assert _json_bytes(shown) < BOUND
     assert (await fake_api.get(href)).json() == msgspec.to_builtins(error)
+
+
+async def test_the_size_counts_bytes_not_characters(engine_api: Served) -> None:
+    """A run input of non-ASCII text is measured in UTF-8 bytes on every database, the
+    same count the values route answers."""
+    api = engine_api.api
+    given = {"size": 1, "sizes": [], "note": "é€😀" * 200}
+    started = await api.post("/v1/runs", json={"workflow": "blobs", "input": given})
+    assert started.status_code == 201, started.text
+    run = (await api.get(f"/v1/runs/{started.json()['id']}")).json()
+    characters = len(msgspec.json.encode(given).decode())
+    assert characters < BOUND < _json_bytes(given)  # counting characters would inline it
+    assert run["input"]["$elided"]["bytes"] == _json_bytes(given)
+    answer = await api.get(run["input"]["$elided"]["href"])
+    assert len(answer.content) == _json_bytes(given)
+    assert answer.json() == given
