@@ -101,9 +101,9 @@ class Services:
         """How large a value an answer inlines (None: any, for `?inline=all`)."""
         return inline_bound(self.limits.max_inline_value_bytes, inline)
 
-    def run_answer(self, run: RunState, inline: str | None = None) -> RunBody:
-        """The run's body, with the values over the bound elided."""
-        return elide_run(run_body(run), self.value_bound(inline))
+    def run_answer(self, run: RunState) -> RunBody:
+        """The run's body, with the values over the configured bound elided."""
+        return elide_run(run_body(run), self.limits.max_inline_value_bytes)
 
     def page_size(self, limit: int | None) -> int:
         """The page size to ask the store for; raises `InvalidParameter` when out of range."""
@@ -402,11 +402,11 @@ class RunController(Controller):
 
     @get(
         "/{run_id:str}/values/{value_path:path}",
-        summary="One input or output of a run, a task or a map item, as JSON",
-        description="The `href` of an elided value. Paths: `input`, `output`, "
-        "`tasks/{task}/input`, `tasks/{task}/output`, and `tasks/{task}[{index}]/input` or "
-        "`/output` for a map item. An unknown path is a 400; an unknown run, task or item "
-        "a 404; a value not set yet is `null`.",
+        summary="One input, output or error of a run, a task or a map item, as JSON",
+        description="The `href` of an elided value. Paths: `input`, `output`, `error`, "
+        "`tasks/{task}/input`, `tasks/{task}/output`, `tasks/{task}/error`, and "
+        "`tasks/{task}[{index}]/...` for a map item. An unknown path is a 400; an unknown "
+        "run, task or item a 404; a value not set yet is `null`.",
         media_type="application/json",
         responses=_problems(400, 404),
     )
