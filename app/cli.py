@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -28,7 +28,15 @@ from app.client import DEFAULT_URL, ApiError, Client, TreadleUnreachable
 from app.config import ConfigError, Settings, load_settings
 from app.domain.errors import TreadleError
 from app.domain.events import HistoryEntry
-from app.modules.api import HistoryPage, RunBody, RunPage, WorkflowDetail, WorkflowPage, WorkflowRef
+from app.modules.api import (
+    HistoryPage,
+    RunBody,
+    RunPage,
+    TaskBody,
+    WorkflowDetail,
+    WorkflowPage,
+    WorkflowRef,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 POLL_SECONDS = 0.5
@@ -91,6 +99,8 @@ class Console(msgspec.Struct, frozen=True, kw_only=True):
     sleep: Callable[[float], None] = time.sleep
     tz: tzinfo | None = None
     """Time zone of printed times; None is the local one."""
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    """The current time, for ages such as "heartbeat 3s ago"."""
 
 
 # --- argument parsing -----------------------------------------------------------------
@@ -435,13 +445,24 @@ def run_start(args: argparse.Namespace, client: ApiClient, console: Console) -> 
 
 
 def run_get(args: argparse.Namespace, client: ApiClient, console: Console) -> int:
-    _print_json(shown_run(client.get_run(args.id)), console)
+    run = client.get_run(args.id)
+    _print_json(shown_run(run), console)
+    _print_heartbeats(run, console)
     return EXIT_OK
 
 
 def run_value(args: argparse.Namespace, client: ApiClient, console: Console) -> int:
     _print_json(client.get_value(args.id, args.path), console)
     return EXIT_OK
+
+
+def _print_heartbeats(run: RunBody, console: Console) -> None:
+    """One line per task's last heartbeat, on stderr: stdout stays the run's JSON."""
+    now = console.now()
+    for task in run.tasks:
+        line = heartbeat_line(task, now)
+        if line:
+            print(line, file=console.err)
 
 
 def run_list(args: argparse.Namespace, client: ApiClient, console: Console) -> int:
@@ -547,6 +568,36 @@ def format_entry(entry: HistoryEntry, tz: tzinfo | None = None) -> str:
     if entry.attempt:
         line += f" (attempt {entry.attempt})"
     return line + _entry_detail(data)
+
+
+HEARTBEAT_DETAILS_SHOWN = 200
+"""Characters of heartbeat details `run get` prints on a line (the JSON has them all)."""
+
+
+def heartbeat_line(task: TaskBody, now: datetime) -> str | None:
+    """`task fetch  heartbeat 3s ago (attempt 2): {"done": 3}`; None before the first beat."""
+    beat = task.heartbeat
+    if beat is None:
+        return None
+    line = f"task {task.task_id}  heartbeat {_age(now - beat.at)} ago (attempt {beat.attempt})"
+    if beat.details is None:
+        return line
+    details = msgspec.json.encode(beat.details).decode()
+    if len(details) > HEARTBEAT_DETAILS_SHOWN:
+        details = details[: HEARTBEAT_DETAILS_SHOWN - 1] + "…"
+    return f"{line}: {details}"
+
+
+def _age(elapsed: timedelta) -> str:
+    # Never negative: the server's clock may run a little ahead of ours.
+    seconds = max(0, int(elapsed.total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}m"
 
 
 def _entry_detail(data: dict[str, Any]) -> str:

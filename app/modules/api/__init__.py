@@ -17,6 +17,7 @@ from app.modules.api._ops import healthz, metrics, readyz
 from app.modules.api._routes import RunController, Services, WorkflowController
 from app.modules.api._schedules import ScheduleBody, ScheduleController, SchedulePage
 from app.modules.api._schemas import (
+    HeartbeatBody,
     HistoryPage,
     Problem,
     RunBody,
@@ -45,6 +46,7 @@ from app.ports import (
 # The response bodies are public: the typed client decodes into them.
 __all__ = [
     "Authenticator",
+    "HeartbeatBody",
     "HistoryPage",
     "Problem",
     "RunBody",

@@ -15,7 +15,7 @@ import msgspec
 from app.domain.errors import ValidationIssue
 from app.domain.events import HistoryEntry
 from app.domain.limits import MAX_VERSION
-from app.domain.state import ErrorInfo, MapProgress, RunState, TaskState
+from app.domain.state import ErrorInfo, Heartbeat, MapProgress, RunState, TaskState
 from app.ports import MapItemRecord, RunSummary, StoredWorkflow
 
 
@@ -112,6 +112,23 @@ class MapProgressBody(_Body, frozen=True, kw_only=True):
     failed: int
 
 
+class HeartbeatBody(_Body, frozen=True, kw_only=True):
+    """The last heartbeat a handler sent (`ctx.heartbeat(details)`), kept across attempts.
+
+    `at` is when the orchestrator received it, `attempt` the attempt that sent it, and
+    `details` what the handler passed (JSON, at most 16 KiB; larger details are dropped).
+    """
+
+    at: datetime
+    attempt: int
+    details: Any = None
+
+
+HEARTBEAT_FIELD = msgspec.Meta(
+    description="The task's last heartbeat, `{at, attempt, details}`; null before the first."
+)
+
+
 class TaskBody(_Body, frozen=True, kw_only=True):
     """One task of a run; `progress` for a map task, `child_run_id` for a workflow task."""
 
@@ -127,6 +144,7 @@ class TaskBody(_Body, frozen=True, kw_only=True):
     finished_at: datetime | None
     progress: MapProgressBody | None = None
     child_run_id: str | None = None
+    heartbeat: Annotated[HeartbeatBody | None, HEARTBEAT_FIELD] = None
 
 
 class MapItemBody(_Body, frozen=True, kw_only=True):
@@ -141,6 +159,7 @@ class MapItemBody(_Body, frozen=True, kw_only=True):
     scheduled_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    heartbeat: Annotated[HeartbeatBody | None, HEARTBEAT_FIELD] = None
 
 
 class MapItemPage(_Body, frozen=True, kw_only=True):
@@ -288,7 +307,14 @@ def task_body(task: TaskState) -> TaskBody:
         finished_at=task.finished_at,
         progress=_progress_body(task.progress),
         child_run_id=task.child_run_id,
+        heartbeat=_heartbeat_body(task.heartbeat),
     )
+
+
+def _heartbeat_body(heartbeat: Heartbeat | None) -> HeartbeatBody | None:
+    if heartbeat is None:
+        return None
+    return HeartbeatBody(at=heartbeat.at, attempt=heartbeat.attempt, details=heartbeat.details)
 
 
 def _progress_body(progress: MapProgress | None) -> MapProgressBody | None:
@@ -315,6 +341,7 @@ def map_item_body(item: MapItemRecord) -> MapItemBody:
         scheduled_at=item.scheduled_at,
         started_at=item.started_at,
         finished_at=item.finished_at,
+        heartbeat=_heartbeat_body(item.heartbeat),
     )
 
 

@@ -28,3 +28,11 @@ async def fail(ctx: TaskContext, input: Any) -> dict[str, int]:
     if ctx.attempt > given.get("fail_attempts", float("inf")):
         return {"recovered_on_attempt": ctx.attempt}
     raise ValueError(given.get("message", "boom"))
+
+
+@handler("ui.beat")
+async def beat(ctx: TaskContext, input: Any) -> None:
+    """Report progress in one heartbeat (the first goes out at once; later ones are paced
+    by the task's heartbeat_timeout), then keep running until cancelled."""
+    await ctx.heartbeat({"done": 3, "of": 10, "note": "<b>not markup</b>"})
+    await anyio.sleep(120)

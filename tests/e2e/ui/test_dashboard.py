@@ -45,6 +45,10 @@ SIGNAL = {
     },
 }
 SLOW = {"name": "ui-slow", "tasks": {"wait": {"handler": "e2e.slow", "input": {"seconds": 60}}}}
+BEATING = {
+    "name": "ui-beating",
+    "tasks": {"work": {"handler": "ui.beat", "heartbeat_timeout": "1m"}},
+}
 SCRIPT = "<script>window.__xss = 1</script>"
 IMG = '<img src=x onerror="window.__xss = 1">'
 
@@ -148,6 +152,26 @@ def test_cancel_a_run(page: Page, server: Server) -> None:
     confirm(page)
     expect(page.locator(".run-head .chip").first).to_have_text("cancelled", timeout=20_000)
     expect(page.locator("#act-cancel")).to_be_disabled()
+
+
+def test_a_running_tasks_last_heartbeat_is_shown_in_the_list_and_the_panel(
+    page: Page, server: Server
+) -> None:
+    """The task list shows how long ago the task beat; its panel the attempt and details."""
+    register(server, BEATING)
+    run_id = start(server, "ui-beating", {})
+    page.goto(f"#/runs/{run_id}")
+    page.wait_for_selector(node(page, "work", "running"))
+    expect(page.locator('table.tasks tr[data-task="work"] td.heartbeat')).to_contain_text(
+        re.compile(r"\d.* ago"), timeout=20_000
+    )
+    page.locator(node(page, "work", "running")).click()
+    details = page.locator("#task-panel pre.task-heartbeat")
+    expect(details).to_contain_text('"done": 3', timeout=20_000)
+    expect(details).to_contain_text("<b>not markup</b>")
+    expect(page.locator("#task-panel .task-heartbeat-at")).to_contain_text("(attempt 1)")
+    assert page.locator("#task-panel b").count() == 0
+    assert server.http.post(f"/v1/runs/{run_id}/cancel", json={}).status_code == 202
 
 
 def test_markup_in_names_inputs_and_errors_is_shown_as_text(page: Page, server: Server) -> None:

@@ -111,6 +111,19 @@ async def test_the_openapi_document_describes_both_answers_of_registration(
     assert set(doc["components"]["schemas"]["RunBody"]["properties"]) >= {"id", "tasks"}
 
 
+async def test_the_openapi_document_describes_the_last_heartbeat(http: httpx.AsyncClient) -> None:
+    """A task and a map item document `heartbeat` as `{at, attempt, details}` or null."""
+    schemas = (await http.get("/schema/openapi.json")).json()["components"]["schemas"]
+    for body in ("TaskBody", "MapItemBody"):
+        field = schemas[body]["properties"]["heartbeat"]
+        refs = [choice.get("$ref") or choice.get("type") for choice in field["oneOf"]]
+        assert refs == ["#/components/schemas/HeartbeatBody", "null"], body
+        assert "last heartbeat" in field["description"]
+    heartbeat = schemas["HeartbeatBody"]
+    assert set(heartbeat["properties"]) == {"at", "attempt", "details"}
+    assert set(heartbeat["required"]) == {"at", "attempt"}
+
+
 async def test_the_docs_ui_is_served_at_schema(http: httpx.AsyncClient) -> None:
     """/schema is an HTML docs page."""
     response = await http.get("/schema")

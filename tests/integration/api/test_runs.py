@@ -17,7 +17,7 @@ RUN_FIELDS = {
 }  # fmt: skip
 TASK_FIELDS = {
     "task_id", "type", "status", "attempt", "input", "output", "error",
-    "scheduled_at", "started_at", "finished_at", "progress", "child_run_id",
+    "scheduled_at", "started_at", "finished_at", "progress", "child_run_id", "heartbeat",
 }  # fmt: skip
 
 
@@ -37,6 +37,7 @@ async def test_starting_a_run_answers_201_with_the_run_in_the_documented_shape(
     assert [task["task_id"] for task in run["tasks"]] == ["reserve", "ship"]
     assert all(set(task) == TASK_FIELDS for task in run["tasks"])
     assert run["tasks"][0]["status"] == "pending"
+    assert run["tasks"][0]["heartbeat"] is None  # no beat yet
 
 
 async def test_a_repeated_idempotency_key_returns_the_existing_run_with_200(

@@ -45,3 +45,45 @@ async def hold(ctx: TaskContext) -> str:
         if ctx.run_id in RELEASED:
             return "released"
         await anyio.sleep(0.02)
+
+
+async def released(run_id: str) -> None:
+    """Wait until a test releases the run (polled, like `t.hold`)."""
+    while True:
+        if run_id in RELEASED:
+            return
+        await anyio.sleep(0.02)
+
+
+HUNG: set[str] = set()
+"""Run ids whose `t.beat_then_hang` first attempt stopped beating."""
+
+SAW_CANCEL: set[str] = set()
+"""Run ids whose hung `t.beat_then_hang` attempt saw its own cancellation."""
+
+
+@handler("t.beat_then_hang")
+async def beat_then_hang(ctx: TaskContext, beats: int) -> dict[str, Any]:
+    """Attempt 1 beats `beats` times with its progress, then stops beating and hangs until
+    cancelled (or released); a later attempt returns at once, without a beat, so the
+    kept heartbeat stays attempt 1's."""
+    if ctx.attempt > 1:
+        return {"attempt": ctx.attempt}
+    for done in range(1, beats + 1):
+        await ctx.heartbeat({"done": done, "of": beats})
+    HUNG.add(ctx.run_id)
+    try:
+        await released(ctx.run_id)
+    except anyio.get_cancelled_exc_class():
+        SAW_CANCEL.add(ctx.run_id)
+        raise
+    return {"attempt": ctx.attempt, "released": True}
+
+
+@handler("t.beat")
+async def beat(ctx: TaskContext, item: Any) -> Any:
+    """Send one heartbeat naming the item, then return it once the run is released (a
+    quicker attempt's beat may never leave: its result goes out in its place)."""
+    await ctx.heartbeat({"item": item})
+    await released(ctx.run_id)
+    return item

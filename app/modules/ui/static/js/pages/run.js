@@ -75,6 +75,16 @@ function traceIdOf(events) {
   return null;
 }
 
+// A handler's last heartbeat (`ctx.heartbeat(details)`), kept across its attempts.
+function heartbeatWhen(beat) {
+  return beat ? `${fmtTime(beat.at)} (attempt ${beat.attempt})` : "—";
+}
+
+function heartbeatTitle(beat) {
+  const details = beat.details === null || beat.details === undefined ? "" : `: ${JSON.stringify(beat.details)}`;
+  return `attempt ${beat.attempt}${details.length > 200 ? `${details.slice(0, 199)}…` : details}`;
+}
+
 function pager(total, page, setPage, label) {
   const pages = Math.ceil(total / ROWS);
   if (pages <= 1) return null;
@@ -200,9 +210,11 @@ export function render(root, id) {
         h("dt", {}, "Finished"), h("dd", {}, fmtTime(task.finished_at)),
         h("dt", {}, "Queue wait"), h("dd", {}, fmtDuration(wait)),
         h("dt", {}, "Run time"), h("dd", {}, fmtDuration(task.started_at ? span(task.started_at, task.finished_at) : null)),
-        h("dt", {}, "Trace id"), h("dd", { class: "mono" }, traceIdOf(events) || traceIdOf(history.items) || "—")),
+        h("dt", {}, "Trace id"), h("dd", { class: "mono" }, traceIdOf(events) || traceIdOf(history.items) || "—"),
+        h("dt", {}, "Last heartbeat"), h("dd", { class: "task-heartbeat-at" }, heartbeatWhen(task.heartbeat))),
       h("h4", {}, "Input"), valueBlock(task.input, { class: "code task-input" }),
       h("h4", {}, "Output"), valueBlock(task.output, { class: "code task-output" }),
+      task.heartbeat ? [h("h4", {}, "Heartbeat details"), jsonBlock(task.heartbeat.details, { class: "code task-heartbeat" })] : null,
       task.error ? [h("h4", {}, "Error"),
         h("p", { class: "error-line" }, h("strong", {}, task.error.type), ": ", task.error.message),
         task.error.traceback ? h("pre", { class: "code traceback" }, task.error.traceback) : null] : null,
@@ -226,11 +238,12 @@ export function render(root, id) {
       [...new Set(run.tasks.map((t) => t.status))].map((st) => h("option", { value: st, selected: st === ui.taskFilter }, st)));
     mount(tasksBox, h("div", { class: "toolbar" }, filter),
       h("div", { class: "table-wrap" }, h("table", { class: "tasks" },
-        h("thead", {}, h("tr", {}, ["Task", "Type", "Status", "Attempt", "Started", "Run time"].map((c) => h("th", {}, c)))),
+        h("thead", {}, h("tr", {}, ["Task", "Type", "Status", "Attempt", "Started", "Run time", "Heartbeat"].map((c) => h("th", {}, c)))),
         h("tbody", {}, list.slice(page * ROWS, page * ROWS + ROWS).map((t) => h("tr", { "data-task": t.task_id },
           h("td", {}, h("button", { type: "button", class: "link", onclick: () => select(t.task_id) }, t.task_id)),
           h("td", {}, t.type), h("td", {}, chip(t.status)), h("td", {}, String(t.attempt)),
-          h("td", {}, fmtTime(t.started_at)), h("td", {}, t.started_at ? fmtDuration(span(t.started_at, t.finished_at)) : "—")))))),
+          h("td", {}, fmtTime(t.started_at)), h("td", {}, t.started_at ? fmtDuration(span(t.started_at, t.finished_at)) : "—"),
+          h("td", { class: "heartbeat", title: t.heartbeat ? heartbeatTitle(t.heartbeat) : null }, t.heartbeat ? `${fmtDuration(span(t.heartbeat.at))} ago` : "—")))))),
       pager(list.length, page, (p) => { ui.taskPage = p; drawTasks(); }, "Task"));
   }
 
