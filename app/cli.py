@@ -22,6 +22,7 @@ import msgspec
 
 from app._cli_keys import add_keys_parser, keys_command
 from app._cli_schedules import ScheduleClient, add_schedule_parser, schedule_command
+from app._cli_values import shown_run
 from app._yaml import YamlInvalid, YamlRefused, load_bounded
 from app.client import DEFAULT_URL, ApiError, Client, TreadleUnreachable
 from app.config import ConfigError, Settings, load_settings
@@ -75,6 +76,7 @@ class ApiClient(ScheduleClient, Protocol):
         cursor: str | None = ...,
     ) -> RunPage: ...
     def get_run(self, run_id: str) -> RunBody: ...
+    def get_value(self, run_id: str, path: str) -> Any: ...
     def list_events(
         self, run_id: str, *, limit: int | None = ..., cursor: str | None = ...
     ) -> HistoryPage: ...
@@ -182,6 +184,11 @@ def _add_run(commands: Any) -> None:
     start.add_argument("--idempotency-key")
     start.add_argument("--wait", action="store_true", help="wait for the run to end")
     sub.add_parser("get", help="print a run as JSON").add_argument("id")
+    value = sub.add_parser("value", help="print one value a run's JSON elided as too large")
+    value.add_argument("id")
+    value.add_argument(
+        "path", help="input, output, error, tasks/TASK/output, tasks/TASK[INDEX]/input ..."
+    )
     listing = sub.add_parser("list", help="list runs, newest first")
     listing.add_argument("--workflow")
     listing.add_argument("--status")
@@ -277,6 +284,7 @@ def dispatch(args: argparse.Namespace, client: ApiClient, console: Console) -> i
         ("workflow", "get"): workflow_get,
         ("run", "start"): run_start,
         ("run", "get"): run_get,
+        ("run", "value"): run_value,
         ("run", "list"): run_list,
         ("run", "cancel"): run_cancel,
         ("run", "signal"): run_signal,
@@ -420,19 +428,24 @@ def run_start(args: argparse.Namespace, client: ApiClient, console: Console) -> 
         args.name, args.input, version=args.version, idempotency_key=args.idempotency_key
     )
     if not args.wait:
-        _print_json(run, console)
+        _print_json(shown_run(run), console)
         return EXIT_OK
     while run.status not in TERMINAL:
         console.sleep(POLL_SECONDS)
         run = client.get_run(run.id)
-    _print_json(run, console)
+    _print_json(shown_run(run), console)
     return EXIT_OK if run.status == "completed" else EXIT_FAILED
 
 
 def run_get(args: argparse.Namespace, client: ApiClient, console: Console) -> int:
     run = client.get_run(args.id)
-    _print_json(run, console)
+    _print_json(shown_run(run), console)
     _print_heartbeats(run, console)
+    return EXIT_OK
+
+
+def run_value(args: argparse.Namespace, client: ApiClient, console: Console) -> int:
+    _print_json(client.get_value(args.id, args.path), console)
     return EXIT_OK
 
 

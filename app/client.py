@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import msgspec
@@ -32,7 +32,16 @@ from app.modules.api import (
     WorkflowVersion,
 )
 
-__all__ = ["DEFAULT_URL", "ApiError", "AsyncClient", "Client", "TreadleUnreachable"]
+__all__ = [
+    "DEFAULT_URL",
+    "ApiError",
+    "AsyncClient",
+    "Client",
+    "Elided",
+    "TreadleUnreachable",
+    "elided",
+    "elided_path",
+]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -154,10 +163,16 @@ def _count_runs(workflow: str | None, created_after: datetime | str | None) -> _
     return _Call("GET", "/v1/runs/counts", RunCountsBody, params=params)
 
 
-def _get_run(run_id: str, wait: float | None) -> _Call[RunBody]:
+def _get_run(run_id: str, wait: float | None, inline: bool = False) -> _Call[RunBody]:
     # `wait`: a long poll, answered when the run ends or after that many seconds (keep
-    # it below the client's timeout).
-    return _Call("GET", f"/v1/runs/{_segment(run_id)}", RunBody, params={"wait": wait})
+    # it below the client's timeout). `inline`: large values too, not `{"$elided": ...}`.
+    params = {"wait": wait, "inline": "all" if inline else None}
+    return _Call("GET", f"/v1/runs/{_segment(run_id)}", RunBody, params=params)
+
+
+def _get_value(run_id: str, path: str) -> _Call[Any]:
+    # `path` as an elided value's href ends: `tasks/each[3]/output` (brackets quoted).
+    return _Call("GET", f"/v1/runs/{_segment(run_id)}/values/{quote(path)}", object)
 
 
 def _list_events(run_id: str, limit: int | None, cursor: str | None) -> _Call[HistoryPage]:
@@ -199,6 +214,32 @@ def _schedule(schedule_id: str, action: str = "", method: str = "GET") -> _Call[
 
 def _delete_schedule(schedule_id: str) -> _Call[None]:
     return _Call("DELETE", f"/v1/schedules/{_segment(schedule_id)}", type(None))
+
+
+# --- elided values --------------------------------------------------------------------------
+
+
+class Elided(msgspec.Struct, frozen=True, kw_only=True):
+    """A value the server left out of a run's JSON: its size as JSON, and where to get it."""
+
+    bytes: int
+    href: str
+
+
+def elided(value: Any) -> Elided | None:
+    """The `{"$elided": {bytes, href}}` that `value` is, or None for a value in full."""
+    if not (isinstance(value, dict) and len(value) == 1 and isinstance(value.get("$elided"), dict)):
+        return None
+    try:
+        return msgspec.convert(value["$elided"], Elided)
+    except msgspec.ValidationError:
+        return None
+
+
+def elided_path(marker: Elided) -> str:
+    """The value path of an elided value's href (for `get_value`), e.g. `tasks/x/output`."""
+    _, sep, path = marker.href.partition("/values/")
+    return unquote(path) if sep else marker.href
 
 
 # --- answers ------------------------------------------------------------------------------
@@ -348,8 +389,17 @@ class AsyncClient:
         """Runs per status, each counted up to the server's cap (see `capped`)."""
         return (await self._send(_count_runs(workflow, created_after)))[0]
 
-    async def get_run(self, run_id: str, *, wait: float | None = None) -> RunBody:
-        return (await self._send(_get_run(run_id, wait)))[0]
+    async def get_run(
+        self, run_id: str, *, wait: float | None = None, inline: bool = False
+    ) -> RunBody:
+        """The run; a value over the server's inline bound reads `{"$elided": {bytes, href}}`
+        unless `inline` asks for every value in full."""
+        return (await self._send(_get_run(run_id, wait, inline)))[0]
+
+    async def get_value(self, run_id: str, path: str) -> Any:
+        """One value of a run: `input`, `output`, `tasks/<task>/input|output`, or
+        `tasks/<task>[<index>]/input|output` for a map item (see `elided_path`)."""
+        return (await self._send(_get_value(run_id, path)))[0]
 
     async def list_events(
         self, run_id: str, *, limit: int | None = None, cursor: str | None = None
@@ -486,8 +536,15 @@ class Client:
         """Runs per status, each counted up to the server's cap (see `capped`)."""
         return self._send(_count_runs(workflow, created_after))[0]
 
-    def get_run(self, run_id: str, *, wait: float | None = None) -> RunBody:
-        return self._send(_get_run(run_id, wait))[0]
+    def get_run(self, run_id: str, *, wait: float | None = None, inline: bool = False) -> RunBody:
+        """The run; a value over the server's inline bound reads `{"$elided": {bytes, href}}`
+        unless `inline` asks for every value in full."""
+        return self._send(_get_run(run_id, wait, inline))[0]
+
+    def get_value(self, run_id: str, path: str) -> Any:
+        """One value of a run: `input`, `output`, `tasks/<task>/input|output`, or
+        `tasks/<task>[<index>]/input|output` for a map item (see `elided_path`)."""
+        return self._send(_get_value(run_id, path))[0]
 
     def list_events(
         self, run_id: str, *, limit: int | None = None, cursor: str | None = None

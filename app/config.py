@@ -207,6 +207,10 @@ class LimitsSettings(_Section, frozen=True, kw_only=True):
     max_output_bytes: Annotated[int, msgspec.Meta(gt=0)] = 1_048_576
     """A task output (a handler's return value, an http answer) larger than this as JSON
     fails its attempt (OutputTooLarge, not retried); checked by the worker."""
+    max_inline_value_bytes: Annotated[int, msgspec.Meta(ge=1)] = 65_536
+    """A run or task input or output larger than this as JSON is left out of a run's JSON
+    (`GET /v1/runs/{id}` and the items page) as `{"$elided": {bytes, href}}`; its `href`
+    (`/v1/runs/{id}/values/...`) answers the one value, and `?inline=all` every value."""
 
     def domain(self) -> Limits:
         """The part the pure decider applies, carried by each compiled workflow."""

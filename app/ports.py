@@ -211,9 +211,40 @@ class MapItemStore(Protocol):
     """Reads of a map task's items (kept apart from `RunStore` so its fakes stay small)."""
 
     async def list_map_items(
-        self, run_id: str, task_id: str, limit: int, cursor: str | None
+        self,
+        run_id: str,
+        task_id: str,
+        limit: int,
+        cursor: str | None,
+        *,
+        most_bytes: int | None = None,
     ) -> Page[MapItemRecord]:
-        """A map task's items by index; raises `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
+        """A map task's items by index, each input and output over `most_bytes` as JSON an
+        `OmittedValue`; raises `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
+        ...
+
+
+class OmittedValue(msgspec.Struct, frozen=True, kw_only=True):
+    """A value a bounded read left in the store: only its size as JSON came back."""
+
+    size: int
+    """Bytes of its JSON."""
+
+
+class RunValueStore(Protocol):
+    """Reads that leave a run's large values in the store (apart from `RunStore`, so its
+    fakes stay small; the API measures values itself when the store lacks these)."""
+
+    async def get_run_bounded(self, run_id: str, most_bytes: int) -> RunState:
+        """The run with its tasks, each input and output over `most_bytes` as JSON an
+        `OmittedValue`; raises `RunNotFound`."""
+        ...
+
+    async def get_value(
+        self, run_id: str, task_id: str | None, item: int | None, field: str
+    ) -> str | None:
+        """The stored JSON of the run's (or a task's, or a map item's) `input`, `output` or
+        `error`, None for null; raises `RunNotFound`, `TaskNotFound`."""
         ...
 
 

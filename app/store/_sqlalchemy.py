@@ -40,6 +40,7 @@ from app.store._states import KeptStates
 from app.store._tables import ACTIVE_TASK, history, runs, tasks, workflows
 from app.store._timers import TimerQueries
 from app.store._types import encode_json
+from app.store._values import bounded_items, load_bounded_run, load_value
 
 T = TypeVar("T")
 _SAVE_WORKFLOW_TRIES = 20  # each lost race means another writer won, so this is plenty
@@ -208,6 +209,22 @@ class SqlStore(DecisionQueries, ScheduleQueries, OutboxQueries, TimerQueries):
             async with self._db.transaction(write=False, single=True) as conn:
                 return await load_run(conn, run_id, lock=False)
 
+    async def get_run_bounded(self, run_id: str, most_bytes: int) -> RunState:
+        """The run with its tasks, each input and output over `most_bytes` as JSON an
+        `OmittedValue` (left in the database); raises `RunNotFound`."""
+        with mapped_errors("get_run_bounded"):
+            async with self._db.transaction(write=False, single=True) as conn:
+                return await load_bounded_run(conn, run_id, most_bytes)
+
+    async def get_value(
+        self, run_id: str, task_id: str | None, item: int | None, field: str
+    ) -> str | None:
+        """The stored JSON of one input or output, None for null; raises `RunNotFound`,
+        `TaskNotFound`."""
+        with mapped_errors("get_value"):
+            async with self._db.transaction(write=False) as conn:
+                return await load_value(conn, run_id, task_id, item, field)
+
     async def list_runs(
         self,
         *,
@@ -291,18 +308,30 @@ class SqlStore(DecisionQueries, ScheduleQueries, OutboxQueries, TimerQueries):
         return Page(items=items, next_cursor=page.next_cursor)
 
     async def list_map_items(
-        self, run_id: str, task_id: str, limit: int, cursor: str | None
+        self,
+        run_id: str,
+        task_id: str,
+        limit: int,
+        cursor: str | None,
+        *,
+        most_bytes: int | None = None,
     ) -> Page[MapItemRecord]:
-        """A map task's items by index; raises `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
+        """A map task's items by index, each input and output over `most_bytes` as JSON an
+        `OmittedValue` (left in the database); raises `RunNotFound`, `TaskNotFound`,
+        `InvalidCursor`."""
         after = None
         if cursor is not None:
             (after,) = rows_.decode_cursor(cursor, "items", tuple[rows_.Int32])
+        stmt = select_item_page(run_id, task_id, limit, after)
+        convert: Callable[[Row[Any]], MapItem] = rows_.item_from_row
+        if most_bytes is not None:
+            stmt, convert = bounded_items(stmt, most_bytes)
         with mapped_errors("list_map_items"):
             async with self._db.transaction(write=False) as conn:
-                found = (await conn.execute(select_item_page(run_id, task_id, limit, after))).all()
+                found = (await conn.execute(stmt)).all()
                 if not found:
                     await _check_map_task(conn, run_id, task_id)
-        page = _page(found, limit, rows_.item_from_row, lambda i: ("items", i.index))
+        page = _page(found, limit, convert, lambda i: ("items", i.index))
         return Page(items=[_item_record(i) for i in page.items], next_cursor=page.next_cursor)
 
     async def inflight_attempts(self, limit: int, after: str | None) -> list[InflightAttempt]:

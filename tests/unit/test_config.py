@@ -122,3 +122,13 @@ def test_missing_or_broken_files_are_config_errors(tmp_path: Path) -> None:
     assert caught.value.key == str(missing)
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(write(tmp_path, "[api\n"), environ={})
+
+
+def test_the_inline_value_bound_defaults_to_64_kib_and_must_be_positive() -> None:
+    """`limits.max_inline_value_bytes` is 65,536 in default.toml; zero fails naming the key."""
+    key = "TREADLE_LIMITS__MAX_INLINE_VALUE_BYTES"
+    assert load_settings(environ={}).limits.max_inline_value_bytes == 65_536
+    assert load_settings(environ={key: "100"}).limits.max_inline_value_bytes == 100
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={key: "0"})
+    assert caught.value.key == "limits.max_inline_value_bytes"

@@ -29,7 +29,7 @@ from app._crash import crash_point
 from app.config import ApiSettings, LimitsSettings
 from app.domain.errors import TaskNotFound
 from app.domain.limits import KEY_CHARS, MAX_VERSION, NAME_CHARS
-from app.domain.state import RunStatus
+from app.domain.state import RunState, RunStatus
 from app.modules.api._bounds import check_text, known_query_only
 from app.modules.api._errors import (
     PROBLEM_MEDIA_TYPE,
@@ -57,6 +57,15 @@ from app.modules.api._schemas import (
     workflow_ref,
     workflow_summary,
     workflow_version,
+)
+from app.modules.api._values import (
+    INLINE_ALL,
+    elide_items,
+    elide_run,
+    inline_bound,
+    parse_value_path,
+    read_value,
+    run_reader,
 )
 from app.modules.api._waiting import MAX_WAIT_SECONDS, run_when_ended
 from app.observability import Telemetry, current_traceparent
@@ -87,6 +96,14 @@ class Services:
     run_ends: RunEnds | None = None
     """Announces run ends decided in this process (None: no orchestrator here)."""
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+
+    def value_bound(self, inline: str | None) -> int | None:
+        """How large a value an answer inlines (None: any, for `?inline=all`)."""
+        return inline_bound(self.limits.max_inline_value_bytes, inline)
+
+    def run_answer(self, run: RunState) -> RunBody:
+        """The run's body, with the values over the configured bound elided."""
+        return elide_run(run_body(run), self.limits.max_inline_value_bytes)
 
     def page_size(self, limit: int | None) -> int:
         """The page size to ask the store for; raises `InvalidParameter` when out of range."""
@@ -153,6 +170,15 @@ WaitSeconds = Annotated[
         le=MAX_WAIT_SECONDS,
         description=f"Long poll: wait up to this many seconds (at most {MAX_WAIT_SECONDS:g}) "
         "for the run to end before answering.",
+    ),
+]
+Inline = Annotated[
+    str | None,
+    QueryParameter(
+        description=f"`{INLINE_ALL}`: every input and output inline, however large (by "
+        "default one over `limits.max_inline_value_bytes` is "
+        '`{"$elided": {"bytes": N, "href": "/v1/runs/{id}/values/..."}}`).',
+        schema_extra={"enum": [INLINE_ALL]},
     ),
 ]
 StatusFilter = Annotated[str | None, QueryParameter(description=f"One of: {_STATUSES}.")]
@@ -299,7 +325,7 @@ class RunController(Controller):
             traceparent=current_traceparent(),
         )
         crash_point("after_create_before_response")
-        return Response(run_body(run), status_code=201 if created else 200)
+        return Response(services.run_answer(run), status_code=201 if created else 200)
 
     @get("/", summary="List runs, newest first", responses=_problems(400))
     async def list_runs(
@@ -355,15 +381,40 @@ class RunController(Controller):
         summary="A run with its tasks",
         description="With `wait`, a long poll: the answer comes as soon as the run has "
         "ended (completed, failed, cancelled or timed out), or after `wait` seconds with "
-        "the run as it is then.",
+        "the run as it is then. An input or output over `limits.max_inline_value_bytes` "
+        'as JSON reads `{"$elided": {"bytes": N, "href": ...}}`: GET the href for the '
+        "value, or pass `inline=all` for every value in full.",
         responses=_problems(400, 404),
     )
     async def get_run(
-        self, services: ServicesDep, run_id: FromPath[str], wait: WaitSeconds = None
+        self,
+        services: ServicesDep,
+        run_id: FromPath[str],
+        wait: WaitSeconds = None,
+        inline: Inline = None,
     ) -> RunBody:
-        if not wait:
-            return run_body(await services.runs.get_run(run_id))
-        return run_body(await run_when_ended(services.runs, services.run_ends, run_id, wait))
+        most = services.value_bound(inline)
+        read = run_reader(services.runs, most)
+        run = await (
+            run_when_ended(read, services.run_ends, run_id, wait) if wait else read(run_id)
+        )
+        return elide_run(run_body(run), most)
+
+    @get(
+        "/{run_id:str}/values/{value_path:path}",
+        summary="One input, output or error of a run, a task or a map item, as JSON",
+        description="The `href` of an elided value. Paths: `input`, `output`, `error`, "
+        "`tasks/{task}/input`, `tasks/{task}/output`, `tasks/{task}/error`, and "
+        "`tasks/{task}[{index}]/...` for a map item. An unknown path is a 400; an unknown "
+        "run, task or item a 404; a value not set yet is `null`.",
+        media_type="application/json",
+        responses=_problems(400, 404),
+    )
+    async def value(
+        self, services: ServicesDep, run_id: FromPath[str], value_path: FromPath[str]
+    ) -> Response[Any]:
+        raw = await read_value(services.runs, run_id, parse_value_path(value_path))
+        return Response(raw, media_type="application/json")
 
     @get(
         "/{run_id:str}/tasks/{task_id:str}/items",
@@ -372,20 +423,25 @@ class RunController(Controller):
     )
     async def map_items(
         self,
+        *,  # litestar passes keywords
         services: ServicesDep,
         run_id: FromPath[str],
         task_id: FromPath[str],
         limit: Limit = None,
         cursor: Cursor = None,
+        inline: Inline = None,
     ) -> MapItemPage:
         # A store without map items (a test fake) has no map task to show.
         list_items = getattr(services.runs, "list_map_items", None)
         if list_items is None:
             raise TaskNotFound(run_id, task_id, "map task")
-        page = await list_items(run_id, task_id, services.page_size(limit), cursor)
-        return MapItemPage(
+        most = services.value_bound(inline)
+        size = services.page_size(limit)
+        page = await list_items(run_id, task_id, size, cursor, most_bytes=most)
+        body = MapItemPage(
             items=[map_item_body(i) for i in page.items], next_cursor=page.next_cursor
         )
+        return elide_items(run_id, task_id, body, most)
 
     @get(
         "/{run_id:str}/events",
@@ -416,7 +472,7 @@ class RunController(Controller):
         data: JSONBody[CancelRunRequest | None] = None,
     ) -> RunBody:
         reason = data.reason if data is not None else ""
-        return run_body(await services.run_control.cancel_run(run_id, reason))
+        return services.run_answer(await services.run_control.cancel_run(run_id, reason))
 
     @post(
         "/{run_id:str}/signals/{name:str}",
@@ -433,7 +489,7 @@ class RunController(Controller):
         data: JSONBody[Any] = None,
     ) -> RunBody:
         check_text("name", name, NAME_CHARS)
-        return run_body(await services.run_control.signal_run(run_id, name, data))
+        return services.run_answer(await services.run_control.signal_run(run_id, name, data))
 
     @post(
         "/{run_id:str}/retry",
@@ -442,7 +498,7 @@ class RunController(Controller):
         responses=_problems(404, 409),
     )
     async def retry(self, services: ServicesDep, run_id: FromPath[str]) -> RunBody:
-        return run_body(await (await _steering(services, run_id)).retry_run(run_id))
+        return services.run_answer(await (await _steering(services, run_id)).retry_run(run_id))
 
     @post(
         "/{run_id:str}/pause",
@@ -451,7 +507,7 @@ class RunController(Controller):
         responses=_problems(404, 409),
     )
     async def pause(self, services: ServicesDep, run_id: FromPath[str]) -> RunBody:
-        return run_body(await (await _steering(services, run_id)).pause_run(run_id))
+        return services.run_answer(await (await _steering(services, run_id)).pause_run(run_id))
 
     @post(
         "/{run_id:str}/resume",
@@ -460,7 +516,7 @@ class RunController(Controller):
         responses=_problems(404, 409),
     )
     async def resume(self, services: ServicesDep, run_id: FromPath[str]) -> RunBody:
-        return run_body(await (await _steering(services, run_id)).resume_run(run_id))
+        return services.run_answer(await (await _steering(services, run_id)).resume_run(run_id))
 
 
 async def _steering(services: Services, run_id: str) -> RunSteering:

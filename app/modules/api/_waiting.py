@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
 
 from app.domain.state import RunState
-from app.ports import RunEnds, RunStore
+from app.ports import RunEnds
 
 MAX_WAIT_SECONDS = 60.0
 RECHECK_WITH_NOTICES = 1.0
@@ -19,14 +19,15 @@ RECHECK_WITHOUT = 0.1
 
 
 async def run_when_ended(
-    runs: RunStore, ends: RunEnds | None, run_id: str, seconds: float
+    read: Callable[[str], Awaitable[RunState]], ends: RunEnds | None, run_id: str, seconds: float
 ) -> RunState:
-    """The run once it has ended, or as it is after `seconds`; raises `RunNotFound`."""
+    """The run (as `read` reads it) once it has ended, or as it is after `seconds`; raises
+    `RunNotFound`."""
     deadline = anyio.current_time() + seconds
     recheck = RECHECK_WITH_NOTICES if ends is not None else RECHECK_WITHOUT
     while True:
         with _watching(ends, run_id) as ended:
-            run = await runs.get_run(run_id)
+            run = await read(run_id)
             remaining = deadline - anyio.current_time()
             if run.status.is_terminal or remaining <= 0:
                 return run

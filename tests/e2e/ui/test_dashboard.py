@@ -206,6 +206,18 @@ def test_markup_in_names_inputs_and_errors_is_shown_as_text(page: Page, server: 
     assert page.locator("img").count() == 0
 
 
+def test_a_large_value_shows_its_size_and_loads_on_request(page: Page, server: Server) -> None:
+    """A run input over limits.max_inline_value_bytes (64 KiB) reads as its size with a
+    button; pressing it fetches the value from its href and shows it."""
+    register(server, {"name": "ui-large", "tasks": {"echo": {"handler": "ui.step", "input": {}}}})
+    run_id = start(server, "ui-large", {"blob": "z" * 70_000, "tail": "the-end"})
+    page.goto(f"#/runs/{run_id}")
+    elided = page.locator(".io .elided")
+    expect(elided).to_contain_text("70,028 bytes, too large to show inline")
+    elided.locator("button.load-value").click()
+    expect(page.locator("pre.run-input")).to_contain_text('"tail": "the-end"')
+
+
 def test_the_api_key_from_the_login_form_is_sent(page: Page, server: Server) -> None:
     """A key typed into the login form is kept for the session and sent as a bearer token."""
     page.goto("#/login")

@@ -16,3 +16,9 @@ async def greet(ctx: TaskContext, who: str) -> dict[str, Any]:
 def boom(ctx: TaskContext) -> None:
     msg = "this handler always fails"
     raise ValueError(msg)
+
+
+@handler("api.blob")
+async def blob(ctx: TaskContext, size: int) -> str:
+    """A string output of `size` characters (large values in a run's JSON)."""
+    return "x" * size

@@ -78,6 +78,7 @@ async def test_the_openapi_document_lists_every_route(http: httpx.AsyncClient) -
         "/v1/runs/{run_id}": {"get"},
         "/v1/runs/{run_id}/events": {"get"},
         "/v1/runs/{run_id}/tasks/{task_id}/items": {"get"},
+        "/v1/runs/{run_id}/values/{value_path}": {"get"},
         "/v1/runs/{run_id}/cancel": {"post"},
         "/v1/runs/{run_id}/signals/{name}": {"post"},
         "/v1/runs/{run_id}/retry": {"post"},

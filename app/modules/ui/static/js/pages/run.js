@@ -37,6 +37,35 @@ class History {
   }
 }
 
+const loadedValues = new Map(); // href -> a value fetched on request, kept across redraws
+
+/** The server's `{"$elided": {bytes, href}}` stand-in for a large value, or null. */
+function elidedOf(value) {
+  if (!value || typeof value !== "object" || Array.isArray(value) || Object.keys(value).length !== 1) return null;
+  const e = value.$elided;
+  return e && typeof e.href === "string" && Number.isInteger(e.bytes) ? e : null;
+}
+
+/** A value as JSON; an elided one as its size and a button that fetches it. */
+function valueBlock(value, attrs = {}) {
+  const elided = elidedOf(value);
+  if (!elided) return jsonBlock(value, attrs);
+  if (loadedValues.has(elided.href)) return jsonBlock(loadedValues.get(elided.href), attrs);
+  const box = h("div", { class: "elided", "data-href": elided.href });
+  const load = async () => {
+    try {
+      const full = await get(elided.href);
+      loadedValues.set(elided.href, full);
+      mount(box, jsonBlock(full, attrs));
+    } catch (err) {
+      mount(box, errorBox(err));
+    }
+  };
+  mount(box, h("span", { class: "muted" }, `${elided.bytes.toLocaleString("en")} bytes, too large to show inline. `),
+    h("button", { type: "button", class: "link load-value", onclick: load }, "Load value"));
+  return box;
+}
+
 function traceIdOf(events) {
   for (const e of events) {
     const d = e.data && typeof e.data === "object" ? e.data : {};
@@ -183,8 +212,8 @@ export function render(root, id) {
         h("dt", {}, "Run time"), h("dd", {}, fmtDuration(task.started_at ? span(task.started_at, task.finished_at) : null)),
         h("dt", {}, "Trace id"), h("dd", { class: "mono" }, traceIdOf(events) || traceIdOf(history.items) || "—"),
         h("dt", {}, "Last heartbeat"), h("dd", { class: "task-heartbeat-at" }, heartbeatWhen(task.heartbeat))),
-      h("h4", {}, "Input"), jsonBlock(task.input, { class: "code task-input" }),
-      h("h4", {}, "Output"), jsonBlock(task.output, { class: "code task-output" }),
+      h("h4", {}, "Input"), valueBlock(task.input, { class: "code task-input" }),
+      h("h4", {}, "Output"), valueBlock(task.output, { class: "code task-output" }),
       task.heartbeat ? [h("h4", {}, "Heartbeat details"), jsonBlock(task.heartbeat.details, { class: "code task-heartbeat" })] : null,
       task.error ? [h("h4", {}, "Error"),
         h("p", { class: "error-line" }, h("strong", {}, task.error.type), ": ", task.error.message),
@@ -242,8 +271,8 @@ export function render(root, id) {
       pager(rows.length, ui.ganttPage, (p) => { ui.ganttPage = p; draw(); }, "Timeline"));
     placeBars(ganttBox);
     drawPanel(rows);
-    mount(ioBox, h("h4", {}, "Input"), jsonBlock(run.input, { class: "code run-input" }),
-      h("h4", {}, "Output"), jsonBlock(run.output),
+    mount(ioBox, h("h4", {}, "Input"), valueBlock(run.input, { class: "code run-input" }),
+      h("h4", {}, "Output"), valueBlock(run.output, { class: "code run-output" }),
       run.error ? [h("h4", {}, "Error"), h("p", { class: "error-line" }, h("strong", {}, run.error.type), ": ", run.error.message),
         run.error.traceback ? h("pre", { class: "code traceback" }, run.error.traceback) : null] : null);
     drawTasks();
