@@ -34,6 +34,7 @@ from app.modules.worker._execute import DEFAULT_MAX_OUTPUT_BYTES, execute, faile
 from app.modules.worker._http import HttpExecutor
 from app.modules.worker._registry import HandlerRegistry
 from app.modules.worker._secrets import redact_error
+from app.modules.worker._threads import SyncSlot, SyncThreads
 from app.observability import Telemetry, current_traceparent, get_logger
 from app.ports import Clock, Delivery, Transport
 
@@ -52,6 +53,10 @@ class Worker:
     rest without acking, so the broker hands them to another worker.
 
     Meanwhile it listens for `task.cancel` and stops the attempts named (see `_cancel`).
+
+    Sync handlers run in threads bounded by `sync_threads` (`worker.max_sync_threads`,
+    see `_threads`): a delivery for one waits for a free thread before its attempt starts,
+    pausing that queue's intake, so the backlog stays on the broker.
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class Worker:
         telemetry: Telemetry | None = None,
         max_deliveries: int | None = None,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        sync_threads: SyncThreads | None = None,
     ) -> None:
         # Public: the engine hands the same telemetry to this worker's `http` executor.
         self.telemetry = telemetry or Telemetry.off("worker")
@@ -94,6 +100,10 @@ class Worker:
         self.running = RunningAttempts()
         """The attempts in flight here, which a `task.cancel` can stop."""
         self._listening = anyio.CancelScope()
+        # Public: the engine's readiness check reads it (the threads outlive attempts).
+        self.sync_threads = sync_threads or SyncThreads(
+            settings.max_sync_threads, self.telemetry.metrics
+        )
 
     @property
     def inflight(self) -> int:
@@ -113,6 +123,7 @@ class Worker:
             handlers=self._registry.names(),
         )
         async with anyio.create_task_group() as consumers:
+            await consumers.start(self.sync_threads.serve)
             for queue in queues:
                 consumers.start_soon(self._consume_queue, queue, limiter)
             consumers.start_soon(self._listen_for_cancels)
@@ -138,6 +149,7 @@ class Worker:
         for attempts in self._attempt_groups:
             attempts.cancel_scope.cancel()
         self._listening.cancel()
+        self.sync_threads.stop()  # handlers still running are abandoned with the process
 
     async def _listen_for_cancels(self) -> None:
         # Shielded like the queues: a cancel must still reach attempts while they drain.
@@ -179,29 +191,68 @@ class Worker:
             token = object()
             # Waiting here, with prefetch == concurrency, keeps the backlog in the broker.
             await limiter.acquire_on_behalf_of(token)
+            try:
+                env = _decode_dispatch(delivery)
+                slot = await self._reserve_thread(delivery, env)
+            except BaseException:
+                limiter.release_on_behalf_of(token)
+                raise
             self._inflight += 1
-            attempts.start_soon(self._attempt, delivery, limiter, token)
+            attempts.start_soon(self._attempt, delivery, env, slot, limiter, token)
+
+    async def _reserve_thread(self, delivery: Delivery, env: Envelope | None) -> SyncSlot | None:
+        """A thread for a dispatch that will run a sync handler, waited for while all are
+        held: this queue takes nothing more meanwhile, the backlog stays on the broker."""
+        if env is None or not self._runs_in_a_thread(delivery, env):
+            return None
+        return await self.sync_threads.reserve()
+
+    def _runs_in_a_thread(self, delivery: Delivery, env: Envelope) -> bool:
+        assert isinstance(env.payload, DispatchTask), "checked by _decode_dispatch"
+        dispatch = env.payload
+        if self._deliveries(delivery, dispatch) >= self._settings.lost_after_deliveries:
+            return False
+        if dispatch.task_type != "handler" or self.running.cancelled_before(
+            dispatch, env.timestamp
+        ):
+            return False
+        registered = self._registry.get(dispatch.handler or "")
+        return registered is not None and not registered.is_async
 
     async def _attempt(
-        self, delivery: Delivery, limiter: anyio.CapacityLimiter, token: object
+        self,
+        delivery: Delivery,
+        env: Envelope | None,
+        slot: SyncSlot | None,
+        limiter: anyio.CapacityLimiter,
+        token: object,
     ) -> None:
         try:
-            await self.process(delivery)
+            await self._process(delivery, env, slot)
         finally:
+            if slot is not None:
+                slot.release_unused()
             limiter.release_on_behalf_of(token)
             self._inflight -= 1
             if self._inflight == 0 and self._idle is not None:
                 self._idle.set()
 
     async def process(self, delivery: Delivery) -> None:
-        """Handle one delivery from start to ack (or nack)."""
-        env = _decode_dispatch(delivery)
+        """Handle one delivery from start to ack (or nack), outside `run()`: a sync handler
+        runs on anyio's default thread limiter, not within `worker.max_sync_threads`."""
+        await self._process(delivery, _decode_dispatch(delivery), None)
+
+    async def _process(
+        self, delivery: Delivery, env: Envelope | None, slot: SyncSlot | None
+    ) -> None:
+        """`process`, `env` being the delivery's dispatch as `_decode_dispatch` read it
+        (None: poison); a sync handler runs in `slot` (see `_reserve_thread`)."""
         if env is None:
             await delivery.nack(requeue=False)
             return
         assert isinstance(env.payload, DispatchTask), "checked by _decode_dispatch"
         dispatch = env.payload
-        deliveries = max(delivery.delivery_count, dispatch.delivery)
+        deliveries = self._deliveries(delivery, dispatch)
         if deliveries >= self._settings.lost_after_deliveries:
             await self._report_lost(delivery, dispatch, deliveries, env.traceparent)
             return
@@ -225,13 +276,19 @@ class Worker:
             dispatched_at=env.timestamp,
         ):
             published = await self._execute_and_publish(
-                dispatch, env.traceparent, delivery.delivery_count
+                dispatch, env.traceparent, delivery.delivery_count, slot
             )
         if published:
             crash_point("after_publish_before_ack")
             await delivery.ack()
         else:
             await _settle_quietly(delivery, requeue=True)
+
+    @staticmethod
+    def _deliveries(delivery: Delivery, dispatch: DispatchTask) -> int:
+        """How many times this attempt was delivered: the broker's count or the
+        orchestrator's re-sends after a restart, whichever is higher."""
+        return max(delivery.delivery_count, dispatch.delivery)
 
     async def _report_lost(
         self, delivery: Delivery, dispatch: DispatchTask, deliveries: int, received: str | None
@@ -269,7 +326,11 @@ class Worker:
         await delivery.ack()
 
     async def _execute_and_publish(
-        self, dispatch: DispatchTask, received: str | None, delivery_count: int
+        self,
+        dispatch: DispatchTask,
+        received: str | None,
+        delivery_count: int,
+        slot: SyncSlot | None,
     ) -> bool:
         """Run the attempt and publish its events; False when publishing failed.
 
@@ -308,7 +369,7 @@ class Worker:
         )
         try:
             with self.running.running(dispatch, control) as attempt:
-                result = await self._execute_reporting_start(dispatch, ctx, start, control)
+                result = await self._execute_reporting_start(dispatch, ctx, start, control, slot)
             if attempt.cancelled_caught:
                 # The run no longer waits for it: nothing to report, the dispatch is done.
                 log.info("attempt cancelled")
@@ -374,7 +435,12 @@ class Worker:
         return True
 
     async def _execute_reporting_start(
-        self, dispatch: DispatchTask, ctx: TaskContext, start: _StartReport, control: AttemptControl
+        self,
+        dispatch: DispatchTask,
+        ctx: TaskContext,
+        start: _StartReport,
+        control: AttemptControl,
+        slot: SyncSlot | None,
     ) -> TaskCompleted | TaskFailed:
         """Run the attempt; its start is published once it has run `START_REPORT_SECONDS`
         (a quicker one's start goes out with its result, in one publish)."""
@@ -393,6 +459,7 @@ class Worker:
                         http=self._http,
                         max_output_bytes=self._max_output_bytes,
                         secrets=self._secrets,
+                        run_sync=None if slot is None else slot.run_sync,
                     )
                 )
             finally:
