@@ -7,9 +7,10 @@ handler that hangs keeps its thread for ever; unbounded, each such attempt cost 
 process one more thread (45 hung attempts grew one from 7 threads to 52).
 
 `SyncThreads` bounds them at `worker.max_sync_threads`. The delivery loop takes a
-`SyncSlot` before it starts an attempt of a sync handler, waiting while every slot is
-held, so at the bound the worker takes no more work from that queue: the rest stays on
-the broker, for another worker or for later, neither failed nor counted as redelivered.
+`SyncSlot` before it starts an attempt of a sync handler; and while every slot is held
+it takes no delivery at all (it cannot tell a sync handler's dispatch from another's
+before taking it), so the backlog stays on the broker, for another worker or for later,
+neither failed nor counted as redelivered. Async handlers and `http` tasks wait too.
 The thread is awaited by a task of its own, owned by `SyncThreads` rather than by the
 attempt, so the slot stays held after the attempt has let the thread go and is given
 back only when the handler function really returns. The worker abandons those threads
@@ -112,6 +113,7 @@ class SyncThreads:
         # The bound is `_slots`; this one only keeps the threads off anyio's default limiter.
         self._threads = anyio.CapacityLimiter(math.inf)
         self._abandoned = 0
+        self._freed = anyio.Event()  # set (and replaced) each time a slot is given back
         self._holders: anyio.abc.TaskGroup | None = None
         self._serving: anyio.CancelScope | None = None
 
@@ -158,19 +160,30 @@ class SyncThreads:
         if self._serving is not None:
             self._serving.cancel()
 
+    async def wait_for_room(self) -> None:
+        """Return once a slot is free, without taking it (at once while one is)."""
+        if not self.exhausted:
+            return
+        self._say_exhausted()
+        while self.exhausted:
+            await self._freed.wait()
+
     async def reserve(self) -> SyncSlot:
-        """A slot for one handler; waits while every slot is held (logged once)."""
+        """A slot for one handler; waits while every slot is held."""
         slot = SyncSlot(self)
         if self.exhausted:
-            log.warning(
-                "every sync handler thread is held: taking no sync work until one returns",
-                held=self.held,
-                abandoned=self._abandoned,
-                limit=self.limit,
-            )
+            self._say_exhausted()
         await self._slots.acquire_on_behalf_of(slot)
         self._publish()
         return slot
+
+    def _say_exhausted(self) -> None:
+        log.warning(
+            "every sync handler thread is held: taking no work until a handler returns",
+            held=self.held,
+            abandoned=self._abandoned,
+            limit=self.limit,
+        )
 
     def release(self, slot: SyncSlot) -> None:
         """Give `slot` back (once)."""
@@ -179,6 +192,8 @@ class SyncThreads:
         slot._released = True
         self._slots.release_on_behalf_of(slot)
         self._publish()
+        freed, self._freed = self._freed, anyio.Event()
+        freed.set()
 
     async def run_holding(self, slot: SyncSlot, fn: Callable[[], Any]) -> Any:
         """Run `fn` in a thread awaited by a task of ours, which releases `slot` once `fn`

@@ -55,8 +55,8 @@ class Worker:
     Meanwhile it listens for `task.cancel` and stops the attempts named (see `_cancel`).
 
     Sync handlers run in threads bounded by `sync_threads` (`worker.max_sync_threads`,
-    see `_threads`): a delivery for one waits for a free thread before its attempt starts,
-    pausing that queue's intake, so the backlog stays on the broker.
+    see `_threads`): while all are held, the worker takes no deliveries (they stay on the
+    broker); a delivery for one waits for a free thread before its attempt starts.
     """
 
     def __init__(
@@ -187,7 +187,15 @@ class Worker:
         attempts: anyio.abc.TaskGroup,
         limiter: anyio.CapacityLimiter,
     ) -> None:
-        async for delivery in deliveries:
+        incoming = aiter(deliveries)
+        while True:
+            # With every sync thread held, take nothing: which handler a delivery needs is
+            # known only once taken, and a sync one could then only wait here, in hand.
+            await self.sync_threads.wait_for_room()
+            try:
+                delivery = await anext(incoming)
+            except StopAsyncIteration:
+                return
             token = object()
             # Waiting here, with prefetch == concurrency, keeps the backlog in the broker.
             await limiter.acquire_on_behalf_of(token)
@@ -201,8 +209,8 @@ class Worker:
             attempts.start_soon(self._attempt, delivery, env, slot, limiter, token)
 
     async def _reserve_thread(self, delivery: Delivery, env: Envelope | None) -> SyncSlot | None:
-        """A thread for a dispatch that will run a sync handler, waited for while all are
-        held: this queue takes nothing more meanwhile, the backlog stays on the broker."""
+        """A thread for a dispatch that will run a sync handler; waited for (this queue
+        taking nothing meanwhile) only when another queue took the last one first."""
         if env is None or not self._runs_in_a_thread(delivery, env):
             return None
         return await self.sync_threads.reserve()
