@@ -88,6 +88,7 @@ class Harness:
         self._tg = tg
         self.results: list[TaskCompleted | TaskFailed] = []
         self._transports: list[MemoryTransport] = []
+        self._stops: dict[Worker, tuple[anyio.CancelScope, anyio.Event]] = {}
 
     async def transport(self) -> MemoryTransport:
         transport = MemoryTransport(TransportSettings(), broker=self.broker)
@@ -105,8 +106,24 @@ class Harness:
             FakeClock(),
             source=f"worker-{where}",
         )
-        self._tg.start_soon(worker.run)
+        scope, stopped = anyio.CancelScope(), anyio.Event()
+
+        async def run() -> None:
+            try:
+                with scope:
+                    await worker.run()
+            finally:
+                stopped.set()
+
+        self._tg.start_soon(run)
+        self._stops[worker] = (scope, stopped)
         return worker
+
+    async def stop(self, worker: Worker) -> None:
+        """Stop `worker` as SIGTERM would, and wait until its `run()` has returned."""
+        scope, stopped = self._stops[worker]
+        scope.cancel()
+        await stopped.wait()
 
     async def publish(self, *dispatches: DispatchTask) -> None:
         publisher = await self.transport()
@@ -258,6 +275,26 @@ async def test_a_sync_attempt_that_never_calls_its_handler_gives_its_thread_back
         assert isinstance(bad, TaskFailed)
         assert bad.error.type == "HandlerInputMismatch"
         assert gauge(a, "held") == 0
+
+
+@pytest.mark.anyio
+async def test_a_worker_stops_although_a_sync_handler_hangs_and_its_dispatch_goes_back() -> None:
+    """Stopping abandons a hung handler's thread after the drain: `run()` returns, and the
+    unfinished dispatch, never acked, is delivered to another worker."""
+    async with harness() as h:
+        a = await h.start_worker("a", max_sync_threads=1)
+        await h.publish(_dispatch("t1"))
+        await wait_for(lambda: len(started) == 1)
+        await h.stop(a)
+        assert not gates["t1"].is_set()  # still hung
+        assert gauge(a, "held") == 0  # this worker is gone; so are its slots
+
+        await h.start_worker("b")
+        await wait_for(lambda: len(started) == 2)
+        assert started == [("a", "t1"), ("b", "t1")]
+        release("t1")
+        await wait_for(lambda: len(h.results) == 1)
+    assert isinstance(h.results[0], TaskCompleted)
 
 
 @pytest.mark.anyio
