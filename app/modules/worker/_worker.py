@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -34,6 +34,7 @@ from app.modules.worker._execute import DEFAULT_MAX_OUTPUT_BYTES, execute, faile
 from app.modules.worker._http import HttpExecutor
 from app.modules.worker._registry import HandlerRegistry
 from app.modules.worker._secrets import redact_error
+from app.modules.worker._start_report import START_REPORT_SECONDS, StartReport
 from app.modules.worker._threads import SyncSlot, SyncThreads
 from app.observability import Telemetry, current_traceparent, get_logger
 from app.ports import Clock, Delivery, Transport
@@ -201,31 +202,23 @@ class Worker:
             await limiter.acquire_on_behalf_of(token)
             try:
                 env = _decode_dispatch(delivery)
-                slot = await self._reserve_thread(delivery, env)
+                slot = await self._reserve_thread(env)
             except BaseException:
                 limiter.release_on_behalf_of(token)
                 raise
             self._inflight += 1
             attempts.start_soon(self._attempt, delivery, env, slot, limiter, token)
 
-    async def _reserve_thread(self, delivery: Delivery, env: Envelope | None) -> SyncSlot | None:
-        """A thread for a dispatch that will run a sync handler; waited for (this queue
-        taking nothing meanwhile) only when another queue took the last one first."""
-        if env is None or not self._runs_in_a_thread(delivery, env):
+    async def _reserve_thread(self, env: Envelope | None) -> SyncSlot | None:
+        """A thread for a dispatch of a sync handler (None for any other); waited for,
+        this queue taking nothing meanwhile, only when another queue took the last one."""
+        dispatch = None if env is None else env.payload
+        if not isinstance(dispatch, DispatchTask) or dispatch.task_type != "handler":
+            return None
+        registered = self._registry.get(dispatch.handler or "")
+        if registered is None or registered.is_async:
             return None
         return await self.sync_threads.reserve()
-
-    def _runs_in_a_thread(self, delivery: Delivery, env: Envelope) -> bool:
-        assert isinstance(env.payload, DispatchTask), "checked by _decode_dispatch"
-        dispatch = env.payload
-        if self._deliveries(delivery, dispatch) >= self._settings.lost_after_deliveries:
-            return False
-        if dispatch.task_type != "handler" or self.running.cancelled_before(
-            dispatch, env.timestamp
-        ):
-            return False
-        registered = self._registry.get(dispatch.handler or "")
-        return registered is not None and not registered.is_async
 
     async def _attempt(
         self,
@@ -260,7 +253,7 @@ class Worker:
             return
         assert isinstance(env.payload, DispatchTask), "checked by _decode_dispatch"
         dispatch = env.payload
-        deliveries = self._deliveries(delivery, dispatch)
+        deliveries = max(delivery.delivery_count, dispatch.delivery)
         if deliveries >= self._settings.lost_after_deliveries:
             await self._report_lost(delivery, dispatch, deliveries, env.traceparent)
             return
@@ -291,12 +284,6 @@ class Worker:
             await delivery.ack()
         else:
             await _settle_quietly(delivery, requeue=True)
-
-    @staticmethod
-    def _deliveries(delivery: Delivery, dispatch: DispatchTask) -> int:
-        """How many times this attempt was delivered: the broker's count or the
-        orchestrator's re-sends after a restart, whichever is higher."""
-        return max(delivery.delivery_count, dispatch.delivery)
 
     async def _report_lost(
         self, delivery: Delivery, dispatch: DispatchTask, deliveries: int, received: str | None
@@ -352,7 +339,7 @@ class Worker:
             started_at=self._clock.now(),
             item=dispatch.item,
         )
-        start = _StartReport(self._transport, started, lambda p: self._message(p, received))
+        start = StartReport(self._transport, started, lambda p: self._message(p, received))
 
         async def heartbeat(details: Any) -> None:
             await start.send()  # a heartbeat never overtakes its attempt's start
@@ -404,7 +391,7 @@ class Worker:
 
     async def _report_unpublished(
         self,
-        start: _StartReport,
+        start: StartReport,
         result: TaskCompleted | TaskFailed,
         exc: Exception,
         delivery_count: int,
@@ -446,7 +433,7 @@ class Worker:
         self,
         dispatch: DispatchTask,
         ctx: TaskContext,
-        start: _StartReport,
+        start: StartReport,
         control: AttemptControl,
         slot: SyncSlot | None,
     ) -> TaskCompleted | TaskFailed:
@@ -492,48 +479,6 @@ class Worker:
 
     async def _publish(self, payload: Payload, received: str | None) -> None:
         await self._transport.publish(EVENTS_CHANNEL, [self._message(payload, received)])
-
-
-START_REPORT_SECONDS = 0.05
-"""How long an attempt runs before its `task.started` is published on its own.
-
-A quicker attempt's start travels in its result (`started_at`): one message instead of
-two, and the orchestrator decides both in one transaction. Its `started_at` is still the
-time it began.
-"""
-
-
-class _StartReport:
-    """An attempt's `task.started`, published once, before anything after it; or, for an
-    attempt that ended before its start went out, carried by its result instead."""
-
-    def __init__(
-        self, transport: Transport, started: TaskStarted, message: Callable[[Payload], Message]
-    ) -> None:
-        self._transport = transport
-        self._started = started
-        self._message = message
-        self._sent = False
-        self._lock = anyio.Lock()
-
-    async def send(self) -> None:
-        """Publish the start if it is not out yet."""
-        async with self._lock:
-            if not self._sent:
-                await self._transport.publish(EVENTS_CHANNEL, [self._message(self._started)])
-            self._sent = True
-
-    async def send_result(self, result: TaskCompleted | TaskFailed) -> None:
-        """Publish the result; it carries the start when that is not out yet (one message,
-        which the orchestrator decides as the start followed by the result)."""
-        async with self._lock:
-            if not self._sent:
-                started = self._started
-                result = msgspec.structs.replace(
-                    result, started_at=started.started_at, worker=started.worker
-                )
-            await self._transport.publish(EVENTS_CHANNEL, [self._message(result)])
-            self._sent = True
 
 
 def _log_result(result: TaskCompleted | TaskFailed) -> None:
