@@ -130,7 +130,7 @@ class TransportHealth:
 
 class SyncThreadsHealth:
     """Ready while a sync handler can get a thread: `worker.max_sync_threads` is not all
-    held (by hung handlers, most likely), so the worker still takes sync work."""
+    held (by hung handlers, most likely), so the worker still takes work."""
 
     name = "sync_threads"
 

@@ -37,7 +37,7 @@ log = get_logger(__name__)
 
 
 class SyncThreadsExhausted(TreadleError):
-    """Every thread sync handlers may hold is held: the worker takes no sync work."""
+    """Every thread sync handlers may hold is held: the worker takes no work."""
 
     def __init__(self, held: int, limit: int, abandoned: int) -> None:
         self.held = held
@@ -46,7 +46,7 @@ class SyncThreadsExhausted(TreadleError):
         super().__init__(
             f"worker.max_sync_threads reached: {held} of {limit} sync handler threads are "
             f"held ({abandoned} by attempts that timed out or were cancelled while their "
-            "handler kept running); taking no sync work until one returns"
+            "handler kept running); taking no work until a handler returns"
         )
 
 
@@ -129,7 +129,7 @@ class SyncThreads:
 
     @property
     def exhausted(self) -> bool:
-        """Whether every slot is held (the worker takes no sync work meanwhile)."""
+        """Whether every slot is held (the worker takes no deliveries meanwhile)."""
         return self.held >= self.limit
 
     def check(self) -> None:
@@ -145,6 +145,8 @@ class SyncThreads:
         Shielded: while the worker drains, its handlers may still return within the time
         it allows. `stop()` cancels it, abandoning the threads still running.
         """
+        if self._holders is not None:
+            raise RuntimeError("another worker is serving these sync threads")
         self._metrics.set_sync_threads_limit(self.limit)
         with anyio.CancelScope(shield=True) as self._serving:
             try:
@@ -214,6 +216,8 @@ class SyncThreads:
 
     async def _hold(self, slot: SyncSlot, fn: Callable[[], Any], outcome: _Outcome) -> None:
         try:
+            if slot._abandoned:
+                return  # the attempt let go before the thread started: no need to start it
             # Cancellable only by `stop()`: the attempt waits on `outcome`, not on this.
             outcome.value = await anyio.to_thread.run_sync(
                 fn, abandon_on_cancel=True, limiter=self._threads
