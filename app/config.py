@@ -89,6 +89,12 @@ class ApiSettings(_Section, frozen=True, kw_only=True):
 
 class WorkerSettings(_Section, frozen=True, kw_only=True):
     concurrency: int = 32
+    max_sync_threads: Annotated[int, msgspec.Meta(gt=0)] = 64
+    """Threads sync handlers may hold at once, counting those of attempts that timed out or
+    were cancelled while their handler kept running (a thread cannot be stopped: it is
+    held until the function returns). At the bound the worker takes no deliveries (the
+    backlog stays on the broker) and /readyz answers 503. Above `concurrency`, so only such
+    abandoned threads reach it."""
     queues: list[str] = msgspec.field(default_factory=lambda: ["default"])
     handlers: list[str] = []
     drain_seconds: float = 30.0

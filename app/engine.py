@@ -23,7 +23,7 @@ from app._operations import operations_app
 from app.config import ConfigError, Settings
 from app.domain.errors import TreadleError
 from app.modules.orchestrator import Orchestrator, Relay, RunEngine, ScheduleService
-from app.modules.worker import HandlerRegistry, HttpExecutor, Worker
+from app.modules.worker import HandlerRegistry, HttpExecutor, SyncThreads, Worker
 from app.observability import Telemetry, get_logger
 from app.ports import Clock, HealthCheck, StateStore, Transport
 from app.store import StoreUnavailable, api_key_store, build_store
@@ -128,6 +128,19 @@ class TransportHealth:
             raise TransportUnavailable(self._engine.settings.transport.kind, "not connected")
 
 
+class SyncThreadsHealth:
+    """Ready while a sync handler can get a thread: `worker.max_sync_threads` is not all
+    held (by hung handlers, most likely), so the worker still takes work."""
+
+    name = "sync_threads"
+
+    def __init__(self, threads: SyncThreads) -> None:
+        self._threads = threads
+
+    async def check(self) -> None:
+        self._threads.check()
+
+
 def _source(role: str) -> str:
     return f"{role}@{socket.gethostname()}:{os.getpid()}"
 
@@ -168,6 +181,8 @@ class Engine:
         )
         self.transport_connected = False
         self._http: HttpExecutor | None = None
+        # The engine's, not one worker's: threads outlive attempts, and readiness reads it.
+        self.sync_threads = SyncThreads(settings.worker.max_sync_threads, self.telemetry.metrics)
 
     def orchestrator(self) -> Orchestrator:
         """The orchestrator role, sharing the run engine (and its timer alarm)."""
@@ -195,6 +210,7 @@ class Engine:
             http=self._http_executor(),
             max_deliveries=self.settings.transport.max_deliveries,
             max_output_bytes=self.settings.limits.max_output_bytes,
+            sync_threads=self.sync_threads,
         )
 
     def _http_executor(self) -> HttpExecutor:
@@ -204,13 +220,17 @@ class Engine:
         return self._http
 
     def health_checks(self) -> list[HealthCheck]:
-        """What /readyz asks: database, schema, broker, and this process's roles."""
-        return [
+        """What /readyz asks: database, schema, broker, this process's roles, and with
+        the worker role whether sync handlers can still get a thread."""
+        checks: list[HealthCheck] = [
             DatabaseHealth(self.store),
             MigrationsHealth(self.store),
             TransportHealth(self),
             RolesHealth(self),
         ]
+        if "worker" in self.roles:
+            checks.append(SyncThreadsHealth(self.sync_threads))
+        return checks
 
     async def connect(self) -> None:
         """Connect the transport, waiting for a broker that is still starting.

@@ -167,6 +167,22 @@ class Metrics:
             "How many attempts this worker runs at once at most.",
             registry=reg,
         )
+        self._sync_threads_held = Gauge(
+            "treadle_worker_sync_threads_held",
+            "Threads sync handlers hold in this worker, including those of attempts it let go"
+            " (timed out, cancelled) whose handler has not returned.",
+            registry=reg,
+        )
+        self._sync_threads_abandoned = Gauge(
+            "treadle_worker_sync_threads_abandoned",
+            "Held threads whose attempt timed out or was cancelled while the handler kept running.",
+            registry=reg,
+        )
+        self._sync_threads_limit = Gauge(
+            "treadle_worker_sync_threads_limit",
+            "worker.max_sync_threads: with this many held, the worker takes no sync work.",
+            registry=reg,
+        )
         self._http_requests = Counter(
             "treadle_http_requests",
             "HTTP requests served, by route template.",
@@ -215,6 +231,15 @@ class Metrics:
     def set_worker_concurrency(self, limit: int) -> None:
         """The worker's concurrency cap, to graph in-flight attempts against."""
         self._concurrency.set(limit)
+
+    def set_sync_threads(self, held: int, abandoned: int) -> None:
+        """Threads sync handlers hold now, and how many of those their attempt let go."""
+        self._sync_threads_held.set(held)
+        self._sync_threads_abandoned.set(abandoned)
+
+    def set_sync_threads_limit(self, limit: int) -> None:
+        """`worker.max_sync_threads`, to graph held threads against."""
+        self._sync_threads_limit.set(limit)
 
     @contextmanager
     def track_inflight(self) -> Iterator[None]:

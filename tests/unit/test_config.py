@@ -97,6 +97,17 @@ def test_schedule_to_start_is_off_by_default_and_must_be_positive() -> None:
     assert caught.value.key == "orchestrator.default_schedule_to_start_timeout"
 
 
+def test_max_sync_threads_defaults_above_concurrency_and_must_be_positive() -> None:
+    """worker.max_sync_threads is set from the environment; zero fails naming the key."""
+    defaults = load_settings(environ={}).worker
+    assert defaults.max_sync_threads > defaults.concurrency
+    key = "TREADLE_WORKER__MAX_SYNC_THREADS"
+    assert load_settings(environ={key: "8"}).worker.max_sync_threads == 8
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={key: "0"})
+    assert caught.value.key == "worker.max_sync_threads"
+
+
 def test_a_bad_choice_names_its_key() -> None:
     """An unknown transport kind is reported at transport.kind."""
     with pytest.raises(ConfigError) as caught:

@@ -1,8 +1,8 @@
 """The worker role: a handler registry, the task context, and the consumer loop.
 
-`Worker` and `HttpExecutor` load on first use: user handler modules import `handler` and
-`TaskContext` through this package, and that must not pull in httpx, httpcore and the
-telemetry stack.
+`Worker`, `HttpExecutor` and `SyncThreads` load on first use: user handler modules import
+`handler` and `TaskContext` through this package, and that must not pull in httpx,
+httpcore and the telemetry stack.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from app.modules.worker._registry import (
 
 if TYPE_CHECKING:
     from app.modules.worker._http import HttpExecutor
+    from app.modules.worker._threads import SyncThreads, SyncThreadsExhausted
     from app.modules.worker._worker import Worker
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "HandlerRegistry",
     "HttpExecutor",
     "NotAHandler",
+    "SyncThreads",
+    "SyncThreadsExhausted",
     "TaskContext",
     "Worker",
     "handler",
@@ -39,6 +42,8 @@ __all__ = [
 
 _LAZY = {
     "HttpExecutor": "app.modules.worker._http",
+    "SyncThreads": "app.modules.worker._threads",
+    "SyncThreadsExhausted": "app.modules.worker._threads",
     "Worker": "app.modules.worker._worker",
 }
 

@@ -17,6 +17,7 @@ from app.modules.worker._registry import (
     HandlerInputMismatch,
     HandlerRegistry,
     RegisteredHandler,
+    ThreadRunner,
 )
 from app.modules.worker._secrets import redact_error
 
@@ -60,9 +61,11 @@ async def execute(
     http: HttpExecutor | None = None,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     secrets: Sequence[str] = (),
+    run_sync: ThreadRunner | None = None,
 ) -> TaskCompleted | TaskFailed:
     """Run the attempt within its timeout; any failure becomes a `TaskFailed`, with every
-    value of `secrets` redacted from its message and traceback.
+    value of `secrets` redacted from its message and traceback. A sync handler runs
+    through `run_sync` when given (see `RegisteredHandler.call`).
 
     Never raises an `Exception`: one the handler or the `http` executor did not turn
     into a failure is a bug of the worker, recorded as a `WorkerError` naming its class,
@@ -77,6 +80,7 @@ async def execute(
             traceback_lines=traceback_lines,
             http=http,
             max_output_bytes=max_output_bytes,
+            run_sync=run_sync,
         )
     except Exception as exc:  # noqa: BLE001 -- see the docstring: every attempt ends recorded
         result = failed_attempt(dispatch, worker, worker_error(exc, traceback_lines))
@@ -94,6 +98,7 @@ async def _execute(
     traceback_lines: int,
     http: HttpExecutor | None,
     max_output_bytes: int,
+    run_sync: ThreadRunner | None,
 ) -> TaskCompleted | TaskFailed:
     if dispatch.task_type == "http" and http is not None:
         return await _run_http(dispatch, http, worker, max_output_bytes)
@@ -119,7 +124,9 @@ async def _execute(
                 retryable=True,
             ),
         )
-    outcome = await _run_handler(registered, dispatch, ctx, traceback_lines, max_output_bytes)
+    outcome = await _run_handler(
+        registered, dispatch, ctx, traceback_lines, max_output_bytes, run_sync=run_sync
+    )
     if isinstance(outcome, ErrorInfo):
         return failed_attempt(dispatch, worker, outcome)
     return _completed(dispatch, worker, outcome.value)
@@ -154,10 +161,12 @@ async def _run_handler(
     ctx: TaskContext,
     traceback_lines: int,
     max_output_bytes: int,
+    *,
+    run_sync: ThreadRunner | None,
 ) -> _Output | ErrorInfo:
     try:
         with anyio.move_on_after(_worker_deadline(dispatch.timeout_seconds)) as deadline:
-            output = await registered.call(ctx, dispatch.input)
+            output = await registered.call(ctx, dispatch.input, run_sync=run_sync)
         if deadline.cancelled_caught:
             return _timed_out(dispatch)
         return _Output(value=to_json_value(output, max_output_bytes))

@@ -20,6 +20,9 @@ from app.domain.errors import TreadleError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+ThreadRunner = Callable[[Callable[[], Any]], Awaitable[Any]]
+"""Runs a sync handler's bound call in a thread (the worker's bounded `SyncSlot.run_sync`)."""
+
 _MARK = "__treadle_handler__"
 
 
@@ -134,11 +137,14 @@ class RegisteredHandler:
             raise HandlerInputMismatch(self.name, str(exc)) from exc
         return functools.partial(self.function, *args, **kwargs)
 
-    async def call(self, ctx: Any, value: Any) -> Any:
-        """Run the handler: async ones in the event loop, sync ones in a worker thread."""
+    async def call(self, ctx: Any, value: Any, *, run_sync: ThreadRunner | None = None) -> Any:
+        """Run the handler: async ones in the event loop, sync ones in a thread, through
+        `run_sync` when given (the worker's, which bounds and counts its threads)."""
         bound = self.bind(ctx, value)
         if self.is_async:
             return await cast("Awaitable[Any]", bound())
+        if run_sync is not None:
+            return await run_sync(bound)
         # abandon_on_cancel: a timed-out sync handler cannot be interrupted, but the
         # attempt must still end on time; the thread finishes (and is ignored) later.
         return await anyio.to_thread.run_sync(bound, abandon_on_cancel=True)

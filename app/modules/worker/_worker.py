@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -34,6 +34,8 @@ from app.modules.worker._execute import DEFAULT_MAX_OUTPUT_BYTES, execute, faile
 from app.modules.worker._http import HttpExecutor
 from app.modules.worker._registry import HandlerRegistry
 from app.modules.worker._secrets import redact_error
+from app.modules.worker._start_report import START_REPORT_SECONDS, StartReport
+from app.modules.worker._threads import SyncSlot, SyncThreads
 from app.observability import Telemetry, current_traceparent, get_logger
 from app.ports import Clock, Delivery, Transport
 
@@ -52,6 +54,10 @@ class Worker:
     rest without acking, so the broker hands them to another worker.
 
     Meanwhile it listens for `task.cancel` and stops the attempts named (see `_cancel`).
+
+    Sync handlers run in threads bounded by `sync_threads` (`worker.max_sync_threads`,
+    see `_threads`): while all are held, the worker takes no deliveries (they stay on the
+    broker); a delivery for one waits for a free thread before its attempt starts.
     """
 
     def __init__(
@@ -66,6 +72,7 @@ class Worker:
         telemetry: Telemetry | None = None,
         max_deliveries: int | None = None,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        sync_threads: SyncThreads | None = None,
     ) -> None:
         # Public: the engine hands the same telemetry to this worker's `http` executor.
         self.telemetry = telemetry or Telemetry.off("worker")
@@ -94,6 +101,10 @@ class Worker:
         self.running = RunningAttempts()
         """The attempts in flight here, which a `task.cancel` can stop."""
         self._listening = anyio.CancelScope()
+        # Public: the engine's readiness check reads it (the threads outlive attempts).
+        self.sync_threads = sync_threads or SyncThreads(
+            settings.max_sync_threads, self.telemetry.metrics
+        )
 
     @property
     def inflight(self) -> int:
@@ -113,6 +124,7 @@ class Worker:
             handlers=self._registry.names(),
         )
         async with anyio.create_task_group() as consumers:
+            await consumers.start(self.sync_threads.serve)
             for queue in queues:
                 consumers.start_soon(self._consume_queue, queue, limiter)
             consumers.start_soon(self._listen_for_cancels)
@@ -138,6 +150,7 @@ class Worker:
         for attempts in self._attempt_groups:
             attempts.cancel_scope.cancel()
         self._listening.cancel()
+        self.sync_threads.stop()  # handlers still running are abandoned with the process
 
     async def _listen_for_cancels(self) -> None:
         # Shielded like the queues: a cancel must still reach attempts while they drain.
@@ -175,27 +188,66 @@ class Worker:
         attempts: anyio.abc.TaskGroup,
         limiter: anyio.CapacityLimiter,
     ) -> None:
-        async for delivery in deliveries:
+        incoming = aiter(deliveries)
+        while True:
+            # With every sync thread held, take nothing: which handler a delivery needs is
+            # known only once taken, and a sync one could then only wait here, in hand.
+            await self.sync_threads.wait_for_room()
+            try:
+                delivery = await anext(incoming)
+            except StopAsyncIteration:
+                return
             token = object()
             # Waiting here, with prefetch == concurrency, keeps the backlog in the broker.
             await limiter.acquire_on_behalf_of(token)
+            try:
+                env = _decode_dispatch(delivery)
+                slot = await self._reserve_thread(env)
+            except BaseException:
+                limiter.release_on_behalf_of(token)
+                raise
             self._inflight += 1
-            attempts.start_soon(self._attempt, delivery, limiter, token)
+            attempts.start_soon(self._attempt, delivery, env, slot, limiter, token)
+
+    async def _reserve_thread(self, env: Envelope | None) -> SyncSlot | None:
+        """A thread for a dispatch of a sync handler (None for any other); waited for,
+        this queue taking nothing meanwhile, only when another queue took the last one."""
+        dispatch = None if env is None else env.payload
+        if not isinstance(dispatch, DispatchTask) or dispatch.task_type != "handler":
+            return None
+        registered = self._registry.get(dispatch.handler or "")
+        if registered is None or registered.is_async:
+            return None
+        return await self.sync_threads.reserve()
 
     async def _attempt(
-        self, delivery: Delivery, limiter: anyio.CapacityLimiter, token: object
+        self,
+        delivery: Delivery,
+        env: Envelope | None,
+        slot: SyncSlot | None,
+        limiter: anyio.CapacityLimiter,
+        token: object,
     ) -> None:
         try:
-            await self.process(delivery)
+            await self._process(delivery, env, slot)
         finally:
+            if slot is not None:
+                slot.release_unused()
             limiter.release_on_behalf_of(token)
             self._inflight -= 1
             if self._inflight == 0 and self._idle is not None:
                 self._idle.set()
 
     async def process(self, delivery: Delivery) -> None:
-        """Handle one delivery from start to ack (or nack)."""
-        env = _decode_dispatch(delivery)
+        """Handle one delivery from start to ack (or nack), outside `run()`: a sync handler
+        runs on anyio's default thread limiter, not within `worker.max_sync_threads`."""
+        await self._process(delivery, _decode_dispatch(delivery), None)
+
+    async def _process(
+        self, delivery: Delivery, env: Envelope | None, slot: SyncSlot | None
+    ) -> None:
+        """`process`, `env` being the delivery's dispatch as `_decode_dispatch` read it
+        (None: poison); a sync handler runs in `slot` (see `_reserve_thread`)."""
         if env is None:
             await delivery.nack(requeue=False)
             return
@@ -225,7 +277,7 @@ class Worker:
             dispatched_at=env.timestamp,
         ):
             published = await self._execute_and_publish(
-                dispatch, env.traceparent, delivery.delivery_count
+                dispatch, env.traceparent, delivery.delivery_count, slot
             )
         if published:
             crash_point("after_publish_before_ack")
@@ -269,7 +321,11 @@ class Worker:
         await delivery.ack()
 
     async def _execute_and_publish(
-        self, dispatch: DispatchTask, received: str | None, delivery_count: int
+        self,
+        dispatch: DispatchTask,
+        received: str | None,
+        delivery_count: int,
+        slot: SyncSlot | None,
     ) -> bool:
         """Run the attempt and publish its events; False when publishing failed.
 
@@ -283,7 +339,7 @@ class Worker:
             started_at=self._clock.now(),
             item=dispatch.item,
         )
-        start = _StartReport(self._transport, started, lambda p: self._message(p, received))
+        start = StartReport(self._transport, started, lambda p: self._message(p, received))
 
         async def heartbeat(details: Any) -> None:
             await start.send()  # a heartbeat never overtakes its attempt's start
@@ -308,7 +364,7 @@ class Worker:
         )
         try:
             with self.running.running(dispatch, control) as attempt:
-                result = await self._execute_reporting_start(dispatch, ctx, start, control)
+                result = await self._execute_reporting_start(dispatch, ctx, start, control, slot)
             if attempt.cancelled_caught:
                 # The run no longer waits for it: nothing to report, the dispatch is done.
                 log.info("attempt cancelled")
@@ -335,7 +391,7 @@ class Worker:
 
     async def _report_unpublished(
         self,
-        start: _StartReport,
+        start: StartReport,
         result: TaskCompleted | TaskFailed,
         exc: Exception,
         delivery_count: int,
@@ -374,7 +430,12 @@ class Worker:
         return True
 
     async def _execute_reporting_start(
-        self, dispatch: DispatchTask, ctx: TaskContext, start: _StartReport, control: AttemptControl
+        self,
+        dispatch: DispatchTask,
+        ctx: TaskContext,
+        start: StartReport,
+        control: AttemptControl,
+        slot: SyncSlot | None,
     ) -> TaskCompleted | TaskFailed:
         """Run the attempt; its start is published once it has run `START_REPORT_SECONDS`
         (a quicker one's start goes out with its result, in one publish)."""
@@ -393,6 +454,7 @@ class Worker:
                         http=self._http,
                         max_output_bytes=self._max_output_bytes,
                         secrets=self._secrets,
+                        run_sync=None if slot is None else slot.run_sync,
                     )
                 )
             finally:
@@ -417,48 +479,6 @@ class Worker:
 
     async def _publish(self, payload: Payload, received: str | None) -> None:
         await self._transport.publish(EVENTS_CHANNEL, [self._message(payload, received)])
-
-
-START_REPORT_SECONDS = 0.05
-"""How long an attempt runs before its `task.started` is published on its own.
-
-A quicker attempt's start travels in its result (`started_at`): one message instead of
-two, and the orchestrator decides both in one transaction. Its `started_at` is still the
-time it began.
-"""
-
-
-class _StartReport:
-    """An attempt's `task.started`, published once, before anything after it; or, for an
-    attempt that ended before its start went out, carried by its result instead."""
-
-    def __init__(
-        self, transport: Transport, started: TaskStarted, message: Callable[[Payload], Message]
-    ) -> None:
-        self._transport = transport
-        self._started = started
-        self._message = message
-        self._sent = False
-        self._lock = anyio.Lock()
-
-    async def send(self) -> None:
-        """Publish the start if it is not out yet."""
-        async with self._lock:
-            if not self._sent:
-                await self._transport.publish(EVENTS_CHANNEL, [self._message(self._started)])
-            self._sent = True
-
-    async def send_result(self, result: TaskCompleted | TaskFailed) -> None:
-        """Publish the result; it carries the start when that is not out yet (one message,
-        which the orchestrator decides as the start followed by the result)."""
-        async with self._lock:
-            if not self._sent:
-                started = self._started
-                result = msgspec.structs.replace(
-                    result, started_at=started.started_at, worker=started.worker
-                )
-            await self._transport.publish(EVENTS_CHANNEL, [self._message(result)])
-            self._sent = True
 
 
 def _log_result(result: TaskCompleted | TaskFailed) -> None:

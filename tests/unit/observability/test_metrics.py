@@ -116,6 +116,18 @@ def test_inflight_goes_up_inside_the_block_and_down_after() -> None:
     assert value(metrics, "treadle_worker_concurrency_limit") == 32
 
 
+def test_sync_thread_gauges_read_what_the_worker_last_set() -> None:
+    """Held and abandoned sync handler threads, and their limit, are plain gauges."""
+    metrics = Metrics()
+    metrics.set_sync_threads_limit(64)
+    metrics.set_sync_threads(5, 3)
+    metrics.set_sync_threads(4, 2)
+
+    assert value(metrics, "treadle_worker_sync_threads_held") == 4
+    assert value(metrics, "treadle_worker_sync_threads_abandoned") == 2
+    assert value(metrics, "treadle_worker_sync_threads_limit") == 64
+
+
 def test_http_requests_count_and_time_by_route_template() -> None:
     """http_request counts by route, method and status, and times by route and method."""
     metrics = Metrics()

@@ -1,0 +1,54 @@
+"""An attempt's `task.started`: published on its own once the attempt has run a while,
+or carried by the result of an attempt quicker than that."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import msgspec
+
+from app.domain.events import TaskCompleted, TaskFailed, TaskStarted
+from app.messages import EVENTS_CHANNEL, Message, Payload
+from app.ports import Transport
+
+START_REPORT_SECONDS = 0.05
+"""How long an attempt runs before its `task.started` is published on its own.
+
+A quicker attempt's start travels in its result (`started_at`): one message instead of
+two, and the orchestrator decides both in one transaction. Its `started_at` is still the
+time it began.
+"""
+
+
+class StartReport:
+    """An attempt's `task.started`, published once, before anything after it; or, for an
+    attempt that ended before its start went out, carried by its result instead."""
+
+    def __init__(
+        self, transport: Transport, started: TaskStarted, message: Callable[[Payload], Message]
+    ) -> None:
+        self._transport = transport
+        self._started = started
+        self._message = message
+        self._sent = False
+        self._lock = anyio.Lock()
+
+    async def send(self) -> None:
+        """Publish the start if it is not out yet."""
+        async with self._lock:
+            if not self._sent:
+                await self._transport.publish(EVENTS_CHANNEL, [self._message(self._started)])
+            self._sent = True
+
+    async def send_result(self, result: TaskCompleted | TaskFailed) -> None:
+        """Publish the result; it carries the start when that is not out yet (one message,
+        which the orchestrator decides as the start followed by the result)."""
+        async with self._lock:
+            if not self._sent:
+                started = self._started
+                result = msgspec.structs.replace(
+                    result, started_at=started.started_at, worker=started.worker
+                )
+            await self._transport.publish(EVENTS_CHANNEL, [self._message(result)])
+            self._sent = True
