@@ -195,6 +195,7 @@ class Engine:
             http=self._http_executor(),
             max_deliveries=self.settings.transport.max_deliveries,
             max_output_bytes=self.settings.limits.max_output_bytes,
+            deliveries=None if self.transport.COUNTS_LOST_DELIVERIES else self.store,
         )
 
     def _http_executor(self) -> HttpExecutor:

@@ -17,6 +17,8 @@ an attempt that kills its process on every delivery costs exactly 2 deaths.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +26,7 @@ import pytest
 
 from tests.faults.handlers import EXIT_CODE
 from tests.faults.harness import Cluster, Supervisor
+from tests.faults.private_brokers import PrivateBroker, TansuBroker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -35,9 +38,22 @@ STEADY_SECONDS = 3.0
 """How long the process is watched after the last run: a crash loop would show in it."""
 
 
+@pytest.fixture
+def tansu() -> Iterator[PrivateBroker]:
+    """A Tansu broker of this test's own, started; killed and removed after."""
+    broker = TansuBroker()
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
+
+
 def _exiting(name: str, max_attempts: int) -> dict[str, Any]:
     retry = {"max_attempts": max_attempts, "initial_interval": "200ms"}
-    task = {"handler": "fault.exit_first", "retry": retry, "timeout": "8s"}
+    # A long start-to-close timeout: attempt 1 must end by its lost deliveries, not time
+    # out while the process restarts (a Kafka consumer group takes seconds to rebalance).
+    task = {"handler": "fault.exit_first", "retry": retry, "timeout": "120s"}
     return {"name": name, "tasks": {"boom": task}}
 
 
@@ -48,7 +64,8 @@ def _start(cluster: Cluster, *definitions: dict[str, Any]) -> Supervisor:
     for definition in definitions:
         answer = httpx.post(f"{proc.url}/v1/workflows", json=definition, timeout=10)
         assert answer.status_code in (200, 201), answer.text
-    return Supervisor(cluster, proc)
+    # Past the bound by a margin, a crash loop fails the test without waiting for it.
+    return Supervisor(cluster, proc, crash_loop=len(DEATHS) + 3)
 
 
 def _executions(cluster: Cluster, run_id: str) -> dict[int, set[int]]:
@@ -79,8 +96,23 @@ def test_exit_on_first_attempt_completes_on_the_second(memory_cluster: Cluster) 
     """A handler calling os._exit(3) on attempt 1: the process dies exactly twice (attempt
     1's deliveries 1 and 2), attempt 1 fails AttemptLost, the run completes on attempt 2,
     and the restarted process serves other runs and stays up."""
-    supervisor = _start(memory_cluster, _exiting("f-exit", max_attempts=3))
-    before = [memory_cluster.start_run("f-seq") for _ in range(3)]
+    _exit_on_first_attempt(memory_cluster, "in-process transport")
+
+
+def test_exit_on_first_attempt_on_kafka(tmp_path: Path, tansu: PrivateBroker) -> None:
+    """The same on Kafka (Tansu, PostgreSQL): the records the dead process held come back
+    with the broker's old count, so the worker counts deliveries in the database; without
+    that, attempt 1 is read and run again after every restart, a crash loop."""
+    cluster = Cluster(tmp_path, transport="kafka", broker_url=tansu.url, broker_env=tansu.env)
+    try:
+        _exit_on_first_attempt(cluster, "kafka")
+    finally:
+        cluster.close()
+
+
+def _exit_on_first_attempt(cluster: Cluster, transport: str) -> None:
+    supervisor = _start(cluster, _exiting("f-exit", max_attempts=3))
+    before = [cluster.start_run("f-seq") for _ in range(3)]
     assert all(before)
     poison = supervisor.start_run("f-exit")
     run = supervisor.wait_terminal(poison)
@@ -92,13 +124,16 @@ def test_exit_on_first_attempt_completes_on_the_second(memory_cluster: Cluster) 
     assert (task["status"], task["attempt"]) == ("completed", 2), task
     assert task["output"]["attempt"] == 2
     assert supervisor.deaths == DEATHS
-    ran = _executions(memory_cluster, poison)
+    ran = _executions(cluster, poison)
     assert len(ran[1]) == LOST_AFTER_DELIVERIES - 1, ran  # two processes ran attempt 1
     assert len(ran[2]) == 1, ran
     assert task["output"]["pid"] in ran[2]
     lost = _failures(supervisor, poison)
     assert [(a, e["type"]) for a, e in lost] == [(1, "AttemptLost")], lost
-    print(f"\nFAULT-SCENARIO os._exit on attempt 1: deaths={len(supervisor.deaths)} attempts=2")
+    print(
+        f"\nFAULT-SCENARIO os._exit on attempt 1 ({transport}): "
+        f"deaths={len(supervisor.deaths)} attempts=2"
+    )
 
 
 def test_exit_with_one_attempt_fails_attempt_lost(memory_cluster: Cluster) -> None:
