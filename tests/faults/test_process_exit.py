@@ -1,5 +1,6 @@
 """A handler that ends its own process (`os._exit`) on its first attempt, in the all-in-one
-`treadle serve` on SQLite and the in-process transport, restarted by a supervisor.
+`treadle serve` on SQLite and the in-process transport (and on Kafka with PostgreSQL),
+restarted by a supervisor.
 
 `os._exit` in a handler takes the whole process with it: the API, the orchestrator and the
 worker. "Serves throughout" therefore means what a supervisor (systemd `Restart=always`, a
@@ -11,7 +12,12 @@ delivery, and a worker runs deliveries 1 to `worker.lost_after_deliveries - 1` (
 only; the next one fails the attempt with `AttemptLost`, by its retry policy. A kill -9
 looks the same as `os._exit` to the restarted process, so the first death cannot be held
 against the attempt (a plain kill would then fail every `max_attempts: 1` run in flight):
-an attempt that kills its process on every delivery costs exactly 2 deaths.
+an attempt that kills its process on every delivery costs exactly 2 deaths. On Kafka the
+broker hands a dead consumer's records back with their old count, so the count is the
+worker's own, written to the database before each delivery runs: the same 2 deaths.
+
+Each scenario starts the process three times; on a loaded 2-core machine that alone takes
+up to a minute or two.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from tests.faults.handlers import EXIT_CODE
 from tests.faults.harness import Cluster, Supervisor
 from tests.faults.private_brokers import PrivateBroker, TansuBroker
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 ALL_ROLES = "api,orchestrator,worker"
 LOST_AFTER_DELIVERIES = 3  # worker.lost_after_deliveries, its default
