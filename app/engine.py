@@ -211,6 +211,7 @@ class Engine:
             max_deliveries=self.settings.transport.max_deliveries,
             max_output_bytes=self.settings.limits.max_output_bytes,
             sync_threads=self.sync_threads,
+            deliveries=None if self.transport.COUNTS_LOST_DELIVERIES else self.store,
         )
 
     def _http_executor(self) -> HttpExecutor:

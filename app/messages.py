@@ -55,9 +55,12 @@ def is_broadcast(channel: str) -> bool:
     return channel.startswith(BROADCAST_PREFIX)
 
 
+TASKS_PREFIX = "tasks."
+
+
 def tasks_channel(queue: str) -> str:
     """The channel a task queue's dispatches travel on."""
-    return f"tasks.{queue}"
+    return f"{TASKS_PREFIX}{queue}"
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):

@@ -354,6 +354,16 @@ class ScheduleStore(Protocol):
         ...
 
 
+class DeliveryCounter(Protocol):
+    """Counts, durably and before the attempt runs, each delivery of it to a worker."""
+
+    async def count_delivery(
+        self, run_id: str, task_id: str, attempt: int, item: int | None
+    ) -> int:
+        """Count one more delivery of the attempt; how many so far, this one included."""
+        ...
+
+
 class StateStore(
     WorkflowStore,
     RunStore,
@@ -362,6 +372,7 @@ class StateStore(
     OutboxStore,
     TimerStore,
     ScheduleStore,
+    DeliveryCounter,
     Protocol,
 ):
     """Everything the engine keeps in its database; one adapter implements it all."""
@@ -413,6 +424,13 @@ class Transport(Protocol):
     name: ClassVar[str]
     DURABLE: ClassVar[bool]
     """Messages survive the process (and broker restarts); False for the in-process one."""
+    COUNTS_LOST_DELIVERIES: ClassVar[bool]
+    """Whether a delivery held by a consumer that died comes back with its count raised.
+
+    False for Kafka (uncommitted records are read again with their old count): workers
+    then count their deliveries in the store (`DeliveryCounter`). The in-process transport
+    says True: start-up recovery counts for it (`DispatchTask.delivery`).
+    """
     ORDERED_PER_KEY: ClassVar[bool]
 
     async def connect(self) -> None:

@@ -30,6 +30,7 @@ from app.ports import (
 from app.store import _rows as rows_
 from app.store._apply import DecisionQueries, load_run
 from app.store._closing import end_orphaned_closes
+from app.store._deliveries import DeliveryQueries
 from app.store._engine import Database
 from app.store._errors import StoreError, mapped_errors
 from app.store._map_items import inflight_items, select_item_page
@@ -50,7 +51,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class SqlStore(DecisionQueries, ScheduleQueries, OutboxQueries, TimerQueries):
+class SqlStore(DecisionQueries, ScheduleQueries, OutboxQueries, TimerQueries, DeliveryQueries):
     """One adapter for the whole `StateStore` port, over any supported database."""
 
     def __init__(

@@ -191,6 +191,19 @@ timers = Table(
     Index(None, "fire_at"),  # claim_due_timers and next_timer_at
 )
 
+deliveries = Table(
+    "treadle_deliveries",
+    metadata,
+    # How many times workers were handed each attempt, counted before running it, for the
+    # transports whose broker does not count a delivery that died with its consumer
+    # (Kafka re-reads uncommitted records with their old count).
+    Column("run_id", String(_ID), ForeignKey(runs.c.id, ondelete="CASCADE"), primary_key=True),
+    Column("task_id", String(_NAME), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("item", Integer, primary_key=True),  # -1 when the attempt is not a map item's
+    Column("count", Integer, nullable=False),
+)
+
 schedules = Table(
     "treadle_schedules",
     metadata,

@@ -22,7 +22,8 @@ the same topic with `x-treadle-delivery-count` raised by one and settles the ori
 so the partition moves on. The cost: a requeued message loses its place among its
 key's messages. A subscription that closes gives its unsettled records back the same
 way, so a message whose consumers keep leaving still reaches `dead`. A process killed
-outright cannot: its uncommitted records come back to the group with their old count.
+outright cannot: its uncommitted records come back to the group with their old count
+(`COUNTS_LOST_DELIVERIES` is False, so workers count their deliveries in the database).
 
 A broadcast channel (`is_broadcast`) is read in no group at all; see `_kafka_broadcast`.
 
@@ -306,6 +307,7 @@ class KafkaTransport:
 
     name: ClassVar[str] = "kafka"
     DURABLE: ClassVar[bool] = True
+    COUNTS_LOST_DELIVERIES: ClassVar[bool] = False
     ORDERED_PER_KEY: ClassVar[bool] = True
 
     def __init__(self, settings: TransportSettings) -> None:

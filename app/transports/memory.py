@@ -228,6 +228,7 @@ class MemoryTransport:
 
     name: ClassVar[str] = "memory"
     DURABLE: ClassVar[bool] = False
+    COUNTS_LOST_DELIVERIES: ClassVar[bool] = True
     ORDERED_PER_KEY: ClassVar[bool] = False
 
     def __init__(self, settings: TransportSettings, *, broker: MemoryBroker | None = None) -> None:

@@ -227,6 +227,7 @@ class NatsTransport:
 
     name: ClassVar[str] = "nats"
     DURABLE: ClassVar[bool] = True
+    COUNTS_LOST_DELIVERIES: ClassVar[bool] = True
     ORDERED_PER_KEY: ClassVar[bool] = False
 
     def __init__(self, settings: TransportSettings) -> None:

@@ -206,6 +206,7 @@ class RabbitMQTransport:
 
     name: ClassVar[str] = "rabbitmq"
     DURABLE: ClassVar[bool] = True
+    COUNTS_LOST_DELIVERIES: ClassVar[bool] = True
     ORDERED_PER_KEY: ClassVar[bool] = False
 
     def __init__(self, settings: TransportSettings) -> None:

@@ -19,6 +19,7 @@ class DuplicatingTransport:
 
     name: ClassVar[str] = "duplicating"
     DURABLE: ClassVar[bool] = False
+    COUNTS_LOST_DELIVERIES: ClassVar[bool] = True
     ORDERED_PER_KEY: ClassVar[bool] = False
 
     def __init__(self, inner: MemoryTransport, rng: random.Random, max_delay: float) -> None:

@@ -73,3 +73,22 @@ async def slow_first(ctx: TaskContext, seconds: float = 60.0) -> dict[str, Any]:
         await anyio.sleep(seconds)
     await _record(ctx)
     return {"run": ctx.run_id, "task": ctx.task_id, "attempt": ctx.attempt, "pid": os.getpid()}
+
+
+EXIT_CODE = 3
+"""What `fault.exit_first` ends its process with (a kill -9 would be 137)."""
+
+
+@handler("fault.exit_first")
+async def exit_first(ctx: TaskContext) -> dict[str, Any]:
+    """Record the execution, then end the whole process with `os._exit(3)` on attempt 1
+    (as an OOM kill or a segfault in a C extension would: no cleanup, no result); answer
+    on a later attempt.
+
+    "First" is the attempt number the engine hands over, so every delivery of attempt 1
+    ends the process: the test sees exactly how many the engine lets run.
+    """
+    await _record(ctx)
+    if ctx.attempt == 1:
+        os._exit(EXIT_CODE)
+    return {"run": ctx.run_id, "task": ctx.task_id, "attempt": ctx.attempt, "pid": os.getpid()}

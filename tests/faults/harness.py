@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -433,6 +433,79 @@ class Cluster:
         _check_tasks(self)
         _check_api(self, kept)
         return report
+
+
+@dataclass
+class Supervisor:
+    """Starts a process again each time it dies, as systemd's `Restart=always` or a
+    Kubernetes pod's restart policy would, counting the deaths and their exit codes."""
+
+    cluster: Cluster
+    proc: Proc
+    deaths: list[int] = field(default_factory=list)
+    """The exit code of each death, in order."""
+    crash_loop: int = 10
+    """Deaths after which `wait_for` gives up: the process is crash-looping."""
+
+    def revive(self) -> bool:
+        """If the process is dead, record its exit code and start it again (no wait)."""
+        if self.proc.alive():
+            return False
+        code = self.proc.popen.returncode
+        self.deaths.append(code)
+        self.cluster.fault(f"process exit {code}")
+        self.cluster.restart(self.proc, disarm=False, wait=False)
+        return True
+
+    def wait_for(self, done: Callable[[], bool], what: str, timeout: float = 120) -> None:
+        """Until `done()` (an HTTP error counts as not yet), reviving the process meanwhile;
+        fail on a crash loop or at the timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.revive()
+            assert len(self.deaths) < self.crash_loop, (
+                f"crash loop: {self.deaths} waiting for {what}\n{self.cluster.tail(self.proc)}"
+            )
+            try:
+                if done():
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"not {what} after {timeout}s (deaths {self.deaths}):\n{self.cluster.logs()}")
+
+    def start_run(self, workflow: str) -> str:
+        """POST /v1/runs with one Idempotency-Key until it is answered, reviving the
+        process meanwhile (it may die before it answers); the run id."""
+        key = uuid.uuid4().hex
+        started: list[str] = []
+
+        def post() -> bool:
+            answer = httpx.post(
+                f"{self.proc.url}/v1/runs",
+                json={"workflow": workflow, "input": {}},
+                headers={"Idempotency-Key": key},
+                timeout=10,
+            )
+            run_id = answer.json()["id"] if answer.status_code in (200, 201) else None
+            self.cluster.journal.add(key, workflow, answer.status_code, run_id)
+            if run_id:
+                started.append(run_id)
+            return bool(started)
+
+        self.wait_for(post, f"{workflow} started")
+        return started[0]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """The run as the API answers it now."""
+        answer = httpx.get(f"{self.proc.url}/v1/runs/{run_id}", timeout=10)
+        assert answer.status_code == 200, answer.text
+        return answer.json()  # type: ignore[no-any-return]
+
+    def wait_terminal(self, run_id: str, timeout: float = 120) -> dict[str, Any]:
+        """The run once the API reports it terminal, reviving the process meanwhile."""
+        self.wait_for(lambda: self.run(run_id)["status"] in TERMINAL, f"{run_id} terminal", timeout)
+        return self.run(run_id)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import anyio
 from app.config import OrchestratorSettings
 from app.domain.errors import RunNotFound
 from app.domain.events import DispatchLost
+from app.messages import TASKS_PREFIX
 from app.modules.orchestrator._consumer import EventConsumer
 from app.modules.orchestrator._engine import RunEngine
 from app.modules.orchestrator._relay import Relay
@@ -93,7 +94,14 @@ class Orchestrator:
             )
 
     async def recover(self) -> int:
-        """Re-dispatch every attempt in flight: a transport without durability lost them."""
+        """Re-dispatch every attempt in flight: a transport without durability lost them.
+
+        The dispatches the last process left unsent in the outbox go first (marked sent,
+        not published): recovery sends each of their attempts again, counted as one more
+        delivery, and a stale copy carrying its old count would let an attempt that ends
+        its process (`os._exit`, a segfault) run again after every restart, for ever.
+        """
+        await self._drop_unsent_dispatches()
         recovered = 0
         after: str | None = None
         while True:
@@ -118,3 +126,22 @@ class Orchestrator:
                 "re-dispatched the attempts in flight when the process stopped", attempts=recovered
             )
         return recovered
+
+    async def _drop_unsent_dispatches(self) -> None:
+        """Mark sent every unsent outbox row on a task channel (see `recover`).
+
+        The sweeper has not started yet, so no row is being published by this process's
+        sweeper; a row a decision of this process is relaying is published all the same.
+        """
+        dropped = 0
+        while True:
+            page = await self._store.claim_unsent(self._clock.now(), RECOVERY_PAGE)
+            ids = [r.id for r in page if r.channel.startswith(TASKS_PREFIX)]
+            await self._store.mark_sent(ids)
+            dropped += len(ids)
+            # Stop at a short page, or at a full page without dispatches (the sweeper
+            # publishes the other rows as usual).
+            if len(page) < RECOVERY_PAGE or not ids:
+                break
+        if dropped:
+            log.warning("dropped the dispatches the last process left unsent", rows=dropped)

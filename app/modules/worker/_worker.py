@@ -37,7 +37,7 @@ from app.modules.worker._secrets import redact_error
 from app.modules.worker._start_report import START_REPORT_SECONDS, StartReport
 from app.modules.worker._threads import SyncSlot, SyncThreads
 from app.observability import Telemetry, current_traceparent, get_logger
-from app.ports import Clock, Delivery, Transport
+from app.ports import Clock, Delivery, DeliveryCounter, Transport
 
 log = get_logger(__name__)
 
@@ -73,6 +73,7 @@ class Worker:
         max_deliveries: int | None = None,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         sync_threads: SyncThreads | None = None,
+        deliveries: DeliveryCounter | None = None,
     ) -> None:
         # Public: the engine hands the same telemetry to this worker's `http` executor.
         self.telemetry = telemetry or Telemetry.off("worker")
@@ -90,6 +91,9 @@ class Worker:
             settings.lost_after_deliveries - 1,
         )
         self._max_output_bytes = max_output_bytes  # limits.max_output_bytes
+        # Counts each delivery in the store before it runs, for a transport that does not
+        # count the deliveries its dead consumers held (see `Transport.COUNTS_LOST_DELIVERIES`).
+        self._deliveries = deliveries
         # Redacted from every failure this worker reports, and so from its log lines.
         self._secrets = self._http.known_secrets()
         self._clock = clock
@@ -253,7 +257,8 @@ class Worker:
             return
         assert isinstance(env.payload, DispatchTask), "checked by _decode_dispatch"
         dispatch = env.payload
-        deliveries = max(delivery.delivery_count, dispatch.delivery)
+        counted = await self._count_delivery(dispatch)
+        deliveries = max(delivery.delivery_count, dispatch.delivery, counted)
         if deliveries >= self._settings.lost_after_deliveries:
             await self._report_lost(delivery, dispatch, deliveries, env.traceparent)
             return
@@ -284,6 +289,27 @@ class Worker:
             await delivery.ack()
         else:
             await _settle_quietly(delivery, requeue=True)
+
+    async def _count_delivery(self, dispatch: DispatchTask) -> int:
+        """This delivery's number by the store's count; 0 without a counter.
+
+        If the store cannot count it, the attempt runs uncounted (logged): refusing work
+        while the database is away would stop every attempt for a risk only some carry.
+        """
+        if self._deliveries is None:
+            return 0
+        try:
+            return await self._deliveries.count_delivery(
+                dispatch.run_id, dispatch.task_id, dispatch.attempt, dispatch.item
+            )
+        except Exception:
+            log.exception(
+                "counting the delivery in the store failed; running it uncounted",
+                run_id=dispatch.run_id,
+                task_id=dispatch.task_id,
+                attempt=dispatch.attempt,
+            )
+            return 0
 
     async def _report_lost(
         self, delivery: Delivery, dispatch: DispatchTask, deliveries: int, received: str | None

@@ -14,6 +14,9 @@ RELEASED: set[str] = set()
 ENTERED: set[str] = set()
 """Run ids whose `t.hold` task has started running."""
 
+HOLDS: list[tuple[str, int]] = []
+"""(run id, attempt) of every execution of `t.hold`, in order."""
+
 
 @handler("t.echo")
 async def echo(ctx: TaskContext, **input: Any) -> dict[str, Any]:
@@ -40,6 +43,7 @@ async def sleep(ctx: TaskContext, seconds: float) -> None:
 @handler("t.hold")
 async def hold(ctx: TaskContext) -> str:
     ENTERED.add(ctx.run_id)
+    HOLDS.append((ctx.run_id, ctx.attempt))
     # Polled, not an Event: a test releases it from outside this engine's event loop state.
     while True:
         if ctx.run_id in RELEASED:

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.domain.errors import RunNotActive
 from app.domain.state import RunState, RunStatus, TaskStatus
 from app.engine import Engine, build
 from app.modules.orchestrator._children import MAX_CHILD_DEPTH
 from app.observability import Telemetry
+from app.store._tables import outbox
 from tests.integration.engine import handlers
 from tests.integration.engine.conftest import SettingsFactory
 
@@ -200,6 +204,53 @@ async def test_an_attempt_in_flight_at_a_stop_is_redispatched_after_restart(
 
     assert done.status is RunStatus.COMPLETED
     assert done.tasks["only"].output == "released"
+
+
+async def _unsend_dispatches(database_url: str) -> int:
+    """Mark every dispatch in the outbox unsent and old, as a process that died between
+    publishing it and marking it sent (`os._exit` in the handler it reached) leaves it."""
+    db = create_async_engine(database_url)
+    try:
+        async with db.begin() as conn:
+            done = await conn.execute(
+                update(outbox)
+                .where(outbox.c.channel.like("tasks.%"))
+                .values(sent_at=None, created_at=datetime(2000, 1, 1, tzinfo=UTC))
+            )
+    finally:
+        await db.dispose()
+    return done.rowcount
+
+
+@pytest.mark.anyio
+async def test_a_restart_sends_an_attempt_once_not_its_unsent_copy_too(
+    make_settings: SettingsFactory,
+) -> None:
+    """After a restart, an attempt whose dispatch was left unsent in the outbox runs once,
+    from recovery's counted re-dispatch: the stale copy, carrying its old delivery count,
+    is not swept out as well (it let an attempt that ends its process run after every
+    restart, a crash loop)."""
+    settings = make_settings(drain_seconds=0.1)
+    async with running(build(settings)) as engine:
+        await one_task_workflow(engine, "resent", {"handler": "t.hold"})
+        run, _ = await engine.run_engine.start_run("resent", None, None)
+        await entered(run.id)
+    assert await _unsend_dispatches(settings.database.url) == 1
+    handlers.ENTERED.discard(run.id)
+
+    async with running(build(settings)) as engine:
+        await entered(run.id)
+        # Several sweeps (every 0.5 s, rows stale after 1 s) before the attempt may end.
+        await anyio.sleep(2.0)
+        handlers.RELEASED.add(run.id)
+        done = await finished(engine, run.id)
+        events = await engine.store.list_history(run.id, limit=100, cursor=None)
+
+    assert done.status is RunStatus.COMPLETED
+    assert [h for h in handlers.HOLDS if h[0] == run.id] == [(run.id, 1), (run.id, 1)]
+    [first, again] = [e.data for e in events.items if e.type == "task.scheduled"]
+    assert "delivery" not in first
+    assert (again["redispatch"], again["delivery"]) == (True, 2)
 
 
 @pytest.mark.anyio

@@ -60,6 +60,7 @@ class FakeTransport:
 
     name: ClassVar[str] = "fake"
     DURABLE: ClassVar[bool] = False
+    COUNTS_LOST_DELIVERIES: ClassVar[bool] = True
     ORDERED_PER_KEY: ClassVar[bool] = True
 
     def __init__(self) -> None:

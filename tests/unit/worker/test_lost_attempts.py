@@ -99,3 +99,73 @@ def test_the_bound_is_at_least_two() -> None:
     """A bound of 1 would fail every first delivery: the settings refuse it."""
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"lost_after_deliveries": 1}, WorkerSettings)
+
+
+class _Counter:
+    """A store's delivery count: `start` earlier deliveries, or failing."""
+
+    def __init__(self, start: int = 0, *, broken: bool = False) -> None:
+        self.counts: dict[tuple[str, str, int, int | None], int] = {}
+        self.start = start
+        self.broken = broken
+
+    async def count_delivery(
+        self, run_id: str, task_id: str, attempt: int, item: int | None
+    ) -> int:
+        if self.broken:
+            raise ConnectionError("the database is away")
+        key = (run_id, task_id, attempt, item)
+        self.counts[key] = self.counts.get(key, self.start) + 1
+        return self.counts[key]
+
+
+async def _process_counted(
+    delivery: FakeDelivery, transport: FakeTransport, counter: _Counter
+) -> None:
+    registry = HandlerRegistry()
+    registry.add(count_runs)
+    worker = Worker(
+        transport, registry, WorkerSettings(), FakeClock(), source="w1", deliveries=counter
+    )
+    with anyio.fail_after(5):
+        await worker.process(delivery)
+
+
+@pytest.mark.anyio
+async def test_the_store_count_refuses_a_redelivery_the_broker_did_not_count() -> None:
+    """A record read again after its workers died, still on the broker's first delivery
+    (Kafka), is refused once the store has counted two deliveries before it."""
+    transport = FakeTransport()
+    counter = _Counter(start=2)
+    settled = _delivery(broker_count=1, delivery=1)
+    await _process_counted(settled, transport, counter)
+    assert ran == []
+    [failed] = transport.payloads(EVENTS_CHANNEL)
+    assert isinstance(failed, TaskFailed)
+    assert failed.error.type == "AttemptLost"
+    assert "delivered 3 times" in failed.error.message
+    assert counter.counts == {("r1", "t", 2, None): 3}
+    assert settled.settled == "ack"
+
+
+@pytest.mark.anyio
+async def test_the_store_counts_each_delivery_before_it_runs() -> None:
+    """Each delivery is counted before its handler runs: the first two run, the third is
+    refused, though the broker says first delivery every time."""
+    transport = FakeTransport()
+    counter = _Counter()
+    for _ in range(3):
+        await _process_counted(_delivery(broker_count=1), transport, counter)
+    assert ran == [2, 2]
+    kinds = [type(p).__name__ for p in transport.payloads(EVENTS_CHANNEL)]
+    assert kinds == ["TaskCompleted", "TaskCompleted", "TaskFailed"]
+
+
+@pytest.mark.anyio
+async def test_a_store_that_cannot_count_leaves_the_attempt_running() -> None:
+    """With the database away, the delivery runs uncounted rather than being refused."""
+    transport = FakeTransport()
+    await _process_counted(_delivery(), transport, _Counter(broken=True))
+    assert ran == [2]
+    [result] = transport.payloads(EVENTS_CHANNEL)
+    assert isinstance(result, TaskCompleted)
