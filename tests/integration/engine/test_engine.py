@@ -134,10 +134,12 @@ async def test_an_attempt_past_its_timeout_times_the_task_out(
     """A handler sleeping past a 0.5s timeout, without retries, fails the run as timed out."""
     async with running(build(make_settings())) as engine:
         await one_task_workflow(
-            engine, "slow", {"handler": "t.sleep", "input": {"seconds": 5}, "timeout": "500ms"}
+            engine, "slow", {"handler": "t.sleep", "input": {"seconds": 60}, "timeout": "500ms"}
         )
         run, _ = await engine.run_engine.start_run("slow", None, None)
-        done = await finished(engine, run.id, within=4)
+        # Far less than the handler's 60 s, so only the timeout can end it; room for a
+        # loaded machine (4 s was missed at load 16).
+        done = await finished(engine, run.id, within=30)
 
     assert done.status is RunStatus.FAILED
     assert done.tasks["only"].status is TaskStatus.TIMED_OUT
