@@ -40,6 +40,7 @@ from app.domain._run_draft import (
     expression_error,
     fail_run,
     fail_task,
+    with_carried_start,
 )
 from app.domain._task_rules import CompiledTask
 from app.domain.errors import ExpressionError
@@ -304,7 +305,10 @@ def _set_item(d: Draft, item: MapItem, **changes: Any) -> MapItem:
     return updated
 
 
-def _on_started(d: Draft, event: TaskStarted, advance: Advance) -> None:
+def _on_started(
+    d: Draft, event: TaskStarted | TaskCompleted | TaskFailed, advance: Advance
+) -> None:
+    """The item's attempt began: its `task.started`, or the start its quick result carries."""
     scheduled = frozenset({TaskStatus.SCHEDULED})
     found = _current(d, event.task_id, event.item, event.attempt, scheduled)
     if found is None:
@@ -543,8 +547,8 @@ def _error(kind: str, message: str) -> ErrorInfo:
 
 _ITEM_EVENTS: dict[type, ItemHandler] = {
     TaskStarted: _on_started,
-    TaskCompleted: _on_completed,
-    TaskFailed: _on_failed,
+    TaskCompleted: with_carried_start(_on_started, _on_completed),
+    TaskFailed: with_carried_start(_on_started, _on_failed),
     TaskHeartbeat: _on_heartbeat,
     DispatchLost: _on_dispatch_lost,
 }

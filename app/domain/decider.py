@@ -38,6 +38,7 @@ from app.domain._run_draft import (
     fail_run,
     fail_task,
     finish,
+    with_carried_start,
 )
 from app.domain._task_rules import CompiledTask
 from app.domain.compile import Workflow
@@ -299,7 +300,8 @@ def _dispatched_attempt(
     return found
 
 
-def _on_task_started(d: Draft, event: TaskStarted) -> None:
+def _on_task_started(d: Draft, event: TaskStarted | TaskCompleted | TaskFailed) -> None:
+    """The attempt began: its `task.started`, or the start a quick attempt's result carries."""
     found = _dispatched_attempt(d, event.task_id, event.attempt, frozenset({TaskStatus.SCHEDULED}))
     if found is None:
         return
@@ -523,8 +525,8 @@ _APPLY: dict[type, Callable[[Draft, Any], None]] = {
     RunStarted: _on_run_started,
     TaskStarted: _on_task_started,
     TaskHeartbeat: _on_task_heartbeat,
-    TaskCompleted: _on_task_completed,
-    TaskFailed: _on_task_failed,
+    TaskCompleted: with_carried_start(_on_task_started, _on_task_completed),
+    TaskFailed: with_carried_start(_on_task_started, _on_task_failed),
     TimerFired: _on_timer_fired,
     SignalReceived: _on_signal_received,
     CancelRequested: _on_cancel_requested,

@@ -52,7 +52,7 @@ class TaskCompleted(_Tagged, frozen=True, kw_only=True, tag="task.completed"):
     """The item index when this is about one item of a `map` task."""
     started_at: datetime | None = None
     """Set when the attempt's start was not reported on its own (a quick attempt): this
-    result then stands for its `task.started` too."""
+    result then stands for its `task.started` too, which the decider applies first."""
 
 
 class TaskFailed(_Tagged, frozen=True, kw_only=True, tag="task.failed"):
@@ -67,20 +67,6 @@ class TaskFailed(_Tagged, frozen=True, kw_only=True, tag="task.failed"):
     """The item index when this is about one item of a `map` task."""
     started_at: datetime | None = None
     """As on `TaskCompleted`: the start of an attempt not reported on its own."""
-
-
-def start_of(result: TaskCompleted | TaskFailed) -> TaskStarted | None:
-    """The `task.started` a result stands for, when it carries its attempt's start."""
-    if result.started_at is None:
-        return None
-    return TaskStarted(
-        run_id=result.run_id,
-        task_id=result.task_id,
-        attempt=result.attempt,
-        worker=result.worker,
-        started_at=result.started_at,
-        item=result.item,
-    )
 
 
 class TaskHeartbeat(_Tagged, frozen=True, kw_only=True, tag="task.heartbeat"):
