@@ -30,6 +30,7 @@ import msgspec
 
 from app.domain import _heartbeat as heartbeat
 from app.domain import _redispatch as redispatch
+from app.domain._retry import retry_of
 from app.domain._run_draft import (
     Draft,
     after,
@@ -454,33 +455,20 @@ def _attempt_failed(
     advance: Advance,
 ) -> None:
     """Retry the item after its backoff if the template's policy allows, else end it."""
-    retry = template.retry
-    retryable = error.retryable and error.type not in retry.non_retryable
-    if retryable and item.attempt < retry.max_attempts:
-        delay = retry.delay(item.attempt)
-        fire_at = after(d.now, delay)
-        following = item.attempt + 1
+    retry = retry_of(template.retry, item.attempt, error, d.now)
+    if retry is not None:
         _set_item(
             d,
             item,
             status=TaskStatus.SCHEDULED,
-            attempt=following,
+            attempt=retry.attempt,
             error=error,
             scheduled_at=None,
             started_at=None,
         )
-        d.command(
-            StartTimer(
-                run_id=d.original.id,
-                kind=TimerKind.RETRY,
-                task_id=item.task_id,
-                attempt=following,
-                item=item.index,
-                fire_at=fire_at,
-            )
-        )
-        data = {"item": item.index, "delay_seconds": delay, "fire_at": fire_at}
-        d.record("item.retry_scheduled", item.task_id, following, data=data)
+        d.command(retry.timer(d.original.id, item.task_id, item.index))
+        data = {"item": item.index, **retry.history_data()}
+        d.record("item.retry_scheduled", item.task_id, retry.attempt, data=data)
         return
     _set_item(d, item, status=final_status, error=error, finished_at=d.now)
     _count(d, item.task_id, failed=1)

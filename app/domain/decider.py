@@ -24,6 +24,7 @@ from app.domain import _heartbeat as heartbeat
 from app.domain import _map as map_
 from app.domain import _map_control as map_control
 from app.domain import _redispatch as redispatch
+from app.domain._retry import retry_of
 from app.domain._run_draft import (
     ACTIVE,
     DISPATCHED_TYPES,
@@ -361,34 +362,18 @@ def _attempt_failed(
     final_status: TaskStatus,
 ) -> None:
     """Retry after the backoff if the policy allows it, else end the task and the run."""
-    retry = compiled.retry
-    if (
-        error.retryable
-        and error.type not in retry.non_retryable
-        and task.attempt < retry.max_attempts
-    ):
-        delay = retry.delay(task.attempt)
-        fire_at = after(d.now, delay)
-        following = task.attempt + 1
+    retry = retry_of(compiled.retry, task.attempt, error, d.now)
+    if retry is not None:
         d.update_task(
             task.task_id,
             status=TaskStatus.SCHEDULED,
-            attempt=following,
+            attempt=retry.attempt,
             error=error,
             scheduled_at=None,
             started_at=None,
         )
-        d.command(
-            StartTimer(
-                run_id=d.original.id,
-                kind=TimerKind.RETRY,
-                task_id=task.task_id,
-                attempt=following,
-                fire_at=fire_at,
-            )
-        )
-        data = {"delay_seconds": delay, "fire_at": fire_at}
-        d.record("task.retry_scheduled", task.task_id, following, data=data)
+        d.command(retry.timer(d.original.id, task.task_id))
+        d.record("task.retry_scheduled", task.task_id, retry.attempt, data=retry.history_data())
         return
     d.update_task(task.task_id, status=final_status, error=error, finished_at=d.now)
     fail_run(d, task.task_id, error)
