@@ -27,6 +27,7 @@ from app.domain.events import (
     TimerKind,
 )
 from app.domain.expressions import METER
+from app.domain.keys import TimerKey
 from app.domain.state import ErrorInfo, RunState, RunStatus, TaskState, TaskStatus
 
 DISPATCHED_TYPES = frozenset({"handler", "http"})
@@ -352,17 +353,12 @@ def _drop_timers_started_then_cancelled(d: Draft, since: int) -> None:
     The store cancels timers before it starts them, so such a pair would leave the timer
     behind. The cancel stays: it may also drop a row written before this decision.
     """
-    cancelled_after: set[tuple[object, ...]] = set()
+    cancelled_after: set[TimerKey] = set()
     kept: list[Command] = []
     for command in reversed(d.commands[since:]):
         if isinstance(command, CancelTimer):
-            cancelled_after.add(_timer_identity(command))
-        elif isinstance(command, StartTimer) and _timer_identity(command) in cancelled_after:
+            cancelled_after.add(command.timer_key)
+        elif isinstance(command, StartTimer) and command.timer_key in cancelled_after:
             continue
         kept.append(command)
     d.commands[since:] = reversed(kept)
-
-
-def _timer_identity(timer: StartTimer | CancelTimer) -> tuple[object, ...]:
-    """What names one timer row: a later start of it replaces it, a cancel deletes it."""
-    return (timer.run_id, str(timer.kind), timer.task_id, timer.attempt, timer.item)

@@ -116,12 +116,8 @@ def with_cancelled(changes: Changes | None, state: RunState, cancel: CancelTimer
     """
     if changes is None:
         return Changes(state=state, cancel_timers=[cancel])
-    if _identity(cancel) in {_identity(t) for t in changes.start_timers}:
+    if cancel.timer_key in {t.timer_key for t in changes.start_timers}:
         return changes
     if cancel in changes.cancel_timers:
         return changes
     return msgspec.structs.replace(changes, cancel_timers=[*changes.cancel_timers, cancel])
-
-
-def _identity(timer: StartTimer | CancelTimer) -> tuple[str, str, str | None, int, int | None]:
-    return (timer.run_id, str(timer.kind), timer.task_id, timer.attempt, timer.item)

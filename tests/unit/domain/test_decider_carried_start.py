@@ -25,6 +25,7 @@ from app.domain.events import (
     TimerFired,
     TimerKind,
 )
+from app.domain.keys import TimerKey
 from app.domain.state import ErrorInfo, TaskStatus
 from tests.unit.domain._items import ItemRun
 from tests.unit.domain._runs import START, Run, workflow
@@ -114,7 +115,7 @@ def test_it_decides_as_the_start_and_then_the_result_would(
 
     assert together.state == second.state
     assert together.history == [*first.history, *second.history]
-    dropped = {_identity(c) for c in second.commands if isinstance(c, CancelTimer)}
+    dropped = {c.timer_key for c in second.commands if isinstance(c, CancelTimer)}
     kept = [c for c in first.commands if not _started_then_dropped(c, dropped)]
     assert together.commands == [*kept, *second.commands]
     assert len(kept) < len(first.commands), "the start armed timers the result dropped"
@@ -203,9 +204,5 @@ def test_a_map_item_already_running_keeps_its_own_start() -> None:
     assert run.item("m", 0).status is TaskStatus.COMPLETED
 
 
-def _identity(timer: StartTimer | CancelTimer) -> tuple[object, ...]:
-    return (timer.kind, timer.task_id, timer.attempt, timer.item)
-
-
-def _started_then_dropped(command: Command, dropped: set[tuple[object, ...]]) -> bool:
-    return isinstance(command, StartTimer) and _identity(command) in dropped
+def _started_then_dropped(command: Command, dropped: set[TimerKey]) -> bool:
+    return isinstance(command, StartTimer) and command.timer_key in dropped
