@@ -15,6 +15,7 @@ import msgspec
 
 from app.domain.api_keys import ApiKey
 from app.domain.events import CancelTimer, HistoryEntry, StartTimer, TimerKind
+from app.domain.keys import AttemptFields, TimerFields
 from app.domain.schedules import Schedule
 from app.domain.state import ErrorInfo, Heartbeat, ItemQuery, RunState
 from app.messages import Message
@@ -77,7 +78,7 @@ class OutgoingMessage(msgspec.Struct, frozen=True, kw_only=True):
     message: Message
 
 
-class DueTimer(msgspec.Struct, frozen=True, kw_only=True):
+class DueTimer(msgspec.Struct, TimerFields, frozen=True, kw_only=True):
     """A durable timer whose time has come, claimed by one orchestrator for a lease."""
 
     run_id: str
@@ -91,7 +92,7 @@ class DueTimer(msgspec.Struct, frozen=True, kw_only=True):
     """The trace context of the decision that started the timer (None before 0007)."""
 
 
-class InflightAttempt(msgspec.Struct, frozen=True, kw_only=True):
+class InflightAttempt(msgspec.Struct, AttemptFields, frozen=True, kw_only=True):
     """A task attempt (or a map item's) that is scheduled or running according to the store."""
 
     run_id: str

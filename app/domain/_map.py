@@ -30,6 +30,7 @@ import msgspec
 
 from app.domain import _heartbeat as heartbeat
 from app.domain import _redispatch as redispatch
+from app.domain._retry import retry_of
 from app.domain._run_draft import (
     Draft,
     after,
@@ -40,6 +41,7 @@ from app.domain._run_draft import (
     expression_error,
     fail_run,
     fail_task,
+    with_carried_start,
 )
 from app.domain._task_rules import CompiledTask
 from app.domain.errors import ExpressionError
@@ -304,7 +306,10 @@ def _set_item(d: Draft, item: MapItem, **changes: Any) -> MapItem:
     return updated
 
 
-def _on_started(d: Draft, event: TaskStarted, advance: Advance) -> None:
+def _on_started(
+    d: Draft, event: TaskStarted | TaskCompleted | TaskFailed, advance: Advance
+) -> None:
+    """The item's attempt began: its `task.started`, or the start its quick result carries."""
     scheduled = frozenset({TaskStatus.SCHEDULED})
     found = _current(d, event.task_id, event.item, event.attempt, scheduled)
     if found is None:
@@ -450,33 +455,20 @@ def _attempt_failed(
     advance: Advance,
 ) -> None:
     """Retry the item after its backoff if the template's policy allows, else end it."""
-    retry = template.retry
-    retryable = error.retryable and error.type not in retry.non_retryable
-    if retryable and item.attempt < retry.max_attempts:
-        delay = retry.delay(item.attempt)
-        fire_at = after(d.now, delay)
-        following = item.attempt + 1
+    retry = retry_of(template.retry, item.attempt, error, d.now)
+    if retry is not None:
         _set_item(
             d,
             item,
             status=TaskStatus.SCHEDULED,
-            attempt=following,
+            attempt=retry.attempt,
             error=error,
             scheduled_at=None,
             started_at=None,
         )
-        d.command(
-            StartTimer(
-                run_id=d.original.id,
-                kind=TimerKind.RETRY,
-                task_id=item.task_id,
-                attempt=following,
-                item=item.index,
-                fire_at=fire_at,
-            )
-        )
-        data = {"item": item.index, "delay_seconds": delay, "fire_at": fire_at}
-        d.record("item.retry_scheduled", item.task_id, following, data=data)
+        d.command(retry.timer(d.original.id, item.task_id, item.index))
+        data = {"item": item.index, **retry.history_data()}
+        d.record("item.retry_scheduled", item.task_id, retry.attempt, data=data)
         return
     _set_item(d, item, status=final_status, error=error, finished_at=d.now)
     _count(d, item.task_id, failed=1)
@@ -543,8 +535,8 @@ def _error(kind: str, message: str) -> ErrorInfo:
 
 _ITEM_EVENTS: dict[type, ItemHandler] = {
     TaskStarted: _on_started,
-    TaskCompleted: _on_completed,
-    TaskFailed: _on_failed,
+    TaskCompleted: with_carried_start(_on_started, _on_completed),
+    TaskFailed: with_carried_start(_on_started, _on_failed),
     TaskHeartbeat: _on_heartbeat,
     DispatchLost: _on_dispatch_lost,
 }

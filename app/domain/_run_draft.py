@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,9 +22,12 @@ from app.domain.events import (
     HistoryEntry,
     RunFinished,
     StartTimer,
+    TaskCompleted,
+    TaskFailed,
     TimerKind,
 )
 from app.domain.expressions import METER
+from app.domain.keys import TimerKey
 from app.domain.state import ErrorInfo, RunState, RunStatus, TaskState, TaskStatus
 
 DISPATCHED_TYPES = frozenset({"handler", "http"})
@@ -315,3 +319,46 @@ def cancel_attempt_timer(
     d.command(
         CancelTimer(run_id=d.original.id, kind=kind, task_id=task_id, attempt=attempt, item=item)
     )
+
+
+Rule = Callable[..., None]
+"""A decider rule: `(draft, event)`, or `(draft, event, advance)` for a map item's."""
+
+
+def with_carried_start(start: Rule, end: Rule) -> Rule:
+    """The rule for a result that may carry its attempt's start.
+
+    A quick attempt reports its start and its result in one message (`started_at` on the
+    result). Its start is decided first, by `start` (the `task.started` rule, so a no-op
+    unless the attempt is still scheduled: a start reported on its own, a redelivery or a
+    stale attempt win), then the result by `end`, in one decision: the history shows
+    start then end. The timers the start arms and the end drops are never written.
+    """
+
+    def decide_result(d: Draft, event: TaskCompleted | TaskFailed, *args: Any) -> None:
+        if event.started_at is None:
+            end(d, event, *args)
+            return
+        mark = len(d.commands)
+        start(d, event, *args)
+        end(d, event, *args)
+        _drop_timers_started_then_cancelled(d, mark)
+
+    return decide_result
+
+
+def _drop_timers_started_then_cancelled(d: Draft, since: int) -> None:
+    """Leave out each timer started after `since` that a later command cancels.
+
+    The store cancels timers before it starts them, so such a pair would leave the timer
+    behind. The cancel stays: it may also drop a row written before this decision.
+    """
+    cancelled_after: set[TimerKey] = set()
+    kept: list[Command] = []
+    for command in reversed(d.commands[since:]):
+        if isinstance(command, CancelTimer):
+            cancelled_after.add(command.timer_key)
+        elif isinstance(command, StartTimer) and command.timer_key in cancelled_after:
+            continue
+        kept.append(command)
+    d.commands[since:] = reversed(kept)

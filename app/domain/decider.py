@@ -24,6 +24,7 @@ from app.domain import _heartbeat as heartbeat
 from app.domain import _map as map_
 from app.domain import _map_control as map_control
 from app.domain import _redispatch as redispatch
+from app.domain._retry import retry_of
 from app.domain._run_draft import (
     ACTIVE,
     DISPATCHED_TYPES,
@@ -38,6 +39,7 @@ from app.domain._run_draft import (
     fail_run,
     fail_task,
     finish,
+    with_carried_start,
 )
 from app.domain._task_rules import CompiledTask
 from app.domain.compile import Workflow
@@ -299,7 +301,8 @@ def _dispatched_attempt(
     return found
 
 
-def _on_task_started(d: Draft, event: TaskStarted) -> None:
+def _on_task_started(d: Draft, event: TaskStarted | TaskCompleted | TaskFailed) -> None:
+    """The attempt began: its `task.started`, or the start a quick attempt's result carries."""
     found = _dispatched_attempt(d, event.task_id, event.attempt, frozenset({TaskStatus.SCHEDULED}))
     if found is None:
         return
@@ -359,34 +362,18 @@ def _attempt_failed(
     final_status: TaskStatus,
 ) -> None:
     """Retry after the backoff if the policy allows it, else end the task and the run."""
-    retry = compiled.retry
-    if (
-        error.retryable
-        and error.type not in retry.non_retryable
-        and task.attempt < retry.max_attempts
-    ):
-        delay = retry.delay(task.attempt)
-        fire_at = after(d.now, delay)
-        following = task.attempt + 1
+    retry = retry_of(compiled.retry, task.attempt, error, d.now)
+    if retry is not None:
         d.update_task(
             task.task_id,
             status=TaskStatus.SCHEDULED,
-            attempt=following,
+            attempt=retry.attempt,
             error=error,
             scheduled_at=None,
             started_at=None,
         )
-        d.command(
-            StartTimer(
-                run_id=d.original.id,
-                kind=TimerKind.RETRY,
-                task_id=task.task_id,
-                attempt=following,
-                fire_at=fire_at,
-            )
-        )
-        data = {"delay_seconds": delay, "fire_at": fire_at}
-        d.record("task.retry_scheduled", task.task_id, following, data=data)
+        d.command(retry.timer(d.original.id, task.task_id))
+        d.record("task.retry_scheduled", task.task_id, retry.attempt, data=retry.history_data())
         return
     d.update_task(task.task_id, status=final_status, error=error, finished_at=d.now)
     fail_run(d, task.task_id, error)
@@ -523,8 +510,8 @@ _APPLY: dict[type, Callable[[Draft, Any], None]] = {
     RunStarted: _on_run_started,
     TaskStarted: _on_task_started,
     TaskHeartbeat: _on_task_heartbeat,
-    TaskCompleted: _on_task_completed,
-    TaskFailed: _on_task_failed,
+    TaskCompleted: with_carried_start(_on_task_started, _on_task_completed),
+    TaskFailed: with_carried_start(_on_task_started, _on_task_failed),
     TimerFired: _on_timer_fired,
     SignalReceived: _on_signal_received,
     CancelRequested: _on_cancel_requested,

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from app.domain.keys import AttemptFields, TimerFields
 from app.domain.state import ErrorInfo, RunState, RunStatus
 
 
@@ -28,7 +29,7 @@ class RunStarted(_Tagged, frozen=True, kw_only=True, tag="run.started"):
     run_id: str
 
 
-class TaskStarted(_Tagged, frozen=True, kw_only=True, tag="task.started"):
+class TaskStarted(_Tagged, AttemptFields, frozen=True, kw_only=True, tag="task.started"):
     """A worker began an attempt."""
 
     run_id: str
@@ -40,7 +41,7 @@ class TaskStarted(_Tagged, frozen=True, kw_only=True, tag="task.started"):
     """The item index when this is about one item of a `map` task."""
 
 
-class TaskCompleted(_Tagged, frozen=True, kw_only=True, tag="task.completed"):
+class TaskCompleted(_Tagged, AttemptFields, frozen=True, kw_only=True, tag="task.completed"):
     """An attempt finished with an output."""
 
     run_id: str
@@ -52,10 +53,10 @@ class TaskCompleted(_Tagged, frozen=True, kw_only=True, tag="task.completed"):
     """The item index when this is about one item of a `map` task."""
     started_at: datetime | None = None
     """Set when the attempt's start was not reported on its own (a quick attempt): this
-    result then stands for its `task.started` too."""
+    result then stands for its `task.started` too, which the decider applies first."""
 
 
-class TaskFailed(_Tagged, frozen=True, kw_only=True, tag="task.failed"):
+class TaskFailed(_Tagged, AttemptFields, frozen=True, kw_only=True, tag="task.failed"):
     """An attempt raised; `error.retryable` false stops further attempts."""
 
     run_id: str
@@ -69,21 +70,7 @@ class TaskFailed(_Tagged, frozen=True, kw_only=True, tag="task.failed"):
     """As on `TaskCompleted`: the start of an attempt not reported on its own."""
 
 
-def start_of(result: TaskCompleted | TaskFailed) -> TaskStarted | None:
-    """The `task.started` a result stands for, when it carries its attempt's start."""
-    if result.started_at is None:
-        return None
-    return TaskStarted(
-        run_id=result.run_id,
-        task_id=result.task_id,
-        attempt=result.attempt,
-        worker=result.worker,
-        started_at=result.started_at,
-        item=result.item,
-    )
-
-
-class TaskHeartbeat(_Tagged, frozen=True, kw_only=True, tag="task.heartbeat"):
+class TaskHeartbeat(_Tagged, AttemptFields, frozen=True, kw_only=True, tag="task.heartbeat"):
     """A running attempt is alive; `details` is whatever the handler reported."""
 
     run_id: str
@@ -107,7 +94,7 @@ class TimerKind(StrEnum):
     HEARTBEAT_TIMEOUT = "heartbeat_timeout"  # a running attempt stopped heartbeating
 
 
-class TimerFired(_Tagged, frozen=True, kw_only=True, tag="timer.fired"):
+class TimerFired(_Tagged, TimerFields, frozen=True, kw_only=True, tag="timer.fired"):
     """A durable timer came due."""
 
     run_id: str
@@ -133,7 +120,7 @@ class CancelRequested(_Tagged, frozen=True, kw_only=True, tag="run.cancel_reques
     reason: str = ""
 
 
-class DispatchLost(_Tagged, frozen=True, kw_only=True, tag="task.dispatch_lost"):
+class DispatchLost(_Tagged, AttemptFields, frozen=True, kw_only=True, tag="task.dispatch_lost"):
     """An attempt's dispatch may be gone (in-process transport restarted): send it again."""
 
     run_id: str
@@ -205,7 +192,7 @@ Event = (
 # --- commands ---------------------------------------------------------------------
 
 
-class DispatchTask(_Tagged, frozen=True, kw_only=True, tag="task.dispatch"):
+class DispatchTask(_Tagged, AttemptFields, frozen=True, kw_only=True, tag="task.dispatch"):
     """Send one attempt of a task to the workers of its queue."""
 
     run_id: str
@@ -235,7 +222,7 @@ class DispatchTask(_Tagged, frozen=True, kw_only=True, tag="task.dispatch"):
         return f"{self.run_id}/{self.task_id}"
 
 
-class StartTimer(_Tagged, frozen=True, kw_only=True, tag="timer.start"):
+class StartTimer(_Tagged, TimerFields, frozen=True, kw_only=True, tag="timer.start"):
     """Create (or replace) the durable timer identified by (run, kind, task, attempt)."""
 
     run_id: str
@@ -247,7 +234,7 @@ class StartTimer(_Tagged, frozen=True, kw_only=True, tag="timer.start"):
     """The item index when this is about one item of a `map` task."""
 
 
-class CancelTimer(_Tagged, frozen=True, kw_only=True, tag="timer.cancel"):
+class CancelTimer(_Tagged, TimerFields, frozen=True, kw_only=True, tag="timer.cancel"):
     """Delete the durable timer identified by (run, kind, task, attempt), if any."""
 
     run_id: str

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -21,13 +21,20 @@ from app.messages import Message
 from app.ports import Delivery
 from app.transports import MAX_DELIVERIES, REJECTED
 
-if TYPE_CHECKING:
-    from app.transports.kafka import KafkaTransport
-
 FETCH_MS = 500
 METADATA_SECONDS = 30.0
 Errors = Callable[[], AbstractContextManager[None]]
 """The transport's one place where driver errors become `TransportUnavailable`."""
+
+
+class BroadcastOwner(Protocol):
+    """What a broadcast subscription needs of the Kafka transport that opened it."""
+
+    max_deliveries: int
+    closed: bool
+
+    async def dead_letter(self, message: Message, channel: str, reason: str) -> None:
+        """Publish `message`, taken from `channel`, to `dead` with `reason`."""
 
 
 class _BroadcastDelivery:
@@ -67,7 +74,7 @@ class _BroadcastReader:
 
     def __init__(
         self,
-        transport: KafkaTransport,
+        transport: BroadcastOwner,
         channel: str,
         consumer: AIOKafkaConsumer,
         prefetch: int,
@@ -124,7 +131,7 @@ def _record_message(record: ConsumerRecord[Any, Any]) -> tuple[Message, int]:
 
 @asynccontextmanager
 async def broadcast_subscription(
-    transport: KafkaTransport,
+    transport: BroadcastOwner,
     channel: str,
     topic: str,
     *,

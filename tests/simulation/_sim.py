@@ -91,6 +91,7 @@ class Faults:
     stall: float = 0.05  # a worker stalls past the attempt timeout, then answers
     clock_jump: float = 0.02  # the clock leaps forward (per timer poll)
     wipe: float = 0.0  # in-process transport: a crash loses every message in flight
+    quick: float = 0.3  # not a fault: a quick attempt's start travels in its result
 
 
 @dataclass
@@ -280,7 +281,8 @@ class Simulation:
     # --- workers ---------------------------------------------------------------------------
 
     def _work(self, dispatch: DispatchTask) -> None:
-        """Publish TaskStarted, run the "handler" for a while, publish its result."""
+        """Publish TaskStarted (or, for a quick attempt, leave it to the result), run the
+        "handler" for a while, publish its result."""
         started = TaskStarted(
             run_id=dispatch.run_id,
             task_id=dispatch.task_id,
@@ -288,13 +290,17 @@ class Simulation:
             worker="sim",
             started_at=self.clock(),
         )
-        self._emit(started)
         stall = self._roll("stall")
+        carried = started.started_at if not stall and self._roll("quick") else None
+        if carried is None:
+            self._emit(started)
         seconds = self.rng.uniform(25, 60) if stall else self.rng.expovariate(1.0)
         generation = self._generation
-        self.at(seconds, lambda: self._finish(dispatch, generation))
+        self.at(seconds, lambda: self._finish(dispatch, generation, carried))
 
-    def _finish(self, dispatch: DispatchTask, generation: int) -> None:
+    def _finish(
+        self, dispatch: DispatchTask, generation: int, started_at: datetime | None = None
+    ) -> None:
         if generation != self._generation:
             return  # the worker died with the process (in-process transport)
         key = (dispatch.run_id, dispatch.task_id, dispatch.attempt)
@@ -303,13 +309,23 @@ class Simulation:
         if self._roll("fail"):
             error = ErrorInfo(type="Flaky", message="on purpose", retryable=True)
             result = TaskFailed(
-                run_id=key[0], task_id=key[1], attempt=key[2], error=error, worker="sim"
+                run_id=key[0],
+                task_id=key[1],
+                attempt=key[2],
+                error=error,
+                worker="sim",
+                started_at=started_at,
             )
         else:
             output = {"run": key[0], "task": key[1], "attempt": key[2]}
             self.outputs.setdefault(key, output)
             result = TaskCompleted(
-                run_id=key[0], task_id=key[1], attempt=key[2], output=output, worker="sim"
+                run_id=key[0],
+                task_id=key[1],
+                attempt=key[2],
+                output=output,
+                worker="sim",
+                started_at=started_at,
             )
         self._emit(result)
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.domain.events import CancelTimer, StartTimer
+from app.domain.keys import TimerKey
 from app.domain.state import RunState
 from app.ports import Applied, Changes, Decide
 
@@ -119,14 +120,14 @@ def merge(decided: Sequence[Changes]) -> Changes | None:
         return None
     if len(decided) == 1:
         return decided[0]
-    starts: dict[tuple[object, ...], StartTimer] = {}
+    starts: dict[TimerKey, StartTimer] = {}
     cancels: list[CancelTimer] = []
     for changes in decided:
         for cancel in changes.cancel_timers:
-            starts.pop(_identity(cancel), None)
+            starts.pop(cancel.timer_key, None)
             cancels.append(cancel)
         for start in changes.start_timers:
-            starts[_identity(start)] = start
+            starts[start.timer_key] = start
     return Changes(
         state=decided[-1].state,
         history=[entry for changes in decided for entry in changes.history],
@@ -137,7 +138,3 @@ def merge(decided: Sequence[Changes]) -> Changes | None:
         # One run, one trace: the latest decision's span parents the timers they start.
         traceparent=next((c.traceparent for c in reversed(decided) if c.traceparent), None),
     )
-
-
-def _identity(timer: StartTimer | CancelTimer) -> tuple[object, ...]:
-    return (timer.run_id, str(timer.kind), timer.task_id, timer.attempt, timer.item)

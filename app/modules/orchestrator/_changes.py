@@ -9,6 +9,7 @@ from app.domain.events import (
     CancelChildRun,
     CancelMapItems,
     CancelTimer,
+    ChildRunFinished,
     Decision,
     DispatchTask,
     RunFinished,
@@ -16,8 +17,7 @@ from app.domain.events import (
     StartTimer,
 )
 from app.domain.state import RunState
-from app.messages import CONTROL_CHANNEL, envelope, tasks_channel, to_message
-from app.modules.orchestrator._children import child_finished_message, events_message
+from app.messages import CONTROL_CHANNEL, EVENTS_CHANNEL, envelope, tasks_channel, to_message
 from app.observability import get_logger
 from app.ports import Changes, DueTimer, OutgoingMessage
 
@@ -69,6 +69,33 @@ def _dispatch_message(
     return OutgoingMessage(channel=tasks_channel(command.queue), message=message)
 
 
+def events_message(
+    payload: StartChildRun | CancelChildRun | ChildRunFinished,
+    source: str,
+    traceparent: str | None,
+) -> OutgoingMessage:
+    """An outbox message on the events channel."""
+    message = to_message(envelope(payload, source=source, traceparent=traceparent))
+    return OutgoingMessage(channel=EVENTS_CHANNEL, message=message)
+
+
+def child_finished_message(
+    finished: RunFinished, source: str, traceparent: str | None
+) -> list[OutgoingMessage]:
+    """The message telling a parent run its child ended; none for a run without parent."""
+    if finished.parent_run_id is None or finished.parent_task_id is None:
+        return []
+    event = ChildRunFinished(
+        run_id=finished.parent_run_id,
+        task_id=finished.parent_task_id,
+        child_run_id=finished.run_id,
+        status=finished.status,
+        output=finished.output,
+        error=finished.error,
+    )
+    return [events_message(event, source, traceparent)]
+
+
 def fired_timer_cancel(timer: DueTimer) -> CancelTimer:
     """The command that deletes a timer row once it has fired."""
     return CancelTimer(
@@ -89,12 +116,8 @@ def with_cancelled(changes: Changes | None, state: RunState, cancel: CancelTimer
     """
     if changes is None:
         return Changes(state=state, cancel_timers=[cancel])
-    if _identity(cancel) in {_identity(t) for t in changes.start_timers}:
+    if cancel.timer_key in {t.timer_key for t in changes.start_timers}:
         return changes
     if cancel in changes.cancel_timers:
         return changes
     return msgspec.structs.replace(changes, cancel_timers=[*changes.cancel_timers, cancel])
-
-
-def _identity(timer: StartTimer | CancelTimer) -> tuple[str, str, str | None, int, int | None]:
-    return (timer.run_id, str(timer.kind), timer.task_id, timer.attempt, timer.item)

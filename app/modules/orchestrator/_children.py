@@ -8,7 +8,8 @@ crash between the decision that asked for it and its effect:
   child), then telling the parent the child's id (`ChildRunStarted`). A child that
   cannot start (unknown workflow, bad input, nested deeper than `MAX_CHILD_DEPTH`) ends
   the parent's task as failed.
-- A finished child's `RunFinished` becomes `ChildRunFinished` for its parent.
+- A finished child's `RunFinished` becomes `ChildRunFinished` for its parent (written to
+  the outbox with the child's last decision: `_changes.child_finished_message`).
 - `CancelChildRun` (the parent's task ended first) is handled by cancelling the child;
   a child already finished is left alone.
 """
@@ -16,7 +17,6 @@ crash between the decision that asked for it and its effect:
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
 
 from app.domain.errors import (
     InputInvalid,
@@ -25,51 +25,14 @@ from app.domain.errors import (
     RunNotFound,
     WorkflowNotFound,
 )
-from app.domain.events import (
-    CancelChildRun,
-    ChildRunFinished,
-    ChildRunStarted,
-    RunFinished,
-    StartChildRun,
-)
+from app.domain.events import CancelChildRun, ChildRunFinished, ChildRunStarted, StartChildRun
 from app.domain.state import ErrorInfo, RunStatus
-from app.messages import EVENTS_CHANNEL, envelope, to_message
-from app.ports import OutgoingMessage
-
-if TYPE_CHECKING:  # the engine imports this module's siblings; only types flow back
-    from app.modules.orchestrator._engine import RunEngine
+from app.modules.orchestrator._engine import RunEngine
 
 ChildCommand = StartChildRun | CancelChildRun
 
 MAX_CHILD_DEPTH = 10
 """How deep child runs nest below a top-level run, so a workflow that starts itself ends."""
-
-
-def events_message(
-    payload: StartChildRun | CancelChildRun | ChildRunFinished,
-    source: str,
-    traceparent: str | None,
-) -> OutgoingMessage:
-    """An outbox message on the events channel."""
-    message = to_message(envelope(payload, source=source, traceparent=traceparent))
-    return OutgoingMessage(channel=EVENTS_CHANNEL, message=message)
-
-
-def child_finished_message(
-    finished: RunFinished, source: str, traceparent: str | None
-) -> list[OutgoingMessage]:
-    """The message telling a parent run its child ended; none for a run without parent."""
-    if finished.parent_run_id is None or finished.parent_task_id is None:
-        return []
-    event = ChildRunFinished(
-        run_id=finished.parent_run_id,
-        task_id=finished.parent_task_id,
-        child_run_id=finished.run_id,
-        status=finished.status,
-        output=finished.output,
-        error=finished.error,
-    )
-    return [events_message(event, source, traceparent)]
 
 
 async def handle_child_command(

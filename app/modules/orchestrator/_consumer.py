@@ -20,7 +20,6 @@ from app.domain.events import (
     TaskFailed,
     TaskHeartbeat,
     TaskStarted,
-    start_of,
 )
 from app.messages import EVENTS_CHANNEL, Envelope, decode
 from app.modules.orchestrator._children import handle_child_command
@@ -139,10 +138,7 @@ class EventConsumer:
     async def _apply(self, event: WorkerEvent, traceparent: str | None) -> None:
         if isinstance(event, StartChildRun | CancelChildRun):
             await handle_child_command(self._engine, event, traceparent)
-        elif isinstance(event, TaskCompleted | TaskFailed) and (start := start_of(event)):
-            # A quick attempt's result carries its start: decide both, in order.
-            await self._engine.apply_events(event.run_id, [start, event], traceparent=traceparent)
-        else:
+        else:  # a result carrying its start (a quick attempt's) is one event too
             await self._engine.apply_event(event.run_id, event, traceparent=traceparent)
 
 

@@ -300,60 +300,34 @@ class RunEngine:
 
         Raises `RunNotFound`, and the store's errors.
         """
-        return await self.apply_events(
-            run_id, [event], traceparent=traceparent, also_cancel=also_cancel
-        )
-
-    async def apply_events(
-        self,
-        run_id: str,
-        events: Sequence[Event],
-        *,
-        traceparent: str | None = None,
-        also_cancel: CancelTimer | None = None,
-    ) -> tuple[Applied | None, RunState | None]:
-        """Apply events that arrived together (a result carrying its start), in order, in
-        one transaction where they can share it; the last one's outcome, as `apply_event`.
-
-        `also_cancel` goes with the last event.
-        """
         compiled = await self._workflow_of_run(run_id)
-        outcomes = [_Outcome() for _ in events]
+        outcome = _Outcome()
         with self._telemetry.decision(
             run_id,
-            _event_type(events[-1]),
+            _event_type(event),
             traceparent=traceparent or self._run_traces.get(run_id),
             workflow=compiled.name,
         ):
-            # Messages written by these decisions carry this span, read here because the
-            # store may run the callbacks where the current context is not ours.
-            span = current_traceparent()
-            pendings: list[tuple[Pending, ItemsWanted | None]] = []
-            for event, outcome in zip(events, outcomes, strict=True):
-                cancel = also_cancel if event is events[-1] else None
-                decider = self._decider(compiled, event, outcome, span, cancel)
-                items = items_for(event)
-                batchable = items is None and cancel is None and isinstance(event, _BATCHABLE)
-                pendings.append((Pending(decider, batchable=batchable, outcome=outcome), items))
-                self._queues.add(run_id, pendings[-1][0])
-            batches: list[list[Pending]] = []
+            # Messages written by this decision carry its span, read here because the
+            # store may run the callback where the current context is not ours.
+            decider = self._decider(compiled, event, outcome, current_traceparent(), also_cancel)
+            items = items_for(event)
+            batchable = items is None and also_cancel is None and isinstance(event, _BATCHABLE)
+            pending = Pending(decider, batchable=batchable, outcome=outcome)
+            self._queues.add(run_id, pending)
             try:
                 async with self._run_locks.hold(run_id):
-                    for pending, items in pendings:
-                        # One decided in the transaction of an event ahead of it is done.
-                        if not pending.done:
-                            batches.append(await self._apply_queued(run_id, pending, items))
+                    if pending.done:  # decided in the transaction of an event ahead of it
+                        return (pending.applied if pending.changed else None), outcome.state
+                    batch = await self._apply_queued(run_id, pending, items)
             finally:
-                for pending, _ in pendings:
-                    if not pending.done:
-                        pending.abandoned = True
-                        self._queues.remove(run_id, pending)
-            for batch in batches:
-                applied = batch[0].applied
-                if applied is not None:
-                    await self._after_commit(applied, [p.outcome for p in batch], compiled)
-        last = pendings[-1][0]
-        return (last.applied if last.changed else None), outcomes[-1].state
+                if not pending.done:
+                    pending.abandoned = True
+                    self._queues.remove(run_id, pending)
+            applied = batch[0].applied
+            if applied is not None:
+                await self._after_commit(applied, [p.outcome for p in batch], compiled)
+        return (applied if pending.changed else None), outcome.state
 
     async def _apply_queued(
         self, run_id: str, own: Pending, items: ItemsWanted | None

@@ -23,6 +23,7 @@ import anyio
 import msgspec
 
 from app.domain.events import CancelAttempts, DispatchTask
+from app.domain.keys import AttemptKey
 from app.messages import CONTROL_CHANNEL, decode
 from app.modules.worker._context import AttemptControl
 from app.observability import get_logger
@@ -34,8 +35,6 @@ REMEMBERED_RUNS = 10_000
 """Runs whose cancels a worker remembers (the oldest are forgotten first)."""
 CONTROL_PREFETCH = 64
 
-_Key = tuple[str, str, int, int | None]
-
 
 class _Running:
     __slots__ = ("control", "scope")
@@ -45,15 +44,11 @@ class _Running:
         self.scope = scope
 
 
-def _key(dispatch: DispatchTask) -> _Key:
-    return (dispatch.run_id, dispatch.task_id, dispatch.attempt, dispatch.item)
-
-
 class RunningAttempts:
     """The attempts this worker runs, each with its cancel scope; and recent cancels."""
 
     def __init__(self, remembered_runs: int = REMEMBERED_RUNS) -> None:
-        self._running: dict[_Key, _Running] = {}
+        self._running: dict[AttemptKey, _Running] = {}
         self._cancels: OrderedDict[str, list[tuple[CancelAttempts, datetime]]] = OrderedDict()
         self._remembered_runs = remembered_runs
 
@@ -62,7 +57,7 @@ class RunningAttempts:
         self, dispatch: DispatchTask, control: AttemptControl
     ) -> Iterator[anyio.CancelScope]:
         """Register the attempt while it runs; a cancel for it cancels the scope yielded."""
-        key = _key(dispatch)
+        key = dispatch.attempt_key
         with anyio.CancelScope() as scope:
             self._running[key] = _Running(control, scope)
             try:
@@ -84,7 +79,7 @@ class RunningAttempts:
     def cancelled_before(self, dispatch: DispatchTask, decided_at: datetime) -> bool:
         """Whether a cancel decided at or after this dispatch names it (it is stale)."""
         for command, cancelled_at in self._cancels.get(dispatch.run_id, ()):
-            if cancelled_at >= decided_at and command.matches(*_key(dispatch)):
+            if cancelled_at >= decided_at and command.matches(*dispatch.attempt_key):
                 return True
         return False
 

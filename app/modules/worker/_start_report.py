@@ -16,7 +16,7 @@ START_REPORT_SECONDS = 0.05
 """How long an attempt runs before its `task.started` is published on its own.
 
 A quicker attempt's start travels in its result (`started_at`): one message instead of
-two, and the orchestrator decides both in one transaction. Its `started_at` is still the
+two, which the decider takes as the start then the result. Its `started_at` is still the
 time it began.
 """
 
@@ -42,13 +42,9 @@ class StartReport:
             self._sent = True
 
     async def send_result(self, result: TaskCompleted | TaskFailed) -> None:
-        """Publish the result; it carries the start when that is not out yet (one message,
-        which the orchestrator decides as the start followed by the result)."""
+        """Publish the result; it carries the start (`started_at`) when that is not out yet."""
         async with self._lock:
             if not self._sent:
-                started = self._started
-                result = msgspec.structs.replace(
-                    result, started_at=started.started_at, worker=started.worker
-                )
+                result = msgspec.structs.replace(result, started_at=self._started.started_at)
             await self._transport.publish(EVENTS_CHANNEL, [self._message(result)])
             self._sent = True

@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from app.domain.events import Event, TaskCompleted, TaskStarted, start_of
+from app.domain.events import Event, TaskCompleted, TaskStarted
 from app.domain.state import TaskStatus
 from app.engine import SystemClock, build
 from app.modules.orchestrator import Relay, RunEngine
@@ -100,10 +100,8 @@ async def test_a_result_carrying_its_start_is_decided_as_both_in_one_transaction
         result = TaskCompleted(
             run_id=run.id, task_id="a", attempt=1, output=1, worker="w-7", started_at=began
         )
-        start = start_of(result)
-        assert start is not None
 
-        applied, _ = await runs.apply_events(run.id, [start, result])
+        applied, _ = await runs.apply_event(run.id, result)
 
         assert held.applies == 1
         assert applied is not None

@@ -162,26 +162,39 @@ class World:
 
 
 def outcomes(draw: st.DrawFn, dispatch: DispatchTask, wf: Workflow) -> list[Event]:
-    """What a worker reports for one dispatch: maybe a start, then exactly one result; or,
-    for a task with a schedule-to-start limit, nothing at all (the broker lost it)."""
+    """What a worker reports for one dispatch: maybe a start, then exactly one result (a
+    quick attempt's carries its start instead); or, for a task with a schedule-to-start
+    limit, nothing at all (the broker lost it)."""
     can_lose = wf.tasks[dispatch.task_id].schedule_to_start_seconds is not None
     if can_lose and draw(st.integers(0, 5)) == 0:
         return []  # its schedule-to-start timer sends it again
     events: list[Event] = []
-    if draw(st.booleans()):
+    start = draw(st.sampled_from(["alone", "carried", "unseen"]))
+    if start == "alone":
         events.append(TaskStarted(run_id=R, task_id=dispatch.task_id, attempt=dispatch.attempt))
+    started_at = START if start == "carried" else None
     verdict = draw(st.sampled_from(["ok", "ok", "fail", "fatal"]))
     if verdict == "ok":
         output = {"attempt": dispatch.attempt, "go": draw(st.booleans())}
         events.append(
             TaskCompleted(
-                run_id=R, task_id=dispatch.task_id, attempt=dispatch.attempt, output=output
+                run_id=R,
+                task_id=dispatch.task_id,
+                attempt=dispatch.attempt,
+                output=output,
+                started_at=started_at,
             )
         )
     else:
         error = ErrorInfo(type="Fatal" if verdict == "fatal" else "IOError", message="x")
         events.append(
-            TaskFailed(run_id=R, task_id=dispatch.task_id, attempt=dispatch.attempt, error=error)
+            TaskFailed(
+                run_id=R,
+                task_id=dispatch.task_id,
+                attempt=dispatch.attempt,
+                error=error,
+                started_at=started_at,
+            )
         )
     return events
 
