@@ -206,10 +206,6 @@ class RunStore(Protocol):
         """A run's history, oldest first; raises `RunNotFound`, `InvalidCursor`."""
         ...
 
-
-class MapItemStore(Protocol):
-    """Reads of a map task's items (kept apart from `RunStore` so its fakes stay small)."""
-
     async def list_map_items(
         self, run_id: str, task_id: str, limit: int, cursor: str | None
     ) -> Page[MapItemRecord]:
@@ -326,7 +322,6 @@ class ScheduleStore(Protocol):
 class StateStore(
     WorkflowStore,
     RunStore,
-    MapItemStore,
     DecisionStore,
     OutboxStore,
     TimerStore,
@@ -412,7 +407,7 @@ class Transport(Protocol):
 
 
 class RunControl(Protocol):
-    """Starting and steering runs; what the API and CLI call."""
+    """Starting and steering runs (retry, pause, resume too); what the API and CLI call."""
 
     async def start_run(
         self,
@@ -436,10 +431,6 @@ class RunControl(Protocol):
     async def register_workflow(self, definition: dict[str, Any]) -> tuple[StoredWorkflow, bool]:
         """Validate and store a definition; raises `DefinitionInvalid`."""
         ...
-
-
-class RunSteering(Protocol):
-    """Retry, pause and resume: the rest of the control surface over runs."""
 
     async def retry_run(self, run_id: str) -> RunState:
         """Resume a failed or timed-out run from its failed tasks; raises `RunNotActive`."""
