@@ -82,3 +82,8 @@ async def test_retry_of_a_run_still_running_is_409(http: httpx.AsyncClient) -> N
     run = await start(http, input={"sku": "A1"})
     body = problem(await http.post(f"/v1/runs/{run['id']}/retry"), 409, "run-not-active")
     assert body["run_status"] == "running"
+
+
+async def test_an_api_built_without_schedules_says_so(http: httpx.AsyncClient) -> None:
+    """An embedding that wires no schedule service answers 404 schedules-unavailable."""
+    problem(await http.get("/v1/schedules"), 404, "schedules-unavailable")
