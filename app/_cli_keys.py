@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO, TypeVar
 
 from app._auth_policy import LOCKED
-from app.config import Settings
+from app.config import ConfigError, Settings
 from app.domain.api_keys import ApiKey, new_key, parse_scopes
 from app.ports import ApiKeyStore
 
@@ -70,7 +70,12 @@ def _with_keys(settings: Settings, action: Callable[[ApiKeyStore], Awaitable[T]]
     import anyio  # noqa: PLC0415 -- the store loads only for commands that need it
 
     from app.engine import migrates_on_start  # noqa: PLC0415
-    from app.store import api_key_store, build_store  # noqa: PLC0415
+    from app.store import MEMORY_URL, api_key_store, build_store  # noqa: PLC0415
+
+    if settings.database.url == MEMORY_URL:
+        # A key made here would die with this command: no server could ever check it.
+        reason = "memory:// keeps API keys inside the serving process; use a shared database"
+        raise ConfigError("database.url", reason)
 
     async def run() -> T:
         store = build_store(settings.database)

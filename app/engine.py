@@ -26,7 +26,7 @@ from app.modules.orchestrator import Orchestrator, Relay, RunEngine, ScheduleSer
 from app.modules.worker import HandlerRegistry, HttpExecutor, SyncThreads, Worker
 from app.observability import Telemetry, get_logger
 from app.ports import Clock, HealthCheck, StateStore, Transport
-from app.store import StoreUnavailable, api_key_store, build_store
+from app.store import MEMORY_URL, StoreUnavailable, api_key_store, build_store
 from app.transports import build_transport
 from app.transports._connect import connect_with_retries
 from app.transports._errors import TransportUnavailable
@@ -293,6 +293,14 @@ async def migrate(settings: Settings) -> None:
         await store.close()
 
 
+def _refuse_split_memory_store(settings: Settings, roles: Collection[str]) -> None:
+    """Raise `ConfigError` for an api or an orchestrator alone on memory://: the store
+    lives in one process, so the other role elsewhere could never see its runs."""
+    if settings.database.url == MEMORY_URL and len({"api", "orchestrator"} & set(roles)) == 1:
+        reason = "memory:// lives in one process: serve the api and orchestrator roles together"
+        raise ConfigError("database.url", reason)
+
+
 def migrates_on_start(settings: Settings) -> bool:
     """Whether `serve` (and `treadle keys`) migrate first: by default on SQLite only."""
     wanted = settings.database.migrate_on_start
@@ -312,6 +320,7 @@ async def serve(
     unknown = set(roles) - ROLES
     if unknown:
         raise ValueError(f"unknown roles {sorted(unknown)}; choose from {sorted(ROLES)}")
+    _refuse_split_memory_store(settings, roles)
     engine = build(settings, handler_modules=handler_modules, roles=roles)
     if migrates_on_start(settings):
         await engine.store.migrate()

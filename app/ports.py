@@ -183,6 +183,18 @@ class RunStore(Protocol):
         """The run with all its tasks; raises `RunNotFound`."""
         ...
 
+    async def get_run_bounded(self, run_id: str, most_bytes: int) -> RunState:
+        """The run with its tasks, each input and output over `most_bytes` as JSON an
+        `OmittedValue`; raises `RunNotFound`."""
+        ...
+
+    async def get_value(
+        self, run_id: str, task_id: str | None, item: int | None, field: str
+    ) -> str | None:
+        """The stored JSON of the run's (or a task's, or a map item's) `input`, `output` or
+        `error`, None for null; raises `RunNotFound`, `TaskNotFound`."""
+        ...
+
     async def list_runs(
         self,
         *,
@@ -207,10 +219,6 @@ class RunStore(Protocol):
         """A run's history, oldest first; raises `RunNotFound`, `InvalidCursor`."""
         ...
 
-
-class MapItemStore(Protocol):
-    """Reads of a map task's items (kept apart from `RunStore` so its fakes stay small)."""
-
     async def list_map_items(
         self,
         run_id: str,
@@ -230,23 +238,6 @@ class OmittedValue(msgspec.Struct, frozen=True, kw_only=True):
 
     size: int
     """Bytes of its JSON."""
-
-
-class RunValueStore(Protocol):
-    """Reads that leave a run's large values in the store (apart from `RunStore`, so its
-    fakes stay small; the API measures values itself when the store lacks these)."""
-
-    async def get_run_bounded(self, run_id: str, most_bytes: int) -> RunState:
-        """The run with its tasks, each input and output over `most_bytes` as JSON an
-        `OmittedValue`; raises `RunNotFound`."""
-        ...
-
-    async def get_value(
-        self, run_id: str, task_id: str | None, item: int | None, field: str
-    ) -> str | None:
-        """The stored JSON of the run's (or a task's, or a map item's) `input`, `output` or
-        `error`, None for null; raises `RunNotFound`, `TaskNotFound`."""
-        ...
 
 
 class DecisionStore(Protocol):
@@ -368,7 +359,6 @@ class DeliveryCounter(Protocol):
 class StateStore(
     WorkflowStore,
     RunStore,
-    MapItemStore,
     DecisionStore,
     OutboxStore,
     TimerStore,
@@ -462,7 +452,7 @@ class Transport(Protocol):
 
 
 class RunControl(Protocol):
-    """Starting and steering runs; what the API and CLI call."""
+    """Starting and steering runs (retry, pause, resume too); what the API and CLI call."""
 
     async def start_run(
         self,
@@ -486,10 +476,6 @@ class RunControl(Protocol):
     async def register_workflow(self, definition: dict[str, Any]) -> tuple[StoredWorkflow, bool]:
         """Validate and store a definition; raises `DefinitionInvalid`."""
         ...
-
-
-class RunSteering(Protocol):
-    """Retry, pause and resume: the rest of the control surface over runs."""
 
     async def retry_run(self, run_id: str) -> RunState:
         """Resume a failed or timed-out run from its failed tasks; raises `RunNotActive`."""

@@ -1,7 +1,9 @@
 """The state store: every durable fact of the engine, in SQLite, PostgreSQL or MySQL.
 
 `build_store(settings)` picks the database from the URL; the SQLAlchemy machinery (and
-with it the driver) is imported only when a store is built.
+with it the driver) is imported only when a store is built. `memory://` keeps everything
+in the process (`memory.MemoryStore`): nothing survives a restart, so it is for tests and
+embedding only.
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from app.store._errors import StoreError, StoreUnavailable
+
+MEMORY_URL = "memory://"
+"""The database URL of the in-process store (for tests and embedding; keeps nothing)."""
 
 if TYPE_CHECKING:
     from app.config import DatabaseSettings
@@ -18,9 +23,13 @@ if TYPE_CHECKING:
 def build_store(settings: DatabaseSettings) -> StateStore:
     """The store for `settings.url` (`sqlite+aiosqlite://`, `postgresql+asyncpg://`, ...).
 
-    Bare schemes (`sqlite://`, `postgresql://`, `mysql://`) get Treadle's async driver.
-    The schema is not touched: call `migrate()` on the result.
+    Bare schemes (`sqlite://`, `postgresql://`, `mysql://`) get Treadle's async driver;
+    `memory://` the in-process store. The schema is not touched: call `migrate()` on it.
     """
+    if settings.url == MEMORY_URL:
+        from app.store.memory import MemoryStore  # noqa: PLC0415
+
+        return MemoryStore()
     from app._tls import ssl_context  # noqa: PLC0415
     from app.store._sqlalchemy import SqlStore  # noqa: PLC0415 - keeps drivers lazy
 
@@ -37,10 +46,14 @@ def api_key_store(store: StateStore) -> ApiKeyStore:
     """The API keys kept in `store`'s database, over the same connection pool."""
     from app.store._api_keys import SqlApiKeyStore  # noqa: PLC0415
     from app.store._sqlalchemy import SqlStore  # noqa: PLC0415
+    from app.store.memory import MemoryStore  # noqa: PLC0415
+
+    if isinstance(store, MemoryStore):
+        return store  # it keeps its keys beside its runs
 
     if not isinstance(store, SqlStore):
-        raise TypeError(f"API keys live in a SqlStore, not {type(store).__name__}")
+        raise TypeError(f"API keys live in a SqlStore or MemoryStore, not {type(store).__name__}")
     return SqlApiKeyStore(store._db)  # one package: share the pool
 
 
-__all__ = ["StoreError", "StoreUnavailable", "api_key_store", "build_store"]
+__all__ = ["MEMORY_URL", "StoreError", "StoreUnavailable", "api_key_store", "build_store"]

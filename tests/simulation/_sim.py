@@ -3,8 +3,9 @@
 Everything that is nondeterministic in production — message delays, duplicates,
 redeliveries, worker outcomes and stalls, crashes between commit and publish, the clock
 — comes from one `random.Random(seed)`, so a seed replays exactly. The engine logic
-is real: the pure decider, the `Changes` mapping and the wire envelopes; the store,
-broker and processes are small in-memory models of their ports' contracts.
+is real: the pure decider, the `Changes` mapping, the wire envelopes and the store (the
+in-memory adapter, driven through its port in one task, so its answers are deterministic);
+the broker and processes are small in-memory models of their ports' contracts.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from __future__ import annotations
 import heapq
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
+
 from app.domain.compile import Workflow, compile_workflow, parse_definition
-from app.domain.decider import new_run
+from app.domain.decider import decide, new_run
 from app.domain.events import (
     DispatchLost,
     DispatchTask,
@@ -29,11 +32,16 @@ from app.domain.events import (
     TaskStarted,
     TimerFired,
 )
-from app.domain.state import ErrorInfo, RunStatus, TaskStatus
+from app.domain.state import ErrorInfo, RunState, RunStatus, TaskStatus
 from app.messages import EVENTS_CHANNEL, decode, envelope, is_broadcast, to_message
-from app.modules.orchestrator._changes import fired_timer_cancel
-from app.ports import DueTimer
-from tests.simulation._store import TERMINAL_TASK, InvariantBroken, OutboxRow, SimStore
+from app.modules.orchestrator._changes import (
+    changes_from_decision,
+    fired_timer_cancel,
+    with_cancelled,
+)
+from app.ports import Changes, DueTimer, OutboxRecord
+from app.store.memory import MemoryStore
+from tests.simulation._checks import TERMINAL_TASK, InvariantBroken, check_decision
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 SWEEP_EVERY = 5.0
@@ -41,6 +49,8 @@ STALE_AFTER = 10.0
 TIMER_POLL = 2.0
 ACK_WAIT = 30.0  # an unacked delivery comes back after this (consumer crash, lost ack)
 HORIZON = 20_000.0  # simulated seconds: a run not terminal by then is stuck
+LEASE = 30.0  # a claimed timer's lease (its decision deletes it first in practice)
+EVERYTHING = 100_000  # a page size no simulation reaches
 
 RETRY = {"max_attempts": 4, "initial_interval": "1s", "backoff": 2.0, "max_interval": "8s"}
 DEFINITIONS: list[dict[str, Any]] = [
@@ -110,11 +120,13 @@ class Simulation:
         self.seed = seed
         self.rng = random.Random(seed)
         self.faults = faults
-        self.store = SimStore(workflows)
+        self.workflows = workflows
+        self.store = MemoryStore(clock=self.clock)
+        self.decisions = 0
         self.stats = Stats()
         self.now = 0.0
         self._skew = 0.0  # clock jumps: the orchestrator's clock runs ahead of sim time
-        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._queue: list[tuple[float, int, Callable[[], Awaitable[None]]]] = []
         self._seq = 0
         self._generation = 0  # bumps when an in-process transport loses what it held
         self._in_flight = 0  # deliveries scheduled and not yet made
@@ -125,7 +137,7 @@ class Simulation:
 
     # --- scheduler ----------------------------------------------------------------------
 
-    def at(self, delay: float, action: Callable[[], None]) -> None:
+    def at(self, delay: float, action: Callable[[], Awaitable[None]]) -> None:
         """Schedule `action` `delay` simulated seconds from now."""
         self._seq += 1
         heapq.heappush(self._queue, (self.now + delay, self._seq, action))
@@ -136,7 +148,11 @@ class Simulation:
 
     def run(self, runs: int = 4) -> Stats:
         """Start `runs` runs, simulate until everything settles, then check the end state."""
-        names = sorted(self.store.workflows)
+        stats: Stats = anyio.run(self._run, runs)
+        return stats
+
+    async def _run(self, runs: int) -> Stats:
+        names = sorted(self.workflows)
         self._runs = runs
         for i in range(runs):
             self.at(self.rng.uniform(0, 5), lambda i=i: self._start(i, self.rng.choice(names)))
@@ -147,53 +163,69 @@ class Simulation:
             if at > HORIZON:
                 break
             self.now = at
-            action()
-        self.stats.decisions = self.store.decisions
+            await action()
+        self.stats.decisions = self.decisions
         check_end_state(self)
         return self.stats
 
     def _settled(self) -> bool:
-        # Cheapest first: this runs before every step.
+        # Cheapest first: this runs before every step, so it reads the store's data (an
+        # observer's look, not a step of the engine's, and no round trip to the loop).
+        data = self.store.data
         return (
             self._in_flight == 0
-            and len(self.store.runs) == self._runs
-            and all(r.status.is_terminal for r in self.store.runs.values())
-            and all(row.sent for row in self.store.outbox)
+            and len(data.runs) == self._runs
+            and all(r.status.is_terminal for r in data.runs.values())
+            and all(row.sent_at is not None for row in data.outbox.values())
         )
 
     # --- the api and orchestrator ----------------------------------------------------------
 
-    def _start(self, i: int, name: str) -> None:
-        workflow = self.store.workflows[name]
+    async def _start(self, i: int, name: str) -> None:
+        workflow = self.workflows[name]
         run = new_run(workflow, run_id=f"run-{i}", version=1, input={"i": i}, now=self.clock())
-        self.store.create(run)
-        self._decide(run.id, RunStarted(run_id=run.id))
+        await self.store.create_run(run, lambda s: None)
+        await self._decide(run.id, RunStarted(run_id=run.id))
 
-    def _decide(
+    async def _decide(
         self,
         run_id: str,
         event: Event,
         redeliver: Callable[[], None] | None = None,
         timer: DueTimer | None = None,
     ) -> None:
-        """Apply in one "transaction", then relay; a crash may strike between the two."""
+        """Apply in one transaction, then relay; a crash may strike between the two."""
         cancel = fired_timer_cancel(timer) if timer is not None else None
-        rows = self.store.apply(run_id, event, self.clock(), also_cancel=cancel)
+        now = self.clock()
+
+        def decision(before: RunState) -> Changes | None:
+            decided = decide(self.workflows[before.workflow], before, event, now)
+            changes = changes_from_decision(decided, source="sim")
+            if cancel is not None:
+                changes = with_cancelled(changes, before, cancel)
+            if changes is None:
+                return None
+            check_decision(before, changes, event)
+            self.decisions += 1
+            return changes
+
+        applied = await self.store.apply(run_id, decision)
+        rows = applied.outbox if applied is not None else []
         self.trace.append(f"{self.now:9.2f} apply {type(event).__name__} {_about(event)}")
         if rows and self._roll("crash_before_publish"):
             if not self._crash() and redeliver is not None:
                 redeliver()  # never acked: a durable broker hands it over again
             return
-        self._relay(rows)
+        await self._relay(rows)
 
-    def _relay(self, rows: list[OutboxRow]) -> None:
+    async def _relay(self, rows: list[OutboxRecord]) -> None:
         for row in rows:
-            self._publish(row.message.channel, row.message.message.body)
+            self._publish(row.channel, row.message.body)
         if rows and self._roll("crash_before_mark_sent"):
             self._crash()
             return
-        for row in rows:
-            row.sent = True
+        if rows:
+            await self.store.mark_sent([row.id for row in rows])
 
     def _crash(self) -> bool:
         """The orchestrator dies; True if the in-process transport lost what it held."""
@@ -204,43 +236,39 @@ class Simulation:
         self.at(self.rng.uniform(1, 10), self._recover)
         return True
 
-    def _recover(self) -> None:
+    async def _recover(self) -> None:
         """Start-up recovery of the in-process transport: re-dispatch attempts in flight."""
-        for run_id, task_id, attempt in self.store.inflight():
-            lost = DispatchLost(run_id=run_id, task_id=task_id, attempt=attempt)
-            self._decide(run_id, lost)
+        inflight = await self.store.inflight_attempts(EVERYTHING, None)
+        for attempt in inflight:
+            if attempt.item is None and attempt.attempt >= 1:
+                lost = DispatchLost(
+                    run_id=attempt.run_id, task_id=attempt.task_id, attempt=attempt.attempt
+                )
+                await self._decide(attempt.run_id, lost)
 
-    def _sweep(self) -> None:
+    async def _sweep(self) -> None:
         stale = self.clock() - timedelta(seconds=STALE_AFTER)
-        unsent = [r for r in self.store.outbox if not r.sent and r.created_at <= stale]
+        unsent = await self.store.claim_unsent(stale, EVERYTHING)
         if unsent:
             self.trace.append(f"{self.now:9.2f} sweep {len(unsent)}")
-            self._relay(unsent)
+            await self._relay(unsent)
         self.at(SWEEP_EVERY, self._sweep)
 
-    def _timer_poll(self) -> None:
+    async def _timer_poll(self) -> None:
         if self._roll("clock_jump"):
             self._skew += self.rng.choice([5.0, 30.0, 120.0])
-        for start in self.store.due_timers(self.clock()):
-            timer = DueTimer(
-                run_id=start.run_id,
-                kind=start.kind,
-                task_id=start.task_id,
-                attempt=start.attempt,
-                item=start.item,
-                fire_at=start.fire_at,
-            )
+        for timer in await self.store.claim_due_timers(self.clock(), EVERYTHING, LEASE):
             event = TimerFired(
                 run_id=timer.run_id, kind=timer.kind, task_id=timer.task_id, attempt=timer.attempt
             )
-            self._decide(timer.run_id, event, timer=timer)
-        self.at(self._next_poll(), self._timer_poll)
+            await self._decide(timer.run_id, event, timer=timer)
+        self.at(await self._next_poll(), self._timer_poll)
 
-    def _next_poll(self) -> float:
+    async def _next_poll(self) -> float:
         """Like the timer loop: sleep until the next timer, at most one poll interval."""
-        if not self.store.timers:
+        soonest = await self.store.next_timer_at()
+        if soonest is None:
             return TIMER_POLL
-        soonest = min(t.fire_at for t in self.store.timers.values())
         return min(TIMER_POLL, max(0.1, (soonest - self.clock()).total_seconds()))
 
     # --- the broker -----------------------------------------------------------------------
@@ -255,25 +283,25 @@ class Simulation:
         generation = self._generation
         self._in_flight += 1
 
-        def deliver() -> None:
+        async def deliver() -> None:
             self._in_flight -= 1
             if generation != self._generation:
                 return  # the in-process transport lost it in a crash
             if self._roll("redeliver"):
                 self._send(channel, body, ACK_WAIT)  # taken, never acked: comes back
                 return
-            self._consume(channel, body)
+            await self._consume(channel, body)
 
         self.at(delay, deliver)
 
-    def _consume(self, channel: str, body: bytes) -> None:
+    async def _consume(self, channel: str, body: bytes) -> None:
         if is_broadcast(channel):
             return  # task.cancel: the simulated workers finish every attempt; it only saves work
         payload = decode(body).payload
         if channel == EVENTS_CHANNEL:
             assert isinstance(payload, TaskStarted | TaskCompleted | TaskFailed)
             again = lambda: self._send(channel, body, ACK_WAIT)  # noqa: E731
-            self._decide(payload.run_id, payload, again)
+            await self._decide(payload.run_id, payload, again)
             return
         assert isinstance(payload, DispatchTask)
         self._work(payload)
@@ -298,7 +326,7 @@ class Simulation:
         generation = self._generation
         self.at(seconds, lambda: self._finish(dispatch, generation, carried))
 
-    def _finish(
+    async def _finish(
         self, dispatch: DispatchTask, generation: int, started_at: datetime | None = None
     ) -> None:
         if generation != self._generation:
@@ -346,11 +374,12 @@ def _about(event: Event) -> str:
 
 def check_end_state(sim: Simulation) -> None:
     """Every run terminal, one terminal state per task, outputs from one attempt, all sent."""
-    store = sim.store
-    for run in store.runs.values():
+    data = sim.store.data
+    for run in data.runs.values():
         if not run.status.is_terminal:
             raise InvariantBroken(f"{run.id} is {run.status} after {sim.now:.0f}s")
-        completions = Counter(t for kind, t, _ in store.history[run.id] if kind == "task.completed")
+        history = [entry for _, entry in data.history[run.id]]
+        completions = Counter(h.task_id for h in history if h.type == "task.completed")
         for task in run.tasks.values():
             if completions[task.task_id] > 1:
                 raise InvariantBroken(f"{run.id}/{task.task_id} completed twice in the history")
@@ -358,7 +387,7 @@ def check_end_state(sim: Simulation) -> None:
                 raise InvariantBroken(f"{run.id}/{task.task_id} is {task.status} in a done run")
             if task.status is TaskStatus.COMPLETED and task.type == "handler":
                 _check_output(sim, run.id, task.task_id, task.attempt, task.output)
-    unsent = [row.id for row in store.outbox if not row.sent]
+    unsent = [row_id for row_id, row in data.outbox.items() if row.sent_at is None]
     if unsent:
         raise InvariantBroken(f"outbox rows never sent: {unsent}")
 

@@ -8,17 +8,21 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import anyio
 import pytest
 
 from app.domain.errors import TreadleError
+from app.domain.events import HistoryEntry
+from app.ports import Changes
+from tests.simulation._checks import InvariantBroken
 from tests.simulation._sim import (
+    EPOCH,
     Faults,
     Simulation,
     Stats,
     check_end_state,
     compiled_workflows,
 )
-from tests.simulation._store import InvariantBroken
 
 DEFAULT_SEEDS = 2000
 CHUNKS = 8  # separate tests, so `-n 2` shares the seeds between its workers
@@ -95,7 +99,8 @@ def test_a_stale_result_that_changes_state_is_caught() -> None:
     """The checker itself works: a completion applied twice for a finished task fails."""
     sim = Simulation(1, Faults(), compiled_workflows())
     sim.run()
-    run = next(iter(sim.store.runs.values()))
-    sim.store.history[run.id].append(("task.completed", next(iter(run.tasks)), 1))
+    run = next(iter(sim.store.data.runs.values()))
+    again = HistoryEntry(type="task.completed", at=EPOCH, task_id=next(iter(run.tasks)), attempt=1)
+    anyio.run(sim.store.apply, run.id, lambda s: Changes(state=s, history=[again]))
     with pytest.raises(InvariantBroken, match="completed twice"):
         check_end_state(sim)

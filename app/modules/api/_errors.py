@@ -82,14 +82,6 @@ class UnsupportedMediaType(TreadleError):
         super().__init__(f"the request body must be application/json, not {shown}")
 
 
-class RetryUnavailable(TreadleError):
-    """Retry-from-failure is not implemented by the engine this API is wired to."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        super().__init__("retry from failure is not available yet")
-
-
 class SchedulesUnavailable(TreadleError):
     """The API was built without a schedule service (an embedding that does not offer it)."""
 
@@ -158,7 +150,6 @@ _KINDS: dict[type[TreadleError], _Kind] = {
     ScheduleNotFound: _Kind(404, "schedule-not-found", "Schedule not found"),
     ScheduleExists: _Kind(409, "schedule-exists", "Schedule name is taken"),
     SchedulesUnavailable: _Kind(404, "schedules-unavailable", "Schedules are not available"),
-    RetryUnavailable: _Kind(409, "retry-unavailable", "Retry is not available"),
     InvalidCursor: _Kind(400, "invalid-cursor", "Invalid cursor"),
     LimitExceeded: _Kind(413, "limit-exceeded", "Limit exceeded"),
     InvalidParameter: _Kind(400, "invalid-parameter", "Invalid parameter"),
@@ -189,7 +180,6 @@ _EXTENSIONS: dict[type[TreadleError], Callable[[Any], dict[str, Any]]] = {
     ScheduleInvalid: lambda e: _issues(e.issues),
     ScheduleNotFound: lambda e: {"schedule_id": e.schedule_id},
     ScheduleExists: lambda e: {"name": e.name},
-    RetryUnavailable: lambda e: {"run_id": e.run_id},
     InvalidParameter: lambda e: {"parameter": e.name},
     ValueRefused: lambda e: {"parameter": e.name},
     JsonTooDeep: lambda e: {"limit": "limits.max_json_depth", "maximum": e.maximum},

@@ -27,14 +27,12 @@ from litestar.params import (
 
 from app._crash import crash_point
 from app.config import ApiSettings, LimitsSettings
-from app.domain.errors import TaskNotFound
 from app.domain.limits import KEY_CHARS, MAX_VERSION, NAME_CHARS
 from app.domain.state import RunState, RunStatus
 from app.modules.api._bounds import check_text, known_query_only
 from app.modules.api._errors import (
     PROBLEM_MEDIA_TYPE,
     InvalidParameter,
-    RetryUnavailable,
     UnsupportedMediaType,
 )
 from app.modules.api._schemas import (
@@ -73,7 +71,6 @@ from app.ports import (
     HealthCheck,
     RunControl,
     RunEnds,
-    RunSteering,
     RunStore,
     ScheduleControl,
     WorkflowStore,
@@ -431,13 +428,9 @@ class RunController(Controller):
         cursor: Cursor = None,
         inline: Inline = None,
     ) -> MapItemPage:
-        # A store without map items (a test fake) has no map task to show.
-        list_items = getattr(services.runs, "list_map_items", None)
-        if list_items is None:
-            raise TaskNotFound(run_id, task_id, "map task")
         most = services.value_bound(inline)
         size = services.page_size(limit)
-        page = await list_items(run_id, task_id, size, cursor, most_bytes=most)
+        page = await services.runs.list_map_items(run_id, task_id, size, cursor, most_bytes=most)
         body = MapItemPage(
             items=[map_item_body(i) for i in page.items], next_cursor=page.next_cursor
         )
@@ -498,7 +491,7 @@ class RunController(Controller):
         responses=_problems(404, 409),
     )
     async def retry(self, services: ServicesDep, run_id: FromPath[str]) -> RunBody:
-        return services.run_answer(await (await _steering(services, run_id)).retry_run(run_id))
+        return services.run_answer(await services.run_control.retry_run(run_id))
 
     @post(
         "/{run_id:str}/pause",
@@ -507,7 +500,7 @@ class RunController(Controller):
         responses=_problems(404, 409),
     )
     async def pause(self, services: ServicesDep, run_id: FromPath[str]) -> RunBody:
-        return services.run_answer(await (await _steering(services, run_id)).pause_run(run_id))
+        return services.run_answer(await services.run_control.pause_run(run_id))
 
     @post(
         "/{run_id:str}/resume",
@@ -516,14 +509,4 @@ class RunController(Controller):
         responses=_problems(404, 409),
     )
     async def resume(self, services: ServicesDep, run_id: FromPath[str]) -> RunBody:
-        return services.run_answer(await (await _steering(services, run_id)).resume_run(run_id))
-
-
-async def _steering(services: Services, run_id: str) -> RunSteering:
-    """The engine's retry/pause/resume; an engine without them answers 409, not 500."""
-    control = services.run_control
-    if not all(hasattr(control, m) for m in ("retry_run", "pause_run", "resume_run")):
-        run = await services.runs.get_run(run_id)  # 404 first for an unknown run
-        raise RetryUnavailable(run.id)
-    steering: RunSteering = control  # type: ignore[assignment]
-    return steering
+        return services.run_answer(await services.run_control.resume_run(run_id))

@@ -12,7 +12,14 @@ from litestar.params import FromPath, JSONBody
 from app.domain.schedules import Schedule
 from app.modules.api._bounds import known_query_only
 from app.modules.api._errors import SchedulesUnavailable
-from app.modules.api._routes import Cursor, Limit, ServicesDep, _problems, require_json_body
+from app.modules.api._routes import (
+    Cursor,
+    Limit,
+    Services,
+    ServicesDep,
+    _problems,
+    require_json_body,
+)
 from app.ports import ScheduleControl
 
 
@@ -63,11 +70,11 @@ def schedule_body(s: Schedule) -> ScheduleBody:
     )
 
 
-def _control(services: Any) -> ScheduleControl:
-    found: ScheduleControl | None = getattr(services, "schedules", None)
-    if found is None:
+def _control(services: Services) -> ScheduleControl:
+    """The schedule service; an embedding built without one answers 404, not 500."""
+    if services.schedules is None:
         raise SchedulesUnavailable
-    return found
+    return services.schedules
 
 
 class ScheduleController(Controller):

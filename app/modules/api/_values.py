@@ -18,11 +18,10 @@ from urllib.parse import quote
 
 import msgspec
 
-from app.domain.errors import TaskNotFound
 from app.domain.state import ErrorInfo, RunState
 from app.modules.api._errors import InvalidParameter
 from app.modules.api._schemas import MapItemPage, RunBody, TaskBody
-from app.ports import OmittedValue, RunStore, RunValueStore
+from app.ports import OmittedValue, RunStore
 
 ELIDED = "$elided"
 FIELDS = ("input", "output", "error")
@@ -160,24 +159,13 @@ def elide_items(run_id: str, task_id: str, page: MapItemPage, most: int | None) 
 
 def run_reader(runs: RunStore, most: int | None) -> Callable[[str], Awaitable[RunState]]:
     """How to read a run for an answer bounded by `most`: the store's bounded read, which
-    leaves large values in the database, when it has one."""
-    if most is None or not hasattr(runs, "get_run_bounded"):
+    leaves large values in the database."""
+    if most is None:
         return runs.get_run
-    store: RunValueStore = runs  # type: ignore[assignment]
-    return lambda run_id: store.get_run_bounded(run_id, most)
+    return lambda run_id: runs.get_run_bounded(run_id, most)
 
 
 async def read_value(runs: RunStore, run_id: str, path: ValuePath) -> bytes:
     """The JSON of one value; raises `RunNotFound`, `TaskNotFound`."""
-    if hasattr(runs, "get_value"):
-        store: RunValueStore = runs  # type: ignore[assignment]
-        text = await store.get_value(run_id, path.task_id, path.item, path.field)
-        return b"null" if text is None else text.encode()
-    # A store without value reads (a test fake): pick the value out of the whole run.
-    run = await runs.get_run(run_id)
-    if path.task_id is None:
-        return _encoder.encode(getattr(run, path.field))
-    task = run.tasks.get(path.task_id)
-    if task is None or path.item is not None:
-        raise TaskNotFound(run_id, path.task_id)
-    return _encoder.encode(getattr(task, path.field))
+    text = await runs.get_value(run_id, path.task_id, path.item, path.field)
+    return b"null" if text is None else text.encode()

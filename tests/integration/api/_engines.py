@@ -1,4 +1,4 @@
-"""The API over the real engine on each database: SQLite, PostgreSQL and MariaDB.
+"""The API over the real engine on each store: in memory, SQLite, PostgreSQL and MariaDB.
 
 Each use gets a database of its own (a SQLite file, a fresh PostgreSQL or MariaDB
 database, migrated), the in-process transport, and a worker and orchestrator running.
@@ -28,14 +28,16 @@ from app.modules.api import create_app
 from app.modules.orchestrator import ScheduleService
 from tests.databases import mariadb_admin, pg_admin
 
-DATABASES = ("sqlite", "postgres", "mariadb")
+DATABASES = ("memory", "sqlite", "postgres", "mariadb")
 
 
 @asynccontextmanager
 async def database_url(kind: str, tmp_path: Path) -> AsyncIterator[str]:
     """The URL of an empty database of this kind, dropped afterwards."""
     name = f"treadle_api_{uuid.uuid4().hex[:12]}"
-    if kind == "sqlite":
+    if kind == "memory":
+        yield "memory://"  # a store of its own per engine built
+    elif kind == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'treadle.db'}"
     elif kind == "postgres":
         await pg_admin(f'CREATE DATABASE "{name}"')

@@ -42,7 +42,7 @@ async def test_cancel_on_a_finished_run_is_409(http: httpx.AsyncClient, engine: 
     """A finished run cannot be cancelled; the problem names its status."""
     await register(http)
     run = await start(http, input={"sku": "A1"})
-    engine.finish(run["id"], RunStatus.COMPLETED)
+    await engine.finish(run["id"], RunStatus.COMPLETED)
     body = problem(await http.post(f"/v1/runs/{run['id']}/cancel"), 409, "run-not-active")
     assert body["run_status"] == "completed"
 
@@ -71,14 +71,19 @@ async def test_a_signal_to_a_finished_run_is_409(
     """Signalling a run that already ended is a conflict, not a silent drop."""
     await register(http)
     run = await start(http, input={"sku": "A1"})
-    engine.finish(run["id"], RunStatus.FAILED)
+    await engine.finish(run["id"], RunStatus.FAILED)
     response = await http.post(f"/v1/runs/{run['id']}/signals/approve", json={})
     assert problem(response, 409, "run-not-active")["run_status"] == "failed"
 
 
-async def test_retry_is_409_until_the_engine_supports_it(http: httpx.AsyncClient) -> None:
-    """Retry-from-failure is not available yet, and says so as a 409 problem, never a 500."""
+async def test_retry_of_a_run_still_running_is_409(http: httpx.AsyncClient) -> None:
+    """The route hands retry to the engine, whose refusal of a running run is a 409 problem."""
     await register(http)
     run = await start(http, input={"sku": "A1"})
-    body = problem(await http.post(f"/v1/runs/{run['id']}/retry"), 409, "retry-unavailable")
-    assert body["detail"] == "retry from failure is not available yet"
+    body = problem(await http.post(f"/v1/runs/{run['id']}/retry"), 409, "run-not-active")
+    assert body["run_status"] == "running"
+
+
+async def test_an_api_built_without_schedules_says_so(http: httpx.AsyncClient) -> None:
+    """An embedding that wires no schedule service answers 404 schedules-unavailable."""
+    problem(await http.get("/v1/schedules"), 404, "schedules-unavailable")

@@ -34,7 +34,7 @@ ANY: dict[str, Any] = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """The API over a running engine, with the workflows above registered."""
     async with engine_client(request.param, tmp_path) as client:

@@ -1,4 +1,4 @@
-"""A map task's `progress` as GET /v1/runs/{id} shows it."""
+"""A map task's `progress` as GET /v1/runs/{id} shows it, and its items page."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from app.domain.state import MapProgress, TaskStatus
 from tests.integration.api._fakes import FakeEngine
-from tests.integration.api.conftest import register
+from tests.integration.api.conftest import problem, register
 
 pytestmark = pytest.mark.anyio
 
@@ -39,3 +39,21 @@ async def test_dispatched_counts_items_sent_not_the_dispatch_cursor(
         "completed": 5,
         "failed": 0,
     }
+
+
+async def test_the_items_page_is_the_stores_for_a_map_task_and_404_for_another(
+    http: httpx.AsyncClient,
+) -> None:
+    """The items route reads the store's port (no probing): a map task's page, in order, or
+    a task-not-found problem for a task that is no map."""
+    await register(http, FAN)
+    await register(http, {"name": "plain", "tasks": {"h": {"handler": "h"}}})
+    fan = (await http.post("/v1/runs", json={"workflow": "fan", "input": [1, 2]})).json()
+    plain = (await http.post("/v1/runs", json={"workflow": "plain"})).json()
+
+    page = await http.get(f"/v1/runs/{fan['id']}/tasks/m/items")
+    refused = await http.get(f"/v1/runs/{plain['id']}/tasks/h/items")
+
+    assert page.status_code == 200, page.text
+    assert page.json() == {"items": [], "next_cursor": None}  # the fake never dispatches
+    assert problem(refused, 404, "task-not-found")["task_id"] == "h"

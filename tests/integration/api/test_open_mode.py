@@ -120,7 +120,7 @@ async def test_the_python_client_sends_acceptable_writes() -> None:
         await c.register_workflow(ORDER)
         run, _ = await c.start_run("order", {"sku": "a"})
         with pytest.raises(ApiError) as refused:  # a POST without a body reaches the route
-            await c.pause_run(run.id)  # (the fake engine has no pause: 409, not 403)
+            await c.retry_run(run.id)  # (a running run has nothing to retry: 409, not 403)
         assert refused.value.status == 409
         cancelled = await c.cancel_run(run.id)
         assert cancelled.id == run.id

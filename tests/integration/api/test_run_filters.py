@@ -89,7 +89,7 @@ async def test_counts_give_every_status_filtered_and_capped(
     ids = [(await start(http, input={"sku": str(h)}))["id"] for h in range(3)]
     for hour, run_id in enumerate(ids):
         _created_at(engine, run_id, 10 + hour)
-    engine.finish(ids[2], RunStatus.FAILED)
+    await engine.finish(ids[2], RunStatus.FAILED)
     body = (
         await http.get(
             "/v1/runs/counts", params={"workflow": "order", "created_after": "2025-01-31T11:00:00Z"}

@@ -142,7 +142,7 @@ async def test_list_runs_is_newest_first_with_filters_and_cursor(
     await register(http, {**ORDER, "name": "other"})
     ids = [(await start(http, input={"sku": str(i)}))["id"] for i in range(3)]
     other = (await http.post("/v1/runs", json={"workflow": "other", "input": {"sku": "x"}})).json()
-    engine.finish(ids[0], engine.runs[ids[0]].status.COMPLETED)
+    await engine.finish(ids[0], engine.runs[ids[0]].status.COMPLETED)
 
     everything = (await http.get("/v1/runs")).json()
     assert [r["id"] for r in everything["items"]] == [other["id"], *reversed(ids)]

@@ -190,6 +190,7 @@ async def test_starting_twice_with_one_idempotency_key_gives_one_run(
 
 
 @pytest.mark.anyio
+@pytest.mark.usefixtures("durable_store")
 async def test_an_attempt_in_flight_at_a_stop_is_redispatched_after_restart(
     make_settings: SettingsFactory,
 ) -> None:
@@ -256,6 +257,7 @@ async def test_a_restart_sends_an_attempt_once_not_its_unsent_copy_too(
 
 
 @pytest.mark.anyio
+@pytest.mark.usefixtures("durable_store")
 async def test_a_map_in_flight_at_a_stop_completes_after_restart(
     make_settings: SettingsFactory,
 ) -> None:
@@ -309,6 +311,7 @@ async def test_a_workflow_that_starts_itself_stops_at_the_depth_limit(
 
 
 @pytest.mark.anyio
+@pytest.mark.usefixtures("durable_store")
 async def test_a_timer_fired_on_another_replica_joins_the_runs_trace(
     make_settings: SettingsFactory,
 ) -> None:

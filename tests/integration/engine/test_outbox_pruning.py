@@ -16,6 +16,7 @@ from tests.integration.engine.test_engine import DIAMOND, finished, running
 
 
 @pytest.mark.anyio
+@pytest.mark.usefixtures("sql_store")
 async def test_the_sweeper_empties_the_outbox_of_sent_rows(
     make_settings: SettingsFactory, database_url: str
 ) -> None:

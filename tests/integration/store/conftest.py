@@ -1,5 +1,6 @@
 """The store contract suite runs over every database, each test on a database of its own.
 
+Memory: the in-process `MemoryStore`, fresh per test (a twin shares its data).
 PostgreSQL: a migrated template database per xdist worker, copied per test (fast).
 SQLite: a fresh file per test. MySQL/MariaDB: a fresh database per test, migrated (it has
 no templates). SQLAlchemy's async engine needs asyncio, so no trio here.
@@ -15,6 +16,7 @@ import anyio
 import pytest
 
 from app.store._sqlalchemy import SqlStore
+from app.store.memory import MemoryStore
 from tests.databases import mariadb_admin, pg_admin
 
 PG_HOST = "postgresql://postgres@127.0.0.1:5432"
@@ -111,16 +113,25 @@ async def sqlite_store(tmp_path: object) -> AsyncIterator[SqlStore]:
         await store.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres", "mysql"])
+@pytest.fixture
+def memory_store() -> MemoryStore:
+    """A fresh in-process store."""
+    return MemoryStore()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "mysql"])
 def store(request: pytest.FixtureRequest) -> SqlStore:
-    """The store under test, once per database."""
+    """The store under test, once per adapter and database."""
     value: SqlStore = request.getfixturevalue(f"{request.param}_store")
     return value
 
 
 @pytest.fixture
-async def twin(store: SqlStore) -> AsyncIterator[SqlStore]:
+async def twin(store: SqlStore | MemoryStore) -> AsyncIterator[SqlStore | MemoryStore]:
     """A second store on the same database, as another process would have."""
+    if isinstance(store, MemoryStore):
+        yield MemoryStore(data=store.data)  # the same dicts: one database, two processes
+        return
     other = SqlStore(store.url, pool_size=4)
     try:
         yield other

@@ -14,7 +14,7 @@ import pytest
 
 from app.domain.errors import RunNotFound
 from app.domain.state import RunState, TaskStatus
-from app.ports import Applied, Changes
+from app.ports import Applied, Changes, Decide
 from app.store._errors import StoreError
 from app.store._group import GroupRequest
 from app.store._sqlalchemy import SqlStore
@@ -57,13 +57,13 @@ def _count_groups(
 
 
 async def _apply_all(
-    store: SqlStore, decides: dict[str, object]
+    store: SqlStore, decides: dict[str, Decide]
 ) -> dict[str, Applied | BaseException | None]:
     outcomes: dict[str, Applied | BaseException | None] = {}
 
     async def one(run_id: str) -> None:
         try:
-            outcomes[run_id] = await store.apply(run_id, decides[run_id])  # type: ignore[arg-type]
+            outcomes[run_id] = await store.apply(run_id, decides[run_id])
         except Exception as exc:
             outcomes[run_id] = exc
 
@@ -110,7 +110,7 @@ async def test_a_decision_that_raises_fails_alone_and_the_rest_commit(
     def explode(state: RunState) -> Changes:
         raise ValueError("decider bug")
 
-    decides: dict[str, object] = {run.id: _schedule_first for run in runs}
+    decides: dict[str, Decide] = {run.id: _schedule_first for run in runs}
     decides[broken] = explode
     outcomes = await _apply_all(store, decides)
 
@@ -129,7 +129,7 @@ async def test_a_missing_run_in_a_group_is_not_found_and_the_rest_commit(
     runs = [make_run() for _ in range(RUNS)]
     for run in runs:
         await store.create_run(run, lambda s: None)
-    decides: dict[str, object] = {run.id: _schedule_first for run in runs}
+    decides: dict[str, Decide] = {run.id: _schedule_first for run in runs}
     decides["no-such-run"] = _schedule_first
 
     outcomes = await _apply_all(store, decides)

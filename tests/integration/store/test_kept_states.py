@@ -15,19 +15,19 @@ pytestmark = pytest.mark.anyio
 replace = msgspec.structs.replace
 
 
-def _attempt(task_id: str) -> object:
+class _Attempt:
     """A decision that schedules one more attempt of `task_id`; records what it saw."""
-    seen: list[RunState] = []
 
-    def decide(state: RunState) -> Changes:
-        seen.append(state)
-        task = state.tasks[task_id]
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self.seen: list[RunState] = []
+
+    def __call__(self, state: RunState) -> Changes:
+        self.seen.append(state)
+        task = state.tasks[self.task_id]
         bumped = replace(task, status=TaskStatus.SCHEDULED, attempt=task.attempt + 1)
-        tasks = {**state.tasks, task_id: bumped}
+        tasks = {**state.tasks, self.task_id: bumped}
         return Changes(state=replace(state, tasks=tasks), history=[entry("task.scheduled")])
-
-    decide.seen = seen  # type: ignore[attr-defined]
-    return decide
 
 
 async def test_a_decision_by_another_store_is_seen_by_the_next_one_here(
@@ -38,27 +38,27 @@ async def test_a_decision_by_another_store_is_seen_by_the_next_one_here(
     await store.create_run(run, lambda s: None)
 
     for deciding in (store, twin, store, store, twin):
-        decide = _attempt("first")
-        await deciding.apply(run.id, decide)  # type: ignore[arg-type]
+        decide = _Attempt("first")
+        await deciding.apply(run.id, decide)
 
     final = await store.get_run(run.id)
     assert final.tasks["first"].attempt == 5
-    assert decide.seen[0].tasks["first"].attempt == 4  # type: ignore[attr-defined]
+    assert decide.seen[0].tasks["first"].attempt == 4
 
 
 async def test_a_failed_decision_forgets_the_kept_state(store: SqlStore) -> None:
     """After a transaction that did not commit, the next decision reads the run again."""
     run = make_run()
     await store.create_run(run, lambda s: None)
-    await store.apply(run.id, _attempt("first"))  # type: ignore[arg-type]
+    await store.apply(run.id, _Attempt("first"))
 
     def fail(state: RunState) -> Changes:
         raise RuntimeError("the decider failed")
 
     with pytest.raises(RuntimeError):
         await store.apply(run.id, fail)
-    decide = _attempt("first")
-    await store.apply(run.id, decide)  # type: ignore[arg-type]
+    decide = _Attempt("first")
+    await store.apply(run.id, decide)
 
-    assert decide.seen[0].tasks["first"].attempt == 1  # type: ignore[attr-defined]
+    assert decide.seen[0].tasks["first"].attempt == 1
     assert (await store.get_run(run.id)).tasks["first"].attempt == 2

@@ -20,6 +20,14 @@ from tests.integration.store.factories import make_run, unchanged
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
+def store(request: pytest.FixtureRequest) -> SqlStore:
+    """The SQL stores only: a schema, its migrations and a ping are a database's business
+    (the in-memory store has none of them)."""
+    value: SqlStore = request.getfixturevalue(f"{request.param}_store")
+    return value
+
+
 @pytest.fixture
 def sqlite_fresh(tmp_path: Path) -> str:
     """The URL of an SQLite file that does not exist yet, in a folder that does not either."""

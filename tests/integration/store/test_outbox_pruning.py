@@ -9,6 +9,7 @@ import pytest
 
 from app.ports import Changes
 from app.store._sqlalchemy import SqlStore
+from app.store.memory import MemoryStore
 from tests.integration.store.factories import at, make_run, message
 
 pytestmark = pytest.mark.anyio
@@ -33,6 +34,9 @@ def clock() -> _Clock:
 @pytest.fixture
 async def clocked(store: SqlStore, clock: _Clock) -> AsyncIterator[SqlStore]:
     """A store on the test's database whose writes take their time from `clock`."""
+    if isinstance(store, MemoryStore):
+        yield MemoryStore(data=store.data, clock=clock)
+        return
     other = SqlStore(store.url, pool_size=4, clock=clock)
     try:
         yield other

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
+
 from app._cli_keys import keys_command
 from app.cli import build_parser
-from app.config import AuthSettings, DatabaseSettings, Settings
+from app.config import AuthSettings, ConfigError, DatabaseSettings, Settings
 
 
 def _keys(settings: Settings, *argv: str) -> tuple[int, str, str]:
@@ -46,3 +48,12 @@ def test_no_warning_when_auth_is_off(tmp_path: Path) -> None:
     )
     key = _create(settings, "a")
     assert _keys(settings, "revoke", key)[2] == ""
+
+
+def test_keys_refuse_the_in_memory_store() -> None:
+    """`treadle keys` on memory:// names the setting instead of making a key no server sees."""
+    settings = Settings(database=DatabaseSettings(url="memory://"))
+    with pytest.raises(ConfigError) as refused:
+        _keys(settings, "create", "ci")
+    assert refused.value.key == "database.url"
+    assert "inside the serving process" in refused.value.reason

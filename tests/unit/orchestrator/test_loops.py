@@ -1,7 +1,8 @@
-"""The relay, the timer alarm and the events consumer, against in-process fakes."""
+"""The relay (over the in-memory store), the timer alarm and the events consumer."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,43 +13,62 @@ import stamina
 
 from app.domain.errors import RunNotFound
 from app.domain.events import DispatchTask, TaskCompleted
+from app.domain.state import RunState
 from app.messages import Message, envelope, to_message
 from app.modules.orchestrator import Relay, TimerAlarm
 from app.modules.orchestrator import _consumer as consumer_module
 from app.modules.orchestrator._consumer import EventConsumer
 from app.modules.orchestrator._relay import PRUNE_BATCH
 from app.observability import Telemetry
-from app.ports import OutboxRecord
+from app.ports import Changes, OutboxRecord, OutgoingMessage
+from app.store.memory import MemoryStore
 from tests.unit.worker.fakes import FakeClock, FakeDelivery, FakeTransport, delivery_of
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
 
 
-class FakeOutbox:
-    """The outbox side of a store: rows and which were marked sent."""
+class SpyOutbox(MemoryStore):
+    """The in-memory store, recording the relay's calls to its outbox side."""
 
-    def __init__(self, unsent: Sequence[OutboxRecord] = ()) -> None:
-        self.unsent = list(unsent)
+    def __init__(self) -> None:
+        super().__init__(clock=self.now)
+        self.time = NOW
         self.sent: list[int] = []
         self.claimed_before: list[datetime] = []
         self.pruned_before: list[tuple[datetime, int]] = []
         self.pruned = anyio.Event()
 
+    def now(self) -> datetime:
+        """The store's clock: it stamps when rows are written and marked sent."""
+        return self.time
+
     async def mark_sent(self, ids: Sequence[int]) -> None:
         self.sent.extend(ids)
-        self.unsent = [r for r in self.unsent if r.id not in ids]
+        await super().mark_sent(ids)
 
     async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
         self.claimed_before.append(older_than)
-        return self.unsent[:limit]
-
-    async def outbox_backlog(self) -> tuple[int, datetime | None]:
-        return len(self.unsent), None
+        return await super().claim_unsent(older_than, limit)
 
     async def prune_sent(self, sent_before: datetime, batch: int) -> int:
         self.pruned_before.append((sent_before, batch))
+        pruned = await super().prune_sent(sent_before, batch)
         self.pruned.set()
-        return 3
+        return pruned
+
+
+async def _written(
+    store: SpyOutbox, channel: str, *, ago: timedelta = timedelta(hours=2), sent: bool = False
+) -> OutboxRecord:
+    """An outbox row a decision wrote `ago` before NOW (marked sent then if `sent`)."""
+    store.time = NOW - ago
+    message = OutgoingMessage(channel=channel, message=Message(key="r", body=b"{}"))
+    run = RunState(id=uuid.uuid4().hex, workflow="wf", version=1, created_at=store.time)
+    applied, _ = await store.create_run(run, lambda s: Changes(state=s, outbox=[message]))
+    if sent:
+        await MemoryStore.mark_sent(store, [r.id for r in applied.outbox])  # not a relay call
+    store.time = NOW
+    return applied.outbox[0]
 
 
 def _record(id: int, channel: str) -> OutboxRecord:
@@ -58,10 +78,10 @@ def _record(id: int, channel: str) -> OutboxRecord:
 @pytest.mark.anyio
 async def test_the_relay_publishes_one_batch_per_channel_then_marks_sent() -> None:
     """Rows are grouped by channel, published, and their ids marked sent."""
-    store, transport = FakeOutbox(), FakeTransport()
+    store, transport = SpyOutbox(), FakeTransport()
     records = [_record(1, "tasks.a"), _record(2, "tasks.b"), _record(3, "tasks.a")]
 
-    published = await Relay(store, transport).publish(records)  # type: ignore[arg-type]
+    published = await Relay(store, transport).publish(records)
 
     assert published == 3
     assert {c: len(m) for c, m in transport.published.items()} == {"tasks.a": 2, "tasks.b": 1}
@@ -71,10 +91,10 @@ async def test_the_relay_publishes_one_batch_per_channel_then_marks_sent() -> No
 @pytest.mark.anyio
 async def test_a_failed_publish_leaves_rows_for_the_sweeper() -> None:
     """When the broker is down nothing is marked sent and nothing is raised."""
-    store, transport = FakeOutbox(), FakeTransport()
+    store, transport = SpyOutbox(), FakeTransport()
     transport.fail_publish = True
 
-    published = await Relay(store, transport).publish([_record(1, "tasks.a")])  # type: ignore[arg-type]
+    published = await Relay(store, transport).publish([_record(1, "tasks.a")])
 
     assert published == 0
     assert store.sent == []
@@ -83,40 +103,44 @@ async def test_a_failed_publish_leaves_rows_for_the_sweeper() -> None:
 @pytest.mark.anyio
 async def test_the_sweeper_publishes_stale_unsent_rows() -> None:
     """A sweep claims rows older than the stale age and publishes them."""
-    store = FakeOutbox([_record(7, "tasks.a")])
+    store = SpyOutbox()
+    row = await _written(store, "tasks.a")
     transport = FakeTransport()
     clock = FakeClock(NOW)
 
-    swept = await Relay(store, transport).sweep(clock, stale_seconds=10)  # type: ignore[arg-type]
+    swept = await Relay(store, transport).sweep(clock, stale_seconds=10)
 
     assert swept == 1
-    assert store.sent == [7]
+    assert store.sent == [row.id]
     assert store.claimed_before[0] == NOW - timedelta(seconds=10)
 
 
 @pytest.mark.anyio
 async def test_the_sweeper_loop_also_prunes_rows_sent_before_the_retention() -> None:
     """Each sweep deletes the rows sent longer ago than the retention, and counts them."""
-    store, transport = FakeOutbox([_record(7, "tasks.a")]), FakeTransport()
+    store, transport = SpyOutbox(), FakeTransport()
+    row = await _written(store, "tasks.a")
+    for _ in range(3):
+        await _written(store, "tasks.a", sent=True)
     telemetry = Telemetry.off("orchestrator")
-    relay = Relay(store, transport, telemetry=telemetry)  # type: ignore[arg-type]
+    relay = Relay(store, transport, telemetry=telemetry)
     with anyio.fail_after(2):
         async with anyio.create_task_group() as tg:
             tg.start_soon(relay.sweep_forever, FakeClock(NOW), 60, 10, 3600)
             await store.pruned.wait()
             tg.cancel_scope.cancel()
 
-    assert store.sent == [7]  # swept first
+    assert store.sent == [row.id]  # swept first
     assert store.pruned_before == [(NOW - timedelta(seconds=3600), PRUNE_BATCH)]
     pruned = telemetry.metrics.registry.get_sample_value("treadle_outbox_pruned_total")
     assert pruned == 3
 
 
-class SlowOutbox(FakeOutbox):
+class SlowOutbox(SpyOutbox):
     """An outbox whose `mark_sent` waits for `release`, recording each call's ids."""
 
-    def __init__(self, unsent: Sequence[OutboxRecord] = ()) -> None:
-        super().__init__(unsent)
+    def __init__(self) -> None:
+        super().__init__()
         self.calls: list[list[int]] = []
         self.release = anyio.Event()
 
@@ -130,7 +154,7 @@ class SlowOutbox(FakeOutbox):
 async def test_publishes_during_a_mark_sent_are_marked_together_in_the_next() -> None:
     """Group commit: ids published while a mark is in flight share one transaction."""
     store, transport = SlowOutbox(), FakeTransport()
-    relay = Relay(store, transport)  # type: ignore[arg-type]
+    relay = Relay(store, transport)
     with anyio.fail_after(2):
         async with anyio.create_task_group() as tg:
             tg.start_soon(relay.publish, [_record(1, "tasks.a")])
@@ -150,7 +174,7 @@ async def test_a_publisher_does_not_wait_for_a_mark_another_is_making() -> None:
     """The second publisher returns once published; its row stays in `inflight` (the
     sweeper leaves it alone) until the first publisher has marked it too."""
     store, transport = SlowOutbox(), FakeTransport()
-    relay = Relay(store, transport)  # type: ignore[arg-type]
+    relay = Relay(store, transport)
     with anyio.fail_after(2):
         async with anyio.create_task_group() as tg:
             tg.start_soon(relay.publish, [_record(1, "tasks.a")])
@@ -167,7 +191,7 @@ async def test_a_publisher_does_not_wait_for_a_mark_another_is_making() -> None:
 @pytest.mark.anyio
 async def test_ids_queued_when_the_marking_publisher_is_cancelled_go_to_the_sweeper() -> None:
     store, transport = SlowOutbox(), FakeTransport()
-    relay = Relay(store, transport)  # type: ignore[arg-type]
+    relay = Relay(store, transport)
     with anyio.fail_after(2):
         async with anyio.create_task_group() as tg:
             tg.start_soon(relay.publish, [_record(1, "tasks.a")])
@@ -182,11 +206,12 @@ async def test_ids_queued_when_the_marking_publisher_is_cancelled_go_to_the_swee
 @pytest.mark.anyio
 async def test_the_sweeper_skips_rows_this_process_is_publishing() -> None:
     """A row still being published (not yet marked) is late, not lost: no second publish."""
-    store, transport = SlowOutbox([_record(7, "tasks.a")]), FakeTransport()
-    relay = Relay(store, transport)  # type: ignore[arg-type]
+    store, transport = SlowOutbox(), FakeTransport()
+    row = await _written(store, "tasks.a")
+    relay = Relay(store, transport)
     with anyio.fail_after(2):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(relay.publish, [_record(7, "tasks.a")])
+            tg.start_soon(relay.publish, [row])
             await anyio.wait_all_tasks_blocked()  # published, its mark in flight
             swept = await relay.sweep(FakeClock(NOW), stale_seconds=10)
             store.release.set()

@@ -1,0 +1,765 @@
+"""The `StateStore` (and `ApiKeyStore`) in process memory: for tests and embedding.
+
+Nothing survives the process: `database.url = "memory://"` gives an engine that forgets
+every run when it stops, so it is for tests, demos and embedding, never for production.
+The contract suite (`tests/integration/store/`) runs over it beside SQLite, PostgreSQL
+and MySQL, so its answers are the SQL adapter's: the same errors, orders, cursors,
+idempotency-key conflicts, outbox ids, timer and schedule leases.
+
+Each method reads and writes its dicts without an await in between, so on one event loop
+it is a transaction by construction: a decision that raises (or fails a check) has written
+nothing. Every method first yields to the loop once, as a database round trip would, so
+concurrent callers interleave between calls as they do over a real database. Stored run
+states are copies made through msgspec's JSON, so what a caller reads back is shaped as the
+SQL adapter returns it (tuples become lists) and shares nothing with what it wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import anyio.lowlevel
+import msgspec
+
+from app.domain.api_keys import ApiKey, ApiKeyNotFound
+from app.domain.errors import RunNotFound, TaskNotFound, WorkflowNotFound
+from app.domain.events import HistoryEntry
+from app.domain.schedules import Schedule, ScheduleExists, ScheduleNotFound
+from app.domain.state import ItemQuery, MapItem, RunState, RunStatus, TaskState, TaskStatus
+from app.ports import (
+    Applied,
+    Changes,
+    Decide,
+    DueTimer,
+    InflightAttempt,
+    ItemsWanted,
+    MapItemRecord,
+    OmittedValue,
+    OutboxRecord,
+    Page,
+    RunCounts,
+    RunSummary,
+    StoredWorkflow,
+)
+from app.store._decisions import DecisionMismatch
+from app.store._errors import StoreError
+from app.store._rows import Int32, Int64, RunsCursor, decode_cursor, encode_cursor
+
+T = TypeVar("T")
+_ACTIVE = (TaskStatus.SCHEDULED, TaskStatus.RUNNING)
+_UNFINISHED = (TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.RUNNING)
+
+TimerKey = tuple[str, str, str | None, int, int | None]
+"""(run, kind, task, attempt, item): a timer's identity, as the SQL table's key."""
+ItemKey = tuple[str, int]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Timer:
+    timer: DueTimer
+    leased_until: datetime | None = None
+
+
+@dataclass
+class _OutboxRow:
+    record: OutboxRecord
+    created_at: datetime
+    sent_at: datetime | None = None
+
+
+@dataclass
+class _Schedule:
+    schedule: Schedule
+    leased_until: datetime | None = None
+
+
+@dataclass
+class MemoryData:
+    """Everything a `MemoryStore` holds; two stores sharing one act as two processes
+    on one database."""
+
+    workflows: dict[str, list[StoredWorkflow]] = field(default_factory=dict)
+    runs: dict[str, RunState] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+    items: dict[str, dict[str, dict[int, MapItem]]] = field(default_factory=dict)
+    history: dict[str, list[tuple[int, HistoryEntry]]] = field(default_factory=dict)
+    outbox: dict[int, _OutboxRow] = field(default_factory=dict)
+    timers: dict[TimerKey, _Timer] = field(default_factory=dict)
+    schedules: dict[str, _Schedule] = field(default_factory=dict)
+    api_keys: dict[str, ApiKey] = field(default_factory=dict)
+    deliveries: dict[tuple[str, str, int, int | None], int] = field(default_factory=dict)
+    last_history_id: int = 0
+    last_outbox_id: int = 0
+
+
+class MemoryStore:
+    """The whole `StateStore` port and the `ApiKeyStore` over plain dicts."""
+
+    def __init__(
+        self, *, clock: Callable[[], datetime] = _utc_now, data: MemoryData | None = None
+    ) -> None:
+        self.data = data if data is not None else MemoryData()
+        self._now = clock
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def migrate(self) -> None:
+        """Nothing to migrate: the schema is the code."""
+        await anyio.lowlevel.checkpoint()
+
+    async def ping(self) -> None:
+        """Always reachable."""
+        await anyio.lowlevel.checkpoint()
+
+    async def schema_is_current(self) -> bool:
+        """Always current."""
+        await anyio.lowlevel.checkpoint()
+        return True
+
+    async def close(self) -> None:
+        """Nothing to release (the data stays until the store is dropped)."""
+        await anyio.lowlevel.checkpoint()
+
+    # --- workflows ---------------------------------------------------------------------
+
+    async def save_workflow(
+        self, name: str, definition: dict[str, Any], digest: str
+    ) -> tuple[StoredWorkflow, bool]:
+        """Store version latest+1 unless the latest has this digest; (workflow, created)."""
+        await anyio.lowlevel.checkpoint()
+        versions = self.data.workflows.setdefault(name, [])
+        if versions and versions[-1].digest == digest:
+            return versions[-1], False
+        stored = StoredWorkflow(
+            name=name,
+            version=len(versions) + 1,
+            definition=_copy(definition, dict[str, Any]),
+            digest=digest,
+            created_at=self._now(),
+        )
+        versions.append(stored)
+        return stored, True
+
+    async def get_workflow(self, name: str, version: int | None = None) -> StoredWorkflow:
+        """The given version, or the latest; raises `WorkflowNotFound`."""
+        await anyio.lowlevel.checkpoint()
+        versions = self.data.workflows.get(name, [])
+        if version is None and versions:
+            return versions[-1]
+        if version is not None and 1 <= version <= len(versions):
+            return versions[version - 1]
+        raise WorkflowNotFound(name, version)
+
+    async def list_workflows(self, limit: int, cursor: str | None) -> Page[StoredWorkflow]:
+        """The latest version of each workflow, by name."""
+        await anyio.lowlevel.checkpoint()
+        latest = [self.data.workflows[n][-1] for n in sorted(self.data.workflows)]
+        if cursor is not None:
+            (after,) = decode_cursor(cursor, "workflows", tuple[str])
+            latest = [w for w in latest if w.name > after]
+        return _page(latest, limit, lambda w: ("workflows", w.name))
+
+    async def list_versions(
+        self, name: str, limit: int, cursor: str | None
+    ) -> Page[StoredWorkflow]:
+        """Every version of one workflow, newest first; raises `WorkflowNotFound`."""
+        await anyio.lowlevel.checkpoint()
+        if name not in self.data.workflows:
+            raise WorkflowNotFound(name)
+        versions = list(reversed(self.data.workflows[name]))
+        if cursor is not None:
+            (before,) = decode_cursor(cursor, "versions", tuple[Int32])
+            versions = [w for w in versions if w.version < before]
+        return _page(versions, limit, lambda w: ("versions", w.version))
+
+    # --- runs --------------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunState:
+        """The run with all its tasks; raises `RunNotFound`."""
+        await anyio.lowlevel.checkpoint()
+        return self._run(run_id)
+
+    async def count_delivery(
+        self, run_id: str, task_id: str, attempt: int, item: int | None
+    ) -> int:
+        """Count one more delivery of the attempt; how many so far, this one included."""
+        await anyio.lowlevel.checkpoint()
+        key = (run_id, task_id, attempt, item)
+        self.data.deliveries[key] = self.data.deliveries.get(key, 0) + 1
+        return self.data.deliveries[key]
+
+    async def get_run_bounded(self, run_id: str, most_bytes: int) -> RunState:
+        """The run with its tasks, each input and output over `most_bytes` as JSON an
+        `OmittedValue`; raises `RunNotFound`."""
+        await anyio.lowlevel.checkpoint()
+        run = _bounded(self._run(run_id), most_bytes)
+        tasks = {task_id: _bounded(t, most_bytes) for task_id, t in run.tasks.items()}
+        return msgspec.structs.replace(run, tasks=tasks)
+
+    async def get_value(
+        self, run_id: str, task_id: str | None, item: int | None, field: str
+    ) -> str | None:
+        """The JSON of one input, output or error, None for null; raises `RunNotFound`,
+        `TaskNotFound`."""
+        await anyio.lowlevel.checkpoint()
+        holder = self._value_holder(run_id, task_id, item)
+        value = getattr(holder, field)
+        return None if value is None else msgspec.json.encode(value).decode()
+
+    def _value_holder(
+        self, run_id: str, task_id: str | None, item: int | None
+    ) -> RunState | TaskState | MapItem:
+        run = self._run(run_id)
+        if task_id is None:
+            return run
+        if item is None:
+            task = run.tasks.get(task_id)
+            if task is None:
+                raise TaskNotFound(run_id, task_id)
+            return task
+        found = self.data.items.get(run_id, {}).get(task_id, {}).get(item)
+        if found is None:
+            raise TaskNotFound(run_id, f"{task_id}[{item}]", "map item")
+        return found
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+        idempotency_key: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> Page[RunSummary]:
+        """Runs newest first (by creation time, then id); raises `InvalidCursor`."""
+        await anyio.lowlevel.checkpoint()
+        found = self._filtered_runs(workflow, status, created_after, created_before)
+        if idempotency_key is not None:
+            found = [r for r in found if r.idempotency_key == idempotency_key]
+        if cursor is not None:
+            position = decode_cursor(cursor, "runs", RunsCursor)
+            found = [r for r in found if (r.created_at, r.id) < position]
+        found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        summaries = [_summary(r) for r in found[: limit + 1]]
+        return _page(summaries, limit, lambda r: ("runs", r.created_at, r.id))
+
+    async def count_runs(
+        self, *, workflow: str | None, created_after: datetime | None, cap: int
+    ) -> RunCounts:
+        """How many runs have each status, each at most `cap`."""
+        await anyio.lowlevel.checkpoint()
+        raw = dict.fromkeys((s.value for s in RunStatus), 0)
+        for run in self._filtered_runs(workflow, None, created_after, None):
+            raw[run.status.value] += 1
+        return RunCounts(
+            counts={k: min(n, cap) for k, n in raw.items()},
+            capped=any(n > cap for n in raw.values()),
+            cap=cap,
+        )
+
+    async def list_history(self, run_id: str, limit: int, cursor: str | None) -> Page[HistoryEntry]:
+        """A run's history, oldest first; raises `RunNotFound`, `InvalidCursor`."""
+        await anyio.lowlevel.checkpoint()
+        after = -1
+        if cursor is not None:
+            (after,) = decode_cursor(cursor, "history", tuple[Int64])
+        self._run(run_id)
+        rows = [(i, h) for i, h in self.data.history.get(run_id, []) if i > after]
+        page = _page(rows, limit, lambda row: ("history", row[0]))
+        return Page(items=[h for _, h in page.items], next_cursor=page.next_cursor)
+
+    async def list_map_items(
+        self,
+        run_id: str,
+        task_id: str,
+        limit: int,
+        cursor: str | None,
+        *,
+        most_bytes: int | None = None,
+    ) -> Page[MapItemRecord]:
+        """A map task's items by index, each input and output over `most_bytes` as JSON an
+        `OmittedValue`; raises `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
+        await anyio.lowlevel.checkpoint()
+        after = -1
+        if cursor is not None:
+            (after,) = decode_cursor(cursor, "items", tuple[Int32])
+        run = self._run(run_id)
+        task = run.tasks.get(task_id)
+        if task is None or task.type != "map":
+            raise TaskNotFound(run_id, task_id, "map task")
+        items = self.data.items.get(run_id, {}).get(task_id, {})
+        kept = [items[i] for i in sorted(items) if i > after]
+        if most_bytes is not None:
+            kept = [_bounded(i, most_bytes) for i in kept]
+        found = [_item_record(i) for i in kept]
+        return _page(found, limit, lambda i: ("items", i.index))
+
+    async def inflight_attempts(self, limit: int, after: str | None) -> list[InflightAttempt]:
+        """Attempts in `scheduled` or `running`, ordered by run id, never splitting a run."""
+        await anyio.lowlevel.checkpoint()
+        found: list[tuple[str, str, int, str]] = sorted(
+            (run.id, t.task_id, t.attempt, t.type)
+            for run in self.data.runs.values()
+            if after is None or run.id > after
+            for t in run.tasks.values()
+            if t.status in _ACTIVE
+        )
+        if len(found) > limit:
+            last_run = found[limit - 1][0] if limit > 0 else None
+            found = found[:limit] + [a for a in found[limit:] if a[0] == last_run]
+        attempts = [InflightAttempt(run_id=r, task_id=t, attempt=n) for r, t, n, _ in found]
+        for run_id in sorted({r for r, _, _, kind in found if kind == "map"}):
+            attempts += self._inflight_items(run_id)
+        return sorted(attempts, key=_attempt_order)
+
+    def _inflight_items(self, run_id: str) -> list[InflightAttempt]:
+        """The dispatched map items of a run (one waiting out a backoff has no dispatch)."""
+        return [
+            InflightAttempt(run_id=run_id, task_id=task_id, attempt=item.attempt, item=index)
+            for task_id, items in sorted(self.data.items.get(run_id, {}).items())
+            for index, item in sorted(items.items())
+            if item.status in _ACTIVE and item.scheduled_at is not None
+        ]
+
+    # --- decisions ---------------------------------------------------------------------
+
+    async def create_run(self, run: RunState, decide: Decide) -> tuple[Applied, bool]:
+        """Insert the run, already decided; a taken idempotency key returns its holder."""
+        await anyio.lowlevel.checkpoint()
+        key = run.idempotency_key
+        if key is not None and key in self.data.keys:
+            return Applied(state=self.data.runs[self.data.keys[key]], outbox=[]), False
+        changes = decide(run)
+        state = changes.state if changes is not None else run
+        if state.id in self.data.runs:
+            raise StoreError("create_run", f"a run with id {state.id!r} already exists")
+        effects = changes if changes is not None else Changes(state=state)
+        self._check_effects("create_run", effects, creating=state.id)
+        self.data.runs[state.id] = _stored(state)
+        self.data.history[state.id] = []
+        if state.idempotency_key is not None:
+            self.data.keys[state.idempotency_key] = state.id
+        self._write_items(state.id, {}, state.map_items)
+        return Applied(state=state, outbox=self._write_effects(effects)), True
+
+    async def apply(
+        self, run_id: str, decide: Decide, *, items: ItemsWanted | None = None
+    ) -> Applied | None:
+        """Call `decide` on the run (with the map items `items` names); persist the result."""
+        await anyio.lowlevel.checkpoint()
+        state = self._run(run_id)
+        loaded: dict[ItemKey, MapItem] = {}
+        if items is not None:
+            loaded = self._load_items(run_id, items(state))
+            if loaded:
+                state = msgspec.structs.replace(state, map_items=list(loaded.values()))
+        changes = decide(state)
+        if changes is None:
+            return None
+        if changes.state.id != run_id:
+            raise DecisionMismatch(run_id, changes.state.id)
+        self._check_effects("apply", changes, creating=None)
+        self._check_new_items(run_id, loaded, changes.state.map_items)
+        self.data.runs[run_id] = _stored(changes.state)
+        self._write_items(run_id, loaded, changes.state.map_items)
+        return Applied(state=changes.state, outbox=self._write_effects(changes))
+
+    def _check_effects(self, operation: str, changes: Changes, creating: str | None) -> None:
+        """Refuse what the SQL adapter's foreign keys refuse: a timer of an unknown run."""
+        for start in changes.start_timers:
+            if start.run_id != creating and start.run_id not in self.data.runs:
+                raise StoreError(operation, f"a timer names unknown run {start.run_id!r}")
+
+    def _check_new_items(
+        self, run_id: str, loaded: Mapping[ItemKey, MapItem], decided: Iterable[MapItem]
+    ) -> None:
+        """Refuse an item the decision treats as new that exists (a duplicate key in SQL)."""
+        stored = self.data.items.get(run_id, {})
+        for item in decided:
+            key = (item.task_id, item.index)
+            if key not in loaded and item.index in stored.get(item.task_id, {}):
+                raise StoreError("apply", f"map item {key} of run {run_id!r} already exists")
+
+    def _load_items(self, run_id: str, query: ItemQuery) -> dict[ItemKey, MapItem]:
+        """The items `query` names, each once, by task and index."""
+        stored = self.data.items.get(run_id, {})
+        found: dict[ItemKey, MapItem] = {}
+        for task_id in query.whole:
+            found.update(((task_id, i), item) for i, item in stored.get(task_id, {}).items())
+        for task_id, index in query.keys:
+            item = stored.get(task_id, {}).get(index)
+            if item is not None:
+                found[(task_id, index)] = item
+        for task_id, start, count in query.pending:
+            if task_id in query.whole or count < 1:
+                continue
+            task_items = stored.get(task_id, {})
+            pending = [
+                i
+                for i in sorted(task_items)
+                if i >= start and task_items[i].status is TaskStatus.PENDING
+            ]
+            found.update(((task_id, i), task_items[i]) for i in pending[:count])
+        return dict(sorted(found.items()))
+
+    def _write_items(
+        self, run_id: str, loaded: Mapping[ItemKey, MapItem], decided: Iterable[MapItem]
+    ) -> None:
+        stored = self.data.items.setdefault(run_id, {})
+        for item in decided:
+            if loaded.get((item.task_id, item.index)) != item:
+                stored.setdefault(item.task_id, {})[item.index] = _copy(item, MapItem)
+
+    def _write_effects(self, changes: Changes) -> list[OutboxRecord]:
+        """History, outbox, item cancels and timers, in the SQL adapter's order."""
+        run_id, now = changes.state.id, self._now()
+        for entry in changes.history:
+            self.data.last_history_id += 1
+            self.data.history[run_id].append((self.data.last_history_id, _copy(entry)))
+        records = []
+        for outgoing in changes.outbox:
+            self.data.last_outbox_id += 1
+            record = OutboxRecord(
+                id=self.data.last_outbox_id, channel=outgoing.channel, message=outgoing.message
+            )
+            self.data.outbox[record.id] = _OutboxRow(record=record, created_at=now)
+            records.append(record)
+        for task_id in dict.fromkeys(changes.cancel_items):
+            self._cancel_items(run_id, task_id, now)
+        for cancel in changes.cancel_timers:
+            self.data.timers.pop(_timer_key(cancel), None)
+        for start in changes.start_timers:
+            due = DueTimer(
+                run_id=start.run_id,
+                kind=start.kind,
+                task_id=start.task_id,
+                attempt=start.attempt,
+                fire_at=start.fire_at,
+                item=start.item,
+                traceparent=changes.traceparent,
+            )
+            self.data.timers[_timer_key(start)] = _Timer(timer=due)
+        return records
+
+    def _cancel_items(self, run_id: str, task_id: str, now: datetime) -> None:
+        items = self.data.items.get(run_id, {}).get(task_id, {})
+        for index, item in items.items():
+            if item.status in _UNFINISHED:
+                items[index] = msgspec.structs.replace(
+                    item, status=TaskStatus.CANCELLED, finished_at=now
+                )
+
+    # --- outbox ------------------------------------------------------------------------
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        """Record that these rows were published."""
+        await anyio.lowlevel.checkpoint()
+        now = self._now()
+        for row_id in ids:
+            row = self.data.outbox.get(row_id)
+            if row is not None:
+                row.sent_at = now
+
+    async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
+        """Unsent rows created before `older_than` (left by a crash), oldest first."""
+        await anyio.lowlevel.checkpoint()
+        unsent = [r for r in self.data.outbox.values() if r.sent_at is None]
+        stale = sorted(
+            (r for r in unsent if r.created_at < older_than),
+            key=lambda r: (r.created_at, r.record.id),
+        )
+        return [r.record for r in stale[:limit]]
+
+    async def outbox_backlog(self) -> tuple[int, datetime | None]:
+        """How many rows are unsent, and when the oldest was written."""
+        await anyio.lowlevel.checkpoint()
+        unsent = [r.created_at for r in self.data.outbox.values() if r.sent_at is None]
+        return len(unsent), min(unsent, default=None)
+
+    async def prune_sent(self, sent_before: datetime, batch: int) -> int:
+        """Delete the rows marked sent before `sent_before`; how many."""
+        await anyio.lowlevel.checkpoint()
+        doomed = [
+            i
+            for i, r in self.data.outbox.items()
+            if r.sent_at is not None and r.sent_at < sent_before
+        ]
+        for row_id in doomed:
+            del self.data.outbox[row_id]
+        return len(doomed)
+
+    # --- timers ------------------------------------------------------------------------
+
+    async def claim_due_timers(
+        self, now: datetime, limit: int, lease_seconds: float
+    ) -> list[DueTimer]:
+        """Timers due at `now` and not leased by another orchestrator; leases them."""
+        await anyio.lowlevel.checkpoint()
+        due = sorted(
+            (
+                (t.timer.fire_at, key)
+                for key, t in self.data.timers.items()
+                if t.timer.fire_at <= now and (t.leased_until is None or t.leased_until < now)
+            ),
+            key=lambda pair: (pair[0], _sortable(pair[1])),
+        )
+        until = now + timedelta(seconds=lease_seconds)
+        claimed = []
+        for _, key in due[:limit]:
+            self.data.timers[key].leased_until = until
+            claimed.append(self.data.timers[key].timer)
+        return claimed
+
+    async def next_timer_at(self) -> datetime | None:
+        """When the earliest timer is due (leased ones included)."""
+        await anyio.lowlevel.checkpoint()
+        return min((t.timer.fire_at for t in self.data.timers.values()), default=None)
+
+    async def count_overdue_timers(self, now: datetime, cap: int) -> int:
+        """How many timers are due at `now` but not fired yet, counting at most `cap`."""
+        await anyio.lowlevel.checkpoint()
+        return min(cap, sum(1 for t in self.data.timers.values() if t.timer.fire_at <= now))
+
+    # --- schedules ---------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: Schedule) -> Schedule:
+        """Store a new schedule; raises `ScheduleExists` when its name (or id) is taken."""
+        await anyio.lowlevel.checkpoint()
+        taken = any(s.schedule.name == schedule.name for s in self.data.schedules.values())
+        if taken or schedule.id in self.data.schedules:
+            raise ScheduleExists(schedule.name)
+        self.data.schedules[schedule.id] = _Schedule(schedule=_copy(schedule))
+        return schedule
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        """The schedule; raises `ScheduleNotFound`."""
+        await anyio.lowlevel.checkpoint()
+        return self._schedule(schedule_id).schedule
+
+    async def list_schedules(self, limit: int, cursor: str | None) -> Page[Schedule]:
+        """Schedules by name; raises `InvalidCursor`."""
+        await anyio.lowlevel.checkpoint()
+        found = sorted((s.schedule for s in self.data.schedules.values()), key=lambda s: s.name)
+        if cursor is not None:
+            (after,) = decode_cursor(cursor, "schedules", tuple[str])
+            found = [s for s in found if s.name > after]
+        return _page(found, limit, lambda s: ("schedules", s.name))
+
+    async def set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_fire_at: datetime
+    ) -> Schedule:
+        """Pause or resume; a resumed schedule fires next at `next_fire_at`."""
+        await anyio.lowlevel.checkpoint()
+        row = self._schedule(schedule_id)
+        row.schedule = msgspec.structs.replace(
+            row.schedule, paused=paused, next_fire_at=next_fire_at
+        )
+        row.leased_until = None
+        return row.schedule
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Delete the schedule (its runs stay); raises `ScheduleNotFound`."""
+        await anyio.lowlevel.checkpoint()
+        self._schedule(schedule_id)
+        del self.data.schedules[schedule_id]
+
+    async def claim_due_schedules(
+        self, now: datetime, limit: int, lease_seconds: float
+    ) -> list[Schedule]:
+        """Active schedules due at `now` that no one else holds; leases them."""
+        await anyio.lowlevel.checkpoint()
+        due = sorted(
+            (
+                row
+                for row in self.data.schedules.values()
+                if not row.schedule.paused
+                and row.schedule.next_fire_at <= now
+                and (row.leased_until is None or row.leased_until < now)
+            ),
+            key=lambda row: (row.schedule.next_fire_at, row.schedule.id),
+        )[:limit]
+        for row in due:
+            row.leased_until = now + timedelta(seconds=lease_seconds)
+        return [row.schedule for row in due]
+
+    async def advance_schedule(
+        self,
+        schedule_id: str,
+        *,
+        next_fire_at: datetime,
+        fired_at: datetime | None,
+        run_id: str | None,
+    ) -> None:
+        """Record a handled tick and release the lease (a deleted schedule is ignored)."""
+        await anyio.lowlevel.checkpoint()
+        row = self.data.schedules.get(schedule_id)
+        if row is None:
+            return
+        changed: dict[str, Any] = {"next_fire_at": next_fire_at}
+        if fired_at is not None:
+            changed["last_fire_at"] = fired_at
+        if run_id is not None:
+            changed["last_run_id"] = run_id
+        row.schedule = msgspec.structs.replace(row.schedule, **changed)
+        row.leased_until = None
+
+    # --- api keys ----------------------------------------------------------------------
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        """Store a new key; raises `StoreError` when its id is taken."""
+        await anyio.lowlevel.checkpoint()
+        if key.id in self.data.api_keys:
+            raise StoreError("create_api_key", f"an API key with id {key.id!r} already exists")
+        self.data.api_keys[key.id] = key
+
+    async def get_api_key(self, key_id: str) -> ApiKey:
+        """The key, revoked or not; raises `ApiKeyNotFound`."""
+        await anyio.lowlevel.checkpoint()
+        try:
+            return self.data.api_keys[key_id]
+        except KeyError:
+            raise ApiKeyNotFound(key_id) from None
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones too, oldest first."""
+        await anyio.lowlevel.checkpoint()
+        return sorted(self.data.api_keys.values(), key=lambda k: (k.created_at, k.id))
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKey:
+        """Revoke the key; revoking again keeps the first time. Raises `ApiKeyNotFound`."""
+        key = await self.get_api_key(key_id)
+        if key.revoked_at is None:
+            key = self.data.api_keys[key_id] = msgspec.structs.replace(key, revoked_at=at)
+        return key
+
+    async def count_active_api_keys(self) -> int:
+        """How many keys are not revoked."""
+        await anyio.lowlevel.checkpoint()
+        return sum(1 for k in self.data.api_keys.values() if k.revoked_at is None)
+
+    async def count_api_keys(self) -> int:
+        """How many keys were ever created, revoked ones too."""
+        await anyio.lowlevel.checkpoint()
+        return len(self.data.api_keys)
+
+    async def touch_api_keys(self, used: Mapping[str, datetime]) -> None:
+        """Record when each key was last used (unknown ids are ignored)."""
+        await anyio.lowlevel.checkpoint()
+        for key_id, at in used.items():
+            key = self.data.api_keys.get(key_id)
+            if key is not None:
+                self.data.api_keys[key_id] = msgspec.structs.replace(key, last_used_at=at)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _run(self, run_id: str) -> RunState:
+        try:
+            return self.data.runs[run_id]
+        except KeyError:
+            raise RunNotFound(run_id) from None
+
+    def _schedule(self, schedule_id: str) -> _Schedule:
+        try:
+            return self.data.schedules[schedule_id]
+        except KeyError:
+            raise ScheduleNotFound(schedule_id) from None
+
+    def _filtered_runs(
+        self,
+        workflow: str | None,
+        status: str | None,
+        created_after: datetime | None,
+        created_before: datetime | None,
+    ) -> list[RunState]:
+        return [
+            r
+            for r in self.data.runs.values()
+            if (workflow is None or r.workflow == workflow)
+            and (status is None or r.status.value == status)
+            and (created_after is None or r.created_at >= created_after)
+            and (created_before is None or r.created_at < created_before)
+        ]
+
+
+def _copy(value: T, type_: Any = None) -> T:
+    """A deep copy as the SQL adapter would read it back (JSON-shaped values)."""
+    copied: T = msgspec.json.decode(msgspec.json.encode(value), type=type_ or type(value))
+    return copied
+
+
+def _stored(state: RunState) -> RunState:
+    """The run as kept: its tasks, never its map items (those are kept apart)."""
+    return _copy(msgspec.structs.replace(state, map_items=[]))
+
+
+def _timer_key(timer: Any) -> TimerKey:
+    return (timer.run_id, timer.kind.value, timer.task_id, timer.attempt, timer.item)
+
+
+def _sortable(key: TimerKey) -> tuple[str, str, str, int, int]:
+    run_id, kind, task_id, attempt, item = key
+    return (run_id, kind, task_id or "", attempt, -1 if item is None else item)
+
+
+def _attempt_order(attempt: InflightAttempt) -> tuple[str, str, int]:
+    """By run (recovery pages by run id), then task, a map task before its items."""
+    return (attempt.run_id, attempt.task_id, -1 if attempt.item is None else attempt.item)
+
+
+def _summary(run: RunState) -> RunSummary:
+    return RunSummary(
+        id=run.id,
+        workflow=run.workflow,
+        version=run.version,
+        status=run.status.value,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        idempotency_key=run.idempotency_key,
+    )
+
+
+_Valued = TypeVar("_Valued", RunState, TaskState, MapItem)
+
+
+def _bounded(holder: _Valued, most: int) -> _Valued:
+    """`holder` with each input and output over `most` bytes of JSON an `OmittedValue`,
+    as the SQL store's bounded read answers."""
+    omitted = {}
+    for field_name in ("input", "output"):
+        value = getattr(holder, field_name)
+        if value is not None and (size := len(msgspec.json.encode(value))) > most:
+            omitted[field_name] = OmittedValue(size=size)
+    return msgspec.structs.replace(holder, **omitted) if omitted else holder
+
+
+def _item_record(item: MapItem) -> MapItemRecord:
+    return MapItemRecord(
+        index=item.index,
+        status=item.status.value,
+        attempt=item.attempt,
+        input=item.input,
+        output=item.output,
+        error=item.error,
+        scheduled_at=item.scheduled_at,
+        started_at=item.started_at,
+        finished_at=item.finished_at,
+        heartbeat=item.heartbeat,
+    )
+
+
+def _page(found: Sequence[T], limit: int, position: Callable[[T], tuple[Any, ...]]) -> Page[T]:
+    """A page of `limit` items, with a cursor if more follow."""
+    items = list(found[:limit])
+    if len(found) > limit and items:
+        return Page(items=items, next_cursor=encode_cursor(*position(items[-1])))
+    return Page(items=items)
