@@ -85,10 +85,12 @@ async def test_an_unexpected_error_is_a_500_problem_without_internals(
 ) -> None:
     """A bug in the engine is logged with its traceback and answered without its details."""
 
-    async def broken(run_id: str) -> None:
+    async def broken(run_id: str, *bound: int) -> None:
         raise RuntimeError("secret database password in a message")
 
+    # The route reads a run bounded (large values left in the store); break both reads.
     engine.get_run = broken  # type: ignore[method-assign,assignment]
+    engine.get_run_bounded = broken  # type: ignore[method-assign,assignment]
     with caplog.at_level(logging.ERROR, logger="app.api"):
         response = await http.get("/v1/runs/x")
     body = problem(response, 500, "internal-error")
