@@ -51,7 +51,8 @@ MIN_CASES_PER_DATABASE = 2000 * min(EXAMPLES, DEFAULT_EXAMPLES) // DEFAULT_EXAMP
 SHARDS = 1
 """Each fuzz pass is split by operation into this many tests, so xdist spreads them (one:
 each test's own servers cost about as much as a shard's fuzzing on a loaded machine)."""
-FUZZ_TESTS = 2 * len([GenerationMode.POSITIVE, GenerationMode.NEGATIVE]) * SHARDS
+MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+FUZZ_TESTS = 2 * len(MODES) * SHARDS
 """Fuzz tests per database: (admin key, open) x (positive, negative) x shards."""
 TIMEOUT = 300 * max(1, EXAMPLES // DEFAULT_EXAMPLES)
 CHECKS = [
@@ -61,7 +62,6 @@ CHECKS = [
     checks.response_schema_conformance,
 ]
 FORGED_CHECKS = [checks.not_a_server_error]
-MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
