@@ -10,7 +10,7 @@ import heapq
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -423,7 +423,12 @@ def _rfc3339(value: str, path: str, issues: list[ValidationIssue]) -> datetime |
         message = f"{value!r} is not an RFC 3339 time with an offset (e.g. 2030-01-01T00:00:00Z)"
         issues.append(ValidationIssue(path=path, message=message))
         return None
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00: no instant the store can keep
+        message = f"{value!r} is outside years 1 to 9999 once taken to UTC"
+        issues.append(ValidationIssue(path=path, message=message))
+        return None
 
 
 def _signal_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> dict[str, Any]:

@@ -15,6 +15,9 @@ from typing import Any
 
 import jsonschema
 import msgspec
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
 
 from app.domain._task_rules import (
     CompiledTask,
@@ -210,7 +213,12 @@ def _input_validator(
 ) -> jsonschema.protocols.Validator | None:
     if schema is None:
         return None
-    meta = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
+    # With the format checker, a `pattern` that is no regular expression is an issue here,
+    # not a `re.error` when the first run's input is checked.
+    meta = jsonschema.Draft202012Validator(
+        jsonschema.Draft202012Validator.META_SCHEMA,
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+    )
     errors = sorted(meta.iter_errors(schema), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
         path = _schema_path("input_schema", error.absolute_path)
@@ -219,9 +227,68 @@ def _input_validator(
         )
     if errors:
         return None
-    return jsonschema.Draft202012Validator(
-        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    before = len(issues)
+    issues.extend(_unresolvable_refs(schema))
+    validator = jsonschema.Draft202012Validator(
+        schema,
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+        # An empty registry: a `$ref` to a URL is never fetched (jsonschema's default
+        # registry would download it, from wherever it points, while checking an input).
+        registry=referencing.Registry(),
     )
+    if len(issues) == before and _refers_to_itself_without_end(validator):
+        message = "refers to itself without end (a $ref cycle that checks nothing)"
+        issues.append(ValidationIssue(path="input_schema", message=message))
+    return validator
+
+
+_DATA_KEYWORDS = frozenset({"const", "default", "enum", "examples"})
+"""Keywords whose values are data, not schemas: a `$ref` key inside them is no reference."""
+_SPEC_PREFIX = "https://json-schema.org/"
+"""Meta-schema references, which jsonschema resolves from its own copies."""
+
+
+def _unresolvable_refs(schema: dict[str, Any]) -> list[ValidationIssue]:
+    """An issue for each `$ref` that points nowhere in the schema (or to another document)."""
+    resource = referencing.jsonschema.DRAFT202012.create_resource(schema)
+    resolver = referencing.Registry().resolver_with_root(resource)
+    issues = []
+    for path, ref in _refs(schema, "input_schema"):
+        if ref.startswith(_SPEC_PREFIX):
+            continue
+        try:
+            resolver.lookup(ref)
+        except referencing.exceptions.Unresolvable:
+            message = (
+                f"$ref {ref!r} points nowhere in this schema (other documents are not fetched)"
+            )
+            issues.append(ValidationIssue(path=path, message=message))
+    return issues
+
+
+def _refs(value: Any, path: str) -> list[tuple[str, str]]:
+    if isinstance(value, list):
+        return [ref for i, item in enumerate(value) for ref in _refs(item, f"{path}[{i}]")]
+    if not isinstance(value, dict):
+        return []
+    found = []
+    for key, item in value.items():
+        if key == "$ref" and isinstance(item, str):
+            found.append((_join_path(path, key), item))
+        elif key not in _DATA_KEYWORDS:
+            found.extend(_refs(item, _join_path(path, str(key))))
+    return found
+
+
+def _refers_to_itself_without_end(validator: jsonschema.protocols.Validator) -> bool:
+    """Whether checking any value recurses for ever (`{"$ref": "#"}`): probed on a few."""
+    probes: tuple[Any, ...] = (None, {}, [], "", 0)
+    try:
+        for probe in probes:
+            validator.is_valid(probe)
+    except RecursionError:
+        return True
+    return False
 
 
 def _schema_path(root: str, parts: Any) -> str:
@@ -246,7 +313,13 @@ def validate_input(workflow: Workflow, value: Any) -> None:
     if validator is None:
         return
     issues: list[ValidationIssue] = []
-    for error in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.path))):
+    try:
+        errors = sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.path)))
+    except (RecursionError, referencing.exceptions.Unresolvable) as exc:
+        # A cycle only some inputs reach ({"properties": {"a": {"$ref": "#/properties/a"}}}).
+        message = f"the workflow's input_schema cannot check this input: {type(exc).__name__}"
+        raise InputInvalid([ValidationIssue(path="input", message=message)]) from None
+    for error in errors:
         path = _schema_path("input", error.absolute_path)
         if error.validator == "required" and isinstance(error.instance, dict):
             # Point at the missing property itself, not at the object that lacks it.

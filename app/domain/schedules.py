@@ -9,7 +9,7 @@ fires at the first instant after the gap, one repeated by a fall-back fires once
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,6 +22,10 @@ from app.domain.errors import TreadleError, ValidationIssue
 from app.domain.limits import KEY_CHARS, MAX_VERSION, NAME_CHARS, TIMEZONE_CHARS, text_problem
 
 MIN_INTERVAL_SECONDS = 1.0
+MAX_INTERVAL_SECONDS = 100 * 366 * 86_400.0
+"""About a century: a longer interval could not be added to a date (`datetime` ends in 9999)."""
+LATEST_START = datetime(9000, 1, 1, tzinfo=UTC)
+"""`start_at` comes before this, so its first ticks (a cron's may be years apart) are dates."""
 MISFIRE_GRACE_SECONDS = 60.0
 """A tick found due later than this is missed, and the catch-up policy decides about it."""
 GRACE_FRACTION = 0.5
@@ -132,8 +136,10 @@ def parse_schedule(data: Any) -> tuple[ScheduleSpec, Trigger]:
     issues: list[ValidationIssue] = []
     if not spec.name.strip():
         issues.append(ValidationIssue(path="name", message="must not be empty"))
-    if spec.start_at is not None and spec.start_at.tzinfo is None:
-        issues.append(ValidationIssue(path="start_at", message="needs a UTC offset or Z"))
+    if spec.start_at is not None:
+        problem = _start_problem(spec.start_at)
+        if problem is not None:
+            issues.append(ValidationIssue(path="start_at", message=problem))
     _check_columns(spec, issues)
     if issues:  # a value the store cannot keep is not parsed further
         raise ScheduleInvalid(issues)
@@ -156,6 +162,19 @@ def _check_columns(spec: ScheduleSpec, issues: list[ValidationIssue]) -> None:
         issues.append(ValidationIssue(path="version", message=message))
 
 
+def _start_problem(start_at: datetime) -> str | None:
+    """Why `start_at` cannot start a schedule, or None."""
+    if start_at.tzinfo is None:
+        return "needs a UTC offset or Z"
+    try:
+        in_utc = start_at.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is after the last instant there is
+        return "must be between years 1 and 9999 once taken to UTC"
+    if in_utc >= LATEST_START:
+        return f"must be before {LATEST_START:%Y-%m-%d}"
+    return None
+
+
 def _trigger(spec: ScheduleSpec, issues: list[ValidationIssue]) -> Trigger:
     if (spec.cron is None) == (spec.interval is None):
         issues.append(ValidationIssue(path="", message="give exactly one of cron or interval"))
@@ -176,6 +195,9 @@ def _trigger(spec: ScheduleSpec, issues: list[ValidationIssue]) -> Trigger:
         return Trigger()
     if not math.isfinite(seconds) or seconds < MIN_INTERVAL_SECONDS:
         message = f"must be at least {MIN_INTERVAL_SECONDS:g}s, got {seconds:g}s"
+        issues.append(ValidationIssue(path="interval", message=message))
+    elif seconds > MAX_INTERVAL_SECONDS:
+        message = f"must be at most {MAX_INTERVAL_SECONDS:.0f}s (about 100 years), got {seconds:g}s"
         issues.append(ValidationIssue(path="interval", message=message))
     return Trigger(interval_seconds=seconds)
 

@@ -134,7 +134,12 @@ def require_json_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
 
 
 def _problems(*codes: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the problem+json answers a route can give."""
+    """OpenAPI entries for the problem+json answers a route can give.
+
+    400 is always one: any /v1 route refuses a NUL in its path, query or headers and an
+    unknown query parameter (`_bounds`), and litestar's default 400 entry would describe
+    a JSON body this API never sends.
+    """
     return {
         code: ResponseSpec(
             data_container=Problem,
@@ -142,7 +147,7 @@ def _problems(*codes: int) -> dict[int, ResponseSpec]:
             description="An RFC 9457 problem",
             generate_examples=False,
         )
-        for code in codes
+        for code in sorted({400, *codes})
     }
 
 

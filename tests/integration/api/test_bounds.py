@@ -128,6 +128,31 @@ async def test_date_times_that_overflow_with_their_offset_are_400(api: httpx.Asy
     assert edge.status_code == 200, edge.text
 
 
+async def test_schedule_times_past_what_a_date_holds_are_422(api: httpx.AsyncClient) -> None:
+    """A schedule whose start_at overflows once taken to UTC, comes so late that its first
+    tick would pass year 9999, or whose interval is longer than a century is a 422 naming
+    the field (each was a 500: OverflowError computing the first tick)."""
+    hourly = {"workflow": "gate", "interval": "1h"}
+    leap_mondays = {"workflow": "gate", "cron": "0 0 29 2 1"}
+    refused = [
+        (hourly, "start_at", "9999-12-31T23:59:59-14:00"),
+        (leap_mondays, "start_at", "9999-12-31T00:00:00Z"),
+        (hourly, "interval", "99999999999999d"),
+        (hourly, "interval", 1e308),
+        (hourly, "interval", 2**64),
+    ]
+    for n, (base, field, value) in enumerate(refused):
+        schedule = {**base, "name": f"late-{n}", field: value}
+        body = problem(await api.post("/v1/schedules", json=schedule), 422, "schedule-invalid")
+        assert body["errors"][0]["path"] == field, body
+    for n, base in enumerate((hourly, leap_mondays)):
+        latest = {**base, "name": f"ok-{n}", "start_at": "8999-12-31T23:59:59+14:00"}
+        created = await api.post(
+            "/v1/schedules", json={**latest, "interval": "36500d"} if n == 0 else latest
+        )
+        assert created.status_code == 201, created.text
+
+
 def _cursor(*parts: Any) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(list(parts))).decode().rstrip("=")
 

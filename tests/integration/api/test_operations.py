@@ -129,3 +129,30 @@ async def test_the_docs_ui_is_served_at_schema(http: httpx.AsyncClient) -> None:
     response = await http.get("/schema")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
+
+
+async def test_every_v1_operation_documents_its_400_as_a_problem(http: httpx.AsyncClient) -> None:
+    """Any /v1 route refuses a NUL or an unknown query parameter with a 400 problem, and its
+    document says so (not litestar's default 400, a JSON body this API never sends)."""
+    doc = (await http.get("/schema/openapi.json")).json()
+    operations = [
+        (method, path, operation)
+        for path, item in doc["paths"].items()
+        if path.startswith("/v1/")
+        for method, operation in item.items()
+        if method in {"get", "post", "delete"}
+    ]
+    assert len(operations) >= 20
+    for method, path, operation in operations:
+        content = operation["responses"]["400"]["content"]
+        assert set(content) == {"application/problem+json"}, (method, path)
+        assert content["application/problem+json"]["schema"] == {
+            "$ref": "#/components/schemas/Problem"
+        }
+
+
+async def test_deleting_a_schedule_documents_a_204_without_a_body(http: httpx.AsyncClient) -> None:
+    """DELETE /v1/schedules/{id} answers 204 with nothing, and the document promises nothing."""
+    doc = (await http.get("/schema/openapi.json")).json()
+    no_content = doc["paths"]["/v1/schedules/{schedule_id}"]["delete"]["responses"]["204"]
+    assert not no_content.get("content")
