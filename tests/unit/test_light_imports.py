@@ -44,7 +44,7 @@ def loaded_server_modules(*modules: str) -> list[str]:
     return done.stdout.split()
 
 
-@pytest.mark.parametrize("module", ["app.client", "app.api_types"])
+@pytest.mark.parametrize("module", ["app.client", "app.cli", "app.api_types"])
 def test_a_client_side_module_imports_nothing_of_the_server(module: str) -> None:
     """Importing the client, the CLI or the API's bodies loads no litestar, SQLAlchemy,
     telemetry, UI or store module."""
@@ -56,3 +56,20 @@ def test_the_probe_sees_the_server_when_it_is_imported() -> None:
     loaded = loaded_server_modules("app.modules.api")
     assert "litestar" in loaded
     assert "app.modules.ui" in loaded
+
+
+def test_the_cli_parser_loads_no_http_client() -> None:
+    """`treadle --help` (importing the CLI and building its parser) loads no httpx: the
+    HTTP client, whose import also pulls httpx's own CLI (rich, click), loads only when a
+    command calls the API."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, app.cli; app.cli.build_parser(); print('httpx' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "False"

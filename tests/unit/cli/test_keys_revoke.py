@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from app._cli_keys import keys_command
 from app.cli import build_parser
+from app.cli._keys import keys_command
 from app.config import AuthSettings, DatabaseSettings, Settings
 
 
