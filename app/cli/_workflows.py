@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app._yaml import YamlInvalid, YamlRefused, load_bounded
 from app.cli._console import EXIT_OK, Console, UsageError, all_pages, clock, print_json, print_table
+from app.cli._yaml import YamlInvalid, YamlRefused, load_bounded
 
 if TYPE_CHECKING:
     from app.client import Client
