@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import httpx
 import msgspec
 
-from app.domain.errors import TreadleError
-from app.modules.api import (
+from app.api_types import (
+    DEFAULT_URL,
+    Elided,
     HistoryPage,
     RunBody,
     RunCountsBody,
@@ -30,7 +31,10 @@ from app.modules.api import (
     WorkflowPage,
     WorkflowRef,
     WorkflowVersion,
+    elided,
+    elided_path,
 )
+from app.domain.errors import TreadleError
 
 __all__ = [
     "DEFAULT_URL",
@@ -43,7 +47,6 @@ __all__ = [
     "elided_path",
 ]
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
 T = TypeVar("T")
@@ -214,32 +217,6 @@ def _schedule(schedule_id: str, action: str = "", method: str = "GET") -> _Call[
 
 def _delete_schedule(schedule_id: str) -> _Call[None]:
     return _Call("DELETE", f"/v1/schedules/{_segment(schedule_id)}", type(None))
-
-
-# --- elided values --------------------------------------------------------------------------
-
-
-class Elided(msgspec.Struct, frozen=True, kw_only=True):
-    """A value the server left out of a run's JSON: its size as JSON, and where to get it."""
-
-    bytes: int
-    href: str
-
-
-def elided(value: Any) -> Elided | None:
-    """The `{"$elided": {bytes, href}}` that `value` is, or None for a value in full."""
-    if not (isinstance(value, dict) and len(value) == 1 and isinstance(value.get("$elided"), dict)):
-        return None
-    try:
-        return msgspec.convert(value["$elided"], Elided)
-    except msgspec.ValidationError:
-        return None
-
-
-def elided_path(marker: Elided) -> str:
-    """The value path of an elided value's href (for `get_value`), e.g. `tasks/x/output`."""
-    _, sep, path = marker.href.partition("/values/")
-    return unquote(path) if sep else marker.href
 
 
 # --- answers ------------------------------------------------------------------------------

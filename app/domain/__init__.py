@@ -1,17 +1,26 @@
-"""The pure model of Treadle: definitions, expressions, state and the decider. No I/O."""
+"""The pure model of Treadle: definitions, expressions, state and the decider. No I/O.
 
-from app.domain.compile import (
-    CompiledTask,
-    RetryPolicy,
-    Workflow,
-    compile_workflow,
-    definition_digest,
-    parse_definition,
-    validate_input,
-)
-from app.domain.decider import decide, new_run
-from app.domain.durations import parse_duration
-from app.domain.expressions import Template, compile_template
+The names below load on first use: a light reader of one domain module (the typed client
+reads `errors` and `state`) must not pay for jsonschema and jmespath.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.domain.compile import (
+        CompiledTask,
+        RetryPolicy,
+        Workflow,
+        compile_workflow,
+        definition_digest,
+        parse_definition,
+        validate_input,
+    )
+    from app.domain.decider import decide, new_run
+    from app.domain.durations import parse_duration
+    from app.domain.expressions import Template, compile_template
 
 __all__ = [
     "CompiledTask",
@@ -27,3 +36,31 @@ __all__ = [
     "parse_duration",
     "validate_input",
 ]
+
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "CompiledTask",
+            "RetryPolicy",
+            "Workflow",
+            "compile_workflow",
+            "definition_digest",
+            "parse_definition",
+            "validate_input",
+        ),
+        "app.domain.compile",
+    ),
+    "decide": "app.domain.decider",
+    "new_run": "app.domain.decider",
+    "parse_duration": "app.domain.durations",
+    "Template": "app.domain.expressions",
+    "compile_template": "app.domain.expressions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib  # noqa: PLC0415 -- lazy by design, see the module docstring
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

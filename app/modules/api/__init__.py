@@ -9,14 +9,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
-from app.config import ApiSettings, LimitsSettings
-from app.modules.api._auth import Authenticator, declare_security
-from app.modules.api._bounds import json_depth_check, refuse_nul
-from app.modules.api._errors import problem_response
-from app.modules.api._ops import healthz, metrics, readyz
-from app.modules.api._routes import RunController, Services, WorkflowController
-from app.modules.api._schedules import ScheduleBody, ScheduleController, SchedulePage
-from app.modules.api._schemas import (
+from app.api_types import (
     HeartbeatBody,
     HistoryPage,
     Problem,
@@ -24,6 +17,8 @@ from app.modules.api._schemas import (
     RunCountsBody,
     RunPage,
     RunSummaryBody,
+    ScheduleBody,
+    SchedulePage,
     TaskBody,
     WorkflowDetail,
     WorkflowPage,
@@ -32,6 +27,13 @@ from app.modules.api._schemas import (
     WorkflowVersion,
     WorkflowVersionInfo,
 )
+from app.config import ApiSettings, LimitsSettings
+from app.modules.api._auth import Authenticator, declare_security
+from app.modules.api._bounds import json_depth_check, refuse_nul
+from app.modules.api._errors import problem_response
+from app.modules.api._ops import healthz, metrics, readyz
+from app.modules.api._routes import RunController, Services, WorkflowController
+from app.modules.api._schedules import ScheduleController
 from app.modules.ui import ui_routes
 from app.observability import Telemetry
 from app.ports import (
@@ -43,7 +45,7 @@ from app.ports import (
     WorkflowStore,
 )
 
-# The response bodies are public: the typed client decodes into them.
+# The response bodies (from `app.api_types`) are public: the typed client decodes into them.
 __all__ = [
     "Authenticator",
     "HeartbeatBody",

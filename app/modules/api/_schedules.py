@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-import msgspec
 from litestar import Controller, delete, get, post
 from litestar.params import FromPath, JSONBody
 
+from app.api_types import ScheduleBody, SchedulePage
 from app.domain.schedules import Schedule
 from app.modules.api._bounds import known_query_only
 from app.modules.api._errors import SchedulesUnavailable
@@ -21,33 +20,6 @@ from app.modules.api._routes import (
     require_json_body,
 )
 from app.ports import ScheduleControl
-
-
-class ScheduleBody(msgspec.Struct, frozen=True, kw_only=True):
-    """A schedule and where it stands; `cron` with `timezone`, or `interval_seconds`."""
-
-    id: str
-    name: str
-    workflow: str
-    version: int | None
-    input: Any
-    cron: str | None
-    timezone: str
-    interval_seconds: float | None
-    overlap: str
-    catch_up: str
-    paused: bool
-    next_fire_at: datetime
-    last_fire_at: datetime | None
-    last_run_id: str | None
-    created_at: datetime
-
-
-class SchedulePage(msgspec.Struct, frozen=True, kw_only=True):
-    """A page of schedules, by name; `next_cursor` is null on the last page."""
-
-    items: list[ScheduleBody]
-    next_cursor: str | None = None
 
 
 def schedule_body(s: Schedule) -> ScheduleBody:

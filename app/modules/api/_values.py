@@ -18,12 +18,12 @@ from urllib.parse import quote
 
 import msgspec
 
+from app.api_types import elided_marker
 from app.domain.state import ErrorInfo, RunState
 from app.modules.api._errors import InvalidParameter
 from app.modules.api._schemas import MapItemPage, RunBody, TaskBody
 from app.ports import OmittedValue, RunStore
 
-ELIDED = "$elided"
 FIELDS = ("input", "output", "error")
 INLINE_ALL = "all"
 _ITEM_PATH = re.compile(r"(?P<task>[A-Za-z0-9_.-]+)(?:\[(?P<index>[0-9]{1,10})\])?")
@@ -84,15 +84,11 @@ def inline_bound(most: int, inline: str | None) -> int | None:
 def shown(value: Any, href: Callable[[], str], most: int | None) -> Any:
     """`value` itself, or `{"$elided": {bytes, href}}` when its JSON is over `most` bytes."""
     if isinstance(value, OmittedValue):  # the store measured it and left it there
-        return _elided(value.size, href())
+        return elided_marker(value.size, href())
     if most is None or value is None or isinstance(value, bool | int | float):
         return value
     size = len(_encoder.encode(value))
-    return _elided(size, href()) if size > most else value
-
-
-def _elided(size: int, href: str) -> dict[str, Any]:
-    return {ELIDED: {"bytes": size, "href": href}}
+    return elided_marker(size, href()) if size > most else value
 
 
 def shown_error(error: ErrorInfo | None, href: Callable[[], str], most: int | None) -> Any:

@@ -1,4 +1,4 @@
-"""An in-process ApiClient for CLI tests: runs advance one step per poll."""
+"""An in-process stand-in for `app.client.Client` in CLI tests: runs advance one step per poll."""
 
 from __future__ import annotations
 

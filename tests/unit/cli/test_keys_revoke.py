@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app._cli_keys import keys_command
 from app.cli import build_parser
+from app.cli._keys import keys_command
 from app.config import AuthSettings, ConfigError, DatabaseSettings, Settings
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app import _yaml
+from app.cli import _yaml
 from tests.unit.cli._fake_client import FakeClient
 from tests.unit.cli.test_cli import treadle
 

@@ -6,8 +6,7 @@ from typing import Any
 
 import msgspec
 
-from app.client import elided, elided_path
-from app.modules.api import RunBody
+from app.api_types import RunBody, elided, elided_path
 
 _FIELDS = ("input", "output")
 

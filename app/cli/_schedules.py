@@ -1,31 +1,24 @@
 """`treadle schedule create | list | pause | resume | delete`: schedules, over the API.
 
-Kept apart from `app.cli` so that module stays readable; it depends on nothing there
-(the JSON argument type is handed in), so the two import in either order.
+The JSON argument type is handed in by `app.cli`, which builds the parser.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, TextIO
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
 
-from app.modules.api import ScheduleBody, SchedulePage
+from app.api_types import ScheduleBody
+from app.cli._console import Console, UsageError
+
+if TYPE_CHECKING:
+    from app.client import Client
 
 OVERLAP = ("skip", "allow", "cancel_previous")
 CATCH_UP = ("skip", "run_once")
-
-
-class ScheduleClient(Protocol):
-    """What the schedule commands need from the API; `app.client.Client` is the real one."""
-
-    def create_schedule(self, spec: Mapping[str, Any]) -> ScheduleBody: ...
-    def list_schedules(self, *, limit: int | None = ..., cursor: str | None = ...) -> SchedulePage: ...  # fmt: skip  # noqa: E501
-    def pause_schedule(self, schedule_id: str) -> ScheduleBody: ...
-    def resume_schedule(self, schedule_id: str) -> ScheduleBody: ...
-    def delete_schedule(self, schedule_id: str) -> None: ...
 
 
 def add_schedule_parser(commands: Any, json_type: Callable[[str], Any]) -> None:
@@ -67,7 +60,7 @@ def schedule_spec(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if v is not None}
 
 
-def schedule_command(args: argparse.Namespace, client: ScheduleClient, out: TextIO) -> int:
+def schedule_command(args: argparse.Namespace, client: Client, out: TextIO) -> int:
     """Run one `schedule` action against the API; returns the exit code."""
     if args.action == "create":
         _print_json(client.create_schedule(schedule_spec(args)), out)
@@ -85,7 +78,7 @@ def schedule_command(args: argparse.Namespace, client: ScheduleClient, out: Text
     return 0
 
 
-def _every_schedule(client: ScheduleClient) -> list[ScheduleBody]:
+def _every_schedule(client: Client) -> list[ScheduleBody]:
     found: list[ScheduleBody] = []
     cursor: str | None = None
     while True:
@@ -122,3 +115,10 @@ def _print_schedules(schedules: Sequence[ScheduleBody], out: TextIO) -> None:
 
 def _print_json(value: Any, out: TextIO) -> None:
     print(msgspec.json.format(msgspec.json.encode(value), indent=2).decode(), file=out)
+
+
+def schedule(args: argparse.Namespace, client: Client, console: Console) -> int:
+    """`schedule ...`; a time zone with an interval is refused here, as the server ignores it."""
+    if args.action == "create" and args.timezone and args.every:
+        raise UsageError("--timezone applies to --cron only; an --every interval has no zone")
+    return schedule_command(args, client, console.out)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from app._auth_policy import LOCKED
 from app.config import ConfigError, Settings
 from app.domain.api_keys import ApiKey, new_key, parse_scopes
-from app.ports import ApiKeyStore
+
+if TYPE_CHECKING:
+    from app.ports import ApiKeyStore
 
 T = TypeVar("T")
 

@@ -1,0 +1,176 @@
+"""The `treadle` command: serve the engine, migrate, and drive workflows and runs over HTTP.
+
+Commands that talk to a server take an `app.client.Client` (tests hand in an in-process
+fake shaped like it). Only light modules load up front (argparse, the API's bodies in
+`app.api_types`): the HTTP client loads when a command needs the API, and the engine only
+for `serve`, `migrate` and `keys`, so `treadle --help` answers at once. Exit codes:
+0 success, 1 failure (the server refused, a run did not complete), 2 usage or
+configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from app.api_types import DEFAULT_URL
+from app.cli._console import EXIT_FAILED, EXIT_USAGE, Console, UsageError, json_argument
+from app.cli._keys import add_keys_parser, keys_command
+from app.cli._runs import (
+    add_run_parser,
+    format_entry,
+    heartbeat_line,
+    run_cancel,
+    run_get,
+    run_list,
+    run_signal,
+    run_start,
+    run_steer,
+    run_value,
+    run_watch,
+)
+from app.cli._schedules import add_schedule_parser, schedule
+from app.cli._serve import add_serve_parser, migrate_command, serve_command, settings_for
+from app.cli._workflows import add_workflow_parser, workflow_apply, workflow_get, workflow_list
+from app.config import ConfigError
+from app.domain.errors import TreadleError
+
+if TYPE_CHECKING:
+    from app.client import ApiError, Client
+
+__all__ = [
+    "Console",
+    "UsageError",
+    "build_parser",
+    "dispatch",
+    "explain",
+    "format_entry",
+    "heartbeat_line",
+    "main",
+    "settings_for",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="treadle", description="Durable workflow orchestration.")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("TREADLE_URL", DEFAULT_URL),
+        help="the Treadle API (default: $TREADLE_URL or %(default)s)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("TREADLE_API_KEY"),
+        help="an API key sent as Authorization: Bearer (default: $TREADLE_API_KEY)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_serve_parser(commands)
+    migrate = commands.add_parser("migrate", help="create or upgrade the database schema")
+    migrate.add_argument("--config", help="a TOML settings file")
+    add_workflow_parser(commands)
+    add_run_parser(commands)
+    add_schedule_parser(commands, json_argument)
+    add_keys_parser(commands)
+    return parser
+
+
+# --- entry point ----------------------------------------------------------------------------
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    client_factory: Callable[[str], Client] | None = None,
+    console: Console | None = None,
+) -> int:
+    """Run the command line; returns the exit code."""
+    console = console or Console(out=sys.stdout, err=sys.stderr)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage error
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return _execute(args, client_factory or _http_client(args.api_key), console)
+    except (UsageError, TreadleError) as exc:
+        message, code = explain(exc)
+        return _fail(console, message, code)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _execute(
+    args: argparse.Namespace, client_factory: Callable[[str], Client], console: Console
+) -> int:
+    if args.command == "serve":
+        return serve_command(args)
+    if args.command == "migrate":
+        return migrate_command(args)
+    if args.command == "keys":
+        return keys_command(args, settings_for(args), console.out, console.err)
+    return dispatch(args, client_factory(args.url), console)
+
+
+def explain(exc: Exception) -> tuple[str, int]:
+    """The one line (and exit code) the CLI prints for an error."""
+    if isinstance(exc, UsageError):
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, ConfigError):
+        return f"config {exc.key}: {exc.reason}", EXIT_USAGE
+    # Only the client raises these, so it is loaded by the time one is to be explained.
+    from app.client import ApiError, TreadleUnreachable  # noqa: PLC0415
+
+    if isinstance(exc, TreadleUnreachable):
+        return f"cannot reach Treadle at {exc.url}: is `treadle serve` running?", EXIT_FAILED
+    if isinstance(exc, ApiError):
+        return _describe_problem(exc), EXIT_FAILED
+    return str(exc), EXIT_FAILED
+
+
+def _http_client(api_key: str | None) -> Callable[[str], Client]:
+    def connect(url: str) -> Client:
+        # httpx (and its own CLI's rich) loads only for a command that calls the API.
+        from app.client import Client  # noqa: PLC0415
+
+        return Client(url, api_key=api_key)
+
+    return connect
+
+
+def _fail(console: Console, message: str, code: int = EXIT_FAILED) -> int:
+    print(f"treadle: {message}", file=console.err)
+    return code
+
+
+def _describe_problem(exc: ApiError) -> str:
+    line = f"{exc.title}: {exc.detail}" if exc.detail else exc.title
+    issues = "; ".join(
+        f"{e.get('path')}: {e.get('message')}" if e.get("path") else str(e.get("message"))
+        for e in exc.errors
+    )
+    # The detail usually lists the issues already; repeat them only when it does not.
+    return f"{line} ({issues})" if issues and issues not in line else line
+
+
+def dispatch(args: argparse.Namespace, client: Client, console: Console) -> int:
+    """Run a `workflow` or `run` command against the API."""
+    handlers: dict[tuple[str, str], Callable[[argparse.Namespace, Client, Console], int]] = {
+        ("workflow", "apply"): workflow_apply,
+        ("workflow", "list"): workflow_list,
+        ("workflow", "get"): workflow_get,
+        ("run", "start"): run_start,
+        ("run", "get"): run_get,
+        ("run", "value"): run_value,
+        ("run", "list"): run_list,
+        ("run", "cancel"): run_cancel,
+        ("run", "signal"): run_signal,
+        ("run", "watch"): run_watch,
+        ("run", "retry"): run_steer,
+        ("run", "pause"): run_steer,
+        ("run", "resume"): run_steer,
+    }
+    if args.command == "schedule":
+        return schedule(args, client, console)
+    return handlers[(args.command, args.action)](args, client, console)
