@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO, TypeVar
 
-from app._auth_policy import LOCKED
 from app.config import Settings
 from app.domain.api_keys import ApiKey, new_key, parse_scopes
+from app.domain.auth_policy import LOCKED
 from app.ports import ApiKeyStore
 
 T = TypeVar("T")

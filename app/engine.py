@@ -18,14 +18,14 @@ import anyio
 import anyio.abc
 import uvicorn
 
-from app._auth_policy import is_loopback, serve_refusal
-from app._operations import operations_app
 from app.config import ConfigError, Settings
+from app.domain.auth_policy import is_loopback, serve_refusal
 from app.domain.errors import TreadleError
 from app.modules.orchestrator import Orchestrator, Relay, RunEngine, ScheduleService
 from app.modules.worker import HandlerRegistry, HttpExecutor, SyncThreads, Worker
 from app.observability import Telemetry, get_logger
 from app.ports import Clock, HealthCheck, StateStore, Transport
+from app.serving.operations import operations_app
 from app.store import StoreUnavailable, api_key_store, build_store
 from app.transports import build_transport
 from app.transports._connect import connect_with_retries

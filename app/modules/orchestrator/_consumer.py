@@ -8,7 +8,6 @@ import anyio
 import msgspec
 import stamina
 
-from app._crash import crash_point
 from app.domain.errors import RunNotFound
 from app.domain.events import (
     CancelAttempts,
@@ -26,6 +25,7 @@ from app.modules.orchestrator._children import handle_child_command
 from app.modules.orchestrator._engine import RunEngine
 from app.observability import Metrics, bind_context, get_logger
 from app.ports import Delivery, Transport
+from app.testing.crash import crash_point
 
 log = get_logger(__name__)
 
