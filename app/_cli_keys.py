@@ -69,8 +69,8 @@ async def _revoke(keys: ApiKeyStore, key_id: str) -> tuple[ApiKey, int]:
 def _with_keys(settings: Settings, action: Callable[[ApiKeyStore], Awaitable[T]]) -> T:
     import anyio  # noqa: PLC0415 -- the store loads only for commands that need it
 
-    from app.engine import migrates_on_start  # noqa: PLC0415
     from app.store import api_key_store, build_store  # noqa: PLC0415
+    from app.wiring import migrates_on_start  # noqa: PLC0415
 
     async def run() -> T:
         store = build_store(settings.database)
