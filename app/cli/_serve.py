@@ -65,8 +65,8 @@ def settings_for(args: argparse.Namespace) -> Settings:
 def serve_command(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415 -- the engine loads only for `serve` and `migrate`
 
-    from app import engine  # noqa: PLC0415
     from app.observability import configure_logging  # noqa: PLC0415
+    from app.serving.serve import serve  # noqa: PLC0415
 
     settings = settings_for(args)
     # JSON lines unless stdout is a terminal (log.format = auto), for every logger.
@@ -79,9 +79,7 @@ def serve_command(args: argparse.Namespace) -> int:
         modules.append(EXAMPLE_MODULE)
         on_ready = _register_definition(_example_definition())
     anyio.run(
-        lambda: engine.serve(
-            settings, roles=set(args.roles), handler_modules=modules, on_ready=on_ready
-        )
+        lambda: serve(settings, roles=set(args.roles), handler_modules=modules, on_ready=on_ready)
     )
     return EXIT_OK
 
@@ -92,8 +90,8 @@ def _example_definition() -> dict[str, Any]:
 
 
 def _register_definition(definition: dict[str, Any]) -> Callable[[Any], Any]:
-    async def register(engine: Any) -> None:
-        await engine.run_engine.register_workflow(definition)
+    async def register(process: Any) -> None:
+        await process.run_service.register_workflow(definition)
 
     return register
 
@@ -101,10 +99,10 @@ def _register_definition(definition: dict[str, Any]) -> Callable[[Any], Any]:
 def migrate_command(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415
 
-    from app import engine  # noqa: PLC0415
     from app.observability import strip_url_passwords  # noqa: PLC0415
+    from app.wiring import migrate  # noqa: PLC0415
 
     settings = settings_for(args)
-    anyio.run(engine.migrate, settings)
+    anyio.run(migrate, settings)
     print(f"database at {strip_url_passwords(settings.database.url)} is migrated")
     return EXIT_OK

@@ -26,8 +26,8 @@ from app.domain.errors import RunNotFound
 from app.domain.state import RunState
 from app.ports import Applied, Changes, Decide, ItemsWanted
 from app.store import _rows as rows_
+from app.store._database import Database
 from app.store._decisions import DecisionWrites
-from app.store._engine import Database
 from app.store._errors import StoreError, mapped_errors
 from app.store._group import GroupCommitter, GroupRequest, together_or_alone
 from app.store._map_items import load_items

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Insert, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from app.store._engine import Database
+from app.store._database import Database
 from app.store._errors import mapped_errors
 from app.store._tables import deliveries
 

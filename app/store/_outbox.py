@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, select, update
 
 from app.ports import OutboxRecord
 from app.store import _rows as rows_
-from app.store._engine import Database
+from app.store._database import Database
 from app.store._errors import mapped_errors
 from app.store._tables import UNSENT, outbox
 

@@ -26,7 +26,7 @@ from app.domain.schedules import (
 )
 from app.ports import Page
 from app.store import _rows as rows_
-from app.store._engine import Database
+from app.store._database import Database
 from app.store._errors import StoreError, mapped_errors
 from app.store._tables import schedules
 from app.store._types import decode_json, encode_json

@@ -30,8 +30,8 @@ from app.ports import (
 from app.store import _rows as rows_
 from app.store._apply import DecisionQueries, load_run
 from app.store._closing import end_orphaned_closes
+from app.store._database import Database
 from app.store._deliveries import DeliveryQueries
-from app.store._engine import Database
 from app.store._errors import StoreError, mapped_errors
 from app.store._map_items import inflight_items, select_item_page
 from app.store._migrate import is_at_head, upgrade

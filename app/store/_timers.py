@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.ports import DueTimer
 from app.store import _rows as rows_
-from app.store._engine import Database
+from app.store._database import Database
 from app.store._errors import mapped_errors
 from app.store._tables import timers
 

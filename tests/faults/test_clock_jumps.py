@@ -22,7 +22,7 @@ from app.config import (
     WorkerSettings,
 )
 from app.domain.state import RunState
-from app.engine import Engine, build
+from app.wiring import Process, build
 from tests.faults.handlers import LEDGER_DDL, LEDGER_ENV
 
 HOUR = timedelta(hours=1)
@@ -74,7 +74,7 @@ def anyio_backend() -> str:
 
 
 @asynccontextmanager
-async def running(tmp_path: Path, clock: JumpClock) -> AsyncIterator[Engine]:
+async def running(tmp_path: Path, clock: JumpClock) -> AsyncIterator[Process]:
     """An engine on a fresh SQLite file, its orchestrator and worker running."""
     settings = Settings(
         database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'treadle.db'}"),
@@ -102,7 +102,7 @@ async def running(tmp_path: Path, clock: JumpClock) -> AsyncIterator[Engine]:
         await engine.close()
 
 
-async def until(engine: Engine, run_id: str, ready: Any, within: float = 30.0) -> RunState:
+async def until(engine: Process, run_id: str, ready: Any, within: float = 30.0) -> RunState:
     """The run once `ready(run)` holds."""
     with anyio.fail_after(within):
         while True:
@@ -152,8 +152,8 @@ async def test_a_jump_forward_fires_backoff_sleep_and_timeout_once(
     clock = JumpClock()
     db = tmp_path / "treadle.db"
     async with running(tmp_path, clock) as engine:
-        await engine.run_engine.register_workflow(CLOCKWORK)
-        run, _ = await engine.run_engine.start_run("clockwork", None, {})
+        await engine.run_service.register_workflow(CLOCKWORK)
+        run, _ = await engine.run_service.start_run("clockwork", None, {})
         await until(engine, run.id, _waiting)
         await anyio.sleep(0.5)  # several polls: nothing an hour away fires without a jump
         assert (await engine.store.get_run(run.id)).status == "running"
@@ -187,12 +187,12 @@ async def test_a_jump_backward_fires_nothing_again_or_early(tmp_path: Path, ledg
     clock = JumpClock()
     db = tmp_path / "treadle.db"
     async with running(tmp_path, clock) as engine:
-        await engine.run_engine.register_workflow(NAP)
-        first, _ = await engine.run_engine.start_run("nap", None, {})
+        await engine.run_service.register_workflow(NAP)
+        first, _ = await engine.run_service.start_run("nap", None, {})
         await until(engine, first.id, lambda r: r.tasks["nap"].status == "running")
         clock.jump(2 * HOUR)
         await until(engine, first.id, lambda r: r.status == "completed")
-        second, _ = await engine.run_engine.start_run("nap", None, {})  # due at T+3h
+        second, _ = await engine.run_service.start_run("nap", None, {})  # due at T+3h
         await until(engine, second.id, lambda r: r.tasks["nap"].status == "running")
         fired = history(db)
         clock.jump(-3 * HOUR)  # to T - 1h: both runs' timers are in the future again

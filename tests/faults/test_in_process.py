@@ -10,10 +10,10 @@ import anyio
 import pytest
 
 from app.config import DatabaseSettings, Settings, TransportSettings
-from app.engine import Engine, SystemClock
 from app.modules.worker import HandlerRegistry
 from app.store import build_store
 from app.transports.memory import MemoryTransport
+from app.wiring import Process, SystemClock
 from tests.faults.dup_transport import DuplicatingTransport
 from tests.faults.handlers import LEDGER_DDL, LEDGER_ENV
 from tests.faults.harness import WORKFLOWS
@@ -47,7 +47,7 @@ async def test_every_message_twice_shuffled_and_late(
     transport = DuplicatingTransport(
         MemoryTransport(settings.transport), random.Random(6), max_delay=0.05
     )
-    engine = Engine(
+    engine = Process(
         settings,
         build_store(settings.database),
         transport,  # type: ignore[arg-type]
@@ -68,9 +68,9 @@ async def test_every_message_twice_shuffled_and_late(
     print(f"\nFAULT-SCENARIO duplicated deliveries: runs={RUNS} faults={transport.duplicated}")
 
 
-async def _drive(engine: Engine) -> dict[str, str]:
+async def _drive(engine: Process) -> dict[str, str]:
     for definition in WORKFLOWS:
-        await engine.run_engine.register_workflow(definition)
+        await engine.run_service.register_workflow(definition)
     names = [w["name"] for w in WORKFLOWS if w["name"] != "f-slow"]
     statuses: dict[str, str] = {}
     async with anyio.create_task_group() as tg:
@@ -78,7 +78,7 @@ async def _drive(engine: Engine) -> dict[str, str]:
         tg.start_soon(engine.orchestrator().run)
         ids = []
         for i in range(RUNS):
-            run, _ = await engine.run_engine.start_run(names[i % len(names)], None, {})
+            run, _ = await engine.run_service.start_run(names[i % len(names)], None, {})
             ids.append(run.id)
         with anyio.fail_after(90):
             while True:

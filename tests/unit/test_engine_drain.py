@@ -9,7 +9,8 @@ import anyio
 import pytest
 
 from app.config import ApiSettings, DatabaseSettings, Settings
-from app.engine import RolesHealth, RolesStopping, _drain, build
+from app.serving.serve import _drain
+from app.wiring import RolesHealth, RolesStopping, build
 
 
 @pytest.mark.anyio

@@ -19,7 +19,8 @@ SERVER_ONLY = (
     "app.modules.orchestrator",
     "app.store",
     "app.observability",
-    "app.engine",
+    "app.wiring",
+    "app.serving",
 )
 
 _PROBE = """

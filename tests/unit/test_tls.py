@@ -10,7 +10,7 @@ import pytest
 
 from app._tls import ssl_context
 from app.config import ConfigError, DatabaseSettings, TlsSettings, TransportSettings
-from app.store._engine import server_engine_kwargs
+from app.store._database import server_engine_kwargs
 from app.transports._tls import kafka_client_kwargs, nats_connect_kwargs, rabbitmq_connect_kwargs
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.wire_schemas import SCHEMAS, render
+from tools.wire_schemas import SCHEMAS, render
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 
@@ -16,7 +16,7 @@ def test_committed_schema_matches_code(name: str) -> None:
     """A change to the envelope or definition format must come with its schema diff."""
     committed = (SCHEMA_DIR / name).read_bytes()
     assert committed == render(SCHEMAS[name]), (
-        f"docs/schemas/{name} is stale: run `python -m app.wire_schemas docs/schemas`"
+        f"docs/schemas/{name} is stale: run `python -m tools.wire_schemas docs/schemas`"
     )
 
 

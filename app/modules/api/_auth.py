@@ -29,9 +29,9 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 
-from app._auth_policy import LOCKED, keys_required
 from app.config import AuthSettings
 from app.domain.api_keys import ApiKey, ApiKeyNotFound, Scope, secret_matches, split_token
+from app.domain.auth_policy import LOCKED, keys_required
 from app.domain.errors import TreadleError
 from app.modules.api._errors import PROBLEM_MEDIA_TYPE, Forbidden, Unauthenticated
 from app.modules.api._open_mode import check_open_request

@@ -25,7 +25,6 @@ from litestar.params import (
     QueryParameter,
 )
 
-from app._crash import crash_point
 from app.config import ApiSettings, LimitsSettings
 from app.domain.limits import KEY_CHARS, MAX_VERSION, NAME_CHARS
 from app.domain.state import RunState, RunStatus
@@ -75,6 +74,7 @@ from app.ports import (
     ScheduleControl,
     WorkflowStore,
 )
+from app.testing.crash import crash_point
 
 _STATUSES = ", ".join(s.value for s in RunStatus)
 

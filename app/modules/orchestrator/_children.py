@@ -4,7 +4,7 @@ All of it travels on the events channel through the outbox, so each step survive
 crash between the decision that asked for it and its effect:
 
 - `StartChildRun` (from the parent's decision) is handled by starting the child with
-  `RunEngine.start_run` and the command's idempotency key (a redelivery finds the same
+  `RunService.start_run` and the command's idempotency key (a redelivery finds the same
   child), then telling the parent the child's id (`ChildRunStarted`). A child that
   cannot start (unknown workflow, bad input, nested deeper than `MAX_CHILD_DEPTH`) ends
   the parent's task as failed.
@@ -27,7 +27,7 @@ from app.domain.errors import (
 )
 from app.domain.events import CancelChildRun, ChildRunFinished, ChildRunStarted, StartChildRun
 from app.domain.state import ErrorInfo, RunStatus
-from app.modules.orchestrator._engine import RunEngine
+from app.modules.orchestrator._runs import RunService
 
 ChildCommand = StartChildRun | CancelChildRun
 
@@ -36,29 +36,29 @@ MAX_CHILD_DEPTH = 10
 
 
 async def handle_child_command(
-    engine: RunEngine, command: ChildCommand, traceparent: str | None
+    runs: RunService, command: ChildCommand, traceparent: str | None
 ) -> None:
     """Carry out a child-run command taken from the events channel."""
     if isinstance(command, CancelChildRun):
         # A child already over (or gone) has nothing left to cancel.
         with contextlib.suppress(RunNotFound, RunNotActive):
-            await engine.cancel_run(command.child_run_id, command.reason)
+            await runs.cancel_run(command.child_run_id, command.reason)
         return
-    await _start_child(engine, command, traceparent)
+    await _start_child(runs, command, traceparent)
 
 
-async def _start_child(engine: RunEngine, command: StartChildRun, traceparent: str | None) -> None:
-    depth = await engine.nesting_depth(command.run_id, MAX_CHILD_DEPTH) + 1
+async def _start_child(runs: RunService, command: StartChildRun, traceparent: str | None) -> None:
+    depth = await runs.nesting_depth(command.run_id, MAX_CHILD_DEPTH) + 1
     if depth > MAX_CHILD_DEPTH:
         message = (
             f"a child run of '{command.workflow}' would nest {depth} levels deep, more than"
             f" {MAX_CHILD_DEPTH}; a workflow that starts itself needs a `when` that stops it"
         )
         error = ErrorInfo(type="ChildDepthExceeded", message=message, retryable=False)
-        await _not_started(engine, command, error, traceparent)
+        await _not_started(runs, command, error, traceparent)
         return
     try:
-        child, _ = await engine.start_run(
+        child, _ = await runs.start_run(
             command.workflow,
             command.version,
             command.input,
@@ -69,7 +69,7 @@ async def _start_child(engine: RunEngine, command: StartChildRun, traceparent: s
         )
     except (WorkflowNotFound, InputInvalid, LimitExceeded) as exc:
         error = ErrorInfo(type=type(exc).__name__, message=str(exc), retryable=False)
-        await _not_started(engine, command, error, traceparent)
+        await _not_started(runs, command, error, traceparent)
         return
     started = ChildRunStarted(
         run_id=command.run_id,
@@ -77,14 +77,14 @@ async def _start_child(engine: RunEngine, command: StartChildRun, traceparent: s
         attempt=command.attempt,
         child_run_id=child.id,
     )
-    await engine.apply_event(command.run_id, started, traceparent=traceparent)
+    await runs.apply_event(command.run_id, started, traceparent=traceparent)
 
 
 async def _not_started(
-    engine: RunEngine, command: StartChildRun, error: ErrorInfo, traceparent: str | None
+    runs: RunService, command: StartChildRun, error: ErrorInfo, traceparent: str | None
 ) -> None:
     """The child could not start: its task in the parent fails with `error`."""
     failed = ChildRunFinished(
         run_id=command.run_id, task_id=command.task_id, status=RunStatus.FAILED, error=error
     )
-    await engine.apply_event(command.run_id, failed, traceparent=traceparent)
+    await runs.apply_event(command.run_id, failed, traceparent=traceparent)

@@ -8,7 +8,6 @@ import anyio
 import msgspec
 import stamina
 
-from app._crash import crash_point
 from app.domain.errors import RunNotFound
 from app.domain.events import (
     CancelAttempts,
@@ -23,9 +22,10 @@ from app.domain.events import (
 )
 from app.messages import EVENTS_CHANNEL, Envelope, decode
 from app.modules.orchestrator._children import handle_child_command
-from app.modules.orchestrator._engine import RunEngine
+from app.modules.orchestrator._runs import RunService
 from app.observability import Metrics, bind_context, get_logger
 from app.ports import Delivery, Transport
+from app.testing.crash import crash_point
 
 log = get_logger(__name__)
 
@@ -55,14 +55,14 @@ class EventConsumer:
     def __init__(
         self,
         transport: Transport,
-        engine: RunEngine,
+        runs: RunService,
         *,
         prefetch: int,
         transient: Sequence[type[Exception]] = (),
         metrics: Metrics | None = None,
     ) -> None:
         self._transport = transport
-        self._engine = engine
+        self._runs = runs
         self._prefetch = prefetch
         self._transient = tuple(transient)
         self._metrics = metrics or Metrics()
@@ -137,9 +137,9 @@ class EventConsumer:
 
     async def _apply(self, event: WorkerEvent, traceparent: str | None) -> None:
         if isinstance(event, StartChildRun | CancelChildRun):
-            await handle_child_command(self._engine, event, traceparent)
+            await handle_child_command(self._runs, event, traceparent)
         else:  # a result carrying its start (a quick attempt's) is one event too
-            await self._engine.apply_event(event.run_id, event, traceparent=traceparent)
+            await self._runs.apply_event(event.run_id, event, traceparent=traceparent)
 
 
 class _Never(Exception):

@@ -1,4 +1,4 @@
-"""Size checks on what callers hand the run engine, each naming the `[limits]` key."""
+"""Size checks on what callers hand the run service, each naming the `[limits]` key."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ from app.domain.errors import RunNotFound
 from app.domain.events import DispatchLost
 from app.messages import TASKS_PREFIX
 from app.modules.orchestrator._consumer import EventConsumer
-from app.modules.orchestrator._engine import RunEngine
 from app.modules.orchestrator._relay import Relay
+from app.modules.orchestrator._runs import RunService
 from app.modules.orchestrator._schedules import ScheduleLoop
 from app.modules.orchestrator._timers import TimerLoop
 from app.observability import Telemetry, collect_store_gauges, get_logger
@@ -26,7 +26,7 @@ RECOVERY_PAGE = 500
 class Orchestrator:
     """Drives runs forward from worker events and durable timers until cancelled.
 
-    Pass the `RunEngine` the API uses in this process, so timers it starts wake this
+    Pass the `RunService` the API uses in this process, so timers it starts wake this
     orchestrator's timer loop; without one, the orchestrator builds its own.
     """
 
@@ -38,7 +38,7 @@ class Orchestrator:
         clock: Clock,
         *,
         source: str = "orchestrator",
-        run_engine: RunEngine | None = None,
+        run_service: RunService | None = None,
         transient: Sequence[type[Exception]] = (),
         telemetry: Telemetry | None = None,
         gauge_interval_seconds: float = 15.0,
@@ -49,25 +49,25 @@ class Orchestrator:
         self._clock = clock
         self._telemetry = telemetry or Telemetry.off("orchestrator")
         self._gauge_interval = gauge_interval_seconds
-        if run_engine is None:
+        if run_service is None:
             relay = Relay(store, transport, telemetry=self._telemetry)
-            run_engine = RunEngine(
+            run_service = RunService(
                 store, relay, clock, settings, source=source, telemetry=self._telemetry
             )
-        self.run_engine = run_engine
+        self.run_service = run_service
         # The sweeper shares the decisions' relay, so it skips the rows they are publishing.
-        self._relay = run_engine.relay
+        self._relay = run_service.relay
         self._consumer = EventConsumer(
             transport,
-            self.run_engine,
+            self.run_service,
             prefetch=settings.event_prefetch,
             transient=transient,
             metrics=self._telemetry.metrics,
         )
         self._timers = TimerLoop(
-            store, self.run_engine.fire_timer, clock, settings, self.run_engine.alarm
+            store, self.run_service.fire_timer, clock, settings, self.run_service.alarm
         )
-        self._schedules = ScheduleLoop(store, self.run_engine, clock)
+        self._schedules = ScheduleLoop(store, self.run_service, clock)
 
     async def run(self) -> None:
         """Recover (in-process transport only), then consume, fire timers and sweep."""
@@ -114,7 +114,7 @@ class Orchestrator:
                     item=attempt.item,
                 )
                 try:
-                    await self.run_engine.apply_event(attempt.run_id, lost)
+                    await self.run_service.apply_event(attempt.run_id, lost)
                 except RunNotFound:
                     continue
                 recovered += 1

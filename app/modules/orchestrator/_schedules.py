@@ -47,7 +47,7 @@ class _Store(ScheduleStore, WorkflowStore, RunStore, Protocol):
 
 
 class _Runs(Protocol):
-    """What the loop needs of the run engine."""
+    """What the loop needs of the run service."""
 
     async def start_run(
         self,

@@ -8,7 +8,6 @@ from typing import Any
 import anyio
 import msgspec
 
-from app._crash import crash_point
 from app.config import HttpSettings, TransportSettings, WorkerSettings
 from app.domain.events import (
     DispatchTask,
@@ -38,6 +37,7 @@ from app.modules.worker._start_report import START_REPORT_SECONDS, StartReport
 from app.modules.worker._threads import SyncSlot, SyncThreads
 from app.observability import Telemetry, current_traceparent, get_logger
 from app.ports import Clock, Delivery, DeliveryCounter, Transport
+from app.testing.crash import crash_point
 
 log = get_logger(__name__)
 

@@ -23,9 +23,9 @@ from app.config import (
     TransportSettings,
     WorkerSettings,
 )
-from app.engine import Engine, build
 from app.modules.api import create_app
 from app.modules.orchestrator import ScheduleService
+from app.wiring import Process, build
 from tests.databases import mariadb_admin, pg_admin
 
 DATABASES = ("memory", "sqlite", "postgres", "mariadb")
@@ -55,16 +55,16 @@ async def database_url(kind: str, tmp_path: Path) -> AsyncIterator[str]:
         raise ValueError(kind)
 
 
-def engine_app(engine: Engine) -> Litestar:
+def engine_app(engine: Process) -> Litestar:
     """The API app wired to this engine, as `treadle serve` wires it (without keys)."""
     return create_app(
-        run_control=engine.run_engine,
+        run_control=engine.run_service,
         workflows=engine.store,
         runs=engine.store,
         health=engine.health_checks(),
         settings=engine.settings.api,
         limits=engine.settings.limits,
-        run_ends=engine.run_engine.finishes,
+        run_ends=engine.run_service.finishes,
         schedules=ScheduleService(engine.store, engine.clock),
     )
 
@@ -72,7 +72,7 @@ def engine_app(engine: Engine) -> Litestar:
 @asynccontextmanager
 async def running_engine(
     url: str, limits: LimitsSettings | None = None
-) -> AsyncIterator[tuple[Engine, Litestar]]:
+) -> AsyncIterator[tuple[Process, Litestar]]:
     """A migrated engine on `url` with its worker and orchestrator running, and its app."""
     settings = Settings(
         database=DatabaseSettings(url=url, pool_size=4),

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app._auth_policy import LOCKED
 from app.config import ApiSettings, AuthSettings
 from app.domain.api_keys import ApiKey, ApiKeyNotFound, Scope, new_key
+from app.domain.auth_policy import LOCKED
 from app.modules.api import Authenticator, create_app
 from tests.integration.api._fakes import FakeCheck, FakeEngine
 from tests.integration.api.conftest import ORDER, problem

@@ -17,9 +17,9 @@ from litestar import Litestar
 from app.client import ApiError, AsyncClient, elided, elided_path
 from app.config import ApiSettings, LimitsSettings
 from app.domain.state import ErrorInfo, TaskStatus
-from app.engine import Engine
 from app.modules.api import create_app
 from app.ports import OmittedValue
+from app.wiring import Process
 from tests.integration.api._engines import DATABASES, database_url, running_engine
 from tests.integration.api._fakes import FakeEngine
 from tests.integration.api.conftest import ORDER, problem, register, start
@@ -49,7 +49,7 @@ def _json_bytes(value: Any) -> int:
 
 
 class Served(NamedTuple):
-    engine: Engine
+    engine: Process
     app: Litestar
     api: httpx.AsyncClient
 

@@ -20,8 +20,8 @@ from app.config import (
     TransportSettings,
     WorkerSettings,
 )
-from app.engine import build
 from app.modules.api import create_app
+from app.wiring import build
 
 pytestmark = pytest.mark.anyio
 
@@ -60,7 +60,7 @@ async def api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     await engine.store.migrate()
     await engine.connect()
     app = create_app(
-        run_control=engine.run_engine,
+        run_control=engine.run_service,
         workflows=engine.store,
         runs=engine.store,
         health=engine.health_checks(),

@@ -20,9 +20,9 @@ from app.config import (
     TransportSettings,
     WorkerSettings,
 )
-from app.engine import build
 from app.modules.api import RunBody, create_app
 from app.modules.api import _waiting as api_waiting
+from app.wiring import build
 
 pytestmark = pytest.mark.anyio
 
@@ -54,12 +54,12 @@ async def _api_on_engine(tmp_path: Path, *, announce_ends: bool) -> AsyncIterato
     await engine.store.migrate()
     await engine.connect()
     app = create_app(
-        run_control=engine.run_engine,
+        run_control=engine.run_service,
         workflows=engine.store,
         runs=engine.store,
         health=engine.health_checks(),
         settings=settings.api,
-        run_ends=engine.run_engine.finishes if announce_ends else None,
+        run_ends=engine.run_service.finishes if announce_ends else None,
     )
     try:
         async with anyio.create_task_group() as tg:

@@ -1,5 +1,5 @@
 """An engine on a real database (a tmp SQLite file, a fresh PostgreSQL database) with
-the in-process transport, driven through `RunEngine` and the real worker."""
+the in-process transport, driven through `RunService` and the real worker."""
 
 from __future__ import annotations
 

@@ -9,9 +9,9 @@ import pytest
 
 from app.domain.events import Event, TaskCompleted, TaskStarted
 from app.domain.state import TaskStatus
-from app.engine import SystemClock, build
-from app.modules.orchestrator import Relay, RunEngine
+from app.modules.orchestrator import Relay, RunService
 from app.ports import Applied, Decide, ItemsWanted, StateStore
+from app.wiring import SystemClock, build
 from tests.integration.engine.conftest import SettingsFactory
 
 CHAIN: dict[str, Any] = {
@@ -54,7 +54,7 @@ async def test_events_queued_behind_a_decision_are_decided_in_its_transaction(
         held = _HeldStore(engine.store)
         settings = engine.settings.orchestrator
         relay = Relay(held, engine.transport)  # type: ignore[arg-type]
-        runs = RunEngine(held, relay, SystemClock(), settings, source="test")  # type: ignore[arg-type]
+        runs = RunService(held, relay, SystemClock(), settings, source="test")  # type: ignore[arg-type]
         await runs.register_workflow(CHAIN)
         run, _ = await runs.start_run("pair", None, {})
         events: list[Event] = [
@@ -93,7 +93,7 @@ async def test_a_result_carrying_its_start_is_decided_as_both_in_one_transaction
         held.release.set()
         settings = engine.settings.orchestrator
         relay = Relay(held, engine.transport)  # type: ignore[arg-type]
-        runs = RunEngine(held, relay, SystemClock(), settings, source="test")  # type: ignore[arg-type]
+        runs = RunService(held, relay, SystemClock(), settings, source="test")  # type: ignore[arg-type]
         await runs.register_workflow(CHAIN)
         run, _ = await runs.start_run("pair", None, {})
         began = SystemClock().now()

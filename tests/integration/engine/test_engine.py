@@ -1,4 +1,4 @@
-"""Runs driven end to end: `RunEngine` starts them, the worker runs real handlers, the
+"""Runs driven end to end: `RunService` starts them, the worker runs real handlers, the
 orchestrator applies results and timers, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.domain.errors import RunNotActive
 from app.domain.state import RunState, RunStatus, TaskStatus
-from app.engine import Engine, build
 from app.modules.orchestrator._children import MAX_CHILD_DEPTH
 from app.observability import Telemetry
 from app.store._tables import outbox
+from app.wiring import Process, build
 from tests.integration.engine import handlers
 from tests.integration.engine.conftest import SettingsFactory
 
@@ -37,7 +37,7 @@ DIAMOND: dict[str, Any] = {
 
 
 @asynccontextmanager
-async def running(engine: Engine) -> AsyncIterator[Engine]:
+async def running(engine: Process) -> AsyncIterator[Process]:
     """The engine migrated and connected, its orchestrator and worker running."""
     await engine.store.migrate()
     await engine.connect()
@@ -62,7 +62,7 @@ async def entered(run_id: str) -> None:
             await anyio.sleep(0.02)
 
 
-async def finished(engine: Engine, run_id: str, within: float = 20.0) -> RunState:
+async def finished(engine: Process, run_id: str, within: float = 20.0) -> RunState:
     """The run once it reaches a terminal status."""
     with anyio.fail_after(within):
         while True:
@@ -72,8 +72,8 @@ async def finished(engine: Engine, run_id: str, within: float = 20.0) -> RunStat
             await anyio.sleep(0.05)
 
 
-async def one_task_workflow(engine: Engine, name: str, task: dict[str, Any]) -> None:
-    await engine.run_engine.register_workflow({"name": name, "tasks": {"only": task}})
+async def one_task_workflow(engine: Process, name: str, task: dict[str, Any]) -> None:
+    await engine.run_service.register_workflow({"name": name, "tasks": {"only": task}})
 
 
 @pytest.mark.anyio
@@ -82,8 +82,8 @@ async def test_a_diamond_runs_to_completion_skipping_a_false_branch(
 ) -> None:
     """Tasks run in dependency order; a false `when` skips its task and what needs it."""
     async with running(build(make_settings())) as engine:
-        stored, created = await engine.run_engine.register_workflow(DIAMOND)
-        run, _ = await engine.run_engine.start_run("diamond", None, {"n": 5})
+        stored, created = await engine.run_service.register_workflow(DIAMOND)
+        run, _ = await engine.run_service.start_run("diamond", None, {"n": 5})
         done = await finished(engine, run.id)
 
     assert created
@@ -116,7 +116,7 @@ async def test_a_failing_handler_is_retried_after_its_backoff(
                 "retry": {"max_attempts": 3, "initial_interval": "100ms", "backoff": 1.0},
             },
         )
-        run, _ = await engine.run_engine.start_run("flaky", None, None)
+        run, _ = await engine.run_service.start_run("flaky", None, None)
         done = await finished(engine, run.id, within=10)
         history = await engine.store.list_history(run.id, 100, None)
 
@@ -136,7 +136,7 @@ async def test_an_attempt_past_its_timeout_times_the_task_out(
         await one_task_workflow(
             engine, "slow", {"handler": "t.sleep", "input": {"seconds": 60}, "timeout": "500ms"}
         )
-        run, _ = await engine.run_engine.start_run("slow", None, None)
+        run, _ = await engine.run_service.start_run("slow", None, None)
         # Far less than the handler's 60 s, so only the timeout can end it; room for a
         # loaded machine (4 s was missed at load 16).
         done = await finished(engine, run.id, within=30)
@@ -154,12 +154,12 @@ async def test_a_cancelled_run_stops_and_cannot_be_cancelled_again(
     """Cancelling a running run makes it cancelled; a second cancel is `RunNotActive`."""
     async with running(build(make_settings())) as engine:
         await one_task_workflow(engine, "held", {"handler": "t.hold"})
-        run, _ = await engine.run_engine.start_run("held", None, None)
+        run, _ = await engine.run_service.start_run("held", None, None)
         await entered(run.id)
-        cancelled = await engine.run_engine.cancel_run(run.id, reason="test")
+        cancelled = await engine.run_service.cancel_run(run.id, reason="test")
         handlers.RELEASED.add(run.id)
         with pytest.raises(RunNotActive) as info:
-            await engine.run_engine.cancel_run(run.id)
+            await engine.run_service.cancel_run(run.id)
         await anyio.sleep(0.2)  # the late result arrives and must change nothing
         after = await engine.store.get_run(run.id)
 
@@ -175,10 +175,10 @@ async def test_starting_twice_with_one_idempotency_key_gives_one_run(
     """The second start with the same key returns the first run, not created."""
     async with running(build(make_settings())) as engine:
         await one_task_workflow(engine, "once", {"handler": "t.echo"})
-        first, created_first = await engine.run_engine.start_run(
+        first, created_first = await engine.run_service.start_run(
             "once", None, {"x": 1}, idempotency_key="key-1"
         )
-        second, created_second = await engine.run_engine.start_run(
+        second, created_second = await engine.run_service.start_run(
             "once", None, {"x": 1}, idempotency_key="key-1"
         )
         await finished(engine, first.id)
@@ -198,7 +198,7 @@ async def test_an_attempt_in_flight_at_a_stop_is_redispatched_after_restart(
     settings = make_settings(drain_seconds=0.1)
     async with running(build(settings)) as engine:
         await one_task_workflow(engine, "restart", {"handler": "t.hold"})
-        run, _ = await engine.run_engine.start_run("restart", None, None)
+        run, _ = await engine.run_service.start_run("restart", None, None)
         await entered(run.id)
     handlers.RELEASED.add(run.id)
 
@@ -236,7 +236,7 @@ async def test_a_restart_sends_an_attempt_once_not_its_unsent_copy_too(
     settings = make_settings(drain_seconds=0.1)
     async with running(build(settings)) as engine:
         await one_task_workflow(engine, "resent", {"handler": "t.hold"})
-        run, _ = await engine.run_engine.start_run("resent", None, None)
+        run, _ = await engine.run_service.start_run("resent", None, None)
         await entered(run.id)
     assert await _unsend_dispatches(settings.database.url) == 1
     handlers.ENTERED.discard(run.id)
@@ -264,7 +264,7 @@ async def test_a_map_in_flight_at_a_stop_completes_after_restart(
     """A new engine re-dispatches the map items left scheduled or running, without timeouts."""
     settings = make_settings(drain_seconds=0.1)
     async with running(build(settings)) as engine:
-        await engine.run_engine.register_workflow(
+        await engine.run_service.register_workflow(
             {
                 "name": "fan",
                 "tasks": {
@@ -278,7 +278,7 @@ async def test_a_map_in_flight_at_a_stop_completes_after_restart(
                 "output": "${ tasks.m.output }",
             }
         )
-        run, _ = await engine.run_engine.start_run("fan", None, list(range(10)))
+        run, _ = await engine.run_service.start_run("fan", None, list(range(10)))
         await entered(run.id)
         held = await engine.store.inflight_attempts(100, None)
     handlers.RELEASED.add(run.id)
@@ -298,7 +298,7 @@ async def test_a_workflow_that_starts_itself_stops_at_the_depth_limit(
     """Self-recursion nests ten child runs, then the deepest task fails with a clear error."""
     async with running(build(make_settings())) as engine:
         await one_task_workflow(engine, "loop", {"type": "workflow", "workflow": "loop"})
-        run, _ = await engine.run_engine.start_run("loop", None, None)
+        run, _ = await engine.run_service.start_run("loop", None, None)
         done = await finished(engine, run.id)
         page = await engine.store.list_runs(workflow="loop", status=None, limit=50, cursor=None)
 
@@ -321,7 +321,7 @@ async def test_a_timer_fired_on_another_replica_joins_the_runs_trace(
     first = build(settings, telemetry=Telemetry.for_tests(first_spans, role="orchestrator"))
     async with running(first) as engine:
         await one_task_workflow(engine, "nap", {"type": "sleep", "duration": "1s"})
-        run, _ = await engine.run_engine.start_run("nap", None, None)
+        run, _ = await engine.run_service.start_run("nap", None, None)
     # The first engine stopped before the timer was due; a second one (no memory of the
     # run's trace) fires it.
     second = build(settings, telemetry=Telemetry.for_tests(second_spans, role="orchestrator"))

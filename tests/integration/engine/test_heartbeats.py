@@ -12,7 +12,7 @@ import pytest
 
 from app.client import AsyncClient
 from app.domain.state import RunStatus
-from app.engine import Engine, build
+from app.wiring import Process, build
 from tests.integration.api._engines import engine_app
 from tests.integration.engine import handlers
 from tests.integration.engine.conftest import SettingsFactory
@@ -45,7 +45,7 @@ BEATING_MAP = {
 
 
 @asynccontextmanager
-async def api_on(engine: Engine) -> AsyncIterator[tuple[AsyncClient, httpx.AsyncClient]]:
+async def api_on(engine: Process) -> AsyncIterator[tuple[AsyncClient, httpx.AsyncClient]]:
     """A typed client and a plain HTTP client on the API of this running engine, in process."""
     transport = httpx.ASGITransport(engine_app(engine))
     async with (

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.domain.state import RunStatus
-from app.engine import build
 from app.store._tables import outbox
+from app.wiring import build
 from tests.integration.engine.conftest import SettingsFactory
 from tests.integration.engine.test_engine import DIAMOND, finished, running
 
@@ -28,8 +28,8 @@ async def test_the_sweeper_empties_the_outbox_of_sent_rows(
     count = select(func.count()).select_from(outbox)
     try:
         async with running(build(settings)) as engine:
-            await engine.run_engine.register_workflow(DIAMOND)
-            run, _ = await engine.run_engine.start_run("diamond", None, {"n": 5})
+            await engine.run_service.register_workflow(DIAMOND)
+            run, _ = await engine.run_service.start_run("diamond", None, {"n": 5})
             assert (await finished(engine, run.id)).status is RunStatus.COMPLETED
             with anyio.fail_after(10):
                 while True:

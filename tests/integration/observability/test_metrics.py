@@ -11,8 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import DatabaseSettings, OrchestratorSettings, Settings, WorkerSettings
-from app.engine import build
 from app.modules.api import create_app
+from app.wiring import build
 from tests.integration.observability.conftest import FLAKY
 
 pytestmark = pytest.mark.anyio
@@ -30,7 +30,7 @@ async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     await engine.store.migrate()
     await engine.connect()
     app = create_app(
-        run_control=engine.run_engine,
+        run_control=engine.run_service,
         workflows=engine.store,
         runs=engine.store,
         health=engine.health_checks(),

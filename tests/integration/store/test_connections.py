@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from app.store import _engine
+from app.store import _database
 from app.store._sqlalchemy import SqlStore
 from tests.integration.store.conftest import PG_HOST
 
@@ -33,7 +33,7 @@ async def test_an_idle_connection_cut_by_the_server_is_replaced_without_an_error
     try:
         await store.ping()
         assert await _cut_connections(pg_database.rsplit("/", 1)[1]) >= 1
-        monkeypatch.setattr(_engine, "PING_IDLE_SECONDS", 0.0)
+        monkeypatch.setattr(_database, "PING_IDLE_SECONDS", 0.0)
         await store.ping()
     finally:
         await store.close()

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app._auth_policy import is_loopback, keys_required, serve_refusal
 from app.config import AuthSettings
 from app.domain.api_keys import (
     Scope,
@@ -17,6 +16,7 @@ from app.domain.api_keys import (
     secret_matches,
     split_token,
 )
+from app.domain.auth_policy import is_loopback, keys_required, serve_refusal
 from app.modules.api._auth import required_scope
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)

@@ -244,7 +244,7 @@ async def test_a_timer_notified_before_the_sleep_skips_it() -> None:
         await alarm.sleep(NOW + timedelta(seconds=30), 30.0)
 
 
-class FakeRunEngine:
+class FakeRunService:
     """Records applied events; raises what the test asks for."""
 
     def __init__(self, error: Exception | None = None) -> None:
@@ -258,14 +258,14 @@ class FakeRunEngine:
         return None, None
 
 
-def _consumer(engine: FakeRunEngine, transient: Sequence[type[Exception]] = ()) -> EventConsumer:
+def _consumer(engine: FakeRunService, transient: Sequence[type[Exception]] = ()) -> EventConsumer:
     return EventConsumer(FakeTransport(), engine, prefetch=4, transient=transient)  # type: ignore[arg-type]
 
 
 @pytest.mark.anyio
 async def test_an_event_is_applied_then_acked() -> None:
     """A worker result is applied to its run and the delivery acked."""
-    engine = FakeRunEngine()
+    engine = FakeRunService()
     event = TaskCompleted(run_id="r1", task_id="t", attempt=1, output=1)
     delivery = delivery_of(event)
 
@@ -278,7 +278,7 @@ async def test_an_event_is_applied_then_acked() -> None:
 @pytest.mark.anyio
 async def test_poison_events_are_dead_lettered() -> None:
     """A body that does not decode, or a dispatch on the events channel, is dead-lettered."""
-    engine = FakeRunEngine()
+    engine = FakeRunService()
     garbage = FakeDelivery(Message(key="k", body=b"\xff"))
     dispatch = DispatchTask(run_id="r", task_id="t", attempt=1, task_type="handler", queue="q")
     misplaced = FakeDelivery(to_message(envelope(dispatch, source="x")))
@@ -295,7 +295,7 @@ async def test_an_event_for_an_unknown_run_is_acked() -> None:
     """An event whose run does not exist is dropped (acked), not redelivered forever."""
     delivery = delivery_of(TaskCompleted(run_id="gone", task_id="t", attempt=1))
 
-    await _consumer(FakeRunEngine(RunNotFound("gone"))).handle(delivery)
+    await _consumer(FakeRunService(RunNotFound("gone"))).handle(delivery)
 
     assert delivery.settled == "ack"
 
@@ -305,7 +305,7 @@ async def test_a_store_failure_requeues_the_event() -> None:
     """When applying fails, the delivery goes back to the broker for a later try."""
     delivery = delivery_of(TaskCompleted(run_id="r1", task_id="t", attempt=1))
 
-    await _consumer(FakeRunEngine(RuntimeError("database is gone"))).handle(delivery)
+    await _consumer(FakeRunService(RuntimeError("database is gone"))).handle(delivery)
 
     assert delivery.settled == "requeue"
 
@@ -314,7 +314,7 @@ class _Busy(Exception):
     """Stands for the store's retryable error."""
 
 
-class FlakyRunEngine(FakeRunEngine):
+class FlakyRunService(FakeRunService):
     """Fails the first `failures` applications with `_Busy`."""
 
     def __init__(self, failures: int) -> None:
@@ -333,7 +333,7 @@ class FlakyRunEngine(FakeRunEngine):
 @pytest.mark.parametrize("failures", [0, 1, consumer_module.RETRY_ATTEMPTS - 1])
 async def test_a_transient_error_is_retried_until_the_event_applies(failures: int) -> None:
     """The first try, then stamina's retries: RETRY_ATTEMPTS tries in all."""
-    engine = FlakyRunEngine(failures)
+    engine = FlakyRunService(failures)
     delivery = delivery_of(TaskCompleted(run_id="r1", task_id="t", attempt=1, output=1))
 
     with stamina.set_testing(True, attempts=consumer_module.RETRY_ATTEMPTS, cap=True):
@@ -345,7 +345,7 @@ async def test_a_transient_error_is_retried_until_the_event_applies(failures: in
 
 @pytest.mark.anyio
 async def test_an_event_still_failing_after_every_retry_is_requeued() -> None:
-    engine = FlakyRunEngine(failures=consumer_module.RETRY_ATTEMPTS)
+    engine = FlakyRunService(failures=consumer_module.RETRY_ATTEMPTS)
     delivery = delivery_of(TaskCompleted(run_id="r1", task_id="t", attempt=1, output=1))
 
     with stamina.set_testing(True, attempts=consumer_module.RETRY_ATTEMPTS, cap=True):
@@ -357,7 +357,7 @@ async def test_an_event_still_failing_after_every_retry_is_requeued() -> None:
 
 @pytest.mark.anyio
 async def test_an_error_that_is_not_transient_is_not_retried() -> None:
-    engine = FlakyRunEngine(failures=1)
+    engine = FlakyRunService(failures=1)
     delivery = delivery_of(TaskCompleted(run_id="r1", task_id="t", attempt=1, output=1))
 
     await _consumer(engine, transient=[]).handle(delivery)
@@ -370,7 +370,7 @@ async def test_an_error_that_is_not_transient_is_not_retried() -> None:
 async def test_a_result_carrying_its_start_is_applied_as_one_event() -> None:
     """The consumer hands a quick attempt's result, start included, to the engine as it
     came: the decider takes it as the start then the result."""
-    engine = FakeRunEngine()
+    engine = FakeRunService()
     began = NOW
     event = TaskCompleted(
         run_id="r1", task_id="t", attempt=2, output=1, worker="w", started_at=began

@@ -9,7 +9,7 @@ import pytest
 from app.config import ConfigError, DatabaseSettings, Settings
 from app.domain.api_keys import Scope, new_key
 from app.domain.state import RunState
-from app.engine import serve
+from app.serving.serve import serve
 from app.store import MEMORY_URL, api_key_store, build_store
 from app.store.memory import MemoryStore
 

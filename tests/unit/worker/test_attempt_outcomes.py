@@ -14,9 +14,9 @@ import structlog
 from app.config import DatabaseSettings, HttpSettings, LimitsSettings, Settings, WorkerSettings
 from app.domain.events import DispatchTask, TaskCompleted, TaskFailed
 from app.domain.state import ErrorInfo
-from app.engine import build
 from app.messages import EVENTS_CHANNEL, Message, decode
 from app.modules.worker import HandlerRegistry, HttpExecutor, Worker
+from app.wiring import build
 from tests.unit.worker.fakes import FakeClock, FakeDelivery, FakeTransport, delivery_of
 
 pytestmark = pytest.mark.anyio

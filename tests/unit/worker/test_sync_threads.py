@@ -16,13 +16,13 @@ import pytest
 import structlog
 
 from app import TaskContext, handler
-from app._operations import operations_app, run_checks
 from app.config import DatabaseSettings, Settings, TransportSettings, WorkerSettings
 from app.domain.events import DispatchTask, TaskCompleted, TaskFailed
-from app.engine import SyncThreadsHealth, build
 from app.messages import EVENTS_CHANNEL, decode, envelope, tasks_channel, to_message
 from app.modules.worker import HandlerRegistry, Worker
+from app.serving.operations import operations_app, run_checks
 from app.transports.memory import MemoryBroker, MemoryTransport
+from app.wiring import SyncThreadsHealth, build
 from tests.unit.worker.fakes import FakeClock
 
 gates: dict[str, threading.Event] = {}

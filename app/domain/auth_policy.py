@@ -1,14 +1,23 @@
 """When API keys are required, and when `treadle serve` refuses to start without them.
 
-Pure decisions over settings and a count of active keys, shared by the API's guard and
+Pure decisions over the auth settings and a count of active keys, shared by the API's guard and
 by `serve`; no litestar here, so a worker-only process never loads it.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from typing import Protocol
 
-from app.config import AuthSettings
+
+class AuthChoice(Protocol):
+    """What `serve_refusal` reads of the auth settings (`app.config.AuthSettings` has it)."""
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def allow_insecure(self) -> bool: ...
 
 
 def is_loopback(host: str) -> bool:
@@ -45,7 +54,7 @@ LOCKED = (
 """What a request hears once the last key is revoked (and `treadle keys revoke` says)."""
 
 
-def serve_refusal(auth: AuthSettings, *, host: str, active_keys: int) -> str | None:
+def serve_refusal(auth: AuthChoice, *, host: str, active_keys: int) -> str | None:
     """Why the API must not listen on `host` as configured, or None when it may."""
     if is_loopback(host) or auth.allow_insecure:
         return None

@@ -1,4 +1,4 @@
-"""`RunEngine`: starts and steers runs by applying events to them in store transactions.
+"""`RunService`: starts and steers runs by applying events to them in store transactions.
 
 Every change to a run goes through `apply_event`: the store locks the run, the pure
 decider computes the next state, the resulting messages and timers are written in the
@@ -136,7 +136,7 @@ class _Outcome:
         self.decision: Decision | None = None
 
 
-class RunEngine:
+class RunService:
     """The `RunControl` port, and the one way events reach runs in this process."""
 
     def __init__(
@@ -174,7 +174,7 @@ class RunEngine:
 
     @property
     def relay(self) -> Relay:
-        """The relay that publishes what this engine's decisions write."""
+        """The relay that publishes what this service's decisions write."""
         return self._relay
 
     # --- RunControl -------------------------------------------------------------------

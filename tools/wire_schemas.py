@@ -1,6 +1,7 @@
 """JSON Schemas of the wire contract, committed to docs/schemas so changes show as diffs.
 
-`python -m app.wire_schemas docs/schemas` rewrites them; a test fails when they drift.
+From the repository root, `python -m tools.wire_schemas docs/schemas` rewrites them; a test
+fails when they drift.
 """
 
 from __future__ import annotations

@@ -1,0 +1,204 @@
+"""Serving: run a built process's roles in one task group until SIGINT/SIGTERM, then
+drain them gracefully. Every process listens on `api.host:api.port`: the whole API with
+the api role, else the operations-only app (`app.serving.operations`).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+
+import anyio
+import anyio.abc
+import uvicorn
+
+from app.config import ConfigError, Settings
+from app.domain.auth_policy import is_loopback, serve_refusal
+from app.modules.orchestrator import ScheduleService
+from app.observability import get_logger
+from app.serving.operations import operations_app
+from app.store import MEMORY_URL, api_key_store
+from app.wiring import ROLES, Process, build, migrates_on_start
+
+log = get_logger(__name__)
+
+
+async def serve(
+    settings: Settings,
+    *,
+    roles: set[str],
+    handler_modules: Sequence[str] = (),
+    on_ready: Callable[[Process], Awaitable[None] | None] | None = None,
+) -> None:
+    """Run `roles` until SIGINT/SIGTERM, then stop them within the drain period."""
+    unknown = set(roles) - ROLES
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}; choose from {sorted(ROLES)}")
+    _refuse_split_memory_store(settings, roles)
+    process = build(settings, handler_modules=handler_modules, roles=roles)
+    if migrates_on_start(settings):
+        await process.store.migrate()
+    if "api" in roles:
+        await _refuse_open_listen(process)
+    await process.connect()
+    try:
+        async with anyio.create_task_group() as tg:
+            stop = await _start_roles(process, roles, tg)
+            tg.start_soon(_stop_on_signal, process, stop)
+            if on_ready is not None:
+                result = on_ready(process)
+                if result is not None:
+                    await result
+    finally:
+        await process.close()
+
+
+def _refuse_split_memory_store(settings: Settings, roles: Collection[str]) -> None:
+    """Raise `ConfigError` for an api or an orchestrator alone on memory://: the store
+    lives in one process, so the other role elsewhere could never see its runs."""
+    if settings.database.url == MEMORY_URL and len({"api", "orchestrator"} & set(roles)) == 1:
+        reason = "memory:// lives in one process: serve the api and orchestrator roles together"
+        raise ConfigError("database.url", reason)
+
+
+async def _start_roles(
+    process: Process, roles: set[str], tg: anyio.abc.TaskGroup
+) -> Callable[[], Awaitable[None]]:
+    """Start each role; returns the function that asks them all to stop."""
+    scopes: list[anyio.CancelScope] = []
+    servers: list[_Server] = []
+    running: list[anyio.Event] = []
+    # The worker starts first: with the in-process transport, the orchestrator's start-up
+    # recovery re-dispatches to it.
+    if "worker" in roles:
+        tg.start_soon(_in_scope, process.worker().run, scopes, running)
+        process.started_roles.add("worker")
+    if "orchestrator" in roles:
+        tg.start_soon(_in_scope, process.orchestrator().run, scopes, running)
+        process.started_roles.add("orchestrator")
+    # Every process listens: the whole API with the api role, else /healthz, /readyz and
+    # /metrics alone, on the same host and port (one probe and scrape config per role).
+    server = _api_server(process) if "api" in roles else _operations_server(process)
+    servers.append(server)
+    tg.start_soon(server.serve)
+    if "api" in roles:
+        process.started_roles.add("api")
+
+    async def stop() -> None:
+        for scope in scopes:
+            scope.cancel()  # the worker drains in-flight attempts as it is cancelled
+        for done in running:
+            await done.wait()
+        # The HTTP server goes last: /readyz keeps answering 503 (not "connection
+        # refused") while the roles drain, and requests in flight get their answers.
+        for server in servers:
+            server.should_exit = True
+
+    return stop
+
+
+async def _in_scope(
+    run: Callable[[], Awaitable[None]],
+    scopes: list[anyio.CancelScope],
+    running: list[anyio.Event],
+) -> None:
+    done = anyio.Event()
+    running.append(done)
+    try:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            await run()
+    finally:
+        done.set()
+
+
+async def _stop_on_signal(process: Process, stop: Callable[[], Awaitable[None]]) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("stopping", signal=signal.Signals(signum).name)
+            await _drain(process, stop)
+            return
+
+
+async def _drain(process: Process, stop: Callable[[], Awaitable[None]]) -> None:
+    """Readiness turns 503 first, so no new work is routed here while draining; the roles
+    stop `api.shutdown_delay_seconds` later (time for a load balancer to see the 503)."""
+    process.draining = True
+    await anyio.sleep(process.settings.api.shutdown_delay_seconds)
+    await stop()
+
+
+class InsecureListen(ConfigError):
+    """The API would listen off loopback with no way to authenticate callers."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        self.host = host
+        super().__init__("api.host", reason)
+
+
+async def _refuse_open_listen(process: Process) -> None:
+    """Raise `InsecureListen` rather than serve the API off loopback without keys."""
+    settings = process.settings
+    if is_loopback(settings.api.host) or settings.auth.allow_insecure:
+        return
+    active = await api_key_store(process.store).count_active_api_keys()
+    reason = serve_refusal(settings.auth, host=settings.api.host, active_keys=active)
+    if reason is not None:
+        await process.store.close()
+        raise InsecureListen(settings.api.host, reason)
+
+
+def _api_server(process: Process) -> _Server:
+    from app.modules.api import Authenticator, create_app  # noqa: PLC0415 -- api role only
+
+    app = create_app(
+        run_control=process.run_service,
+        workflows=process.store,
+        runs=process.store,
+        health=process.health_checks(),
+        settings=process.settings.api,
+        limits=process.settings.limits,
+        telemetry=process.telemetry,
+        schedules=ScheduleService(process.store, process.clock),
+        # Ends are announced only where this process decides them.
+        run_ends=process.run_service.finishes if "orchestrator" in process.roles else None,
+        auth=Authenticator(
+            api_key_store(process.store),
+            process.settings.auth,
+            loopback=is_loopback(process.settings.api.host),
+            allowed_hosts=process.settings.api.allowed_hosts,
+        ),
+    )
+    return _serving(process, app)
+
+
+def _operations_server(process: Process) -> _Server:
+    return _serving(process, operations_app(process.telemetry.metrics, process.health_checks()))
+
+
+KEEP_ALIVE_SECONDS = 65
+
+
+def _serving(process: Process, app: Callable[..., Awaitable[None]]) -> _Server:
+    config = uvicorn.Config(
+        app,
+        host=process.settings.api.host,
+        port=process.settings.api.port,
+        log_config=None,
+        lifespan="on",
+        # Longer than clients keep idle connections (httpx 5 s, load balancers 60 s): at
+        # uvicorn's own 5 s a client could send on a connection the server was closing.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )
+    return _Server(config)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to `serve`."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn would install its own handlers and re-raise the signal after shutting
+        # down, killing the process before the other roles have drained.
+        yield
