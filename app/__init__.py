@@ -2,7 +2,7 @@
 
 `handler` and `TaskContext` are the Python surface users write tasks against; importing
 them must stay light (no web framework, no database driver). They load on first use, so
-that `import app.client` (or the CLI) does not pull in the worker and its telemetry.
+that `import treadle.client` (or the CLI) does not pull in the worker and its telemetry.
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.modules.worker._context import TaskContext
-    from app.modules.worker._registry import handler
+    from treadle.modules.worker._context import TaskContext
+    from treadle.modules.worker._registry import handler
 
 __all__ = ["TaskContext", "handler"]
 
 _LAZY = {
-    "TaskContext": "app.modules.worker._context",
-    "handler": "app.modules.worker._registry",
+    "TaskContext": "treadle.modules.worker._context",
+    "handler": "treadle.modules.worker._registry",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 
-from app.config import ConfigError, TlsSettings
+from treadle.config import ConfigError, TlsSettings
 
 
 def ssl_context(tls: TlsSettings, key: str) -> ssl.SSLContext | None:

@@ -1,7 +1,7 @@
 """The HTTP API's bodies as msgspec Structs: the one light module the server and the client share.
 
-The server (`app.modules.api`) answers these and litestar renders them into the OpenAPI
-document; the typed client (`app.client`) and the CLI decode into them. So this module
+The server (`treadle.modules.api`) answers these and litestar renders them into the OpenAPI
+document; the typed client (`treadle.client`) and the CLI decode into them. So this module
 imports only msgspec, the standard library and light domain records, never litestar,
 the store or telemetry: a client must not load the server.
 
@@ -18,9 +18,9 @@ from urllib.parse import unquote
 
 import msgspec
 
-from app.domain.errors import ValidationIssue
-from app.domain.events import HistoryEntry
-from app.domain.state import ErrorInfo
+from treadle.domain.errors import ValidationIssue
+from treadle.domain.events import HistoryEntry
+from treadle.domain.state import ErrorInfo
 
 __all__ = [
     "DEFAULT_URL",

@@ -1,6 +1,6 @@
 """Define workflows in Python, beside their handlers; the result is the same definition as YAML.
 
-    from app.builder import Retry, Workflow
+    from treadle.builder import Retry, Workflow
 
     wf = Workflow("order", input_schema={"type": "object", "required": ["sku"]})
     reserve = wf.task("reserve", handler="inventory.reserve", input={"sku": wf.input.sku})

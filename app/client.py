@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from app.api_types import (
+from treadle.api_types import (
     DEFAULT_URL,
     Elided,
     HistoryPage,
@@ -34,7 +34,7 @@ from app.api_types import (
     elided,
     elided_path,
 )
-from app.domain.errors import TreadleError
+from treadle.domain.errors import TreadleError
 
 __all__ = [
     "DEFAULT_URL",

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from app.domain.errors import TreadleError
-from app.domain.limits import Limits
+from treadle.domain.errors import TreadleError
+from treadle.domain.limits import Limits
 
 DEFAULT_FILE = Path(__file__).with_name("default.toml")
 

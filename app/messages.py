@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from app.domain.events import (
+from treadle.domain.events import (
     CancelAttempts,
     CancelChildRun,
     ChildRunFinished,

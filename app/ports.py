@@ -13,12 +13,12 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import anyio
 import msgspec
 
-from app.domain.api_keys import ApiKey
-from app.domain.events import CancelTimer, HistoryEntry, StartTimer, TimerKind
-from app.domain.keys import AttemptFields, TimerFields
-from app.domain.schedules import Schedule
-from app.domain.state import ErrorInfo, Heartbeat, ItemQuery, RunState
-from app.messages import Message
+from treadle.domain.api_keys import ApiKey
+from treadle.domain.events import CancelTimer, HistoryEntry, StartTimer, TimerKind
+from treadle.domain.keys import AttemptFields, TimerFields
+from treadle.domain.schedules import Schedule
+from treadle.domain.state import ErrorInfo, Heartbeat, ItemQuery, RunState
+from treadle.messages import Message
 
 # --- shared records -----------------------------------------------------------------
 
@@ -441,7 +441,7 @@ class Transport(Protocol):
     ) -> AbstractAsyncContextManager[AsyncIterator[Delivery]]:
         """Consume `channel` as a member of consumer group `group`.
 
-        A broadcast channel (`app.messages.is_broadcast`) has no groups: every subscription
+        A broadcast channel (`treadle.messages.is_broadcast`) has no groups: every subscription
         gets its own copy of every message published while it is open (live on entry), and
         once it closes it leaves no queue, consumer or group behind on the broker.
         """

@@ -1,7 +1,7 @@
 """Wiring: build one process's ports and roles from settings.
 
 `build` is the one place ports meet adapters; it makes no globals, so a test builds as
-many processes as it likes. Running them until SIGTERM is `app.serving.serve`'s job.
+many processes as it likes. Running them until SIGTERM is `treadle.serving.serve`'s job.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from datetime import UTC, datetime
 
 import anyio
 
-from app.config import Settings
-from app.domain.errors import TreadleError
-from app.modules.orchestrator import Orchestrator, Relay, RunService
-from app.modules.worker import HandlerRegistry, HttpExecutor, SyncThreads, Worker
-from app.observability import Telemetry, get_logger
-from app.ports import Clock, HealthCheck, StateStore, Transport
-from app.store import StoreUnavailable, build_store
-from app.transports import build_transport
-from app.transports._connect import connect_with_retries
-from app.transports._errors import TransportUnavailable
+from treadle.config import Settings
+from treadle.domain.errors import TreadleError
+from treadle.modules.orchestrator import Orchestrator, Relay, RunService
+from treadle.modules.worker import HandlerRegistry, HttpExecutor, SyncThreads, Worker
+from treadle.observability import Telemetry, get_logger
+from treadle.ports import Clock, HealthCheck, StateStore, Transport
+from treadle.store import StoreUnavailable, build_store
+from treadle.transports import build_transport
+from treadle.transports._connect import connect_with_retries
+from treadle.transports._errors import TransportUnavailable
 
 log = get_logger(__name__)
 

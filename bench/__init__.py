@@ -1,4 +1,4 @@
 """Treadle's benchmark harness: workloads, peers and machine baselines (never part of the tests).
 
-Run it with `python -m bench`, `treadle-bench` or `just bench`; `--help` lists the options.
+Run it with `python -m bench` or `just bench`; `--help` lists the options.
 """

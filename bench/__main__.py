@@ -1,4 +1,4 @@
-"""`python -m bench` / `treadle-bench`: run the workloads on every engine and configuration.
+"""`python -m bench`: run the workloads on every engine and configuration.
 
 Each (engine, configuration, workload, repeat) runs in its own subprocess (bench._cell) with
 its own database and queues; the results go to the terminal, a JSON file and a chart.
@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="treadle-bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument(
         "--configs",
@@ -115,8 +115,11 @@ def git_commit() -> str:
         return "unknown"
 
 
-def treadle_snapshot(rev: str, out: Path) -> tuple[str, str]:
-    """Extract app/ at `rev` into the cache; returns (full commit, directory)."""
+def treadle_snapshot(rev: str, out: Path) -> tuple[str, str, str]:
+    """Extract app/ at `rev` into the cache; returns (full commit, directory, import name).
+
+    Revisions before issue 13 import their app/ as `app`, later ones as `treadle` (a link
+    in the snapshot gives it that name), so both can be measured against each other."""
     commit = subprocess.run(
         ["git", "rev-parse", rev], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -127,7 +130,11 @@ def treadle_snapshot(rev: str, out: Path) -> tuple[str, str]:
             ["git", "archive", commit, "app"], cwd=REPO, capture_output=True, check=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return commit, str(target)
+    init = (target / "app" / "__init__.py").read_text()
+    package = "treadle" if "from treadle" in init or '"treadle.' in init else "app"
+    if package == "treadle" and not (target / "treadle").exists():
+        (target / "treadle").symlink_to("app")
+    return commit, str(target), package
 
 
 def size(workload: str, scale: float) -> int:
@@ -223,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         "cells": [],
     }
     if args.treadle_rev:
-        commit, source = treadle_snapshot(args.treadle_rev, out)
+        commit, source, package = treadle_snapshot(args.treadle_rev, out)
         os.environ["BENCH_TREADLE_SRC"] = source
+        os.environ["BENCH_TREADLE_PACKAGE"] = package
         results["meta"]["treadle_commit"] = commit
     if args.baselines:
         measure_baselines(args, results)

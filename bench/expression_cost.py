@@ -3,11 +3,11 @@
 import time
 from datetime import UTC, datetime
 
-from app.domain.compile import compile_workflow, parse_definition
-from app.domain.decider import decide, new_run
-from app.domain.errors import ExpressionError
-from app.domain.events import RunStarted
-from app.domain.expressions import compile_template
+from treadle.domain.compile import compile_workflow, parse_definition
+from treadle.domain.decider import decide, new_run
+from treadle.domain.errors import ExpressionError
+from treadle.domain.events import RunStarted
+from treadle.domain.expressions import compile_template
 
 
 def timed(src, data):

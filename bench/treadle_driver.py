@@ -112,7 +112,7 @@ class TreadleEngine:
             self._db_url = _pg.url(self._database, "postgresql+asyncpg")
         env = await asyncio.to_thread(self._env)  # Tansu's readiness check runs its own loop
         self._broker_env = env
-        treadle = [sys.executable, "-m", "app.cli"]
+        treadle = [sys.executable, "-m", f"{_package()}.cli"]
         if self._database:
             await asyncio.to_thread(
                 subprocess.run,
@@ -281,6 +281,11 @@ def _source_path() -> dict[str, str]:
     if not source:
         return {}
     return {"PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+
+
+def _package() -> str:
+    """The import name of the Treadle measured: `app` for a snapshot from before issue 13."""
+    return os.environ.get("BENCH_TREADLE_PACKAGE", "treadle")
 
 
 def _repo_root() -> str:

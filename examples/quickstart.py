@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from app import TaskContext, handler
+from treadle import TaskContext, handler
 
 
 @handler("inventory.reserve")

@@ -16,8 +16,8 @@ import aio_pika
 import nats
 from nats.js.errors import NotFoundError
 
-from app.config import TransportSettings
-from app.transports.nats import NatsTransport
+from treadle.config import TransportSettings
+from treadle.transports.nats import NatsTransport
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 NATS_URL = "nats://127.0.0.1:4222"

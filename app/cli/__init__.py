@@ -1,8 +1,8 @@
 """The `treadle` command: serve the engine, migrate, and drive workflows and runs over HTTP.
 
-Commands that talk to a server take an `app.client.Client` (tests hand in an in-process
+Commands that talk to a server take an `treadle.client.Client` (tests hand in an in-process
 fake shaped like it). Only light modules load up front (argparse, the API's bodies in
-`app.api_types`): the HTTP client loads when a command needs the API, and the engine only
+`treadle.api_types`): the HTTP client loads when a command needs the API, and the engine only
 for `serve`, `migrate` and `keys`, so `treadle --help` answers at once. Exit codes:
 0 success, 1 failure (the server refused, a run did not complete), 2 usage or
 configuration error.
@@ -16,10 +16,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from app.api_types import DEFAULT_URL
-from app.cli._console import EXIT_FAILED, EXIT_USAGE, Console, UsageError, json_argument
-from app.cli._keys import add_keys_parser, keys_command
-from app.cli._runs import (
+from treadle.api_types import DEFAULT_URL
+from treadle.cli._console import EXIT_FAILED, EXIT_USAGE, Console, UsageError, json_argument
+from treadle.cli._keys import add_keys_parser, keys_command
+from treadle.cli._runs import (
     add_run_parser,
     format_entry,
     heartbeat_line,
@@ -32,14 +32,14 @@ from app.cli._runs import (
     run_value,
     run_watch,
 )
-from app.cli._schedules import add_schedule_parser, schedule
-from app.cli._serve import add_serve_parser, migrate_command, serve_command, settings_for
-from app.cli._workflows import add_workflow_parser, workflow_apply, workflow_get, workflow_list
-from app.config import ConfigError
-from app.domain.errors import TreadleError
+from treadle.cli._schedules import add_schedule_parser, schedule
+from treadle.cli._serve import add_serve_parser, migrate_command, serve_command, settings_for
+from treadle.cli._workflows import add_workflow_parser, workflow_apply, workflow_get, workflow_list
+from treadle.config import ConfigError
+from treadle.domain.errors import TreadleError
 
 if TYPE_CHECKING:
-    from app.client import ApiError, Client
+    from treadle.client import ApiError, Client
 
 __all__ = [
     "Console",
@@ -120,7 +120,7 @@ def explain(exc: Exception) -> tuple[str, int]:
     if isinstance(exc, ConfigError):
         return f"config {exc.key}: {exc.reason}", EXIT_USAGE
     # Only the client raises these, so it is loaded by the time one is to be explained.
-    from app.client import ApiError, TreadleUnreachable  # noqa: PLC0415
+    from treadle.client import ApiError, TreadleUnreachable  # noqa: PLC0415
 
     if isinstance(exc, TreadleUnreachable):
         return f"cannot reach Treadle at {exc.url}: is `treadle serve` running?", EXIT_FAILED
@@ -132,7 +132,7 @@ def explain(exc: Exception) -> tuple[str, int]:
 def _http_client(api_key: str | None) -> Callable[[str], Client]:
     def connect(url: str) -> Client:
         # httpx (and its own CLI's rich) loads only for a command that calls the API.
-        from app.client import Client  # noqa: PLC0415
+        from treadle.client import Client  # noqa: PLC0415
 
         return Client(url, api_key=api_key)
 

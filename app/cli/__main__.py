@@ -1,7 +1,7 @@
-"""`python -m app.cli`: the `treadle` command."""
+"""`python -m treadle.cli`: the `treadle` command."""
 
 import sys
 
-from app.cli import main
+from treadle.cli import main
 
 sys.exit(main())

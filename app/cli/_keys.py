@@ -12,12 +12,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
-from app.config import ConfigError, Settings
-from app.domain.api_keys import ApiKey, new_key, parse_scopes
-from app.domain.auth_policy import LOCKED
+from treadle.config import ConfigError, Settings
+from treadle.domain.api_keys import ApiKey, new_key, parse_scopes
+from treadle.domain.auth_policy import LOCKED
 
 if TYPE_CHECKING:
-    from app.ports import ApiKeyStore
+    from treadle.ports import ApiKeyStore
 
 T = TypeVar("T")
 
@@ -71,8 +71,8 @@ async def _revoke(keys: ApiKeyStore, key_id: str) -> tuple[ApiKey, int]:
 def _with_keys(settings: Settings, action: Callable[[ApiKeyStore], Awaitable[T]]) -> T:
     import anyio  # noqa: PLC0415 -- the store loads only for commands that need it
 
-    from app.store import MEMORY_URL, api_key_store, build_store  # noqa: PLC0415
-    from app.wiring import migrates_on_start  # noqa: PLC0415
+    from treadle.store import MEMORY_URL, api_key_store, build_store  # noqa: PLC0415
+    from treadle.wiring import migrates_on_start  # noqa: PLC0415
 
     if settings.database.url == MEMORY_URL:
         # A key made here would die with this command: no server could ever check it.

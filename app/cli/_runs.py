@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from app.api_types import RunBody, TaskBody
-from app.cli._console import (
+from treadle.api_types import RunBody, TaskBody
+from treadle.cli._console import (
     EXIT_FAILED,
     EXIT_OK,
     POLL_SECONDS,
@@ -21,11 +21,11 @@ from app.cli._console import (
     print_json,
     print_table,
 )
-from app.cli._values import shown_run
-from app.domain.events import HistoryEntry
+from treadle.cli._values import shown_run
+from treadle.domain.events import HistoryEntry
 
 if TYPE_CHECKING:
-    from app.client import Client
+    from treadle.client import Client
 
 STEERING = {
     "retry": "retry a failed run from its failed tasks",

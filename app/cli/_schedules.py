@@ -1,6 +1,6 @@
 """`treadle schedule create | list | pause | resume | delete`: schedules, over the API.
 
-The JSON argument type is handed in by `app.cli`, which builds the parser.
+The JSON argument type is handed in by `treadle.cli`, which builds the parser.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
 
-from app.api_types import ScheduleBody
-from app.cli._console import Console, UsageError
+from treadle.api_types import ScheduleBody
+from treadle.cli._console import Console, UsageError
 
 if TYPE_CHECKING:
-    from app.client import Client
+    from treadle.client import Client
 
 OVERLAP = ("skip", "allow", "cancel_previous")
 CATCH_UP = ("skip", "run_once")

@@ -13,9 +13,9 @@ from typing import Any
 
 import msgspec
 
-from app.cli._console import EXIT_OK
-from app.cli._workflows import read_definition
-from app.config import Settings, load_settings
+from treadle.cli._console import EXIT_OK
+from treadle.cli._workflows import read_definition
+from treadle.config import Settings, load_settings
 
 EXAMPLE_MODULE = "examples.quickstart"
 ALL_ROLES = ("api", "orchestrator", "worker")
@@ -65,8 +65,8 @@ def settings_for(args: argparse.Namespace) -> Settings:
 def serve_command(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415 -- the engine loads only for `serve` and `migrate`
 
-    from app.observability import configure_logging  # noqa: PLC0415
-    from app.serving.serve import serve  # noqa: PLC0415
+    from treadle.observability import configure_logging  # noqa: PLC0415
+    from treadle.serving.serve import serve  # noqa: PLC0415
 
     settings = settings_for(args)
     # JSON lines unless stdout is a terminal (log.format = auto), for every logger.
@@ -99,8 +99,8 @@ def _register_definition(definition: dict[str, Any]) -> Callable[[Any], Any]:
 def migrate_command(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415
 
-    from app.observability import strip_url_passwords  # noqa: PLC0415
-    from app.wiring import migrate  # noqa: PLC0415
+    from treadle.observability import strip_url_passwords  # noqa: PLC0415
+    from treadle.wiring import migrate  # noqa: PLC0415
 
     settings = settings_for(args)
     anyio.run(migrate, settings)

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from app.api_types import RunBody, elided, elided_path
+from treadle.api_types import RunBody, elided, elided_path
 
 _FIELDS = ("input", "output")
 

@@ -9,11 +9,19 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.cli._console import EXIT_OK, Console, UsageError, all_pages, clock, print_json, print_table
-from app.cli._yaml import YamlInvalid, YamlRefused, load_bounded
+from treadle.cli._console import (
+    EXIT_OK,
+    Console,
+    UsageError,
+    all_pages,
+    clock,
+    print_json,
+    print_table,
+)
+from treadle.cli._yaml import YamlInvalid, YamlRefused, load_bounded
 
 if TYPE_CHECKING:
-    from app.client import Client
+    from treadle.client import Client
 
 
 def add_workflow_parser(commands: Any) -> None:

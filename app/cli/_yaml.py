@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from app.domain.errors import TreadleError
+from treadle.domain.errors import TreadleError
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 """The largest definition file read (4 MiB; the server takes 1 MiB by default)."""

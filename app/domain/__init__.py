@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.domain.compile import (
+    from treadle.domain.compile import (
         CompiledTask,
         RetryPolicy,
         Workflow,
@@ -18,9 +18,9 @@ if TYPE_CHECKING:
         parse_definition,
         validate_input,
     )
-    from app.domain.decider import decide, new_run
-    from app.domain.durations import parse_duration
-    from app.domain.expressions import Template, compile_template
+    from treadle.domain.decider import decide, new_run
+    from treadle.domain.durations import parse_duration
+    from treadle.domain.expressions import Template, compile_template
 
 __all__ = [
     "CompiledTask",
@@ -48,13 +48,13 @@ _LAZY = {
             "parse_definition",
             "validate_input",
         ),
-        "app.domain.compile",
+        "treadle.domain.compile",
     ),
-    "decide": "app.domain.decider",
-    "new_run": "app.domain.decider",
-    "parse_duration": "app.domain.durations",
-    "Template": "app.domain.expressions",
-    "compile_template": "app.domain.expressions",
+    "decide": "treadle.domain.decider",
+    "new_run": "treadle.domain.decider",
+    "parse_duration": "treadle.domain.durations",
+    "Template": "treadle.domain.expressions",
+    "compile_template": "treadle.domain.expressions",
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from jmespath import functions as jmespath_functions
 from jmespath.visitor import Options, TreeInterpreter
 
-from app.domain._cost import (
+from treadle.domain._cost import (
     DEFAULT_MAX_COST,
     MEASURE,
     VISIT,
@@ -26,7 +26,7 @@ from app.domain._cost import (
     Meter,
     function_cost,
 )
-from app.domain.errors import ExpressionBudgetExceeded, ExpressionTooLarge
+from treadle.domain.errors import ExpressionBudgetExceeded, ExpressionTooLarge
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 """`limits.max_expression_bytes` when the caller passes none."""

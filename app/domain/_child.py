@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from app.domain._run_draft import Draft, complete_task, expression_error, fail_task
-from app.domain._task_rules import CompiledTask
-from app.domain.errors import ExpressionError
-from app.domain.events import CancelChildRun, ChildRunFinished, ChildRunStarted, StartChildRun
-from app.domain.state import ErrorInfo, RunStatus, TaskStatus
+from treadle.domain._run_draft import Draft, complete_task, expression_error, fail_task
+from treadle.domain._task_rules import CompiledTask
+from treadle.domain.errors import ExpressionError
+from treadle.domain.events import CancelChildRun, ChildRunFinished, ChildRunStarted, StartChildRun
+from treadle.domain.state import ErrorInfo, RunStatus, TaskStatus
 
 Advance = Callable[[Draft], None]
 

@@ -12,10 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from app.domain import _map as map_
-from app.domain._run_draft import Draft, after
-from app.domain.events import PauseRequested, ResumeRequested, RetryRequested, StartTimer, TimerKind
-from app.domain.state import RunStatus, TaskStatus
+from treadle.domain import _map as map_
+from treadle.domain._run_draft import Draft, after
+from treadle.domain.events import (
+    PauseRequested,
+    ResumeRequested,
+    RetryRequested,
+    StartTimer,
+    TimerKind,
+)
+from treadle.domain.state import RunStatus, TaskStatus
 
 Advance = Callable[[Draft], None]
 

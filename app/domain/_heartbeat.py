@@ -18,10 +18,10 @@ from datetime import datetime
 
 import msgspec
 
-from app.domain._run_draft import Draft, cancel_attempt_timer, start_attempt_timer
-from app.domain._task_rules import CompiledTask
-from app.domain.events import CancelAttempts, TaskHeartbeat, TimerKind
-from app.domain.state import MAX_HEARTBEAT_DETAILS_BYTES, ErrorInfo, Heartbeat
+from treadle.domain._run_draft import Draft, cancel_attempt_timer, start_attempt_timer
+from treadle.domain._task_rules import CompiledTask
+from treadle.domain.events import CancelAttempts, TaskHeartbeat, TimerKind
+from treadle.domain.state import MAX_HEARTBEAT_DETAILS_BYTES, ErrorInfo, Heartbeat
 
 MAX_DETAILS_BYTES = MAX_HEARTBEAT_DETAILS_BYTES
 """Larger details are dropped (the beat counts). The worker refuses them before sending

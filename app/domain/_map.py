@@ -28,10 +28,10 @@ from typing import Any
 
 import msgspec
 
-from app.domain import _heartbeat as heartbeat
-from app.domain import _redispatch as redispatch
-from app.domain._retry import retry_of
-from app.domain._run_draft import (
+from treadle.domain import _heartbeat as heartbeat
+from treadle.domain import _redispatch as redispatch
+from treadle.domain._retry import retry_of
+from treadle.domain._run_draft import (
     Draft,
     after,
     arm_dispatch_timeout,
@@ -43,9 +43,9 @@ from app.domain._run_draft import (
     fail_task,
     with_carried_start,
 )
-from app.domain._task_rules import CompiledTask
-from app.domain.errors import ExpressionError
-from app.domain.events import (
+from treadle.domain._task_rules import CompiledTask
+from treadle.domain.errors import ExpressionError
+from treadle.domain.events import (
     CancelAttempts,
     CancelMapItems,
     CancelTimer,
@@ -59,8 +59,8 @@ from app.domain.events import (
     TimerFired,
     TimerKind,
 )
-from app.domain.expressions import METER
-from app.domain.state import (
+from treadle.domain.expressions import METER
+from treadle.domain.state import (
     ErrorInfo,
     MapItem,
     MapProgress,

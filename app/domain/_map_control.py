@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import msgspec
 
-from app.domain import _map as map_
-from app.domain._run_draft import Draft, complete_task, fail_run, fail_task
-from app.domain._task_rules import CompiledTask
-from app.domain.events import CancelAttempts, CancelMapItems, TimerFired
-from app.domain.state import ErrorInfo, MapItem, RunStatus, TaskStatus
+from treadle.domain import _map as map_
+from treadle.domain._run_draft import Draft, complete_task, fail_run, fail_task
+from treadle.domain._task_rules import CompiledTask
+from treadle.domain.events import CancelAttempts, CancelMapItems, TimerFired
+from treadle.domain.state import ErrorInfo, MapItem, RunStatus, TaskStatus
 
 
 def start_map(d: Draft, task_id: str, compiled: CompiledTask) -> None:

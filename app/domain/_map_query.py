@@ -8,8 +8,8 @@ up to its free slots; a retry from failure loads each map it will re-run whole, 
 
 from __future__ import annotations
 
-from app.domain.events import Event, ResumeRequested, RetryRequested
-from app.domain.state import ItemQuery, RunState, RunStatus, TaskStatus
+from treadle.domain.events import Event, ResumeRequested, RetryRequested
+from treadle.domain.state import ItemQuery, RunState, RunStatus, TaskStatus
 
 _RERUN = frozenset({TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED})
 

@@ -23,16 +23,16 @@ from typing import Protocol
 
 import msgspec
 
-from app.domain._run_draft import (
+from treadle.domain._run_draft import (
     DISPATCHED_TYPES,
     Draft,
     arm_dispatch_timeout,
     awaiting_backoff,
     dispatch_command,
 )
-from app.domain._task_rules import CompiledTask
-from app.domain.events import TimerFired
-from app.domain.state import ErrorInfo, MapItem, RunStatus, TaskState, TaskStatus
+from treadle.domain._task_rules import CompiledTask
+from treadle.domain.events import TimerFired
+from treadle.domain.state import ErrorInfo, MapItem, RunStatus, TaskState, TaskStatus
 
 MAX_WAIT_SECONDS = 3600.0
 """The longest wait between two checks (unless the task's own limit is longer)."""

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.domain._run_draft import after
-from app.domain._task_rules import RetryPolicy
-from app.domain.events import StartTimer, TimerKind
-from app.domain.state import ErrorInfo
+from treadle.domain._run_draft import after
+from treadle.domain._task_rules import RetryPolicy
+from treadle.domain.events import StartTimer, TimerKind
+from treadle.domain.state import ErrorInfo
 
 
 @dataclass(frozen=True, kw_only=True)

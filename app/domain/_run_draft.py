@@ -8,10 +8,10 @@ from typing import Any
 
 import msgspec
 
-from app.domain._cost import Meter
-from app.domain.compile import CompiledTask, Workflow
-from app.domain.errors import ExpressionBudgetExceeded, ExpressionError, ExpressionTooLarge
-from app.domain.events import (
+from treadle.domain._cost import Meter
+from treadle.domain.compile import CompiledTask, Workflow
+from treadle.domain.errors import ExpressionBudgetExceeded, ExpressionError, ExpressionTooLarge
+from treadle.domain.events import (
     CancelAttempts,
     CancelChildRun,
     CancelMapItems,
@@ -26,9 +26,9 @@ from app.domain.events import (
     TaskFailed,
     TimerKind,
 )
-from app.domain.expressions import METER
-from app.domain.keys import TimerKey
-from app.domain.state import ErrorInfo, RunState, RunStatus, TaskState, TaskStatus
+from treadle.domain.expressions import METER
+from treadle.domain.keys import TimerKey
+from treadle.domain.state import ErrorInfo, RunState, RunStatus, TaskState, TaskStatus
 
 DISPATCHED_TYPES = frozenset({"handler", "http"})
 ACTIVE = frozenset({TaskStatus.SCHEDULED, TaskStatus.RUNNING})

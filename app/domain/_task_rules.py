@@ -15,21 +15,21 @@ from typing import Any
 
 import msgspec
 
-from app.domain.definitions import (
+from treadle.domain.definitions import (
     Duration,
     HttpRequestDefinition,
     TaskDefinition,
 )
-from app.domain.durations import parse_duration
-from app.domain.errors import ValidationIssue
-from app.domain.expressions import (
+from treadle.domain.durations import parse_duration
+from treadle.domain.errors import ValidationIssue
+from treadle.domain.expressions import (
     Template,
     check_template,
     expression_source,
     with_literal_fields,
 )
-from app.domain.limits import NAME_CHARS, TASK_ID_CHARS, Limits
-from app.domain.secrets import secret_paths
+from treadle.domain.limits import NAME_CHARS, TASK_ID_CHARS, Limits
+from treadle.domain.secrets import secret_paths
 
 _URL_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -105,7 +105,7 @@ class CompiledTask:
     For an `http` task, `request` renders to the attempt's input: a dict with `method`,
     `url`, and (when set) `headers`, `query`, `json`, `form`, `timeout` (seconds),
     `expect` (the accepted status codes), `retry_on` (extra retryable codes) and `secrets`
-    (the paths where the definition wrote `${ secret.NAME }`; see app.domain.secrets).
+    (the paths where the definition wrote `${ secret.NAME }`; see treadle.domain.secrets).
     """
 
     id: str

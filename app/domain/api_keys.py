@@ -20,7 +20,7 @@ from enum import StrEnum
 
 import msgspec
 
-from app.domain.errors import TreadleError
+from treadle.domain.errors import TreadleError
 
 PREFIX = "trd"
 _ID_BYTES = 6

@@ -11,7 +11,7 @@ from typing import Protocol
 
 
 class AuthChoice(Protocol):
-    """What `serve_refusal` reads of the auth settings (`app.config.AuthSettings` has it)."""
+    """What `serve_refusal` reads of the auth settings (`treadle.config.AuthSettings` has it)."""
 
     @property
     def mode(self) -> str: ...

@@ -19,7 +19,7 @@ import referencing
 import referencing.exceptions
 import referencing.jsonschema
 
-from app.domain._task_rules import (
+from treadle.domain._task_rules import (
     CompiledTask,
     RetryPolicy,
     check_name,
@@ -28,10 +28,10 @@ from app.domain._task_rules import (
     optional_seconds,
     topological_order,
 )
-from app.domain.definitions import SignalsDefinition, TaskDefinition, WorkflowDefinition
-from app.domain.errors import DefinitionInvalid, InputInvalid, ValidationIssue
-from app.domain.expressions import Template, check_template
-from app.domain.limits import Limits
+from treadle.domain.definitions import SignalsDefinition, TaskDefinition, WorkflowDefinition
+from treadle.domain.errors import DefinitionInvalid, InputInvalid, ValidationIssue
+from treadle.domain.expressions import Template, check_template
+from treadle.domain.limits import Limits
 
 __all__ = [
     "CompiledTask",

@@ -18,14 +18,14 @@ from typing import Any
 
 import msgspec
 
-from app.domain import _child as child
-from app.domain import _control as control
-from app.domain import _heartbeat as heartbeat
-from app.domain import _map as map_
-from app.domain import _map_control as map_control
-from app.domain import _redispatch as redispatch
-from app.domain._retry import retry_of
-from app.domain._run_draft import (
+from treadle.domain import _child as child
+from treadle.domain import _control as control
+from treadle.domain import _heartbeat as heartbeat
+from treadle.domain import _map as map_
+from treadle.domain import _map_control as map_control
+from treadle.domain import _redispatch as redispatch
+from treadle.domain._retry import retry_of
+from treadle.domain._run_draft import (
     ACTIVE,
     DISPATCHED_TYPES,
     Draft,
@@ -41,10 +41,10 @@ from app.domain._run_draft import (
     finish,
     with_carried_start,
 )
-from app.domain._task_rules import CompiledTask
-from app.domain.compile import Workflow
-from app.domain.errors import ExpressionError
-from app.domain.events import (
+from treadle.domain._task_rules import CompiledTask
+from treadle.domain.compile import Workflow
+from treadle.domain.errors import ExpressionError
+from treadle.domain.events import (
     CancelRequested,
     CancelTimer,
     ChildRunFinished,
@@ -65,8 +65,8 @@ from app.domain.events import (
     TimerFired,
     TimerKind,
 )
-from app.domain.expressions import is_truthy
-from app.domain.state import ErrorInfo, RunState, RunStatus, TaskState, TaskStatus
+from treadle.domain.expressions import is_truthy
+from treadle.domain.state import ErrorInfo, RunState, RunStatus, TaskState, TaskStatus
 
 __all__ = ["decide", "new_run"]
 

@@ -1,6 +1,6 @@
 """The workflow definition format, as users write it (JSON or YAML).
 
-These Structs only parse; `app.domain.compile` validates them and turns them into the
+These Structs only parse; `treadle.domain.compile` validates them and turns them into the
 compiled form the decider runs.
 """
 

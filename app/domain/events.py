@@ -1,6 +1,6 @@
 """What the decider consumes (events) and what it asks for (commands).
 
-Events and some commands travel on the wire too (see `app.messages`), so each is a
+Events and some commands travel on the wire too (see `treadle.messages`), so each is a
 tagged Struct: `type` names it in JSON.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import msgspec
 
-from app.domain.keys import AttemptFields, TimerFields
-from app.domain.state import ErrorInfo, RunState, RunStatus
+from treadle.domain.keys import AttemptFields, TimerFields
+from treadle.domain.state import ErrorInfo, RunState, RunStatus
 
 
 class _Tagged(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):

@@ -20,15 +20,15 @@ import jmespath
 from jmespath import functions as jmespath_functions
 from jmespath.exceptions import IncompleteExpressionError, JMESPathError, LexerError, ParseError
 
-from app.domain._bounded import DEFAULT_MAX_BYTES, reads_context, search, task_references
-from app.domain._cost import DEFAULT_MAX_COST, Meter
-from app.domain.errors import (
+from treadle.domain._bounded import DEFAULT_MAX_BYTES, reads_context, search, task_references
+from treadle.domain._cost import DEFAULT_MAX_COST, Meter
+from treadle.domain.errors import (
     ExpressionBudgetExceeded,
     ExpressionError,
     ExpressionTooLarge,
     ValidationIssue,
 )
-from app.domain.secrets import has_secret_reference, malformed_reference
+from treadle.domain.secrets import has_secret_reference, malformed_reference
 
 _EXPRESSION = re.compile(r"\$\{(.*)\}", re.DOTALL)
 _KNOWN_FUNCTIONS = frozenset(jmespath_functions.Functions.FUNCTION_TABLE)
@@ -183,7 +183,7 @@ def check_template(
     """Compile a value and report every bad expression in it, each at its own path.
 
     With `allow_secrets`, `${ secret.NAME }` references compile to themselves (see
-    `app.domain.secrets`); without, they are an error. `max_bytes` bounds each
+    `treadle.domain.secrets`); without, they are an error. `max_bytes` bounds each
     expression's value as in `compile_template`. With `tasks` (the definition's task
     ids), an expression naming any other `tasks.<id>` is an error.
     """
@@ -295,7 +295,7 @@ def _compile_secret_string(
     value: str, path: str, errors: list[TemplateSyntaxError], allow_secrets: bool
 ) -> Template:
     # A reference renders to itself: the decider never holds a secret, the worker
-    # substitutes it (app.domain.secrets explains why).
+    # substitutes it (treadle.domain.secrets explains why).
     problem = malformed_reference(value)
     if problem is None and not allow_secrets:
         problem = "secret references are only resolved in an http task's request"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from app.domain._bounded import DEFAULT_MAX_BYTES
-from app.domain._cost import DEFAULT_MAX_COST, DEFAULT_MAX_DECISION_COST
+from treadle.domain._bounded import DEFAULT_MAX_BYTES
+from treadle.domain._cost import DEFAULT_MAX_COST, DEFAULT_MAX_DECISION_COST
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):

@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 from cronsim import CronSim, CronSimError
 
-from app.domain.durations import parse_duration
-from app.domain.errors import TreadleError, ValidationIssue
-from app.domain.limits import KEY_CHARS, MAX_VERSION, NAME_CHARS, TIMEZONE_CHARS, text_problem
+from treadle.domain.durations import parse_duration
+from treadle.domain.errors import TreadleError, ValidationIssue
+from treadle.domain.limits import KEY_CHARS, MAX_VERSION, NAME_CHARS, TIMEZONE_CHARS, text_problem
 
 MIN_INTERVAL_SECONDS = 1.0
 MAX_INTERVAL_SECONDS = 100 * 366 * 86_400.0

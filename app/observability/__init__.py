@@ -9,13 +9,18 @@
 
 from __future__ import annotations
 
-from app.observability._asgi import TelemetryMiddleware, metrics_app
-from app.observability._collect import collect_store_gauges, collect_store_gauges_once
-from app.observability._logging import add_trace_ids, bind_context, configure_logging, get_logger
-from app.observability._metrics import Metrics, TaskOutcome
-from app.observability._redact import Redactor, strip_url_passwords
-from app.observability._telemetry import Telemetry, record_http_status
-from app.observability._tracing import (
+from treadle.observability._asgi import TelemetryMiddleware, metrics_app
+from treadle.observability._collect import collect_store_gauges, collect_store_gauges_once
+from treadle.observability._logging import (
+    add_trace_ids,
+    bind_context,
+    configure_logging,
+    get_logger,
+)
+from treadle.observability._metrics import Metrics, TaskOutcome
+from treadle.observability._redact import Redactor, strip_url_passwords
+from treadle.observability._telemetry import Telemetry, record_http_status
+from treadle.observability._tracing import (
     RUN_ID,
     TASK_ATTEMPT,
     TASK_ID,

@@ -12,9 +12,9 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind, StatusCode
 
-from app.observability._logging import bind_context
-from app.observability._metrics import Metrics
-from app.observability._tracing import Tracing
+from treadle.observability._logging import bind_context
+from treadle.observability._metrics import Metrics
+from treadle.observability._tracing import Tracing
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

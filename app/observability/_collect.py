@@ -13,8 +13,8 @@ from typing import Protocol
 
 import anyio
 
-from app.observability._logging import get_logger
-from app.observability._metrics import Metrics
+from treadle.observability._logging import get_logger
+from treadle.observability._metrics import Metrics
 
 log = get_logger(__name__)
 

@@ -22,8 +22,8 @@ import msgspec
 import structlog
 from opentelemetry import trace
 
-from app.config import ConfigError, LogSettings
-from app.observability._redact import Redactor
+from treadle.config import ConfigError, LogSettings
+from treadle.observability._redact import Redactor
 
 _KEY_ORDER = ("time", "level", "logger", "message", "role")
 """The keys every JSON line starts with, so lines read the same in a terminal."""

@@ -18,13 +18,13 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 from prometheus_client import CollectorRegistry
 
-from app.config import Settings
-from app.observability import _tracing as t
-from app.observability._asgi import ASGIApp, TelemetryMiddleware
-from app.observability._logging import bind_context
-from app.observability._metrics import Metrics
-from app.observability._redact import strip_url_passwords
-from app.observability._tracing import Tracing
+from treadle.config import Settings
+from treadle.observability import _tracing as t
+from treadle.observability._asgi import ASGIApp, TelemetryMiddleware
+from treadle.observability._logging import bind_context
+from treadle.observability._metrics import Metrics
+from treadle.observability._redact import strip_url_passwords
+from treadle.observability._tracing import Tracing
 
 
 class Telemetry:

@@ -47,7 +47,7 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from app.config import ConfigError
+from treadle.config import ConfigError
 
 TRACER_NAME = "treadle"
 _PROPAGATOR = TraceContextTextMapPropagator()

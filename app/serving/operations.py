@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import anyio
 import msgspec
 
-from app.observability import Metrics, metrics_app
-from app.observability._asgi import ASGIApp, Receive, Scope, Send
-from app.ports import HealthCheck
+from treadle.observability import Metrics, metrics_app
+from treadle.observability._asgi import ASGIApp, Receive, Scope, Send
+from treadle.ports import HealthCheck
 
 READINESS_TIMEOUT_SECONDS = 2.0
 """Each check gets this long; a load balancer polls often and must not pile up."""

@@ -1,6 +1,6 @@
 """Serving: run a built process's roles in one task group until SIGINT/SIGTERM, then
 drain them gracefully. Every process listens on `api.host:api.port`: the whole API with
-the api role, else the operations-only app (`app.serving.operations`).
+the api role, else the operations-only app (`treadle.serving.operations`).
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import anyio
 import anyio.abc
 import uvicorn
 
-from app.config import ConfigError, Settings
-from app.domain.auth_policy import is_loopback, serve_refusal
-from app.modules.orchestrator import ScheduleService
-from app.observability import get_logger
-from app.serving.operations import operations_app
-from app.store import MEMORY_URL, api_key_store
-from app.wiring import ROLES, Process, build, migrates_on_start
+from treadle.config import ConfigError, Settings
+from treadle.domain.auth_policy import is_loopback, serve_refusal
+from treadle.modules.orchestrator import ScheduleService
+from treadle.observability import get_logger
+from treadle.serving.operations import operations_app
+from treadle.store import MEMORY_URL, api_key_store
+from treadle.wiring import ROLES, Process, build, migrates_on_start
 
 log = get_logger(__name__)
 
@@ -150,7 +150,7 @@ async def _refuse_open_listen(process: Process) -> None:
 
 
 def _api_server(process: Process) -> _Server:
-    from app.modules.api import Authenticator, create_app  # noqa: PLC0415 -- api role only
+    from treadle.modules.api import Authenticator, create_app  # noqa: PLC0415 -- api role only
 
     app = create_app(
         run_control=process.run_service,

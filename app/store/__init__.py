@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.store._errors import StoreError, StoreUnavailable
+from treadle.store._errors import StoreError, StoreUnavailable
 
 MEMORY_URL = "memory://"
 """The database URL of the in-process store (for tests and embedding; keeps nothing)."""
 
 if TYPE_CHECKING:
-    from app.config import DatabaseSettings
-    from app.ports import ApiKeyStore, StateStore
+    from treadle.config import DatabaseSettings
+    from treadle.ports import ApiKeyStore, StateStore
 
 
 def build_store(settings: DatabaseSettings) -> StateStore:
@@ -27,11 +27,11 @@ def build_store(settings: DatabaseSettings) -> StateStore:
     `memory://` the in-process store. The schema is not touched: call `migrate()` on it.
     """
     if settings.url == MEMORY_URL:
-        from app.store.memory import MemoryStore  # noqa: PLC0415
+        from treadle.store.memory import MemoryStore  # noqa: PLC0415
 
         return MemoryStore()
-    from app._tls import ssl_context  # noqa: PLC0415
-    from app.store._sqlalchemy import SqlStore  # noqa: PLC0415 - keeps drivers lazy
+    from treadle._tls import ssl_context  # noqa: PLC0415
+    from treadle.store._sqlalchemy import SqlStore  # noqa: PLC0415 - keeps drivers lazy
 
     return SqlStore(
         settings.url,
@@ -44,9 +44,9 @@ def build_store(settings: DatabaseSettings) -> StateStore:
 
 def api_key_store(store: StateStore) -> ApiKeyStore:
     """The API keys kept in `store`'s database, over the same connection pool."""
-    from app.store._api_keys import SqlApiKeyStore  # noqa: PLC0415
-    from app.store._sqlalchemy import SqlStore  # noqa: PLC0415
-    from app.store.memory import MemoryStore  # noqa: PLC0415
+    from treadle.store._api_keys import SqlApiKeyStore  # noqa: PLC0415
+    from treadle.store._sqlalchemy import SqlStore  # noqa: PLC0415
+    from treadle.store.memory import MemoryStore  # noqa: PLC0415
 
     if isinstance(store, MemoryStore):
         return store  # it keeps its keys beside its runs

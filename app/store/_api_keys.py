@@ -7,10 +7,10 @@ from datetime import datetime
 
 from sqlalchemy import Row, func, select, update
 
-from app.domain.api_keys import ApiKey, ApiKeyNotFound, parse_scopes
-from app.store._database import Database
-from app.store._errors import mapped_errors
-from app.store._tables import api_keys
+from treadle.domain.api_keys import ApiKey, ApiKeyNotFound, parse_scopes
+from treadle.store._database import Database
+from treadle.store._errors import mapped_errors
+from treadle.store._tables import api_keys
 
 
 class SqlApiKeyStore:

@@ -22,17 +22,17 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.errors import RunNotFound
-from app.domain.state import RunState
-from app.ports import Applied, Changes, Decide, ItemsWanted
-from app.store import _rows as rows_
-from app.store._database import Database
-from app.store._decisions import DecisionWrites
-from app.store._errors import StoreError, mapped_errors
-from app.store._group import GroupCommitter, GroupRequest, together_or_alone
-from app.store._map_items import load_items
-from app.store._states import KeptStates
-from app.store._tables import runs
+from treadle.domain.errors import RunNotFound
+from treadle.domain.state import RunState
+from treadle.ports import Applied, Changes, Decide, ItemsWanted
+from treadle.store import _rows as rows_
+from treadle.store._database import Database
+from treadle.store._decisions import DecisionWrites
+from treadle.store._errors import StoreError, mapped_errors
+from treadle.store._group import GroupCommitter, GroupRequest, together_or_alone
+from treadle.store._map_items import load_items
+from treadle.store._states import KeptStates
+from treadle.store._tables import runs
 
 _NewRun = tuple[RunState, Changes | None]
 """A run to insert, already decided, and what its first decision wrote."""

@@ -16,19 +16,19 @@ from sqlalchemy import Insert, bindparam, delete, insert, null, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.errors import TreadleError
-from app.domain.events import CancelTimer, StartTimer
-from app.domain.state import RunState
-from app.ports import Changes, OutboxRecord
-from app.store._map_items import cancel_items, item_rows, write_items
-from app.store._rows import (
+from treadle.domain.errors import TreadleError
+from treadle.domain.events import CancelTimer, StartTimer
+from treadle.domain.state import RunState
+from treadle.ports import Changes, OutboxRecord
+from treadle.store._map_items import cancel_items, item_rows, write_items
+from treadle.store._rows import (
     history_values,
     mutable_run_values,
     outbox_values,
     task_values,
     timer_task_key,
 )
-from app.store._tables import history, outbox, runs, tasks, timers
+from treadle.store._tables import history, outbox, runs, tasks, timers
 
 
 class DecisionMismatch(TreadleError):

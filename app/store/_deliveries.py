@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import Insert, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from app.store._database import Database
-from app.store._errors import mapped_errors
-from app.store._tables import deliveries
+from treadle.store._database import Database
+from treadle.store._errors import mapped_errors
+from treadle.store._tables import deliveries
 
 NO_ITEM = -1
 """`item` of an attempt that is not a map item's (a primary key column cannot be NULL)."""

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import exc as sa_exc
 
-from app.domain.errors import TreadleError
+from treadle.domain.errors import TreadleError
 
 
 class StoreError(TreadleError):

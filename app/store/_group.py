@@ -19,7 +19,7 @@ from typing import Generic, TypeVar
 
 import anyio
 
-from app.store._errors import StoreUnavailable
+from treadle.store._errors import StoreUnavailable
 
 T = TypeVar("T")
 

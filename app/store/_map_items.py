@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.state import ItemQuery, MapItem, RunState
-from app.ports import InflightAttempt
-from app.store._rows import item_from_row, item_values
-from app.store._tables import map_items
+from treadle.domain.state import ItemQuery, MapItem, RunState
+from treadle.ports import InflightAttempt
+from treadle.store._rows import item_from_row, item_values
+from treadle.store._tables import map_items
 
 _KEY_BATCH = 500  # keys per OR-list, far below any database's parameter limit
 _ACTIVE_ITEM = ("pending", "scheduled", "running")

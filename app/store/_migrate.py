@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.store._tables import VERSION_TABLE
+from treadle.store._tables import VERSION_TABLE
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant shared by every Treadle process; it names the lock, nothing else.

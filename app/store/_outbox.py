@@ -7,11 +7,11 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 
-from app.ports import OutboxRecord
-from app.store import _rows as rows_
-from app.store._database import Database
-from app.store._errors import mapped_errors
-from app.store._tables import UNSENT, outbox
+from treadle.ports import OutboxRecord
+from treadle.store import _rows as rows_
+from treadle.store._database import Database
+from treadle.store._errors import mapped_errors
+from treadle.store._tables import UNSENT, outbox
 
 
 class OutboxQueries:

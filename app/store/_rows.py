@@ -11,9 +11,9 @@ from typing import Annotated, Any
 import msgspec
 from sqlalchemy import Row, Select, select
 
-from app.domain.errors import InvalidCursor
-from app.domain.events import HistoryEntry, TimerKind
-from app.domain.state import (
+from treadle.domain.errors import InvalidCursor
+from treadle.domain.events import HistoryEntry, TimerKind
+from treadle.domain.state import (
     ErrorInfo,
     Heartbeat,
     MapItem,
@@ -23,10 +23,10 @@ from app.domain.state import (
     TaskState,
     TaskStatus,
 )
-from app.messages import Message
-from app.ports import DueTimer, OutboxRecord, RunSummary, StoredWorkflow
-from app.store._tables import history, outbox, runs, tasks, timers, workflows
-from app.store._types import as_utc, decode_json, encode_json
+from treadle.messages import Message
+from treadle.ports import DueTimer, OutboxRecord, RunSummary, StoredWorkflow
+from treadle.store._tables import history, outbox, runs, tasks, timers, workflows
+from treadle.store._types import as_utc, decode_json, encode_json
 
 Signals = dict[str, list[Any]]
 Headers = dict[str, str]

@@ -16,7 +16,7 @@ from sqlalchemy import Row, delete, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.schedules import (
+from treadle.domain.schedules import (
     CatchUpPolicy,
     OverlapPolicy,
     Schedule,
@@ -24,12 +24,12 @@ from app.domain.schedules import (
     ScheduleNotFound,
     Trigger,
 )
-from app.ports import Page
-from app.store import _rows as rows_
-from app.store._database import Database
-from app.store._errors import StoreError, mapped_errors
-from app.store._tables import schedules
-from app.store._types import decode_json, encode_json
+from treadle.ports import Page
+from treadle.store import _rows as rows_
+from treadle.store._database import Database
+from treadle.store._errors import StoreError, mapped_errors
+from treadle.store._tables import schedules
+from treadle.store._types import decode_json, encode_json
 
 
 class ScheduleQueries:

@@ -16,10 +16,10 @@ from sqlalchemy import Row, func, select, text, tuple_
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.errors import RunNotFound, TaskNotFound, WorkflowNotFound
-from app.domain.events import HistoryEntry
-from app.domain.state import MapItem, RunState, RunStatus
-from app.ports import (
+from treadle.domain.errors import RunNotFound, TaskNotFound, WorkflowNotFound
+from treadle.domain.events import HistoryEntry
+from treadle.domain.state import MapItem, RunState, RunStatus
+from treadle.ports import (
     InflightAttempt,
     MapItemRecord,
     Page,
@@ -27,21 +27,21 @@ from app.ports import (
     RunSummary,
     StoredWorkflow,
 )
-from app.store import _rows as rows_
-from app.store._apply import DecisionQueries, load_run
-from app.store._closing import end_orphaned_closes
-from app.store._database import Database
-from app.store._deliveries import DeliveryQueries
-from app.store._errors import StoreError, mapped_errors
-from app.store._map_items import inflight_items, select_item_page
-from app.store._migrate import is_at_head, upgrade
-from app.store._outbox import OutboxQueries
-from app.store._schedules import ScheduleQueries
-from app.store._states import KeptStates
-from app.store._tables import ACTIVE_TASK, history, runs, tasks, workflows
-from app.store._timers import TimerQueries
-from app.store._types import encode_json
-from app.store._values import bounded_items, load_bounded_run, load_value
+from treadle.store import _rows as rows_
+from treadle.store._apply import DecisionQueries, load_run
+from treadle.store._closing import end_orphaned_closes
+from treadle.store._database import Database
+from treadle.store._deliveries import DeliveryQueries
+from treadle.store._errors import StoreError, mapped_errors
+from treadle.store._map_items import inflight_items, select_item_page
+from treadle.store._migrate import is_at_head, upgrade
+from treadle.store._outbox import OutboxQueries
+from treadle.store._schedules import ScheduleQueries
+from treadle.store._states import KeptStates
+from treadle.store._tables import ACTIVE_TASK, history, runs, tasks, workflows
+from treadle.store._timers import TimerQueries
+from treadle.store._types import encode_json
+from treadle.store._values import bounded_items, load_bounded_run, load_value
 
 T = TypeVar("T")
 _SAVE_WORKFLOW_TRIES = 20  # each lost race means another writer won, so this is plenty

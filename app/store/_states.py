@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 import msgspec
 
-from app.domain.state import RunState
+from treadle.domain.state import RunState
 
 KEPT_RUNS = 4096
 

@@ -22,8 +22,8 @@ from sqlalchemy import (
     text,
 )
 
-from app.domain.limits import ID_CHARS, KEY_CHARS, NAME_CHARS, TIMEZONE_CHARS
-from app.store._types import BIG_ID, BYTES, JSON_TEXT, UTCDateTime
+from treadle.domain.limits import ID_CHARS, KEY_CHARS, NAME_CHARS, TIMEZONE_CHARS
+from treadle.store._types import BIG_ID, BYTES, JSON_TEXT, UTCDateTime
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

@@ -8,11 +8,11 @@ from typing import Any
 from sqlalchemy import Row, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.ports import DueTimer
-from app.store import _rows as rows_
-from app.store._database import Database
-from app.store._errors import mapped_errors
-from app.store._tables import timers
+from treadle.ports import DueTimer
+from treadle.store import _rows as rows_
+from treadle.store._database import Database
+from treadle.store._errors import mapped_errors
+from treadle.store._tables import timers
 
 
 class TimerQueries:

@@ -17,11 +17,11 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from app.domain.errors import RunNotFound, TaskNotFound
-from app.domain.state import MapItem, RunState, TaskState
-from app.ports import OmittedValue
-from app.store._rows import item_from_row, run_from_rows
-from app.store._tables import map_items, runs, tasks
+from treadle.domain.errors import RunNotFound, TaskNotFound
+from treadle.domain.state import MapItem, RunState, TaskState
+from treadle.ports import OmittedValue
+from treadle.store._rows import item_from_row, run_from_rows
+from treadle.store._tables import map_items, runs, tasks
 
 VALUE_FIELDS = ("input", "output")
 """The columns a bounded read measures and leaves out when large."""

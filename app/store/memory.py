@@ -24,12 +24,12 @@ from typing import Any, TypeVar
 import anyio.lowlevel
 import msgspec
 
-from app.domain.api_keys import ApiKey, ApiKeyNotFound
-from app.domain.errors import RunNotFound, TaskNotFound, WorkflowNotFound
-from app.domain.events import HistoryEntry
-from app.domain.schedules import Schedule, ScheduleExists, ScheduleNotFound
-from app.domain.state import ItemQuery, MapItem, RunState, RunStatus, TaskState, TaskStatus
-from app.ports import (
+from treadle.domain.api_keys import ApiKey, ApiKeyNotFound
+from treadle.domain.errors import RunNotFound, TaskNotFound, WorkflowNotFound
+from treadle.domain.events import HistoryEntry
+from treadle.domain.schedules import Schedule, ScheduleExists, ScheduleNotFound
+from treadle.domain.state import ItemQuery, MapItem, RunState, RunStatus, TaskState, TaskStatus
+from treadle.ports import (
     Applied,
     Changes,
     Decide,
@@ -44,9 +44,9 @@ from app.ports import (
     RunSummary,
     StoredWorkflow,
 )
-from app.store._decisions import DecisionMismatch
-from app.store._errors import StoreError
-from app.store._rows import Int32, Int64, RunsCursor, decode_cursor, encode_cursor
+from treadle.store._decisions import DecisionMismatch
+from treadle.store._errors import StoreError
+from treadle.store._rows import Int32, Int64, RunsCursor, decode_cursor, encode_cursor
 
 T = TypeVar("T")
 _ACTIVE = (TaskStatus.SCHEDULED, TaskStatus.RUNNING)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 
-from app.domain.errors import TreadleError
+from treadle.domain.errors import TreadleError
 
 ENV_VAR = "TREADLE_CRASH_AT"
 EXIT_CODE = 137  # what a shell reports for a process killed by SIGKILL

@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import cast
 
-from app.config import TransportSettings
-from app.ports import Transport
-from app.transports._errors import TransportUnavailable, UnknownTransport
+from treadle.config import TransportSettings
+from treadle.ports import Transport
+from treadle.transports._errors import TransportUnavailable, UnknownTransport
 
 __all__ = [
     "DEAD_FROM_HEADER",
@@ -32,10 +32,10 @@ MAX_DELIVERIES = "max_deliveries"
 
 # kind -> (module, class); every class takes `(settings: TransportSettings)`.
 _ADAPTERS = {
-    "memory": ("app.transports.memory", "MemoryTransport"),
-    "rabbitmq": ("app.transports.rabbitmq", "RabbitMQTransport"),
-    "kafka": ("app.transports.kafka", "KafkaTransport"),
-    "nats": ("app.transports.nats", "NatsTransport"),
+    "memory": ("treadle.transports.memory", "MemoryTransport"),
+    "rabbitmq": ("treadle.transports.rabbitmq", "RabbitMQTransport"),
+    "kafka": ("treadle.transports.kafka", "KafkaTransport"),
+    "nats": ("treadle.transports.nats", "NatsTransport"),
 }
 
 

@@ -11,10 +11,10 @@ import time
 
 import stamina
 
-from app.domain.errors import TreadleError
-from app.observability import get_logger
-from app.ports import Transport
-from app.transports._errors import TransportUnavailable
+from treadle.domain.errors import TreadleError
+from treadle.observability import get_logger
+from treadle.ports import Transport
+from treadle.transports._errors import TransportUnavailable
 
 log = get_logger(__name__)
 

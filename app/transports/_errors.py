@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.domain.errors import TreadleError
+from treadle.domain.errors import TreadleError
 
 
 class TransportUnavailable(TreadleError):

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 import anyio
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from app.messages import Message
-from app.ports import Delivery
-from app.transports import MAX_DELIVERIES, REJECTED
+from treadle.messages import Message
+from treadle.ports import Delivery
+from treadle.transports import MAX_DELIVERIES, REJECTED
 
 FETCH_MS = 500
 METADATA_SECONDS = 30.0

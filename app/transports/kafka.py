@@ -47,14 +47,14 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError, for_code
 
-from app._tls import ssl_context
-from app.config import TransportSettings
-from app.messages import DEAD_CHANNEL, Message, is_broadcast
-from app.ports import Delivery
-from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
-from app.transports._errors import TransportUnavailable
-from app.transports._kafka_broadcast import broadcast_subscription
-from app.transports._tls import kafka_client_kwargs
+from treadle._tls import ssl_context
+from treadle.config import TransportSettings
+from treadle.messages import DEAD_CHANNEL, Message, is_broadcast
+from treadle.ports import Delivery
+from treadle.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
+from treadle.transports._errors import TransportUnavailable
+from treadle.transports._kafka_broadcast import broadcast_subscription
+from treadle.transports._tls import kafka_client_kwargs
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from typing import ClassVar
 import anyio
 import anyio.lowlevel
 
-from app.config import TransportSettings
-from app.messages import DEAD_CHANNEL, Message, is_broadcast
-from app.ports import Delivery
-from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
-from app.transports._errors import TransportUnavailable
+from treadle.config import TransportSettings
+from treadle.messages import DEAD_CHANNEL, Message, is_broadcast
+from treadle.ports import Delivery
+from treadle.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
+from treadle.transports._errors import TransportUnavailable
 
 _URL = "memory://"
 

@@ -46,14 +46,14 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from app._tls import ssl_context
-from app.config import TransportSettings
-from app.messages import DEAD_CHANNEL, Message, is_broadcast
-from app.observability import get_logger, strip_url_passwords
-from app.ports import Delivery
-from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
-from app.transports._errors import TransportUnavailable
-from app.transports._tls import rabbitmq_connect_kwargs
+from treadle._tls import ssl_context
+from treadle.config import TransportSettings
+from treadle.messages import DEAD_CHANNEL, Message, is_broadcast
+from treadle.observability import get_logger, strip_url_passwords
+from treadle.ports import Delivery
+from treadle.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
+from treadle.transports._errors import TransportUnavailable
+from treadle.transports._tls import rabbitmq_connect_kwargs
 
 log = get_logger(__name__)
 

@@ -86,7 +86,7 @@ class Cluster:
     def migrate(self) -> None:
         """`treadle migrate` once, before any process starts (they do not migrate)."""
         done = subprocess.run(
-            [sys.executable, "-m", "app.cli", "migrate"],
+            [sys.executable, "-m", "treadle.cli", "migrate"],
             cwd=ROOT,
             env=self.env,
             capture_output=True,
@@ -106,7 +106,7 @@ class Cluster:
     def _launch(self, roles: str, handlers: Sequence[str]) -> Server:
         port = free_port()
         log = self.tmp_path / f"{roles.replace(',', '-')}-{port}.log"
-        cmd = [sys.executable, "-m", "app.cli", "serve", "--roles", roles, "--port", str(port)]
+        cmd = [sys.executable, "-m", "treadle.cli", "serve", "--roles", roles, "--port", str(port)]
         for module in handlers:
             cmd += ["--handlers", module]
         with log.open("wb") as out:

@@ -83,7 +83,7 @@ def start_server(tmp_path: Path, database_url: str, *extra: str) -> Server:
         "TREADLE_WORKER__DRAIN_SECONDS": "2",
         "PYTHONUNBUFFERED": "1",
     }
-    cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "treadle.cli", "serve", "--port", str(port)]
     cmd += ["--handlers", "tests.e2e.handlers", *extra]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -132,7 +132,7 @@ def serve(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Server]]:
     def _start(*extra: str) -> Server:
         if database_url.startswith("postgresql"):
             migrate = subprocess.run(
-                [sys.executable, "-m", "app.cli", "migrate"],
+                [sys.executable, "-m", "treadle.cli", "migrate"],
                 cwd=ROOT,
                 env={**os.environ, "TREADLE_DATABASE_URL": database_url},
                 capture_output=True,

@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 
-from app import TaskContext, handler
+from treadle import TaskContext, handler
 
 
 @handler("e2e.fail_until_file")

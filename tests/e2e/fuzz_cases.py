@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from schemathesis.core import NOT_SET
 from schemathesis.transport.serialization import quote_all
 
-from app.domain.limits import ID_CHARS, KEY_CHARS, NAME_CHARS, TASK_ID_CHARS
+from treadle.domain.limits import ID_CHARS, KEY_CHARS, NAME_CHARS, TASK_ID_CHARS
 
 LONG = NAME_CHARS
 """A string at least this long counts as long (the longest column most names get)."""

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import asyncpg
 
-from app import TaskContext, handler
+from treadle import TaskContext, handler
 
 LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS scale_ledger (

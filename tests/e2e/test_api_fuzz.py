@@ -97,7 +97,7 @@ def _database(kind: str, tmp: Path) -> Iterator[str]:
 
 def _cli(database_url: str, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "treadle.cli", *args],
         cwd=ROOT,
         env={**os.environ, "TREADLE_DATABASE_URL": database_url},
         capture_output=True,

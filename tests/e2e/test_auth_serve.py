@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser, settings_for
 from tests.e2e.conftest import ROOT, free_port, start_server
+from treadle.cli import build_parser, settings_for
 
 pytestmark = pytest.mark.e2e
 
 
 def _treadle(db: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "treadle.cli", *args],
         cwd=ROOT,
         env={**os.environ, "TREADLE_DATABASE_URL": db},
         capture_output=True,

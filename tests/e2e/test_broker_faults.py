@@ -12,12 +12,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from app.config import TransportSettings
-from app.messages import DEAD_CHANNEL, EVENTS_CHANNEL, Message, tasks_channel
-from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, build_transport
 from tests.e2e.cluster import RABBITMQ_URL, broker_env, cluster_on, postgres_database
 from tests.e2e.conftest import ROOT, free_port
 from tests.e2e.test_core_flows import DIAMOND, register
+from treadle.config import TransportSettings
+from treadle.messages import DEAD_CHANNEL, EVENTS_CHANNEL, Message, tasks_channel
+from treadle.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, build_transport
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,16 @@ def test_an_unreachable_broker_is_retried_then_named_in_one_line_and_exit_code(
         "TREADLE_LOG__FORMAT": "json",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "serve", "--roles", "worker", "--port", str(free_port())],
+        [
+            sys.executable,
+            "-m",
+            "treadle.cli",
+            "serve",
+            "--roles",
+            "worker",
+            "--port",
+            str(free_port()),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 def treadle(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the `treadle` CLI against the server."""
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "--url", server.url, *args],
+        [sys.executable, "-m", "treadle.cli", "--url", server.url, *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         capture_output=True,

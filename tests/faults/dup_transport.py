@@ -9,9 +9,9 @@ from typing import ClassVar
 
 import anyio
 
-from app.messages import Message
-from app.ports import Delivery
-from app.transports.memory import MemoryTransport
+from treadle.messages import Message
+from treadle.ports import Delivery
+from treadle.transports.memory import MemoryTransport
 
 
 class DuplicatingTransport:

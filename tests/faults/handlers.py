@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import psycopg
 
-from app import TaskContext, handler
+from treadle import TaskContext, handler
 
 LEDGER_ENV = "TREADLE_FAULT_LEDGER"
 

@@ -186,7 +186,7 @@ class Cluster:
     # --- processes ---------------------------------------------------------------------
 
     def _migrate(self) -> None:
-        cmd = [sys.executable, "-m", "app.cli", "migrate"]
+        cmd = [sys.executable, "-m", "treadle.cli", "migrate"]
         done = subprocess.run(
             cmd, cwd=ROOT, env=self.env, capture_output=True, text=True, check=False
         )
@@ -223,7 +223,7 @@ class Cluster:
     def _spawn(
         self, roles: str, port: int, log: Path, env: dict[str, str]
     ) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "app.cli", "serve", "--roles", roles, "--port", str(port)]
+        cmd = [sys.executable, "-m", "treadle.cli", "serve", "--roles", roles, "--port", str(port)]
         with log.open("ab") as out:
             return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 

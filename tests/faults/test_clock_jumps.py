@@ -14,16 +14,16 @@ from typing import Any
 import anyio
 import pytest
 
-from app.config import (
+from tests.faults.handlers import LEDGER_DDL, LEDGER_ENV
+from treadle.config import (
     DatabaseSettings,
     OrchestratorSettings,
     Settings,
     TransportSettings,
     WorkerSettings,
 )
-from app.domain.state import RunState
-from app.wiring import Process, build
-from tests.faults.handlers import LEDGER_DDL, LEDGER_ENV
+from treadle.domain.state import RunState
+from treadle.wiring import Process, build
 
 HOUR = timedelta(hours=1)
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import anyio
 import pytest
 
-from app.config import DatabaseSettings, Settings, TransportSettings
-from app.modules.worker import HandlerRegistry
-from app.store import build_store
-from app.transports.memory import MemoryTransport
-from app.wiring import Process, SystemClock
 from tests.faults.dup_transport import DuplicatingTransport
 from tests.faults.handlers import LEDGER_DDL, LEDGER_ENV
 from tests.faults.harness import WORKFLOWS
+from treadle.config import DatabaseSettings, Settings, TransportSettings
+from treadle.modules.worker import HandlerRegistry
+from treadle.store import build_store
+from treadle.transports.memory import MemoryTransport
+from treadle.wiring import Process, SystemClock
 
 RUNS = 40
 

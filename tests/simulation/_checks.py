@@ -1,12 +1,12 @@
 """The per-decision guarantees the simulation checks, inside each decision it applies.
 
-The store is the real in-memory adapter (`app.store.memory.MemoryStore`); these checks
+The store is the real in-memory adapter (`treadle.store.memory.MemoryStore`); these checks
 run in the decision callback it calls, so a broken guarantee fails the decision itself.
 """
 
 from __future__ import annotations
 
-from app.domain.events import (
+from treadle.domain.events import (
     DispatchLost,
     Event,
     TaskCompleted,
@@ -14,8 +14,8 @@ from app.domain.events import (
     TaskStarted,
     TimerFired,
 )
-from app.domain.state import RunState, TaskStatus
-from app.ports import Changes
+from treadle.domain.state import RunState, TaskStatus
+from treadle.ports import Changes
 
 TERMINAL_TASK = frozenset(
     {

@@ -20,9 +20,10 @@ from typing import Any
 
 import anyio
 
-from app.domain.compile import Workflow, compile_workflow, parse_definition
-from app.domain.decider import decide, new_run
-from app.domain.events import (
+from tests.simulation._checks import TERMINAL_TASK, InvariantBroken, check_decision
+from treadle.domain.compile import Workflow, compile_workflow, parse_definition
+from treadle.domain.decider import decide, new_run
+from treadle.domain.events import (
     DispatchLost,
     DispatchTask,
     Event,
@@ -32,16 +33,15 @@ from app.domain.events import (
     TaskStarted,
     TimerFired,
 )
-from app.domain.state import ErrorInfo, RunState, RunStatus, TaskStatus
-from app.messages import EVENTS_CHANNEL, decode, envelope, is_broadcast, to_message
-from app.modules.orchestrator._changes import (
+from treadle.domain.state import ErrorInfo, RunState, RunStatus, TaskStatus
+from treadle.messages import EVENTS_CHANNEL, decode, envelope, is_broadcast, to_message
+from treadle.modules.orchestrator._changes import (
     changes_from_decision,
     fired_timer_cancel,
     with_cancelled,
 )
-from app.ports import Changes, DueTimer, OutboxRecord
-from app.store.memory import MemoryStore
-from tests.simulation._checks import TERMINAL_TASK, InvariantBroken, check_decision
+from treadle.ports import Changes, DueTimer, OutboxRecord
+from treadle.store.memory import MemoryStore
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 SWEEP_EVERY = 5.0

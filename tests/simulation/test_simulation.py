@@ -11,9 +11,6 @@ from collections import Counter
 import anyio
 import pytest
 
-from app.domain.errors import TreadleError
-from app.domain.events import HistoryEntry
-from app.ports import Changes
 from tests.simulation._checks import InvariantBroken
 from tests.simulation._sim import (
     EPOCH,
@@ -23,6 +20,9 @@ from tests.simulation._sim import (
     check_end_state,
     compiled_workflows,
 )
+from treadle.domain.errors import TreadleError
+from treadle.domain.events import HistoryEntry
+from treadle.ports import Changes
 
 DEFAULT_SEEDS = 2000
 CHUNKS = 8  # separate tests, so `-n 2` shares the seeds between its workers

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from app.testing import crash as _crash
+from treadle.testing import crash as _crash
 
 
 def test_unset_binds_the_no_op() -> None:
@@ -44,7 +44,7 @@ def test_exits_with_137_on_the_nth_hit_only() -> None:
 def test_the_variable_kills_a_real_process() -> None:
     """Importing with the variable set makes the named point `os._exit(137)`."""
     code = (
-        "from app.testing.crash import crash_point; "
+        "from treadle.testing.crash import crash_point; "
         "crash_point('after_commit_before_publish'); print(1)"
     )
     env = {"TREADLE_CRASH_AT": "after_commit_before_publish", "PATH": ""}

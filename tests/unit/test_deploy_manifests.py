@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.cli import build_parser
+from treadle.cli import build_parser
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 IMAGE = "treadle:latest"

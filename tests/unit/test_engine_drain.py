@@ -8,9 +8,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from app.config import ApiSettings, DatabaseSettings, Settings
-from app.serving.serve import _drain
-from app.wiring import RolesHealth, RolesStopping, build
+from treadle.config import ApiSettings, DatabaseSettings, Settings
+from treadle.serving.serve import _drain
+from treadle.wiring import RolesHealth, RolesStopping, build
 
 
 @pytest.mark.anyio

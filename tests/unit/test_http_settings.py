@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.config import load_settings
+from treadle.config import load_settings
 
 
 def test_the_allowlist_is_a_comma_separated_environment_variable() -> None:

@@ -14,14 +14,14 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import app
+import treadle
 
 Graph = dict[str, set[str]]
 
 
 def test_the_package_has_no_import_cycle() -> None:
     """Each cycle found is listed as the modules it runs through."""
-    graph = import_graph(Path(app.__file__).parent, app.__name__)
+    graph = import_graph(Path(treadle.__file__).parent, treadle.__name__)
     assert len(graph) > 100  # the walk found the package
     assert import_cycles(graph) == []
 

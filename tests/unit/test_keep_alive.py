@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from app.serving.serve import KEEP_ALIVE_SECONDS
+from treadle.serving.serve import KEEP_ALIVE_SECONDS
 
 
 def test_the_server_keeps_idle_connections_longer_than_httpx_does() -> None:

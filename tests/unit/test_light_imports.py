@@ -14,13 +14,13 @@ SERVER_ONLY = (
     "opentelemetry",
     "prometheus_client",
     "uvicorn",
-    "app.modules.api",
-    "app.modules.ui",
-    "app.modules.orchestrator",
-    "app.store",
-    "app.observability",
-    "app.wiring",
-    "app.serving",
+    "treadle.modules.api",
+    "treadle.modules.ui",
+    "treadle.modules.orchestrator",
+    "treadle.store",
+    "treadle.observability",
+    "treadle.wiring",
+    "treadle.serving",
 )
 
 _PROBE = """
@@ -45,7 +45,7 @@ def loaded_server_modules(*modules: str) -> list[str]:
     return done.stdout.split()
 
 
-@pytest.mark.parametrize("module", ["app.client", "app.cli", "app.api_types"])
+@pytest.mark.parametrize("module", ["treadle.client", "treadle.cli", "treadle.api_types"])
 def test_a_client_side_module_imports_nothing_of_the_server(module: str) -> None:
     """Importing the client, the CLI or the API's bodies loads no litestar, SQLAlchemy,
     telemetry, UI or store module."""
@@ -54,9 +54,9 @@ def test_a_client_side_module_imports_nothing_of_the_server(module: str) -> None
 
 def test_the_probe_sees_the_server_when_it_is_imported() -> None:
     """The probe itself works: importing the API module shows litestar and the UI."""
-    loaded = loaded_server_modules("app.modules.api")
+    loaded = loaded_server_modules("treadle.modules.api")
     assert "litestar" in loaded
-    assert "app.modules.ui" in loaded
+    assert "treadle.modules.ui" in loaded
 
 
 def test_the_cli_parser_loads_no_http_client() -> None:
@@ -67,7 +67,7 @@ def test_the_cli_parser_loads_no_http_client() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, app.cli; app.cli.build_parser(); print('httpx' in sys.modules)",
+            "import sys, treadle.cli; treadle.cli.build_parser(); print('httpx' in sys.modules)",
         ],
         capture_output=True,
         text=True,

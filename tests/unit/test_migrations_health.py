@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import pytest
 
-from app.wiring import MigrationsHealth, SchemaNotCurrent
+from treadle.wiring import MigrationsHealth, SchemaNotCurrent
 
 pytestmark = pytest.mark.anyio
 

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from app._tls import ssl_context
-from app.config import ConfigError, DatabaseSettings, TlsSettings, TransportSettings
-from app.store._database import server_engine_kwargs
-from app.transports._tls import kafka_client_kwargs, nats_connect_kwargs, rabbitmq_connect_kwargs
+from treadle._tls import ssl_context
+from treadle.config import ConfigError, DatabaseSettings, TlsSettings, TransportSettings
+from treadle.store._database import server_engine_kwargs
+from treadle.transports._tls import (
+    kafka_client_kwargs,
+    nats_connect_kwargs,
+    rabbitmq_connect_kwargs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +122,7 @@ def test_nats_and_kafka_get_the_context() -> None:
 @pytest.mark.parametrize("adapter", ["rabbitmq", "nats", "kafka"])
 def test_each_adapter_builds_its_context_from_transport_tls(adapter: str) -> None:
     """The adapters read `[transport.tls]`; a bad CA file fails when the transport is built."""
-    from app.transports import build_transport  # noqa: PLC0415
+    from treadle.transports import build_transport  # noqa: PLC0415
 
     tls = TlsSettings(enabled=True, ca_file="/nonexistent/ca.pem")
     with pytest.raises(ConfigError) as caught:
@@ -128,7 +132,7 @@ def test_each_adapter_builds_its_context_from_transport_tls(adapter: str) -> Non
 
 def test_the_store_builds_its_context_from_database_tls() -> None:
     """`[database.tls]` reaches the store: a bad CA file fails when the store is built."""
-    from app.store import build_store  # noqa: PLC0415
+    from treadle.store import build_store  # noqa: PLC0415
 
     tls = TlsSettings(enabled=True, ca_file="/nonexistent/ca.pem")
     settings = DatabaseSettings(url="postgresql://u@127.0.0.1/x", tls=tls)

@@ -9,7 +9,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
-from app.api_types import (
+from treadle.api_types import (
     HeartbeatBody,
     HistoryPage,
     Problem,
@@ -27,16 +27,16 @@ from app.api_types import (
     WorkflowVersion,
     WorkflowVersionInfo,
 )
-from app.config import ApiSettings, LimitsSettings
-from app.modules.api._auth import Authenticator, declare_security
-from app.modules.api._bounds import json_depth_check, refuse_nul
-from app.modules.api._errors import problem_response
-from app.modules.api._ops import healthz, metrics, readyz
-from app.modules.api._routes import RunController, Services, WorkflowController
-from app.modules.api._schedules import ScheduleController
-from app.modules.ui import ui_routes
-from app.observability import Telemetry
-from app.ports import (
+from treadle.config import ApiSettings, LimitsSettings
+from treadle.modules.api._auth import Authenticator, declare_security
+from treadle.modules.api._bounds import json_depth_check, refuse_nul
+from treadle.modules.api._errors import problem_response
+from treadle.modules.api._ops import healthz, metrics, readyz
+from treadle.modules.api._routes import RunController, Services, WorkflowController
+from treadle.modules.api._schedules import ScheduleController
+from treadle.modules.ui import ui_routes
+from treadle.observability import Telemetry
+from treadle.ports import (
     HealthCheck,
     RunControl,
     RunEnds,
@@ -45,7 +45,7 @@ from app.ports import (
     WorkflowStore,
 )
 
-# The response bodies (from `app.api_types`) are public: the typed client decodes into them.
+# The response bodies (from `treadle.api_types`) are public: the typed client decodes into them.
 __all__ = [
     "Authenticator",
     "HeartbeatBody",

@@ -29,16 +29,16 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 
-from app.config import AuthSettings
-from app.domain.api_keys import ApiKey, ApiKeyNotFound, Scope, secret_matches, split_token
-from app.domain.auth_policy import LOCKED, keys_required
-from app.domain.errors import TreadleError
-from app.modules.api._errors import PROBLEM_MEDIA_TYPE, Forbidden, Unauthenticated
-from app.modules.api._open_mode import check_open_request
-from app.observability import get_logger
-from app.ports import ApiKeyStore
+from treadle.config import AuthSettings
+from treadle.domain.api_keys import ApiKey, ApiKeyNotFound, Scope, secret_matches, split_token
+from treadle.domain.auth_policy import LOCKED, keys_required
+from treadle.domain.errors import TreadleError
+from treadle.modules.api._errors import PROBLEM_MEDIA_TYPE, Forbidden, Unauthenticated
+from treadle.modules.api._open_mode import check_open_request
+from treadle.observability import get_logger
+from treadle.ports import ApiKeyStore
 
-log = get_logger("app.api.auth")
+log = get_logger("treadle.api.auth")
 
 _OPEN_PREFIXES = ("/schema", "/ui")
 _OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico"})

@@ -21,8 +21,8 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import ParameterKwarg
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from app.domain.limits import text_problem
-from app.modules.api._errors import InvalidParameter, JsonTooDeep, ValueRefused
+from treadle.domain.limits import text_problem
+from treadle.modules.api._errors import InvalidParameter, JsonTooDeep, ValueRefused
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)

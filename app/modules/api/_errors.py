@@ -18,7 +18,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
-from app.domain.errors import (
+from treadle.domain.errors import (
     DefinitionInvalid,
     ExpressionError,
     IdempotencyConflict,
@@ -33,12 +33,12 @@ from app.domain.errors import (
     ValidationIssue,
     WorkflowNotFound,
 )
-from app.domain.schedules import ScheduleExists, ScheduleInvalid, ScheduleNotFound
+from treadle.domain.schedules import ScheduleExists, ScheduleInvalid, ScheduleNotFound
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _TYPE_PREFIX = "urn:treadle:problem:"
 
-log = logging.getLogger("app.api")
+log = logging.getLogger("treadle.api")
 
 
 # --- errors the API itself raises -------------------------------------------------------

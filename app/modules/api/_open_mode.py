@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Collection
 
-from app.modules.api._errors import CrossSiteRequestRefused, HostNotAllowed
+from treadle.modules.api._errors import CrossSiteRequestRefused, HostNotAllowed
 
 REQUEST_HEADER = "x-treadle-request"
 """The header the CLI, the client and the dashboard send on every request."""

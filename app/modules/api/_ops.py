@@ -5,9 +5,9 @@ from __future__ import annotations
 from litestar import Response, get
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 
-from app.modules.api._routes import ServicesDep
-from app.modules.api._schemas import Health, Readiness
-from app.serving.operations import run_checks
+from treadle.modules.api._routes import ServicesDep
+from treadle.modules.api._schemas import Health, Readiness
+from treadle.serving.operations import run_checks
 
 READINESS_TIMEOUT_SECONDS = 2.0
 """Each check gets this long; a load balancer polls often and must not pile up."""

@@ -25,16 +25,16 @@ from litestar.params import (
     QueryParameter,
 )
 
-from app.config import ApiSettings, LimitsSettings
-from app.domain.limits import KEY_CHARS, MAX_VERSION, NAME_CHARS
-from app.domain.state import RunState, RunStatus
-from app.modules.api._bounds import check_text, known_query_only
-from app.modules.api._errors import (
+from treadle.config import ApiSettings, LimitsSettings
+from treadle.domain.limits import KEY_CHARS, MAX_VERSION, NAME_CHARS
+from treadle.domain.state import RunState, RunStatus
+from treadle.modules.api._bounds import check_text, known_query_only
+from treadle.modules.api._errors import (
     PROBLEM_MEDIA_TYPE,
     InvalidParameter,
     UnsupportedMediaType,
 )
-from app.modules.api._schemas import (
+from treadle.modules.api._schemas import (
     CancelRunRequest,
     HistoryPage,
     MapItemPage,
@@ -55,7 +55,7 @@ from app.modules.api._schemas import (
     workflow_summary,
     workflow_version,
 )
-from app.modules.api._values import (
+from treadle.modules.api._values import (
     INLINE_ALL,
     elide_items,
     elide_run,
@@ -64,9 +64,9 @@ from app.modules.api._values import (
     read_value,
     run_reader,
 )
-from app.modules.api._waiting import MAX_WAIT_SECONDS, run_when_ended
-from app.observability import Telemetry, current_traceparent
-from app.ports import (
+from treadle.modules.api._waiting import MAX_WAIT_SECONDS, run_when_ended
+from treadle.observability import Telemetry, current_traceparent
+from treadle.ports import (
     HealthCheck,
     RunControl,
     RunEnds,
@@ -74,7 +74,7 @@ from app.ports import (
     ScheduleControl,
     WorkflowStore,
 )
-from app.testing.crash import crash_point
+from treadle.testing.crash import crash_point
 
 _STATUSES = ", ".join(s.value for s in RunStatus)
 

@@ -7,11 +7,11 @@ from typing import Any
 from litestar import Controller, delete, get, post
 from litestar.params import FromPath, JSONBody
 
-from app.api_types import ScheduleBody, SchedulePage
-from app.domain.schedules import Schedule
-from app.modules.api._bounds import known_query_only
-from app.modules.api._errors import SchedulesUnavailable
-from app.modules.api._routes import (
+from treadle.api_types import ScheduleBody, SchedulePage
+from treadle.domain.schedules import Schedule
+from treadle.modules.api._bounds import known_query_only
+from treadle.modules.api._errors import SchedulesUnavailable
+from treadle.modules.api._routes import (
     Cursor,
     Limit,
     Services,
@@ -19,7 +19,7 @@ from app.modules.api._routes import (
     _problems,
     require_json_body,
 )
-from app.ports import ScheduleControl
+from treadle.ports import ScheduleControl
 
 
 def schedule_body(s: Schedule) -> ScheduleBody:

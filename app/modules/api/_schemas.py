@@ -1,7 +1,7 @@
 """The HTTP API's request bodies, and the functions that build response bodies from
 domain and store records.
 
-The response bodies themselves live in `app.api_types`, which the typed client shares;
+The response bodies themselves live in `treadle.api_types`, which the typed client shares;
 they are re-exported here for the routes.
 """
 
@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from app.api_types import (
+from treadle.api_types import (
     Health,
     HeartbeatBody,
     HistoryPage,
@@ -32,9 +32,9 @@ from app.api_types import (
     WorkflowVersion,
     WorkflowVersionInfo,
 )
-from app.domain.limits import MAX_VERSION
-from app.domain.state import Heartbeat, MapProgress, RunState, TaskState
-from app.ports import MapItemRecord, RunSummary, StoredWorkflow
+from treadle.domain.limits import MAX_VERSION
+from treadle.domain.state import Heartbeat, MapProgress, RunState, TaskState
+from treadle.ports import MapItemRecord, RunSummary, StoredWorkflow
 
 __all__ = [
     "CancelRunRequest",

@@ -18,11 +18,11 @@ from urllib.parse import quote
 
 import msgspec
 
-from app.api_types import elided_marker
-from app.domain.state import ErrorInfo, RunState
-from app.modules.api._errors import InvalidParameter
-from app.modules.api._schemas import MapItemPage, RunBody, TaskBody
-from app.ports import OmittedValue, RunStore
+from treadle.api_types import elided_marker
+from treadle.domain.state import ErrorInfo, RunState
+from treadle.modules.api._errors import InvalidParameter
+from treadle.modules.api._schemas import MapItemPage, RunBody, TaskBody
+from treadle.ports import OmittedValue, RunStore
 
 FIELDS = ("input", "output", "error")
 INLINE_ALL = "all"

@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
 
-from app.domain.state import RunState
-from app.ports import RunEnds
+from treadle.domain.state import RunState
+from treadle.ports import RunEnds
 
 MAX_WAIT_SECONDS = 60.0
 RECHECK_WITH_NOTICES = 1.0

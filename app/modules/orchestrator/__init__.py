@@ -1,12 +1,12 @@
 """The orchestrator role: run control, the events consumer, durable timers, outbox relay."""
 
-from app.modules.orchestrator._changes import changes_from_decision
-from app.modules.orchestrator._ids import new_run_id
-from app.modules.orchestrator._orchestrator import Orchestrator
-from app.modules.orchestrator._relay import Relay
-from app.modules.orchestrator._runs import RunService
-from app.modules.orchestrator._schedules import ScheduleService
-from app.modules.orchestrator._timers import TimerAlarm
+from treadle.modules.orchestrator._changes import changes_from_decision
+from treadle.modules.orchestrator._ids import new_run_id
+from treadle.modules.orchestrator._orchestrator import Orchestrator
+from treadle.modules.orchestrator._relay import Relay
+from treadle.modules.orchestrator._runs import RunService
+from treadle.modules.orchestrator._schedules import ScheduleService
+from treadle.modules.orchestrator._timers import TimerAlarm
 
 __all__ = [
     "Orchestrator",

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from app.domain.events import CancelTimer, StartTimer
-from app.domain.keys import TimerKey
-from app.domain.state import RunState
-from app.ports import Applied, Changes, Decide
+from treadle.domain.events import CancelTimer, StartTimer
+from treadle.domain.keys import TimerKey
+from treadle.domain.state import RunState
+from treadle.ports import Applied, Changes, Decide
 
 
 class Pending:

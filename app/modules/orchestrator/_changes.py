@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from app.domain.events import (
+from treadle.domain.events import (
     CancelAttempts,
     CancelChildRun,
     CancelMapItems,
@@ -16,10 +16,10 @@ from app.domain.events import (
     StartChildRun,
     StartTimer,
 )
-from app.domain.state import RunState
-from app.messages import CONTROL_CHANNEL, EVENTS_CHANNEL, envelope, tasks_channel, to_message
-from app.observability import get_logger
-from app.ports import Changes, DueTimer, OutgoingMessage
+from treadle.domain.state import RunState
+from treadle.messages import CONTROL_CHANNEL, EVENTS_CHANNEL, envelope, tasks_channel, to_message
+from treadle.observability import get_logger
+from treadle.ports import Changes, DueTimer, OutgoingMessage
 
 log = get_logger(__name__)
 

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import contextlib
 
-from app.domain.errors import (
+from treadle.domain.errors import (
     InputInvalid,
     LimitExceeded,
     RunNotActive,
     RunNotFound,
     WorkflowNotFound,
 )
-from app.domain.events import CancelChildRun, ChildRunFinished, ChildRunStarted, StartChildRun
-from app.domain.state import ErrorInfo, RunStatus
-from app.modules.orchestrator._runs import RunService
+from treadle.domain.events import CancelChildRun, ChildRunFinished, ChildRunStarted, StartChildRun
+from treadle.domain.state import ErrorInfo, RunStatus
+from treadle.modules.orchestrator._runs import RunService
 
 ChildCommand = StartChildRun | CancelChildRun
 

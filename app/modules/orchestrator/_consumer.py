@@ -8,8 +8,8 @@ import anyio
 import msgspec
 import stamina
 
-from app.domain.errors import RunNotFound
-from app.domain.events import (
+from treadle.domain.errors import RunNotFound
+from treadle.domain.events import (
     CancelAttempts,
     CancelChildRun,
     ChildRunFinished,
@@ -20,12 +20,12 @@ from app.domain.events import (
     TaskHeartbeat,
     TaskStarted,
 )
-from app.messages import EVENTS_CHANNEL, Envelope, decode
-from app.modules.orchestrator._children import handle_child_command
-from app.modules.orchestrator._runs import RunService
-from app.observability import Metrics, bind_context, get_logger
-from app.ports import Delivery, Transport
-from app.testing.crash import crash_point
+from treadle.messages import EVENTS_CHANNEL, Envelope, decode
+from treadle.modules.orchestrator._children import handle_child_command
+from treadle.modules.orchestrator._runs import RunService
+from treadle.observability import Metrics, bind_context, get_logger
+from treadle.ports import Delivery, Transport
+from treadle.testing.crash import crash_point
 
 log = get_logger(__name__)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from app.domain.errors import LimitExceeded
+from treadle.domain.errors import LimitExceeded
 
 
 def check_json_size(value: Any, maximum: int, *, limit: str, what: str) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from app.domain.compile import Workflow
-from app.domain.events import Decision, DispatchTask, HistoryEntry, RunFinished
-from app.observability import Metrics, TaskOutcome, get_logger
+from treadle.domain.compile import Workflow
+from treadle.domain.events import Decision, DispatchTask, HistoryEntry, RunFinished
+from treadle.observability import Metrics, TaskOutcome, get_logger
 
 log = get_logger(__name__)
 

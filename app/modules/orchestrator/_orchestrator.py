@@ -6,17 +6,17 @@ from collections.abc import Sequence
 
 import anyio
 
-from app.config import OrchestratorSettings
-from app.domain.errors import RunNotFound
-from app.domain.events import DispatchLost
-from app.messages import TASKS_PREFIX
-from app.modules.orchestrator._consumer import EventConsumer
-from app.modules.orchestrator._relay import Relay
-from app.modules.orchestrator._runs import RunService
-from app.modules.orchestrator._schedules import ScheduleLoop
-from app.modules.orchestrator._timers import TimerLoop
-from app.observability import Telemetry, collect_store_gauges, get_logger
-from app.ports import Clock, StateStore, Transport
+from treadle.config import OrchestratorSettings
+from treadle.domain.errors import RunNotFound
+from treadle.domain.events import DispatchLost
+from treadle.messages import TASKS_PREFIX
+from treadle.modules.orchestrator._consumer import EventConsumer
+from treadle.modules.orchestrator._relay import Relay
+from treadle.modules.orchestrator._runs import RunService
+from treadle.modules.orchestrator._schedules import ScheduleLoop
+from treadle.modules.orchestrator._timers import TimerLoop
+from treadle.observability import Telemetry, collect_store_gauges, get_logger
+from treadle.ports import Clock, StateStore, Transport
 
 log = get_logger(__name__)
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import anyio
 
-from app.observability import Telemetry, get_logger
-from app.ports import Clock, OutboxRecord, OutboxStore, Transport
-from app.testing.crash import crash_point
+from treadle.observability import Telemetry, get_logger
+from treadle.ports import Clock, OutboxRecord, OutboxStore, Transport
+from treadle.testing.crash import crash_point
 
 log = get_logger(__name__)
 

@@ -15,24 +15,24 @@ from typing import Any, Generic, TypeVar
 import anyio
 import msgspec
 
-from app.config import LimitsSettings, OrchestratorSettings
-from app.domain._map_query import items_wanted
-from app.domain.compile import (
+from treadle.config import LimitsSettings, OrchestratorSettings
+from treadle.domain._map_query import items_wanted
+from treadle.domain.compile import (
     Workflow,
     compile_workflow,
     definition_digest,
     parse_definition,
     validate_input,
 )
-from app.domain.decider import decide, new_run
-from app.domain.definitions import WorkflowDefinition
-from app.domain.errors import (
+from treadle.domain.decider import decide, new_run
+from treadle.domain.definitions import WorkflowDefinition
+from treadle.domain.errors import (
     IdempotencyConflict,
     RunNotActive,
     RunNotFound,
     SignalNotAccepted,
 )
-from app.domain.events import (
+from treadle.domain.events import (
     CancelRequested,
     CancelTimer,
     Decision,
@@ -49,21 +49,21 @@ from app.domain.events import (
     TaskStarted,
     TimerFired,
 )
-from app.domain.state import RunState
-from app.modules.orchestrator._batch import Pending, RunQueues, fold
-from app.modules.orchestrator._changes import (
+from treadle.domain.state import RunState
+from treadle.modules.orchestrator._batch import Pending, RunQueues, fold
+from treadle.modules.orchestrator._changes import (
     changes_from_decision,
     fired_timer_cancel,
     with_cancelled,
 )
-from app.modules.orchestrator._finishes import RunFinishes
-from app.modules.orchestrator._ids import new_run_id
-from app.modules.orchestrator._limits import check_json_size
-from app.modules.orchestrator._measure import record_decision
-from app.modules.orchestrator._relay import Relay
-from app.modules.orchestrator._timers import TimerAlarm
-from app.observability import Telemetry, current_traceparent, get_logger
-from app.ports import (
+from treadle.modules.orchestrator._finishes import RunFinishes
+from treadle.modules.orchestrator._ids import new_run_id
+from treadle.modules.orchestrator._limits import check_json_size
+from treadle.modules.orchestrator._measure import record_decision
+from treadle.modules.orchestrator._relay import Relay
+from treadle.modules.orchestrator._timers import TimerAlarm
+from treadle.observability import Telemetry, current_traceparent, get_logger
+from treadle.ports import (
     Applied,
     Changes,
     Clock,

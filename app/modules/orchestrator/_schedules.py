@@ -15,14 +15,14 @@ from typing import Any, Protocol
 
 import anyio
 
-from app.domain.errors import (
+from treadle.domain.errors import (
     RunNotActive,
     RunNotFound,
     TreadleError,
     ValidationIssue,
     WorkflowNotFound,
 )
-from app.domain.schedules import (
+from treadle.domain.schedules import (
     OverlapPolicy,
     Schedule,
     ScheduleInvalid,
@@ -30,9 +30,9 @@ from app.domain.schedules import (
     parse_schedule,
     plan_ticks,
 )
-from app.domain.state import RunState
-from app.observability import get_logger
-from app.ports import Clock, Page, RunStore, ScheduleStore, WorkflowStore
+from treadle.domain.state import RunState
+from treadle.observability import get_logger
+from treadle.ports import Clock, Page, RunStore, ScheduleStore, WorkflowStore
 
 log = get_logger(__name__)
 

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 
 import anyio
 
-from app.config import OrchestratorSettings
-from app.observability import get_logger
-from app.ports import Clock, DueTimer, TimerStore
+from treadle.config import OrchestratorSettings
+from treadle.observability import get_logger
+from treadle.ports import Clock, DueTimer, TimerStore
 
 log = get_logger(__name__)
 

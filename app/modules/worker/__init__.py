@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.modules.worker._context import TaskContext
-from app.modules.worker._registry import (
+from treadle.modules.worker._context import TaskContext
+from treadle.modules.worker._registry import (
     DuplicateHandler,
     HandlerError,
     HandlerImportFailed,
@@ -21,9 +21,9 @@ from app.modules.worker._registry import (
 )
 
 if TYPE_CHECKING:
-    from app.modules.worker._http import HttpExecutor
-    from app.modules.worker._threads import SyncThreads, SyncThreadsExhausted
-    from app.modules.worker._worker import Worker
+    from treadle.modules.worker._http import HttpExecutor
+    from treadle.modules.worker._threads import SyncThreads, SyncThreadsExhausted
+    from treadle.modules.worker._worker import Worker
 
 __all__ = [
     "DuplicateHandler",
@@ -41,10 +41,10 @@ __all__ = [
 ]
 
 _LAZY = {
-    "HttpExecutor": "app.modules.worker._http",
-    "SyncThreads": "app.modules.worker._threads",
-    "SyncThreadsExhausted": "app.modules.worker._threads",
-    "Worker": "app.modules.worker._worker",
+    "HttpExecutor": "treadle.modules.worker._http",
+    "SyncThreads": "treadle.modules.worker._threads",
+    "SyncThreadsExhausted": "treadle.modules.worker._threads",
+    "Worker": "treadle.modules.worker._worker",
 }
 
 

@@ -16,7 +16,7 @@ from enum import IntEnum
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from app.domain.errors import TreadleError
+from treadle.domain.errors import TreadleError
 
 MAX_TRACKED_HOSTS = 200
 """Hosts the gauge labels; hosts come from definitions, so the series count is capped."""

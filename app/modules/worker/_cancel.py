@@ -22,12 +22,12 @@ from datetime import datetime
 import anyio
 import msgspec
 
-from app.domain.events import CancelAttempts, DispatchTask
-from app.domain.keys import AttemptKey
-from app.messages import CONTROL_CHANNEL, decode
-from app.modules.worker._context import AttemptControl
-from app.observability import get_logger
-from app.ports import Delivery, Transport
+from treadle.domain.events import CancelAttempts, DispatchTask
+from treadle.domain.keys import AttemptKey
+from treadle.messages import CONTROL_CHANNEL, decode
+from treadle.modules.worker._context import AttemptControl
+from treadle.observability import get_logger
+from treadle.ports import Delivery, Transport
 
 log = get_logger(__name__)
 

@@ -24,8 +24,8 @@ import anyio.from_thread
 import anyio.lowlevel
 import msgspec
 
-from app.domain.state import MAX_HEARTBEAT_DETAILS_BYTES
-from app.observability import get_logger
+from treadle.domain.state import MAX_HEARTBEAT_DETAILS_BYTES
+from treadle.observability import get_logger
 
 log = get_logger(__name__)
 

@@ -9,17 +9,17 @@ from typing import Any
 import anyio
 import msgspec
 
-from app.domain.events import DispatchTask, TaskCompleted, TaskFailed
-from app.domain.state import ErrorInfo
-from app.modules.worker._context import TaskContext
-from app.modules.worker._http import HttpExecutor
-from app.modules.worker._registry import (
+from treadle.domain.events import DispatchTask, TaskCompleted, TaskFailed
+from treadle.domain.state import ErrorInfo
+from treadle.modules.worker._context import TaskContext
+from treadle.modules.worker._http import HttpExecutor
+from treadle.modules.worker._registry import (
     HandlerInputMismatch,
     HandlerRegistry,
     RegisteredHandler,
     ThreadRunner,
 )
-from app.modules.worker._secrets import redact_error
+from treadle.modules.worker._secrets import redact_error
 
 _json = msgspec.json.Encoder()
 

@@ -19,15 +19,15 @@ from typing import Any
 
 import httpx
 
-from app.config import HttpSettings
-from app.domain.state import ErrorInfo
-from app.modules.worker._breaker import (
+from treadle.config import HttpSettings
+from treadle.domain.state import ErrorInfo
+from treadle.modules.worker._breaker import (
     CircuitBreakers,
     CircuitOpen,
     StateListener,
     breaker_gauge,
 )
-from app.modules.worker._http_shape import (
+from treadle.modules.worker._http_shape import (
     HttpCall,
     HttpRedirectRefused,
     HttpRequestInvalid,
@@ -37,16 +37,16 @@ from app.modules.worker._http_shape import (
     shape_output,
     status_error,
 )
-from app.modules.worker._http_transport import Pins, pinned_transport
-from app.modules.worker._secrets import (
+from treadle.modules.worker._http_transport import Pins, pinned_transport
+from treadle.modules.worker._secrets import (
     SecretMissing,
     known_secret_values,
     redact,
     redact_text,
     substitute_secrets,
 )
-from app.modules.worker._ssrf import Guard, Resolver, SsrfBlocked, system_resolver
-from app.observability import Telemetry, record_http_status
+from treadle.modules.worker._ssrf import Guard, Resolver, SsrfBlocked, system_resolver
+from treadle.observability import Telemetry, record_http_status
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import msgspec
 
-from app.domain.errors import TreadleError
-from app.domain.state import ErrorInfo
+from treadle.domain.errors import TreadleError
+from treadle.domain.state import ErrorInfo
 
 _METHOD = re.compile(r"[A-Z]{1,16}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

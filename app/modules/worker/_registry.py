@@ -16,7 +16,7 @@ from typing import Any, TypeVar, cast
 
 import anyio.to_thread
 
-from app.domain.errors import TreadleError
+from treadle.domain.errors import TreadleError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -2,7 +2,7 @@
 
 The value of `secret.NAME` is the worker's environment variable `<prefix>NAME`
 (`TREADLE_SECRET_NAME` by default). Only the paths the compiler recorded in the request's
-`secrets` list are substituted (app.domain.secrets says why); the values then never
+`secrets` list are substituted (treadle.domain.secrets says why); the values then never
 leave the call: they are redacted from the output and from every error message.
 
 Every such variable's value is redacted from every failure the worker reports, a
@@ -19,9 +19,9 @@ from urllib.parse import quote, quote_plus
 
 import msgspec
 
-from app.domain.errors import TreadleError
-from app.domain.secrets import SECRET_REF
-from app.domain.state import ErrorInfo
+from treadle.domain.errors import TreadleError
+from treadle.domain.secrets import SECRET_REF
+from treadle.domain.state import ErrorInfo
 
 REDACTED = "[redacted]"
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
-from app.domain.errors import TreadleError
+from treadle.domain.errors import TreadleError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import anyio
 import msgspec
 
-from app.domain.events import TaskCompleted, TaskFailed, TaskStarted
-from app.messages import EVENTS_CHANNEL, Message, Payload
-from app.ports import Transport
+from treadle.domain.events import TaskCompleted, TaskFailed, TaskStarted
+from treadle.messages import EVENTS_CHANNEL, Message, Payload
+from treadle.ports import Transport
 
 START_REPORT_SECONDS = 0.05
 """How long an attempt runs before its `task.started` is published on its own.

@@ -30,8 +30,8 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from app.domain.errors import TreadleError
-from app.observability import Metrics, get_logger
+from treadle.domain.errors import TreadleError
+from treadle.observability import Metrics, get_logger
 
 log = get_logger(__name__)
 

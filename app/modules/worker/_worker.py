@@ -8,16 +8,16 @@ from typing import Any
 import anyio
 import msgspec
 
-from app.config import HttpSettings, TransportSettings, WorkerSettings
-from app.domain.events import (
+from treadle.config import HttpSettings, TransportSettings, WorkerSettings
+from treadle.domain.events import (
     DispatchTask,
     TaskCompleted,
     TaskFailed,
     TaskHeartbeat,
     TaskStarted,
 )
-from app.domain.state import ErrorInfo
-from app.messages import (
+from treadle.domain.state import ErrorInfo
+from treadle.messages import (
     EVENTS_CHANNEL,
     Envelope,
     Message,
@@ -27,17 +27,17 @@ from app.messages import (
     tasks_channel,
     to_message,
 )
-from app.modules.worker._cancel import RunningAttempts, listen_for_cancels
-from app.modules.worker._context import AttemptControl, TaskContext, heartbeat_interval
-from app.modules.worker._execute import DEFAULT_MAX_OUTPUT_BYTES, execute, failed_attempt
-from app.modules.worker._http import HttpExecutor
-from app.modules.worker._registry import HandlerRegistry
-from app.modules.worker._secrets import redact_error
-from app.modules.worker._start_report import START_REPORT_SECONDS, StartReport
-from app.modules.worker._threads import SyncSlot, SyncThreads
-from app.observability import Telemetry, current_traceparent, get_logger
-from app.ports import Clock, Delivery, DeliveryCounter, Transport
-from app.testing.crash import crash_point
+from treadle.modules.worker._cancel import RunningAttempts, listen_for_cancels
+from treadle.modules.worker._context import AttemptControl, TaskContext, heartbeat_interval
+from treadle.modules.worker._execute import DEFAULT_MAX_OUTPUT_BYTES, execute, failed_attempt
+from treadle.modules.worker._http import HttpExecutor
+from treadle.modules.worker._registry import HandlerRegistry
+from treadle.modules.worker._secrets import redact_error
+from treadle.modules.worker._start_report import START_REPORT_SECONDS, StartReport
+from treadle.modules.worker._threads import SyncSlot, SyncThreads
+from treadle.observability import Telemetry, current_traceparent, get_logger
+from treadle.ports import Clock, Delivery, DeliveryCounter, Transport
+from treadle.testing.crash import crash_point
 
 log = get_logger(__name__)
 

@@ -1,10 +1,10 @@
-"""Alembic environment: always run from `app.store` with a connection handed in."""
+"""Alembic environment: always run from `treadle.store` with a connection handed in."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from app.store._tables import VERSION_TABLE, metadata
+from treadle.store._tables import VERSION_TABLE, metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only reachable by running alembic by hand

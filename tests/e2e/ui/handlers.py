@@ -6,7 +6,7 @@ from typing import Any
 
 import anyio
 
-from app import TaskContext, handler
+from treadle import TaskContext, handler
 
 
 @handler("ui.step")

@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Page, expect
 
-from app.store._tables import runs, tasks, workflows
 from tests.e2e.conftest import ROOT, Server, start_server
+from treadle.store._tables import runs, tasks, workflows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -154,7 +154,7 @@ def big_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     url = f"sqlite+aiosqlite:///{tmp / 'treadle.db'}"
     env = {**os.environ, "TREADLE_DATABASE_URL": url}
     migrate = subprocess.run(
-        [sys.executable, "-m", "app.cli", "migrate"],
+        [sys.executable, "-m", "treadle.cli", "migrate"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -15,7 +15,8 @@ import anyio
 import httpx
 from litestar import Litestar
 
-from app.config import (
+from tests.databases import mariadb_admin, pg_admin
+from treadle.config import (
     DatabaseSettings,
     LimitsSettings,
     OrchestratorSettings,
@@ -23,10 +24,9 @@ from app.config import (
     TransportSettings,
     WorkerSettings,
 )
-from app.modules.api import create_app
-from app.modules.orchestrator import ScheduleService
-from app.wiring import Process, build
-from tests.databases import mariadb_admin, pg_admin
+from treadle.modules.api import create_app
+from treadle.modules.orchestrator import ScheduleService
+from treadle.wiring import Process, build
 
 DATABASES = ("memory", "sqlite", "postgres", "mariadb")
 

@@ -15,12 +15,12 @@ from typing import Any
 import anyio
 import msgspec
 
-from app.domain.compile import compile_workflow, parse_definition, validate_input
-from app.domain.errors import RunNotActive
-from app.domain.events import HistoryEntry
-from app.domain.state import RunState, RunStatus, TaskState
-from app.ports import Changes, Page, RunSummary, StoredWorkflow
-from app.store.memory import MemoryStore
+from treadle.domain.compile import compile_workflow, parse_definition, validate_input
+from treadle.domain.errors import RunNotActive
+from treadle.domain.events import HistoryEntry
+from treadle.domain.state import RunState, RunStatus, TaskState
+from treadle.ports import Changes, Page, RunSummary, StoredWorkflow
+from treadle.store.memory import MemoryStore
 
 
 def _now() -> datetime:

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.config import ApiSettings
-from app.modules.api import create_app
 from tests.integration.api._fakes import FakeCheck, FakeEngine
+from treadle.config import ApiSettings
+from treadle.modules.api import create_app
 
 ORDER: dict[str, Any] = {
     "name": "order",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import TaskContext, handler
+from treadle import TaskContext, handler
 
 
 @handler("api.greet")

@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
-from app.config import ApiSettings, AuthSettings
-from app.domain.api_keys import ApiKey, ApiKeyNotFound, Scope, new_key
-from app.domain.auth_policy import LOCKED
-from app.modules.api import Authenticator, create_app
 from tests.integration.api._fakes import FakeCheck, FakeEngine
 from tests.integration.api.conftest import ORDER, problem
+from treadle.config import ApiSettings, AuthSettings
+from treadle.domain.api_keys import ApiKey, ApiKeyNotFound, Scope, new_key
+from treadle.domain.auth_policy import LOCKED
+from treadle.modules.api import Authenticator, create_app
 
 pytestmark = pytest.mark.anyio
 T0 = datetime(2030, 1, 1, tzinfo=UTC)

@@ -91,7 +91,7 @@ async def test_an_unexpected_error_is_a_500_problem_without_internals(
     # The route reads a run bounded (large values left in the store); break both reads.
     engine.get_run = broken  # type: ignore[method-assign,assignment]
     engine.get_run_bounded = broken  # type: ignore[method-assign,assignment]
-    with caplog.at_level(logging.ERROR, logger="app.api"):
+    with caplog.at_level(logging.ERROR, logger="treadle.api"):
         response = await http.get("/v1/runs/x")
     body = problem(response, 500, "internal-error")
     assert "secret" not in response.text

@@ -14,9 +14,9 @@ import httpx
 import msgspec
 import pytest
 
-from app.domain.limits import KEY_CHARS, NAME_CHARS, TASK_ID_CHARS
 from tests.integration.api._engines import DATABASES, engine_client
 from tests.integration.api.conftest import problem, register
+from treadle.domain.limits import KEY_CHARS, NAME_CHARS, TASK_ID_CHARS
 
 pytestmark = pytest.mark.anyio
 

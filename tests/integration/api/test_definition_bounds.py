@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.config import LimitsSettings, load_settings
 from tests.integration.api.conftest import problem
 from tests.ports import free_port
+from treadle.config import LimitsSettings, load_settings
 
 pytestmark = pytest.mark.anyio
 

@@ -14,15 +14,15 @@ import msgspec
 import pytest
 from litestar import Litestar
 
-from app.client import ApiError, AsyncClient, elided, elided_path
-from app.config import ApiSettings, LimitsSettings
-from app.domain.state import ErrorInfo, TaskStatus
-from app.modules.api import create_app
-from app.ports import OmittedValue
-from app.wiring import Process
 from tests.integration.api._engines import DATABASES, database_url, running_engine
 from tests.integration.api._fakes import FakeEngine
 from tests.integration.api.conftest import ORDER, problem, register, start
+from treadle.client import ApiError, AsyncClient, elided, elided_path
+from treadle.config import ApiSettings, LimitsSettings
+from treadle.domain.state import ErrorInfo, TaskStatus
+from treadle.modules.api import create_app
+from treadle.ports import OmittedValue
+from treadle.wiring import Process
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from app.config import (
+from treadle.config import (
     ApiSettings,
     DatabaseSettings,
     LimitsSettings,
@@ -20,8 +20,8 @@ from app.config import (
     TransportSettings,
     WorkerSettings,
 )
-from app.modules.api import create_app
-from app.wiring import build
+from treadle.modules.api import create_app
+from treadle.wiring import build
 
 pytestmark = pytest.mark.anyio
 

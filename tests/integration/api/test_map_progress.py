@@ -6,9 +6,9 @@ import httpx
 import msgspec
 import pytest
 
-from app.domain.state import MapProgress, TaskStatus
 from tests.integration.api._fakes import FakeEngine
 from tests.integration.api.conftest import problem, register
+from treadle.domain.state import MapProgress, TaskStatus
 
 pytestmark = pytest.mark.anyio
 

@@ -8,14 +8,14 @@ from typing import Any
 import httpx
 import pytest
 
-from app.client import ApiError, AsyncClient
-from app.config import ApiSettings, AuthSettings
-from app.domain.api_keys import Scope
-from app.modules.api import Authenticator, create_app
-from app.modules.api._open_mode import host_allowed, host_name
 from tests.integration.api._fakes import FakeCheck, FakeEngine
 from tests.integration.api.conftest import ORDER, problem
 from tests.integration.api.test_auth import MemoryKeys, Ticks, bearer
+from treadle.client import ApiError, AsyncClient
+from treadle.config import ApiSettings, AuthSettings
+from treadle.domain.api_keys import Scope
+from treadle.modules.api import Authenticator, create_app
+from treadle.modules.api._open_mode import host_allowed, host_name
 
 pytestmark = pytest.mark.anyio
 

@@ -7,10 +7,10 @@ import json
 import httpx
 import pytest
 
-from app.config import ApiSettings
-from app.modules.api import _ops
 from tests.integration.api._fakes import FakeCheck, FakeEngine
 from tests.integration.api.conftest import asgi_client
+from treadle.config import ApiSettings
+from treadle.modules.api import _ops
 
 pytestmark = pytest.mark.anyio
 

@@ -12,17 +12,17 @@ import anyio
 import httpx
 import pytest
 
-from app.client import ApiError, AsyncClient, _Call
-from app.config import (
+from treadle.client import ApiError, AsyncClient, _Call
+from treadle.config import (
     DatabaseSettings,
     OrchestratorSettings,
     Settings,
     TransportSettings,
     WorkerSettings,
 )
-from app.modules.api import RunBody, create_app
-from app.modules.api import _waiting as api_waiting
-from app.wiring import build
+from treadle.modules.api import RunBody, create_app
+from treadle.modules.api import _waiting as api_waiting
+from treadle.wiring import build
 
 pytestmark = pytest.mark.anyio
 

@@ -8,9 +8,9 @@ import httpx
 import msgspec
 import pytest
 
-from app.domain.state import RunStatus
 from tests.integration.api._fakes import FakeEngine
 from tests.integration.api.conftest import problem, register, start
+from treadle.domain.state import RunStatus
 
 pytestmark = pytest.mark.anyio
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from app.config import (
+from treadle.config import (
     DatabaseSettings,
     OrchestratorSettings,
     Settings,
     TransportSettings,
     WorkerSettings,
 )
-from app.store import MEMORY_URL
+from treadle.store import MEMORY_URL
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

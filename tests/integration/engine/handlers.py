@@ -6,7 +6,7 @@ from typing import Any
 
 import anyio
 
-from app import TaskContext, handler
+from treadle import TaskContext, handler
 
 RELEASED: set[str] = set()
 """Run ids whose `t.hold` tasks may finish."""

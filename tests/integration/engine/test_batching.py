@@ -7,12 +7,12 @@ from typing import Any
 import anyio
 import pytest
 
-from app.domain.events import Event, TaskCompleted, TaskStarted
-from app.domain.state import TaskStatus
-from app.modules.orchestrator import Relay, RunService
-from app.ports import Applied, Decide, ItemsWanted, StateStore
-from app.wiring import SystemClock, build
 from tests.integration.engine.conftest import SettingsFactory
+from treadle.domain.events import Event, TaskCompleted, TaskStarted
+from treadle.domain.state import TaskStatus
+from treadle.modules.orchestrator import Relay, RunService
+from treadle.ports import Applied, Decide, ItemsWanted, StateStore
+from treadle.wiring import SystemClock, build
 
 CHAIN: dict[str, Any] = {
     "name": "pair",

@@ -14,14 +14,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.domain.errors import RunNotActive
-from app.domain.state import RunState, RunStatus, TaskStatus
-from app.modules.orchestrator._children import MAX_CHILD_DEPTH
-from app.observability import Telemetry
-from app.store._tables import outbox
-from app.wiring import Process, build
 from tests.integration.engine import handlers
 from tests.integration.engine.conftest import SettingsFactory
+from treadle.domain.errors import RunNotActive
+from treadle.domain.state import RunState, RunStatus, TaskStatus
+from treadle.modules.orchestrator._children import MAX_CHILD_DEPTH
+from treadle.observability import Telemetry
+from treadle.store._tables import outbox
+from treadle.wiring import Process, build
 
 DIAMOND: dict[str, Any] = {
     "name": "diamond",

@@ -10,13 +10,13 @@ import anyio
 import httpx
 import pytest
 
-from app.client import AsyncClient
-from app.domain.state import RunStatus
-from app.wiring import Process, build
 from tests.integration.api._engines import engine_app
 from tests.integration.engine import handlers
 from tests.integration.engine.conftest import SettingsFactory
 from tests.integration.engine.test_engine import finished, running
+from treadle.client import AsyncClient
+from treadle.domain.state import RunStatus
+from treadle.wiring import Process, build
 
 pytestmark = pytest.mark.anyio
 

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.domain.state import RunStatus
-from app.store._tables import outbox
-from app.wiring import build
 from tests.integration.engine.conftest import SettingsFactory
 from tests.integration.engine.test_engine import DIAMOND, finished, running
+from treadle.domain.state import RunStatus
+from treadle.store._tables import outbox
+from treadle.wiring import build
 
 
 @pytest.mark.anyio

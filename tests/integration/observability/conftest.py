@@ -148,7 +148,7 @@ def database_url() -> Iterator[str]:
     url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     try:
         migrate = subprocess.run(
-            [sys.executable, "-m", "app.cli", "migrate"],
+            [sys.executable, "-m", "treadle.cli", "migrate"],
             cwd=ROOT,
             env={**os.environ, "TREADLE_DATABASE_URL": url},
             capture_output=True,
@@ -187,7 +187,7 @@ def cluster(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Clus
     found = Cluster(receiver=receiver, logs=logs, ports=ports)
     try:
         for role in ROLES:
-            cmd = [sys.executable, "-m", "app.cli", "serve", "--roles", role]
+            cmd = [sys.executable, "-m", "treadle.cli", "serve", "--roles", role]
             cmd += ["--port", str(ports[role]), "--handlers", "tests.e2e.handlers"]
             with logs[role].open("wb") as out:
                 procs[role] = subprocess.Popen(

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.config import DatabaseSettings, OrchestratorSettings, Settings, WorkerSettings
-from app.modules.api import create_app
-from app.wiring import build
 from tests.integration.observability.conftest import FLAKY
+from treadle.config import DatabaseSettings, OrchestratorSettings, Settings, WorkerSettings
+from treadle.modules.api import create_app
+from treadle.wiring import build
 
 pytestmark = pytest.mark.anyio
 

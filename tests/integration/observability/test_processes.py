@@ -113,6 +113,6 @@ def _concerns(record: dict[str, Any], run_id: str, trace_id: str) -> bool:
     HTTP access lines are left out: they name the path, and the run's id is in a path
     only after the request that created it.
     """
-    if not str(record.get("logger", "")).startswith("app."):
+    if not str(record.get("logger", "")).startswith("treadle."):
         return False
     return record.get("trace_id") == trace_id or run_id in json.dumps(record)

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 import pytest
 
-from app.store._sqlalchemy import SqlStore
-from app.store.memory import MemoryStore
 from tests.databases import mariadb_admin, pg_admin
+from treadle.store._sqlalchemy import SqlStore
+from treadle.store.memory import MemoryStore
 
 PG_HOST = "postgresql://postgres@127.0.0.1:5432"
 MYSQL_HOST = "mysql://root@127.0.0.1:3306"

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from app.domain.events import HistoryEntry, StartTimer, TimerKind
-from app.domain.state import RunState, RunStatus, TaskState
-from app.messages import Message
-from app.ports import Changes, OutgoingMessage
+from treadle.domain.events import HistoryEntry, StartTimer, TimerKind
+from treadle.domain.state import RunState, RunStatus, TaskState
+from treadle.messages import Message
+from treadle.ports import Changes, OutgoingMessage
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.domain.api_keys import ApiKeyNotFound, Scope, new_key, secret_matches, split_token
-from app.store import api_key_store
-from app.store._sqlalchemy import SqlStore
+from treadle.domain.api_keys import ApiKeyNotFound, Scope, new_key, secret_matches, split_token
+from treadle.store import api_key_store
+from treadle.store._sqlalchemy import SqlStore
 
 pytestmark = pytest.mark.anyio
 

@@ -7,10 +7,10 @@ import asyncpg
 import msgspec
 import pytest
 
-from app.domain.state import RunState
-from app.ports import Changes
-from app.store._sqlalchemy import SqlStore
 from tests.integration.store.factories import entry, make_run, unchanged
+from treadle.domain.state import RunState
+from treadle.ports import Changes
+from treadle.store._sqlalchemy import SqlStore
 
 pytestmark = pytest.mark.anyio
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from app.store import _database
-from app.store._sqlalchemy import SqlStore
 from tests.integration.store.conftest import PG_HOST
+from treadle.store import _database
+from treadle.store._sqlalchemy import SqlStore
 
 
 async def _cut_connections(database: str) -> int:

@@ -8,12 +8,12 @@ import anyio
 import msgspec
 import pytest
 
-from app.domain.errors import RunNotFound
-from app.domain.events import CancelTimer, TimerKind
-from app.domain.state import ErrorInfo, RunState, RunStatus, TaskStatus
-from app.ports import Changes
-from app.store._sqlalchemy import SqlStore
 from tests.integration.store.factories import at, entry, make_run, message, timer, unchanged
+from treadle.domain.errors import RunNotFound
+from treadle.domain.events import CancelTimer, TimerKind
+from treadle.domain.state import ErrorInfo, RunState, RunStatus, TaskStatus
+from treadle.ports import Changes
+from treadle.store._sqlalchemy import SqlStore
 
 pytestmark = pytest.mark.anyio
 

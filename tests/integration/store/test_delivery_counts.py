@@ -5,8 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from app.store._sqlalchemy import SqlStore
 from tests.integration.store.factories import make_run, unchanged
+from treadle.store._sqlalchemy import SqlStore
 
 pytestmark = pytest.mark.anyio
 

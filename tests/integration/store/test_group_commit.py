@@ -12,13 +12,13 @@ import anyio
 import msgspec
 import pytest
 
-from app.domain.errors import RunNotFound
-from app.domain.state import RunState, TaskStatus
-from app.ports import Applied, Changes, Decide
-from app.store._errors import StoreError
-from app.store._group import GroupRequest
-from app.store._sqlalchemy import SqlStore
 from tests.integration.store.factories import at, entry, make_run, message
+from treadle.domain.errors import RunNotFound
+from treadle.domain.state import RunState, TaskStatus
+from treadle.ports import Applied, Changes, Decide
+from treadle.store._errors import StoreError
+from treadle.store._group import GroupRequest
+from treadle.store._sqlalchemy import SqlStore
 
 pytestmark = pytest.mark.anyio
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from app.domain.state import RunState, TaskStatus
-from app.ports import Changes
-from app.store._sqlalchemy import SqlStore
 from tests.integration.store.factories import entry, make_run
+from treadle.domain.state import RunState, TaskStatus
+from treadle.ports import Changes
+from treadle.store._sqlalchemy import SqlStore
 
 pytestmark = pytest.mark.anyio
 

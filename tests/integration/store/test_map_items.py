@@ -5,12 +5,12 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from app.domain.errors import RunNotFound, TaskNotFound
-from app.domain.events import StartTimer, TimerKind
-from app.domain.state import ItemQuery, MapItem, MapProgress, RunState, TaskStatus
-from app.ports import Changes
-from app.store._sqlalchemy import SqlStore
 from tests.integration.store.factories import at, make_run
+from treadle.domain.errors import RunNotFound, TaskNotFound
+from treadle.domain.events import StartTimer, TimerKind
+from treadle.domain.state import ItemQuery, MapItem, MapProgress, RunState, TaskStatus
+from treadle.ports import Changes
+from treadle.store._sqlalchemy import SqlStore
 
 pytestmark = pytest.mark.anyio
 

@@ -11,11 +11,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
-from app.config import DatabaseSettings
-from app.store import StoreUnavailable, build_store
-from app.store._sqlalchemy import SqlStore
-from app.store._tables import VERSION_TABLE, metadata
 from tests.integration.store.factories import make_run, unchanged
+from treadle.config import DatabaseSettings
+from treadle.store import StoreUnavailable, build_store
+from treadle.store._sqlalchemy import SqlStore
+from treadle.store._tables import VERSION_TABLE, metadata
 
 pytestmark = pytest.mark.anyio
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
-from app.domain.events import CancelTimer, TimerKind
-from app.ports import Changes, DueTimer
-from app.store._sqlalchemy import SqlStore
 from tests.integration.store.factories import at, make_run, message, timer, unchanged
+from treadle.domain.events import CancelTimer, TimerKind
+from treadle.ports import Changes, DueTimer
+from treadle.store._sqlalchemy import SqlStore
 
 pytestmark = pytest.mark.anyio
 

@@ -7,10 +7,10 @@ from datetime import datetime
 
 import pytest
 
-from app.ports import Changes
-from app.store._sqlalchemy import SqlStore
-from app.store.memory import MemoryStore
 from tests.integration.store.factories import at, make_run, message
+from treadle.ports import Changes
+from treadle.store._sqlalchemy import SqlStore
+from treadle.store.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
 

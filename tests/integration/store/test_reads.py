@@ -7,11 +7,11 @@ import base64
 import msgspec
 import pytest
 
-from app.domain.errors import InvalidCursor, RunNotFound
-from app.domain.state import RunStatus
-from app.ports import Changes
-from app.store._sqlalchemy import SqlStore
 from tests.integration.store.factories import at, entry, make_run, unchanged
+from treadle.domain.errors import InvalidCursor, RunNotFound
+from treadle.domain.state import RunStatus
+from treadle.ports import Changes
+from treadle.store._sqlalchemy import SqlStore
 
 pytestmark = pytest.mark.anyio
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from app.domain.schedules import CatchUpPolicy, OverlapPolicy, Schedule, Trigger
-from app.modules.orchestrator._schedules import ScheduleLoop, tick_key
-from app.store._sqlalchemy import SqlStore
+from treadle.domain.schedules import CatchUpPolicy, OverlapPolicy, Schedule, Trigger
+from treadle.modules.orchestrator._schedules import ScheduleLoop, tick_key
+from treadle.store._sqlalchemy import SqlStore
 
 pytestmark = pytest.mark.anyio
 

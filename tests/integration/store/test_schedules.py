@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
-from app.domain.errors import InvalidCursor
-from app.domain.schedules import (
+from treadle.domain.errors import InvalidCursor
+from treadle.domain.schedules import (
     CatchUpPolicy,
     OverlapPolicy,
     Schedule,
@@ -16,7 +16,7 @@ from app.domain.schedules import (
     ScheduleNotFound,
     Trigger,
 )
-from app.store._sqlalchemy import SqlStore
+from treadle.store._sqlalchemy import SqlStore
 
 pytestmark = pytest.mark.anyio
 

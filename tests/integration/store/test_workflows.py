@@ -5,8 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from app.domain.errors import InvalidCursor, WorkflowNotFound
-from app.store._sqlalchemy import SqlStore
+from treadle.domain.errors import InvalidCursor, WorkflowNotFound
+from treadle.store._sqlalchemy import SqlStore
 
 pytestmark = pytest.mark.anyio
 

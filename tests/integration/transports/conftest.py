@@ -16,17 +16,17 @@ import anyio
 import msgspec
 import pytest
 
-from app.config import TransportSettings
-from app.ports import Transport
-from app.transports.kafka import KafkaTransport
-from app.transports.memory import MemoryBroker, MemoryTransport
-from app.transports.nats import NatsTransport
-from app.transports.rabbitmq import DEFAULT_URL, RabbitMQTransport
 from tests.integration.transports._tansu import (
     ProxiedTansu,
     running_tansu,
     running_tansu_behind_proxy,
 )
+from treadle.config import TransportSettings
+from treadle.ports import Transport
+from treadle.transports.kafka import KafkaTransport
+from treadle.transports.memory import MemoryBroker, MemoryTransport
+from treadle.transports.nats import NatsTransport
+from treadle.transports.rabbitmq import DEFAULT_URL, RabbitMQTransport
 
 TRANSPORTS = ["memory", "rabbitmq", "nats", "kafka"]
 

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from app.messages import CONTROL_CHANNEL, DEAD_CHANNEL, Message, is_broadcast
-from app.ports import Delivery, Transport
-from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from tests.integration.transports.conftest import MAX_DELIVERIES as LIMIT
 from tests.integration.transports.conftest import TransportHarness
+from treadle.messages import CONTROL_CHANNEL, DEAD_CHANNEL, Message, is_broadcast
+from treadle.ports import Delivery, Transport
+from treadle.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 
 pytestmark = pytest.mark.anyio
 

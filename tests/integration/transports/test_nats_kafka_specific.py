@@ -14,15 +14,15 @@ import anyio
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.config import TransportSettings
-from app.messages import CONTROL_CHANNEL, DEAD_CHANNEL, Message
-from app.ports import Delivery
-from app.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
-from app.transports._errors import TransportUnavailable
-from app.transports.kafka import KafkaTransport, _PartitionLedger
-from app.transports.nats import NatsTransport
 from tests.integration.transports._proxy import tcp_proxy
 from tests.ports import free_port
+from treadle.config import TransportSettings
+from treadle.messages import CONTROL_CHANNEL, DEAD_CHANNEL, Message
+from treadle.ports import Delivery
+from treadle.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
+from treadle.transports._errors import TransportUnavailable
+from treadle.transports.kafka import KafkaTransport, _PartitionLedger
+from treadle.transports.nats import NatsTransport
 
 NATS_URL = "nats://127.0.0.1:4222"
 WAIT = 20.0

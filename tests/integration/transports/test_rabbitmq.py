@@ -7,11 +7,11 @@ import uuid
 import anyio
 import pytest
 
-from app.config import TransportSettings
-from app.messages import CONTROL_CHANNEL, Message
-from app.transports import TransportUnavailable, build_transport
-from app.transports.rabbitmq import DEFAULT_URL, RabbitMQTransport
 from tests.brokers import delete_namespace
+from treadle.config import TransportSettings
+from treadle.messages import CONTROL_CHANNEL, Message
+from treadle.transports import TransportUnavailable, build_transport
+from treadle.transports.rabbitmq import DEFAULT_URL, RabbitMQTransport
 
 pytestmark = pytest.mark.anyio
 

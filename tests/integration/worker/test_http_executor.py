@@ -8,16 +8,16 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from app import TaskContext
-from app.config import HttpSettings
-from app.domain.events import DispatchTask, TaskFailed
-from app.domain.state import ErrorInfo
-from app.modules.worker import HandlerRegistry
-from app.modules.worker._breaker import breaker_gauge
-from app.modules.worker._execute import execute
-from app.modules.worker._http import HttpExecutor
-from app.observability import Telemetry
 from tests.integration.worker.echo_server import EchoServer, echo_server
+from treadle import TaskContext
+from treadle.config import HttpSettings
+from treadle.domain.events import DispatchTask, TaskFailed
+from treadle.domain.state import ErrorInfo
+from treadle.modules.worker import HandlerRegistry
+from treadle.modules.worker._breaker import breaker_gauge
+from treadle.modules.worker._execute import execute
+from treadle.modules.worker._http import HttpExecutor
+from treadle.observability import Telemetry
 
 pytestmark = pytest.mark.anyio
 LOOPBACK = ["127.0.0.1/32"]

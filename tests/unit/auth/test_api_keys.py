@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.config import AuthSettings
-from app.domain.api_keys import (
+from treadle.config import AuthSettings
+from treadle.domain.api_keys import (
     Scope,
     ScopesInvalid,
     hash_secret,
@@ -16,8 +16,8 @@ from app.domain.api_keys import (
     secret_matches,
     split_token,
 )
-from app.domain.auth_policy import is_loopback, keys_required, serve_refusal
-from app.modules.api._auth import required_scope
+from treadle.domain.auth_policy import is_loopback, keys_required, serve_refusal
+from treadle.modules.api._auth import required_scope
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 

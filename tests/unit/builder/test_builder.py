@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.builder import Retry, Workflow, expr
-from app.domain.compile import compile_workflow, parse_definition
+from treadle.builder import Retry, Workflow, expr
+from treadle.domain.compile import compile_workflow, parse_definition
 
 QUICKSTART = Path(__file__).parents[3] / "examples" / "quickstart.yaml"
 

@@ -1,4 +1,4 @@
-"""An in-process stand-in for `app.client.Client` in CLI tests: runs advance one step per poll."""
+"""An in-process stand-in for `treadle.client.Client` in CLI tests: runs advance a step per poll."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from app.client import ApiError
-from app.domain.events import HistoryEntry
-from app.modules.api import (
+from treadle.client import ApiError
+from treadle.domain.events import HistoryEntry
+from treadle.modules.api import (
     HistoryPage,
     RunBody,
     RunPage,

@@ -11,7 +11,7 @@ from tests.unit.cli._fake_client import FakeClient
 from tests.unit.cli.test_cli import treadle
 
 MODULE = """
-from app.builder import Workflow
+from treadle.builder import Workflow
 
 order = Workflow("order")
 order.task("a", handler="x.y", input={"sku": order.input.sku})

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import Console, build_parser, format_entry, main
-from app.client import TreadleUnreachable
-from app.domain.events import HistoryEntry
 from tests.unit.cli._fake_client import T0, FakeClient
+from treadle.cli import Console, build_parser, format_entry, main
+from treadle.client import TreadleUnreachable
+from treadle.domain.events import HistoryEntry
 
 
 def entry(kind: str, seconds: int = 0, **fields: object) -> HistoryEntry:

@@ -8,9 +8,9 @@ from typing import Any
 
 import msgspec
 
-from app.modules.api import RunBody, TaskBody
 from tests.unit.cli._fake_client import FakeClient, run_body
 from tests.unit.cli.test_cli import treadle
+from treadle.modules.api import RunBody, TaskBody
 
 HREF = "/v1/runs/r1/values/tasks/each%5B3%5D/output"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser
-from app.cli._keys import keys_command
-from app.config import AuthSettings, ConfigError, DatabaseSettings, Settings
+from treadle.cli import build_parser
+from treadle.cli._keys import keys_command
+from treadle.config import AuthSettings, ConfigError, DatabaseSettings, Settings
 
 
 def _keys(settings: Settings, *argv: str) -> tuple[int, str, str]:

@@ -9,9 +9,9 @@ from typing import Any
 
 import msgspec
 
-from app.cli import Console, heartbeat_line, main
-from app.modules.api import HeartbeatBody, RunBody, TaskBody
 from tests.unit.cli._fake_client import T0, FakeClient, run_body
+from treadle.cli import Console, heartbeat_line, main
+from treadle.modules.api import HeartbeatBody, RunBody, TaskBody
 
 
 def task(task_id: str, heartbeat: HeartbeatBody | None = None) -> TaskBody:

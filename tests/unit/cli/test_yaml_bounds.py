@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import _yaml
 from tests.unit.cli._fake_client import FakeClient
 from tests.unit.cli.test_cli import treadle
+from treadle.cli import _yaml
 
 
 def _billion_laughs() -> str:

@@ -10,11 +10,11 @@ from typing import Any
 
 import msgspec
 
-from app.domain._map_query import items_wanted
-from app.domain.decider import decide
-from app.domain.events import CancelMapItems, Decision, DispatchTask, Event
-from app.domain.state import MapItem, RunState, TaskStatus
 from tests.unit.domain._runs import Run
+from treadle.domain._map_query import items_wanted
+from treadle.domain.decider import decide
+from treadle.domain.events import CancelMapItems, Decision, DispatchTask, Event
+from treadle.domain.state import MapItem, RunState, TaskStatus
 
 
 def load_items(state: RunState, store: dict[tuple[str, int], MapItem], event: Event) -> RunState:

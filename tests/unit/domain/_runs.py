@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from app.domain.compile import Workflow, compile_workflow, parse_definition
-from app.domain.decider import decide, new_run
-from app.domain.events import Command, Decision, Event, HistoryEntry
-from app.domain.state import RunState
+from treadle.domain.compile import Workflow, compile_workflow, parse_definition
+from treadle.domain.decider import decide, new_run
+from treadle.domain.events import Command, Decision, Event, HistoryEntry
+from treadle.domain.state import RunState
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -8,13 +8,13 @@ from typing import Any
 import msgspec
 import pytest
 
-from app.domain.compile import (
+from treadle.domain.compile import (
     compile_workflow,
     definition_digest,
     parse_definition,
     validate_input,
 )
-from app.domain.errors import DefinitionInvalid, InputInvalid
+from treadle.domain.errors import DefinitionInvalid, InputInvalid
 
 ORDER: dict[str, Any] = {
     "name": "order-fulfillment",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from app.domain.events import (
+from tests.unit.domain._runs import Run, workflow
+from treadle.domain.events import (
     DispatchTask,
     PauseRequested,
     ResumeRequested,
@@ -16,8 +17,7 @@ from app.domain.events import (
     TimerFired,
     TimerKind,
 )
-from app.domain.state import ErrorInfo, RunStatus, TaskStatus
-from tests.unit.domain._runs import Run, workflow
+from treadle.domain.state import ErrorInfo, RunStatus, TaskStatus
 
 R = "r1"
 FATAL = ErrorInfo(type="IOError", message="boom", retryable=False)

@@ -7,8 +7,9 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from app.domain.decider import decide, new_run
-from app.domain.events import (
+from tests.unit.domain._runs import START, Run, workflow
+from treadle.domain.decider import decide, new_run
+from treadle.domain.events import (
     CancelRequested,
     CancelTimer,
     DispatchLost,
@@ -24,8 +25,7 @@ from app.domain.events import (
     TimerFired,
     TimerKind,
 )
-from app.domain.state import ErrorInfo, RunStatus, TaskStatus
-from tests.unit.domain._runs import START, Run, workflow
+from treadle.domain.state import ErrorInfo, RunStatus, TaskStatus
 
 R = "r1"
 BOOM = ErrorInfo(type="IOError", message="boom")

@@ -7,8 +7,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.domain._redispatch import MAX_RESENDS
-from app.domain.events import (
+from tests.unit.domain._items import ItemRun
+from tests.unit.domain._runs import Run, workflow
+from treadle.domain._redispatch import MAX_RESENDS
+from treadle.domain.events import (
     CancelTimer,
     Decision,
     DispatchLost,
@@ -19,9 +21,7 @@ from app.domain.events import (
     TimerFired,
     TimerKind,
 )
-from app.domain.state import ErrorInfo, RunStatus, TaskStatus
-from tests.unit.domain._items import ItemRun
-from tests.unit.domain._runs import Run, workflow
+from treadle.domain.state import ErrorInfo, RunStatus, TaskStatus
 
 R = "r1"
 DUE = TimerKind.DISPATCH_TIMEOUT

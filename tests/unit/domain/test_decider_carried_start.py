@@ -12,8 +12,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from app.domain.decider import decide
-from app.domain.events import (
+from tests.unit.domain._items import ItemRun
+from tests.unit.domain._runs import START, Run, workflow
+from treadle.domain.decider import decide
+from treadle.domain.events import (
     CancelTimer,
     Command,
     DispatchTask,
@@ -25,10 +27,8 @@ from app.domain.events import (
     TimerFired,
     TimerKind,
 )
-from app.domain.keys import TimerKey
-from app.domain.state import ErrorInfo, TaskStatus
-from tests.unit.domain._items import ItemRun
-from tests.unit.domain._runs import START, Run, workflow
+from treadle.domain.keys import TimerKey
+from treadle.domain.state import ErrorInfo, TaskStatus
 
 R = "r1"
 BOOM = ErrorInfo(type="IOError", message="boom")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from app.domain.events import (
+from tests.unit.domain._runs import Run, workflow
+from treadle.domain.events import (
     CancelChildRun,
     CancelRequested,
     ChildRunFinished,
@@ -10,8 +11,7 @@ from app.domain.events import (
     RunStarted,
     StartChildRun,
 )
-from app.domain.state import ErrorInfo, RunStatus, TaskStatus
-from tests.unit.domain._runs import Run, workflow
+from treadle.domain.state import ErrorInfo, RunStatus, TaskStatus
 
 R = "r1"
 

@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
-from app.domain._heartbeat import MAX_DETAILS_BYTES
-from app.domain.compile import compile_workflow, parse_definition
-from app.domain.errors import DefinitionInvalid
-from app.domain.events import (
+from tests.unit.domain._items import ItemRun
+from tests.unit.domain._runs import START, Run, workflow
+from treadle.domain._heartbeat import MAX_DETAILS_BYTES
+from treadle.domain.compile import compile_workflow, parse_definition
+from treadle.domain.errors import DefinitionInvalid
+from treadle.domain.events import (
     CancelAttempts,
     CancelRequested,
     CancelTimer,
@@ -25,9 +27,7 @@ from app.domain.events import (
     TimerFired,
     TimerKind,
 )
-from app.domain.state import ErrorInfo, Heartbeat, RunStatus, TaskStatus
-from tests.unit.domain._items import ItemRun
-from tests.unit.domain._runs import START, Run, workflow
+from treadle.domain.state import ErrorInfo, Heartbeat, RunStatus, TaskStatus
 
 R = "r1"
 HB = TimerKind.HEARTBEAT_TIMEOUT

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.domain.events import (
+from tests.unit.domain._items import ItemRun
+from tests.unit.domain._runs import workflow
+from treadle.domain.events import (
     CancelMapItems,
     CancelRequested,
     DispatchTask,
@@ -16,9 +18,7 @@ from app.domain.events import (
     TimerFired,
     TimerKind,
 )
-from app.domain.state import ErrorInfo, RunStatus, TaskStatus
-from tests.unit.domain._items import ItemRun
-from tests.unit.domain._runs import workflow
+from treadle.domain.state import ErrorInfo, RunStatus, TaskStatus
 
 R = "r1"
 BOOM = ErrorInfo(type="IOError", message="boom")

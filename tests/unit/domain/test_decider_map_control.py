@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from app.domain.events import (
+from tests.unit.domain._items import ItemRun
+from tests.unit.domain.test_decider_map import BOOM, R, done, map_run
+from treadle.domain.events import (
     CancelMapItems,
     CancelRequested,
     CancelTimer,
@@ -16,9 +18,7 @@ from app.domain.events import (
     TimerFired,
     TimerKind,
 )
-from app.domain.state import ErrorInfo, MapProgress, RunStatus, TaskStatus
-from tests.unit.domain._items import ItemRun
-from tests.unit.domain.test_decider_map import BOOM, R, done, map_run
+from treadle.domain.state import ErrorInfo, MapProgress, RunStatus, TaskStatus
 
 FATAL = ErrorInfo(type="IOError", message="boom", retryable=False)
 

@@ -16,7 +16,9 @@ import msgspec
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from app.domain.events import (
+from tests.unit.domain._items import ItemRun
+from tests.unit.domain._runs import workflow
+from treadle.domain.events import (
     CancelMapItems,
     CancelRequested,
     CancelTimer,
@@ -34,9 +36,7 @@ from app.domain.events import (
     TimerFired,
     TimerKind,
 )
-from app.domain.state import ErrorInfo, MapItem, RunStatus, TaskStatus
-from tests.unit.domain._items import ItemRun
-from tests.unit.domain._runs import workflow
+from treadle.domain.state import ErrorInfo, MapItem, RunStatus, TaskStatus
 
 R = "r1"
 TimerKey = tuple[TimerKind, str | None, int, int | None]

@@ -16,9 +16,10 @@ import msgspec
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from app.domain.compile import Workflow
-from app.domain.decider import decide, new_run
-from app.domain.events import (
+from tests.unit.domain._runs import START, workflow
+from treadle.domain.compile import Workflow
+from treadle.domain.decider import decide, new_run
+from treadle.domain.events import (
     CancelRequested,
     CancelTimer,
     DispatchTask,
@@ -32,8 +33,7 @@ from app.domain.events import (
     TimerFired,
     TimerKind,
 )
-from app.domain.state import ErrorInfo, RunState, TaskStatus
-from tests.unit.domain._runs import START, workflow
+from treadle.domain.state import ErrorInfo, RunState, TaskStatus
 
 R = "r1"
 STEP_BUDGET = 80

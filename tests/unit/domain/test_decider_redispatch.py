@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from app.domain.compile import compile_workflow, parse_definition
-from app.domain.events import (
+from tests.unit.domain._items import ItemRun
+from tests.unit.domain._runs import Run, workflow
+from treadle.domain.compile import compile_workflow, parse_definition
+from treadle.domain.events import (
     CancelRequested,
     CancelTimer,
     Command,
@@ -20,9 +22,7 @@ from app.domain.events import (
     TimerFired,
     TimerKind,
 )
-from app.domain.state import ErrorInfo, RunStatus, TaskStatus
-from tests.unit.domain._items import ItemRun
-from tests.unit.domain._runs import Run, workflow
+from treadle.domain.state import ErrorInfo, RunStatus, TaskStatus
 
 R = "r1"
 DUE = TimerKind.DISPATCH_TIMEOUT

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from app.domain.compile import Limits, RetryPolicy, Workflow, compile_workflow, parse_definition
-from app.domain.errors import DefinitionInvalid
-from app.domain.events import RunStarted, TaskFailed, TimerFired, TimerKind
-from app.domain.state import ErrorInfo, RunStatus
 from tests.unit.domain._runs import Run
+from treadle.domain.compile import Limits, RetryPolicy, Workflow, compile_workflow, parse_definition
+from treadle.domain.errors import DefinitionInvalid
+from treadle.domain.events import RunStarted, TaskFailed, TimerFired, TimerKind
+from treadle.domain.state import ErrorInfo, RunStatus
 
 HTTP_REQUEST = {"method": "GET", "url": "https://shop.example/stock"}
 

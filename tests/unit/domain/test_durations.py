@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.domain.durations import parse_duration
+from treadle.domain.durations import parse_duration
 
 
 @pytest.mark.parametrize(

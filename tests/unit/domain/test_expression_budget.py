@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from jmespath import functions as jmespath_functions
 
-from app.domain.compile import Limits, compile_workflow, parse_definition
-from app.domain.decider import decide, new_run
-from app.domain.errors import DefinitionInvalid, ExpressionBudgetExceeded
-from app.domain.events import RunStarted
-from app.domain.expressions import compile_template
-from app.domain.state import RunStatus
+from treadle.domain.compile import Limits, compile_workflow, parse_definition
+from treadle.domain.decider import decide, new_run
+from treadle.domain.errors import DefinitionInvalid, ExpressionBudgetExceeded
+from treadle.domain.events import RunStarted
+from treadle.domain.expressions import compile_template
+from treadle.domain.state import RunStatus
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 BIG = list(range(100_000))

@@ -9,10 +9,10 @@ import jmespath
 import msgspec
 import pytest
 
-from app.domain._bounded import json_size, reads_context
-from app.domain.compile import Limits, compile_workflow, parse_definition
-from app.domain.errors import DefinitionInvalid, ExpressionTooLarge
-from app.domain.expressions import compile_template
+from treadle.domain._bounded import json_size, reads_context
+from treadle.domain.compile import Limits, compile_workflow, parse_definition
+from treadle.domain.errors import DefinitionInvalid, ExpressionTooLarge
+from treadle.domain.expressions import compile_template
 
 LIMIT = 10_000
 DOUBLINGS = {

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from app.domain.errors import ExpressionError
-from app.domain.expressions import (
+from treadle.domain.errors import ExpressionError
+from treadle.domain.expressions import (
     TemplateSyntaxError,
     check_template,
     compile_template,

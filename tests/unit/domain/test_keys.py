@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from app import ports
-from app.domain import events
-from app.domain.events import CancelAttempts, CancelTimer, DispatchTask, StartTimer, TimerKind
-from app.domain.keys import AttemptFields, AttemptKey, TimerFields, TimerKey
-from app.ports import DueTimer
+from treadle import ports
+from treadle.domain import events
+from treadle.domain.events import CancelAttempts, CancelTimer, DispatchTask, StartTimer, TimerKind
+from treadle.domain.keys import AttemptFields, AttemptKey, TimerFields, TimerKey
+from treadle.ports import DueTimer
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.domain._retry import retry_of
-from app.domain._task_rules import RetryPolicy
-from app.domain.events import TimerKind
-from app.domain.state import ErrorInfo
+from treadle.domain._retry import retry_of
+from treadle.domain._task_rules import RetryPolicy
+from treadle.domain.events import TimerKind
+from treadle.domain.state import ErrorInfo
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = RetryPolicy(

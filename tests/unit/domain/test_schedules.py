@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from app.domain.schedules import (
+from treadle.domain.schedules import (
     CatchUpPolicy,
     ScheduleInvalid,
     Trigger,

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from app.domain.compile import compile_workflow, parse_definition
-from app.domain.errors import DefinitionInvalid
+from treadle.domain.compile import compile_workflow, parse_definition
+from treadle.domain.errors import DefinitionInvalid
 
 
 def _http(request: dict[str, Any], **extra: Any) -> dict[str, Any]:

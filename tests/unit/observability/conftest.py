@@ -12,8 +12,8 @@ import pytest
 import structlog
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from app.config import LogSettings
-from app.observability import Tracing, configure_logging
+from treadle.config import LogSettings
+from treadle.observability import Tracing, configure_logging
 
 
 @pytest.fixture(autouse=True)

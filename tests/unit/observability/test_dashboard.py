@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from app.observability import Metrics
+from treadle.observability import Metrics
 
 DASHBOARD = Path(__file__).parents[3] / "deploy" / "grafana-dashboard.json"
 METRIC_NAME = re.compile(r"\btreadle_[a-z0-9_]+")

@@ -8,9 +8,9 @@ from datetime import datetime
 
 import pytest
 
-from app.config import ConfigError, LogSettings
-from app.observability import Tracing, bind_context, configure_logging, get_logger
 from tests.unit.observability.conftest import LogCapture
+from treadle.config import ConfigError, LogSettings
+from treadle.observability import Tracing, bind_context, configure_logging, get_logger
 
 
 def test_json_line_has_the_standard_keys(logs: LogCapture) -> None:

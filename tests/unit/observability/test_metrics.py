@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from app.observability import Metrics, TaskOutcome
+from treadle.observability import Metrics, TaskOutcome
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float | None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.observability import Redactor, get_logger, strip_url_passwords
 from tests.unit.observability.conftest import LogCapture
+from treadle.observability import Redactor, get_logger, strip_url_passwords
 
 
 def test_secret_named_keys_are_redacted(logs: LogCapture) -> None:

@@ -11,8 +11,9 @@ from litestar.params import FromPath
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from app.config import Settings
-from app.observability import (
+from tests.unit.observability.conftest import LogCapture
+from treadle.config import Settings
+from treadle.observability import (
     Telemetry,
     collect_store_gauges_once,
     current_traceparent,
@@ -20,7 +21,6 @@ from app.observability import (
     metrics_app,
     record_http_status,
 )
-from tests.unit.observability.conftest import LogCapture
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"

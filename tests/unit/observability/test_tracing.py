@@ -6,9 +6,9 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from app.config import ConfigError
-from app.observability import Tracing, current_trace_ids, current_traceparent, inject_headers
-from app.observability._tracing import sampler_from_env
+from treadle.config import ConfigError
+from treadle.observability import Tracing, current_trace_ids, current_traceparent, inject_headers
+from treadle.observability._tracing import sampler_from_env
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from app.domain.events import CancelTimer, HistoryEntry, StartTimer, TimerKind
-from app.domain.state import MapItem, RunState, RunStatus, TaskStatus
-from app.modules.orchestrator._batch import Pending, RunQueues, fold, merge
-from app.ports import Changes
+from treadle.domain.events import CancelTimer, HistoryEntry, StartTimer, TimerKind
+from treadle.domain.state import MapItem, RunState, RunStatus, TaskStatus
+from treadle.modules.orchestrator._batch import Pending, RunQueues, fold, merge
+from treadle.ports import Changes
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 STATE = RunState(id="r1", workflow="wf", version=1, created_at=NOW, status=RunStatus.RUNNING)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from app.domain.events import (
+from treadle.domain.events import (
     CancelTimer,
     Decision,
     DispatchTask,
@@ -13,11 +13,11 @@ from app.domain.events import (
     StartTimer,
     TimerKind,
 )
-from app.domain.state import RunState, RunStatus
-from app.messages import decode
-from app.modules.orchestrator import changes_from_decision, new_run_id
-from app.modules.orchestrator._changes import fired_timer_cancel, with_cancelled
-from app.ports import DueTimer
+from treadle.domain.state import RunState, RunStatus
+from treadle.messages import decode
+from treadle.modules.orchestrator import changes_from_decision, new_run_id
+from treadle.modules.orchestrator._changes import fired_timer_cancel, with_cancelled
+from treadle.ports import DueTimer
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 STATE = RunState(id="r1", workflow="wf", version=1, created_at=NOW, status=RunStatus.RUNNING)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from app.domain.events import Decision, HistoryEntry
-from app.domain.state import RunState
-from app.modules.orchestrator._runs import with_trace_id
+from treadle.domain.events import Decision, HistoryEntry
+from treadle.domain.state import RunState
+from treadle.modules.orchestrator._runs import with_trace_id
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -11,18 +11,18 @@ import anyio
 import pytest
 import stamina
 
-from app.domain.errors import RunNotFound
-from app.domain.events import DispatchTask, TaskCompleted
-from app.domain.state import RunState
-from app.messages import Message, envelope, to_message
-from app.modules.orchestrator import Relay, TimerAlarm
-from app.modules.orchestrator import _consumer as consumer_module
-from app.modules.orchestrator._consumer import EventConsumer
-from app.modules.orchestrator._relay import PRUNE_BATCH
-from app.observability import Telemetry
-from app.ports import Changes, OutboxRecord, OutgoingMessage
-from app.store.memory import MemoryStore
 from tests.unit.worker.fakes import FakeClock, FakeDelivery, FakeTransport, delivery_of
+from treadle.domain.errors import RunNotFound
+from treadle.domain.events import DispatchTask, TaskCompleted
+from treadle.domain.state import RunState
+from treadle.messages import Message, envelope, to_message
+from treadle.modules.orchestrator import Relay, TimerAlarm
+from treadle.modules.orchestrator import _consumer as consumer_module
+from treadle.modules.orchestrator._consumer import EventConsumer
+from treadle.modules.orchestrator._relay import PRUNE_BATCH
+from treadle.observability import Telemetry
+from treadle.ports import Changes, OutboxRecord, OutgoingMessage
+from treadle.store.memory import MemoryStore
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
 

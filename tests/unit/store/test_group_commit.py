@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import anyio
 import pytest
 
-from app.store._errors import StoreUnavailable
-from app.store._group import GroupCommitter, GroupRequest
+from treadle.store._errors import StoreUnavailable
+from treadle.store._group import GroupCommitter, GroupRequest
 
 pytestmark = pytest.mark.anyio
 

@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.config import ConfigError, DatabaseSettings, Settings
-from app.domain.api_keys import Scope, new_key
-from app.domain.state import RunState
-from app.serving.serve import serve
-from app.store import MEMORY_URL, api_key_store, build_store
-from app.store.memory import MemoryStore
+from treadle.config import ConfigError, DatabaseSettings, Settings
+from treadle.domain.api_keys import Scope, new_key
+from treadle.domain.state import RunState
+from treadle.serving.serve import serve
+from treadle.store import MEMORY_URL, api_key_store, build_store
+from treadle.store.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
 T0 = datetime(2030, 1, 1, tzinfo=UTC)

@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 import pytest
 import structlog
 
-from app.messages import Message
-from app.transports._connect import BrokerUnreachable, connect_with_retries
-from app.transports._errors import TransportUnavailable
+from treadle.messages import Message
+from treadle.transports._connect import BrokerUnreachable, connect_with_retries
+from treadle.transports._errors import TransportUnavailable
 
 pytestmark = pytest.mark.anyio
 

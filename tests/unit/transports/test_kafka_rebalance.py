@@ -8,8 +8,8 @@ import anyio
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from app.config import TransportSettings
-from app.transports.kafka import KafkaTransport, _Subscription
+from treadle.config import TransportSettings
+from treadle.transports.kafka import KafkaTransport, _Subscription
 
 pytestmark = pytest.mark.anyio
 

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from app.config import TransportSettings
-from app.messages import DEAD_CHANNEL, Message
-from app.ports import Delivery
-from app.transports import (
+from treadle.config import TransportSettings
+from treadle.messages import DEAD_CHANNEL, Message
+from treadle.ports import Delivery
+from treadle.transports import (
     DEAD_FROM_HEADER,
     DEAD_REASON_HEADER,
     MAX_DELIVERIES,
@@ -21,7 +21,7 @@ from app.transports import (
     UnknownTransport,
     build_transport,
 )
-from app.transports.memory import MemoryBroker, MemoryTransport
+from treadle.transports.memory import MemoryBroker, MemoryTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -59,8 +59,8 @@ async def test_build_transport_picks_memory_by_default() -> None:
 def test_building_the_memory_transport_imports_no_broker_driver() -> None:
     """The factory imports an adapter's driver only when that adapter is chosen."""
     code = (
-        "import sys; from app.config import TransportSettings; "
-        "from app.transports import build_transport; build_transport(TransportSettings()); "
+        "import sys; from treadle.config import TransportSettings; "
+        "from treadle.transports import build_transport; build_transport(TransportSettings()); "
         "print(sorted({'aio_pika', 'aiokafka', 'nats'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)

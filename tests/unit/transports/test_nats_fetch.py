@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from app.config import TransportSettings
-from app.transports.nats import NatsTransport, _Subscription
+from treadle.config import TransportSettings
+from treadle.transports.nats import NatsTransport, _Subscription
 
 pytestmark = pytest.mark.anyio
 

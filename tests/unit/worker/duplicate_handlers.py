@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app import TaskContext, handler
+from treadle import TaskContext, handler
 
 
 @handler("sample.add")

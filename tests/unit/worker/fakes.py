@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import anyio
 import anyio.lowlevel
 
-from app.messages import Envelope, Message, Payload, decode, envelope, to_message
+from treadle.messages import Envelope, Message, Payload, decode, envelope, to_message
 
 
 class FakeClock:

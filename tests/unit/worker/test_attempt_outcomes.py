@@ -11,13 +11,13 @@ import anyio
 import pytest
 import structlog
 
-from app.config import DatabaseSettings, HttpSettings, LimitsSettings, Settings, WorkerSettings
-from app.domain.events import DispatchTask, TaskCompleted, TaskFailed
-from app.domain.state import ErrorInfo
-from app.messages import EVENTS_CHANNEL, Message, decode
-from app.modules.worker import HandlerRegistry, HttpExecutor, Worker
-from app.wiring import build
 from tests.unit.worker.fakes import FakeClock, FakeDelivery, FakeTransport, delivery_of
+from treadle.config import DatabaseSettings, HttpSettings, LimitsSettings, Settings, WorkerSettings
+from treadle.domain.events import DispatchTask, TaskCompleted, TaskFailed
+from treadle.domain.state import ErrorInfo
+from treadle.messages import EVENTS_CHANNEL, Message, decode
+from treadle.modules.worker import HandlerRegistry, HttpExecutor, Worker
+from treadle.wiring import build
 
 pytestmark = pytest.mark.anyio
 

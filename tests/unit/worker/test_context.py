@@ -9,9 +9,9 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from app import TaskContext
-from app.domain.state import MAX_HEARTBEAT_DETAILS_BYTES
-from app.modules.worker._context import (
+from treadle import TaskContext
+from treadle.domain.state import MAX_HEARTBEAT_DETAILS_BYTES
+from treadle.modules.worker._context import (
     DEFAULT_HEARTBEAT_INTERVAL,
     AttemptControl,
     HeartbeatTooLarge,

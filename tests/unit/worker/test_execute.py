@@ -7,10 +7,10 @@ from typing import Any
 import anyio
 import pytest
 
-from app import TaskContext, handler
-from app.domain.events import DispatchTask, TaskCompleted, TaskFailed
-from app.modules.worker import HandlerRegistry
-from app.modules.worker._execute import execute
+from treadle import TaskContext, handler
+from treadle.domain.events import DispatchTask, TaskCompleted, TaskFailed
+from treadle.modules.worker import HandlerRegistry
+from treadle.modules.worker._execute import execute
 
 
 @handler("ok")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from app.modules.worker._breaker import (
+from treadle.modules.worker._breaker import (
     BreakerState,
     CircuitBreakers,
     CircuitOpen,

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from app.modules.worker._ssrf import AllowlistInvalid, Guard, SsrfBlocked, classify
+from treadle.modules.worker._ssrf import AllowlistInvalid, Guard, SsrfBlocked, classify
 
 
 @pytest.mark.parametrize(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from app.modules.worker._http_shape import (
+from treadle.modules.worker._http_shape import (
     HttpRequestInvalid,
     parse_call,
     shape_output,
     status_error,
 )
-from app.modules.worker._secrets import (
+from treadle.modules.worker._secrets import (
     REDACTED,
     SecretMissing,
     redact,

@@ -6,12 +6,12 @@ import anyio
 import msgspec
 import pytest
 
-from app import TaskContext, handler
-from app.config import WorkerSettings
-from app.domain.events import DispatchTask, TaskCompleted, TaskFailed
-from app.messages import EVENTS_CHANNEL, envelope, to_message
-from app.modules.worker import HandlerRegistry, Worker
 from tests.unit.worker.fakes import FakeClock, FakeDelivery, FakeTransport
+from treadle import TaskContext, handler
+from treadle.config import WorkerSettings
+from treadle.domain.events import DispatchTask, TaskCompleted, TaskFailed
+from treadle.messages import EVENTS_CHANNEL, envelope, to_message
+from treadle.modules.worker import HandlerRegistry, Worker
 
 ran: list[int] = []
 

@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from app import TaskContext, handler
-from app.modules.worker import (
+from tests.unit.worker import sample_handlers
+from treadle import TaskContext, handler
+from treadle.modules.worker import (
     DuplicateHandler,
     HandlerImportFailed,
     HandlerInputMismatch,
     HandlerRegistry,
     NotAHandler,
 )
-from tests.unit.worker import sample_handlers
 
 CTX = TaskContext(run_id="r1", task_id="t1", attempt=1)
 

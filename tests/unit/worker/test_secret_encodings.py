@@ -7,7 +7,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from app.modules.worker._secrets import REDACTED, redact, redact_text
+from treadle.modules.worker._secrets import REDACTED, redact, redact_text
 
 SECRET = 'tok "q"/a+b c\\d'
 

@@ -15,15 +15,15 @@ import msgspec
 import pytest
 import structlog
 
-from app import TaskContext, handler
-from app.config import DatabaseSettings, Settings, TransportSettings, WorkerSettings
-from app.domain.events import DispatchTask, TaskCompleted, TaskFailed
-from app.messages import EVENTS_CHANNEL, decode, envelope, tasks_channel, to_message
-from app.modules.worker import HandlerRegistry, Worker
-from app.serving.operations import operations_app, run_checks
-from app.transports.memory import MemoryBroker, MemoryTransport
-from app.wiring import SyncThreadsHealth, build
 from tests.unit.worker.fakes import FakeClock
+from treadle import TaskContext, handler
+from treadle.config import DatabaseSettings, Settings, TransportSettings, WorkerSettings
+from treadle.domain.events import DispatchTask, TaskCompleted, TaskFailed
+from treadle.messages import EVENTS_CHANNEL, decode, envelope, tasks_channel, to_message
+from treadle.modules.worker import HandlerRegistry, Worker
+from treadle.serving.operations import operations_app, run_checks
+from treadle.transports.memory import MemoryBroker, MemoryTransport
+from treadle.wiring import SyncThreadsHealth, build
 
 gates: dict[str, threading.Event] = {}
 """Each hung handler waits on its task's event; the test (or its teardown) sets it."""

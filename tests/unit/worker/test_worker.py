@@ -8,17 +8,17 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from app import TaskContext, handler
-from app.config import WorkerSettings
-from app.domain.events import (
+from tests.unit.worker.fakes import FakeClock, FakeDelivery, FakeTransport, delivery_of
+from treadle import TaskContext, handler
+from treadle.config import WorkerSettings
+from treadle.domain.events import (
     DispatchTask,
     TaskCompleted,
     TaskFailed,
     TaskStarted,
 )
-from app.messages import EVENTS_CHANNEL, Message
-from app.modules.worker import HandlerRegistry, Worker
-from tests.unit.worker.fakes import FakeClock, FakeDelivery, FakeTransport, delivery_of
+from treadle.messages import EVENTS_CHANNEL, Message
+from treadle.modules.worker import HandlerRegistry, Worker
 
 gate: dict[str, anyio.Event] = {}
 

@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from app import TaskContext, handler
-from app.config import WorkerSettings
-from app.domain.events import CancelAttempts, DispatchTask, TaskCompleted, TaskFailed
-from app.messages import CONTROL_CHANNEL, EVENTS_CHANNEL
-from app.modules.worker import HandlerRegistry, Worker
 from tests.unit.worker.fakes import FakeClock, FakeTransport, delivery_of
+from treadle import TaskContext, handler
+from treadle.config import WorkerSettings
+from treadle.domain.events import CancelAttempts, DispatchTask, TaskCompleted, TaskFailed
+from treadle.messages import CONTROL_CHANNEL, EVENTS_CHANNEL
+from treadle.modules.worker import HandlerRegistry, Worker
 
 seen: dict[str, list[str]] = {}
 started = {"sync": threading.Event()}

@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2025-01-01
 
-Written out by hand rather than imported from `app.store._tables`, so that later edits to
+Written out by hand rather than imported from `treadle.store._tables`, so that later edits to
 the tables never change what this migration did.
 """
 

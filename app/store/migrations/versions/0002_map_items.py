@@ -2,7 +2,7 @@
 
 Also gives each task row its map aggregate (`progress`) and its child run (`child_run_id`).
 Timers of map items need no schema change: their key's `task_id` column holds
-`<task_id>[<index>]` (task ids never contain brackets), see `app.store._decisions`.
+`<task_id>[<index>]` (task ids never contain brackets), see `treadle.store._decisions`.
 
 Revision ID: 0002
 Revises: 0001
