@@ -329,10 +329,11 @@ def with_carried_start(start: Rule, end: Rule) -> Rule:
     """The rule for a result that may carry its attempt's start.
 
     A quick attempt reports its start and its result in one message (`started_at` on the
-    result). Its start is decided first, by `start` (the `task.started` rule, so a no-op
-    unless the attempt is still scheduled: a start reported on its own, a redelivery or a
-    stale attempt win), then the result by `end`, in one decision: the history shows
-    start then end. The timers the start arms and the end drops are never written.
+    result). The start is decided first, by `start` (the `task.started` rule: it changes
+    nothing unless the attempt is still scheduled, so a start already decided, a
+    redelivery or a stale attempt are left as they are), then the result by `end`, in one
+    decision: the history shows start then end. The timers the start arms and the end
+    drops are never written.
     """
 
     def decide_result(d: Draft, event: TaskCompleted | TaskFailed, *args: Any) -> None:

@@ -8,6 +8,9 @@ are the same thing.
 An attempt that failed with retries left waits for its backoff as `scheduled` with the
 next attempt number and no `scheduled_at`; the RETRY timer dispatches it and stamps
 `scheduled_at`. A late result of the failed attempt is then stale by its attempt number.
+
+A quick attempt's result carries its start (`started_at`): it is decided as the start,
+then the result, in the one decision (`with_carried_start`).
 """
 
 from __future__ import annotations

@@ -226,6 +226,7 @@ async def _unsend_dispatches(database_url: str) -> int:
 
 
 @pytest.mark.anyio
+@pytest.mark.usefixtures("durable_store", "sql_store")
 async def test_a_restart_sends_an_attempt_once_not_its_unsent_copy_too(
     make_settings: SettingsFactory,
 ) -> None:
