@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -50,13 +49,14 @@ from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsErr
 from treadle._tls import ssl_context
 from treadle.config import TransportSettings
 from treadle.messages import DEAD_CHANNEL, Message, is_broadcast
+from treadle.observability import get_logger
 from treadle.ports import Delivery
 from treadle.transports import DEAD_FROM_HEADER, DEAD_REASON_HEADER, MAX_DELIVERIES, REJECTED
 from treadle.transports._errors import TransportUnavailable
 from treadle.transports._kafka_broadcast import broadcast_subscription
 from treadle.transports._tls import kafka_client_kwargs
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_URL = "127.0.0.1:9092"
 COUNT_HEADER = "x-treadle-delivery-count"
@@ -161,7 +161,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped ba
         await self._subscription.revoke(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        log.debug("kafka partitions assigned: %s", assigned)
+        log.debug("kafka partitions assigned", partitions=[str(p) for p in assigned])
         self._subscription.joined.set()
 
 
@@ -246,7 +246,7 @@ class _Subscription:
             if not isinstance(exc.__cause__, CommitFailedError):
                 raise
             # The group rebalanced away from us; the new owner redelivers (at-least-once).
-            log.info("kafka commit for %s lost to a rebalance", partition)
+            log.info("kafka commit lost to a rebalance", partition=str(partition))
             return
         self._committed[partition] = ledger.safe
 
@@ -294,7 +294,7 @@ class _Subscription:
                 try:
                     await self.commit(partition)
                 except TransportUnavailable:
-                    log.warning("kafka could not commit %s on close", partition)
+                    log.warning("kafka could not commit on close", partition=str(partition))
             if self.consumer is not None:
                 consumer, self.consumer = self.consumer, None
                 with _driver_errors(self.transport.url):
