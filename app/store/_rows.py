@@ -24,7 +24,7 @@ from treadle.domain.state import (
     TaskStatus,
 )
 from treadle.messages import Message
-from treadle.ports import DueTimer, OutboxRecord, RunSummary, StoredWorkflow
+from treadle.ports import DueTimer, MapItemRecord, OutboxRecord, RunSummary, StoredWorkflow
 from treadle.store._tables import history, outbox, runs, tasks, timers, workflows
 from treadle.store._types import as_utc, decode_json, encode_json
 
@@ -356,3 +356,19 @@ def _cursor_part(value: Any) -> Any:
     if isinstance(value, str) and "\x00" in value:
         raise ValueError("NUL in a cursor")  # PostgreSQL refuses it in a parameter
     return value
+
+
+def item_record(item: MapItem) -> MapItemRecord:
+    """A map item as the items page answers it (the same from every store)."""
+    return MapItemRecord(
+        index=item.index,
+        status=item.status.value,
+        attempt=item.attempt,
+        input=item.input,
+        output=item.output,
+        error=item.error,
+        scheduled_at=item.scheduled_at,
+        started_at=item.started_at,
+        finished_at=item.finished_at,
+        heartbeat=item.heartbeat,
+    )

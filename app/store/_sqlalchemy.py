@@ -333,7 +333,7 @@ class SqlStore(DecisionQueries, ScheduleQueries, OutboxQueries, TimerQueries, De
                 if not found:
                     await _check_map_task(conn, run_id, task_id)
         page = _page(found, limit, convert, lambda i: ("items", i.index))
-        return Page(items=[_item_record(i) for i in page.items], next_cursor=page.next_cursor)
+        return Page(items=[rows_.item_record(i) for i in page.items], next_cursor=page.next_cursor)
 
     async def inflight_attempts(self, limit: int, after: str | None) -> list[InflightAttempt]:
         """Attempts in `scheduled` or `running`, ordered by run id (for recovery).
@@ -379,21 +379,6 @@ async def _check_map_task(conn: AsyncConnection, run_id: str, task_id: str) -> N
     stmt = select(tasks.c.type).where(tasks.c.run_id == run_id, tasks.c.task_id == task_id)
     if (await conn.execute(stmt)).scalar() != "map":
         raise TaskNotFound(run_id, task_id, "map task")
-
-
-def _item_record(item: MapItem) -> MapItemRecord:
-    return MapItemRecord(
-        index=item.index,
-        status=item.status.value,
-        attempt=item.attempt,
-        input=item.input,
-        output=item.output,
-        error=item.error,
-        scheduled_at=item.scheduled_at,
-        started_at=item.started_at,
-        finished_at=item.finished_at,
-        heartbeat=item.heartbeat,
-    )
 
 
 async def _run_exists(conn: AsyncConnection, run_id: str) -> bool:

@@ -46,7 +46,7 @@ from treadle.ports import (
 )
 from treadle.store._decisions import DecisionMismatch
 from treadle.store._errors import StoreError
-from treadle.store._rows import Int32, Int64, RunsCursor, decode_cursor, encode_cursor
+from treadle.store._rows import Int32, Int64, RunsCursor, decode_cursor, encode_cursor, item_record
 
 T = TypeVar("T")
 _ACTIVE = (TaskStatus.SCHEDULED, TaskStatus.RUNNING)
@@ -300,7 +300,7 @@ class MemoryStore:
         kept = [items[i] for i in sorted(items) if i > after]
         if most_bytes is not None:
             kept = [_bounded(i, most_bytes) for i in kept]
-        found = [_item_record(i) for i in kept]
+        found = [item_record(i) for i in kept]
         return _page(found, limit, lambda i: ("items", i.index))
 
     async def inflight_attempts(self, limit: int, after: str | None) -> list[InflightAttempt]:
@@ -740,21 +740,6 @@ def _bounded(holder: _Valued, most: int) -> _Valued:
         if value is not None and (size := len(msgspec.json.encode(value))) > most:
             omitted[field_name] = OmittedValue(size=size)
     return msgspec.structs.replace(holder, **omitted) if omitted else holder
-
-
-def _item_record(item: MapItem) -> MapItemRecord:
-    return MapItemRecord(
-        index=item.index,
-        status=item.status.value,
-        attempt=item.attempt,
-        input=item.input,
-        output=item.output,
-        error=item.error,
-        scheduled_at=item.scheduled_at,
-        started_at=item.started_at,
-        finished_at=item.finished_at,
-        heartbeat=item.heartbeat,
-    )
 
 
 def _page(found: Sequence[T], limit: int, position: Callable[[T], tuple[Any, ...]]) -> Page[T]:
