@@ -16,6 +16,7 @@ from treadle.domain.events import (
     StartChildRun,
     StartTimer,
 )
+from treadle.domain.keys import TimerKey
 from treadle.domain.state import RunState
 from treadle.messages import CONTROL_CHANNEL, EVENTS_CHANNEL, envelope, tasks_channel, to_message
 from treadle.observability import get_logger
@@ -31,15 +32,18 @@ def changes_from_decision(
     if not decision.changed:
         return None
     outbox: list[OutgoingMessage] = []
-    start: list[StartTimer] = []
+    # The store cancels timers before it starts them, so a timer this decision starts and
+    # then cancels (an attempt armed and ended in one decision) is not started at all.
+    start: dict[TimerKey, StartTimer] = {}
     cancel: list[CancelTimer] = []
     cancel_items: list[str] = []
     for command in decision.commands:
         if isinstance(command, DispatchTask):
             outbox.append(_dispatch_message(command, source, traceparent))
         elif isinstance(command, StartTimer):
-            start.append(command)
+            start[command.timer_key] = command
         elif isinstance(command, CancelTimer):
+            start.pop(command.timer_key, None)
             cancel.append(command)
         elif isinstance(command, RunFinished):
             outbox.extend(child_finished_message(command, source, traceparent))
@@ -55,7 +59,7 @@ def changes_from_decision(
         state=decision.state,
         history=decision.history,
         outbox=outbox,
-        start_timers=start,
+        start_timers=list(start.values()),
         cancel_timers=cancel,
         cancel_items=cancel_items,
         traceparent=traceparent,

@@ -109,3 +109,26 @@ def test_run_ids_sort_by_creation_time() -> None:
     assert len(set(early)) == 50
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in early)
     assert all(i < later for i in early)
+
+
+def test_a_timer_started_then_cancelled_in_one_decision_is_not_started() -> None:
+    """The store deletes before it upserts, so such a pair would leave the row to fire
+    stale later (an attempt armed and ended in the same decision); cancelled then started
+    again, the timer is started."""
+    key = {"run_id": "r1", "kind": TimerKind.DISPATCH_TIMEOUT, "task_id": "t1", "attempt": 1}
+    armed = StartTimer(**key, fire_at=NOW)
+    cancel = CancelTimer(**key)
+    other = StartTimer(run_id="r1", kind=TimerKind.RETRY, fire_at=NOW, task_id="t2", attempt=2)
+    rearmed = StartTimer(**key, fire_at=NOW.replace(hour=13))
+
+    ended = changes_from_decision(
+        Decision(state=STATE, commands=[armed, other, cancel]), source="o"
+    )
+    again = changes_from_decision(Decision(state=STATE, commands=[cancel, rearmed]), source="o")
+
+    assert ended is not None
+    assert list(ended.start_timers) == [other]
+    assert list(ended.cancel_timers) == [cancel]
+    assert again is not None
+    assert list(again.start_timers) == [rearmed]
+    assert list(again.cancel_timers) == [cancel]
