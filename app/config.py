@@ -181,6 +181,13 @@ class AuthSettings(_Section, frozen=True, kw_only=True):
     """How often the batch of keys' last-use times is written."""
     open_metrics: bool = False
     """Serve /metrics without a key (for a scraper that cannot send one)."""
+    bootstrap_key: str = ""
+    """A first key, `trd_<12 hex>_<secret>`, made outside Treadle (a deployment's Secret):
+    the api role stores it (its digest, scope admin, named "bootstrap") at start-up unless
+    its id is stored already, so a fresh install can listen off loopback. Prefer
+    `bootstrap_key_file`; set at most one."""
+    bootstrap_key_file: str = ""
+    """A file holding `bootstrap_key` (a mounted Secret), read at start-up."""
 
 
 class LimitsSettings(_Section, frozen=True, kw_only=True):
