@@ -188,6 +188,9 @@ class AuthSettings(_Section, frozen=True, kw_only=True):
     `bootstrap_key_file`; set at most one."""
     bootstrap_key_file: str = ""
     """A file holding `bootstrap_key` (a mounted Secret), read at start-up."""
+    bootstrap_key_create: bool = False
+    """When `bootstrap_key_file` does not exist, write a new random key there (mode 0600)
+    and use it: a container with no configuration starts on 0.0.0.0 (the image sets it)."""
 
 
 class LimitsSettings(_Section, frozen=True, kw_only=True):

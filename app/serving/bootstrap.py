@@ -5,15 +5,27 @@ container platform can hand it one only as a Secret: the api role stores that ke
 start-up (only its digest, like `treadle keys create`), once. A restart, or a second
 replica starting at the same moment, finds the id stored and changes nothing, so a key
 revoked later stays revoked.
+
+With `auth.bootstrap_key_create` (the container image sets it) a missing key file is
+made, with a new random key, so a container started with no configuration listens on its
+published port at once: the operator reads the key from the file, never from the logs.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 from treadle.config import AuthSettings, ConfigError
-from treadle.domain.api_keys import ApiKey, ApiKeyNotFound, Scope, key_from_token, split_token
+from treadle.domain.api_keys import (
+    ApiKey,
+    ApiKeyNotFound,
+    Scope,
+    key_from_token,
+    new_key,
+    split_token,
+)
 from treadle.observability import get_logger
 from treadle.ports import ApiKeyStore
 from treadle.store import StoreError
@@ -37,7 +49,10 @@ def bootstrap_token(auth: AuthSettings) -> tuple[str, str] | None:
         raise ConfigError("auth.bootstrap_key_file", reason)
     if auth.bootstrap_key_file:
         key = "auth.bootstrap_key_file"
-        token = _read_key_file(Path(auth.bootstrap_key_file))
+        path = Path(auth.bootstrap_key_file)
+        if auth.bootstrap_key_create and not path.exists():
+            _create_key_file(path)
+        token = _read_key_file(path)
     elif auth.bootstrap_key:
         key, token = "auth.bootstrap_key", auth.bootstrap_key.strip()
     else:
@@ -53,6 +68,22 @@ def _read_key_file(path: Path) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         reason = f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
         raise ConfigError("auth.bootstrap_key_file", reason) from None
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new key to `path`, readable by this user only; a file made meanwhile (by a
+    replica sharing the volume) is kept."""
+    token = new_key(BOOTSTRAP_KEY_NAME, (Scope.ADMIN,), datetime.now(UTC)).token
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        reason = f"cannot create {path}: {exc.strerror or exc}"
+        raise ConfigError("auth.bootstrap_key_file", reason) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(token + "\n")
+    log.warning("bootstrap API key created: read it from the file", path=str(path))
 
 
 async def ensure_bootstrap_key(keys: ApiKeyStore, setting: str, token: str, now: datetime) -> bool:

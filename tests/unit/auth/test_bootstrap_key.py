@@ -190,3 +190,23 @@ async def test_serve_refuses_a_malformed_bootstrap_key_before_it_connects(tmp_pa
         await serve(settings, roles={"api"})
     assert refused.value.key == "auth.bootstrap_key"
     assert not database.exists()
+
+
+def test_a_missing_key_file_is_created_with_a_new_private_key_when_asked(tmp_path: Path) -> None:
+    """`bootstrap_key_create` writes a fresh key (mode 0600) once; later starts read it."""
+    path = tmp_path / "bootstrap-key"
+    auth = AuthSettings(bootstrap_key_file=str(path), bootstrap_key_create=True)
+    setting, token = bootstrap_token(auth)  # type: ignore[misc]
+    assert setting == "auth.bootstrap_key_file"
+    assert split_token(token) is not None
+    assert path.read_text() == token + "\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert bootstrap_token(auth) == (setting, token)  # a restart keeps the key
+
+
+def test_a_missing_key_file_is_an_error_unless_creating_is_asked(tmp_path: Path) -> None:
+    """Without `bootstrap_key_create` nothing is written and start-up stops."""
+    path = tmp_path / "bootstrap-key"
+    with pytest.raises(ConfigError, match="cannot read"):
+        bootstrap_token(AuthSettings(bootstrap_key_file=str(path)))
+    assert not path.exists()
