@@ -45,7 +45,10 @@ def bootstrap_token(auth: AuthSettings) -> tuple[str, str] | None:
     Raises `ConfigError` naming the setting when both are set, the file cannot be read,
     or the value is not a well-formed key (never echoing the value: it is a secret)."""
     if auth.bootstrap_key and auth.bootstrap_key_file:
-        reason = "set auth.bootstrap_key or auth.bootstrap_key_file, not both"
+        reason = (
+            "set auth.bootstrap_key or auth.bootstrap_key_file, not both (the container "
+            "image sets the file: give TREADLE_AUTH__BOOTSTRAP_KEY_FILE= empty to use the key)"
+        )
         raise ConfigError("auth.bootstrap_key_file", reason)
     if auth.bootstrap_key_file:
         key = "auth.bootstrap_key_file"
