@@ -167,14 +167,18 @@ async def test_serve_off_loopback_starts_on_a_fresh_database_with_a_bootstrap_ke
         api=ApiSettings(host="0.0.0.0", port=free_port()),
         auth=AuthSettings(bootstrap_key=token),
     )
-    stored: list[str] = []
 
-    async def ready(process: object) -> None:
-        stored.extend(k.id for k in await api_key_store(process.store).list_api_keys())  # type: ignore[attr-defined]
+    def ready(process: object) -> None:
+        # Raised before serve's task group yields: the listener never binds.
         raise _Started
 
     with pytest.RaisesGroup(_Started, allow_unwrapped=True, flatten_subgroups=True):
         await serve(settings, roles={"api"}, on_ready=ready)
+    store = build_store(settings.database)
+    try:
+        stored = [k.id for k in await api_key_store(store).list_api_keys()]
+    finally:
+        await store.close()
     assert stored == [token.split("_")[1]]
 
 
