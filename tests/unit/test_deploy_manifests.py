@@ -85,7 +85,9 @@ def test_compose_runs_every_role_from_the_versioned_image() -> None:
     for role in ROLES:
         command = services[role]["command"]
         assert command[command.index("--roles") + 1] == role
-    assert services["migrate"]["build"]["dockerfile"] == "Containerfile"
+    for name in ("migrate", *ROLES):  # a locally built tag is never pulled
+        assert services[name]["build"] == {"context": "..", "dockerfile": "Containerfile"}
+        assert (DEPLOY / services[name]["build"]["context"] / "Containerfile").is_file()
 
 
 def test_compose_roles_wait_for_the_migration() -> None:
