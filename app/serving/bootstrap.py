@@ -13,6 +13,7 @@ published port at once: the operator reads the key from the file, never from the
 
 from __future__ import annotations
 
+import hmac
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,18 +75,23 @@ def _read_key_file(path: Path) -> str:
 
 
 def _create_key_file(path: Path) -> None:
-    """Write a new key to `path`, readable by this user only; a file made meanwhile (by a
-    replica sharing the volume) is kept."""
+    """Write a new key to `path`, readable by this user only. The file appears whole (a
+    private temporary file, then a hard link that fails if `path` exists), so a replica
+    sharing the volume reads either no file or the whole key, and the first one made wins."""
     token = new_key(BOOTSTRAP_KEY_NAME, (Scope.ADMIN,), datetime.now(UTC)).token
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(token + "\n")
+        os.link(staging, path)
     except FileExistsError:
-        return
+        return  # another process made it first: its key is the one
     except OSError as exc:
         reason = f"cannot create {path}: {exc.strerror or exc}"
         raise ConfigError("auth.bootstrap_key_file", reason) from None
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(token + "\n")
+    finally:
+        staging.unlink(missing_ok=True)
     log.warning("bootstrap API key created: read it from the file", path=str(path))
 
 
@@ -116,7 +122,7 @@ async def _stored_same(keys: ApiKeyStore, record: ApiKey, setting: str) -> bool:
         stored = await keys.get_api_key(record.id)
     except ApiKeyNotFound:
         return False
-    if stored.secret_hash != record.secret_hash:
+    if not hmac.compare_digest(stored.secret_hash, record.secret_hash):
         reason = (
             f"API key {record.id} is stored with a different secret, so this key would "
             "never authenticate: configure a new key (another id)"

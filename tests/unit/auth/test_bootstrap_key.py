@@ -214,3 +214,26 @@ def test_a_missing_key_file_is_an_error_unless_creating_is_asked(tmp_path: Path)
     with pytest.raises(ConfigError, match="cannot read"):
         bootstrap_token(AuthSettings(bootstrap_key_file=str(path)))
     assert not path.exists()
+
+
+def test_a_key_file_made_meanwhile_is_kept_and_no_staging_file_is_left(tmp_path: Path) -> None:
+    """Creating never replaces a file that appeared first (another replica's key)."""
+    path = tmp_path / "bootstrap-key"
+    theirs = a_key()
+    path.write_text(theirs + "\n")
+    auth = AuthSettings(bootstrap_key_file=str(path), bootstrap_key_create=True)
+    from treadle.serving import bootstrap  # noqa: PLC0415 -- the private step itself
+
+    bootstrap._create_key_file(path)
+    assert bootstrap_token(auth) == ("auth.bootstrap_key_file", theirs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bootstrap-key"]
+
+
+def test_a_key_file_that_cannot_be_created_names_the_setting(tmp_path: Path) -> None:
+    """A folder that does not exist is a start-up error, not a traceback."""
+    auth = AuthSettings(
+        bootstrap_key_file=str(tmp_path / "absent" / "bootstrap-key"), bootstrap_key_create=True
+    )
+    with pytest.raises(ConfigError, match="cannot create") as refused:
+        bootstrap_token(auth)
+    assert refused.value.key == "auth.bootstrap_key_file"
