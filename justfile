@@ -28,6 +28,10 @@ typecheck:
 ci:
     bash .ci/run
 
+# re-resolve uv.lock after changing dependencies in pyproject.toml (`pip install uv`)
+lock:
+    uv lock
+
 # create or upgrade the database schema
 migrate:
     treadle migrate

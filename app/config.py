@@ -181,6 +181,16 @@ class AuthSettings(_Section, frozen=True, kw_only=True):
     """How often the batch of keys' last-use times is written."""
     open_metrics: bool = False
     """Serve /metrics without a key (for a scraper that cannot send one)."""
+    bootstrap_key: str = ""
+    """A first key, `trd_<12 hex>_<secret>`, made outside Treadle (a deployment's Secret):
+    the api role stores it (its digest, scope admin, named "bootstrap") at start-up unless
+    its id is stored already, so a fresh install can listen off loopback. Prefer
+    `bootstrap_key_file`; set at most one."""
+    bootstrap_key_file: str = ""
+    """A file holding `bootstrap_key` (a mounted Secret), read at start-up."""
+    bootstrap_key_create: bool = False
+    """When `bootstrap_key_file` does not exist, write a new random key there (mode 0600)
+    and use it: a container with no configuration starts on 0.0.0.0 (the image sets it)."""
 
 
 class LimitsSettings(_Section, frozen=True, kw_only=True):

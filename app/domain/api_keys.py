@@ -122,6 +122,18 @@ def split_token(token: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
+def key_from_token(token: str, name: str, scopes: Iterable[Scope], now: datetime) -> ApiKey | None:
+    """The record to store for a key made elsewhere (a deployment's bootstrap key), or None
+    when `token` is not a well-formed key; like `new_key`, only the secret's digest."""
+    parts = split_token(token)
+    if parts is None:
+        return None
+    key_id, secret = parts
+    return ApiKey(
+        id=key_id, name=name, secret_hash=hash_secret(secret), scopes=tuple(scopes), created_at=now
+    )
+
+
 def secret_matches(record: ApiKey, secret: str) -> bool:
     """Whether `secret` is the one `record` was made with (constant-time compare)."""
     return hmac.compare_digest(record.secret_hash, hash_secret(secret))

@@ -67,7 +67,8 @@ def serve_refusal(auth: AuthChoice, *, host: str, active_keys: int) -> str | Non
     if active_keys == 0:
         return (
             f"no API keys exist and {host} is not a loopback address; create one with "
-            "`treadle keys create NAME --scope admin`, or pass --insecure-no-auth if a "
-            "proxy in front authenticates"
+            "`treadle keys create NAME --scope admin`, give a first one as "
+            "auth.bootstrap_key_file (TREADLE_AUTH__BOOTSTRAP_KEY_FILE, e.g. a mounted "
+            "Secret), or pass --insecure-no-auth if a proxy in front authenticates"
         )
     return None

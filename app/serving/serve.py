@@ -17,6 +17,7 @@ from treadle.config import ConfigError, Settings
 from treadle.domain.auth_policy import is_loopback, serve_refusal
 from treadle.modules.orchestrator import ScheduleService
 from treadle.observability import get_logger
+from treadle.serving.bootstrap import bootstrap_token, ensure_bootstrap_key
 from treadle.serving.operations import operations_app
 from treadle.store import MEMORY_URL, api_key_store
 from treadle.wiring import ROLES, Process, build, migrates_on_start
@@ -36,9 +37,13 @@ async def serve(
     if unknown:
         raise ValueError(f"unknown roles {sorted(unknown)}; choose from {sorted(ROLES)}")
     _refuse_split_memory_store(settings, roles)
+    # Read and checked before anything connects: a bad key is a start-up error.
+    first_key = bootstrap_token(settings.auth) if "api" in roles else None
     process = build(settings, handler_modules=handler_modules, roles=roles)
     if migrates_on_start(settings):
         await process.store.migrate()
+    if first_key is not None:
+        await _store_bootstrap_key(process, *first_key)
     if "api" in roles:
         await _refuse_open_listen(process)
     await process.connect()
@@ -147,6 +152,16 @@ async def _refuse_open_listen(process: Process) -> None:
     if reason is not None:
         await process.store.close()
         raise InsecureListen(settings.api.host, reason)
+
+
+async def _store_bootstrap_key(process: Process, setting: str, token: str) -> None:
+    try:
+        await ensure_bootstrap_key(
+            api_key_store(process.store), setting, token, process.clock.now()
+        )
+    except ConfigError:
+        await process.store.close()
+        raise
 
 
 def _api_server(process: Process) -> _Server:

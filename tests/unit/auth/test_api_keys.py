@@ -161,6 +161,7 @@ def test_serve_refuses_non_loopback_without_keys_unless_insecure() -> None:
     reason = serve_refusal(auto, host="0.0.0.0", active_keys=0)
     assert reason is not None
     assert "treadle keys create" in reason
+    assert "auth.bootstrap_key_file" in reason
     assert "--insecure-no-auth" in reason
     assert serve_refusal(auto, host="0.0.0.0", active_keys=1) is None
     assert "auth.mode is off" in (serve_refusal(off, host="0.0.0.0", active_keys=1) or "")

@@ -1,0 +1,1 @@
+"""An example handlers package, built into a worker image by deploy/handlers/Containerfile."""
