@@ -12,7 +12,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from treadle.observability import get_logger
 from treadle.store._tables import VERSION_TABLE
+
+log = get_logger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant shared by every Treadle process; it names the lock, nothing else.
@@ -52,7 +55,21 @@ async def upgrade(conn: AsyncConnection) -> None:
 
 
 def _upgrade_sync(connection: Connection) -> None:
+    before = _current_heads(connection)
     command.upgrade(alembic_config(connection), "head")
+    after = _current_heads(connection)
+    # One line in place of alembic's dozen (its logger is held at warning, log.quiet_loggers).
+    if after != before:
+        log.info(
+            "database migrated",
+            from_revision=",".join(sorted(before)) or None,
+            to_revision=",".join(sorted(after)),
+        )
+
+
+def _current_heads(connection: Connection) -> set[str]:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return set(context.get_current_heads())
 
 
 async def is_at_head(conn: AsyncConnection) -> bool:
@@ -61,6 +78,5 @@ async def is_at_head(conn: AsyncConnection) -> bool:
 
 
 def _is_at_head_sync(connection: Connection) -> bool:
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
-    return set(context.get_current_heads()) == set(heads)
+    return _current_heads(connection) == set(heads)
