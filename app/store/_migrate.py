@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -12,10 +13,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from treadle.observability import get_logger
 from treadle.store._tables import VERSION_TABLE
 
-log = get_logger(__name__)
+# A stdlib logger, not structlog's: local commands (`treadle keys create`, whose stdout is
+# the key) migrate without configuring logging, and an unconfigured structlog logger prints
+# to stdout, where stdlib's drops info lines. Served, the line is JSON like any other.
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant shared by every Treadle process; it names the lock, nothing else.
@@ -60,11 +63,11 @@ def _upgrade_sync(connection: Connection) -> None:
     after = _current_heads(connection)
     # One line in place of alembic's dozen (its logger is held at warning, log.quiet_loggers).
     if after != before:
-        log.info(
-            "database migrated",
-            from_revision=",".join(sorted(before)) or None,
-            to_revision=",".join(sorted(after)),
-        )
+        revisions = {
+            "from_revision": ",".join(sorted(before)) or None,
+            "to_revision": ",".join(sorted(after)),
+        }
+        log.info("database migrated", extra=revisions)
 
 
 def _current_heads(connection: Connection) -> set[str]:
