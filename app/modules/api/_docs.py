@@ -16,28 +16,33 @@ from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, Swag
 from litestar.static_files import create_static_files_router
 
 SWAGGER_UI_DIR = Path(__file__).with_name("swagger_ui")
-ASSETS_PATH = "/schema/assets"
+SCHEMA_PATH = "/schema"
+"""Where the OpenAPI router is mounted (`OpenAPIConfig.path`)."""
+_ASSETS = "/assets"
+"""The files' folder under it."""
 _FAVICON = "<link rel='icon' type='image/svg+xml' href='/ui/static/favicon.svg'>"
 
 
 class _OfflineSwagger(SwaggerRenderPlugin):
     """Swagger UI whose page loads nothing from another origin."""
 
-    def __init__(self) -> None:
+    def __init__(self, schema_path: str) -> None:
+        assets = f"{schema_path}{_ASSETS}"
         super().__init__(
             path="/",
-            js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
-            css_url=f"{ASSETS_PATH}/swagger-ui.css",
-            standalone_preset_js_url=f"{ASSETS_PATH}/swagger-ui-standalone-preset.js",
+            js_url=f"{assets}/swagger-ui-bundle.js",
+            css_url=f"{assets}/swagger-ui.css",
+            standalone_preset_js_url=f"{assets}/swagger-ui-standalone-preset.js",
             favicon=_FAVICON,  # the dashboard's own, instead of one on a CDN
         )
 
     def receive_router(self, router: Router) -> None:
         super().receive_router(router)
-        # Registered on the OpenAPI router (mounted at /schema): the files live with the page.
+        # Registered on the OpenAPI router (mounted at `schema_path`): the files live with
+        # the page.
         router.register(
             create_static_files_router(
-                path=ASSETS_PATH.removeprefix(router.path),
+                path=_ASSETS,
                 directories=[SWAGGER_UI_DIR],
                 name="schema-assets",
                 # The file names carry no version: revalidate, then 304 while unchanged.
@@ -47,7 +52,7 @@ class _OfflineSwagger(SwaggerRenderPlugin):
         )
 
 
-def docs_render_plugins() -> list[OpenAPIRenderPlugin]:
-    """For `OpenAPIConfig(render_plugins=...)`: Swagger UI at `/schema`, the document at
-    `/schema/openapi.json`."""
-    return [_OfflineSwagger(), JsonRenderPlugin()]
+def docs_render_plugins(schema_path: str = SCHEMA_PATH) -> list[OpenAPIRenderPlugin]:
+    """For `OpenAPIConfig(path=schema_path, render_plugins=...)`: Swagger UI at
+    `schema_path`, the document at `{schema_path}/openapi.json`."""
+    return [_OfflineSwagger(schema_path), JsonRenderPlugin()]
