@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from tests.integration.store.factories import at, entry, make_run, unchanged
+from tests.stores import create_run
 from treadle.domain.errors import InvalidCursor, RunNotFound
 from treadle.domain.state import RunStatus
 from treadle.ports import Changes
@@ -37,7 +38,7 @@ async def test_list_runs_is_newest_first_across_pages_with_equal_times(store: Sq
     ids = []
     for i in range(7):
         run = make_run(f"run-{i}", created_at=at(i // 3))  # three runs share each instant
-        await store.create_run(run, unchanged)
+        await create_run(store, run, unchanged)
         ids.append(run.id)
     expected = sorted(ids, key=lambda r: (int(r[-1]) // 3, r), reverse=True)
     pages = await _all_pages(store, limit=2)
@@ -50,8 +51,8 @@ async def test_list_runs_filters_by_workflow_and_status(store: SqlStore) -> None
     for i, (workflow, status) in enumerate(
         [("a", RunStatus.RUNNING), ("a", RunStatus.COMPLETED), ("b", RunStatus.RUNNING)] * 2
     ):
-        await store.create_run(
-            make_run(f"r{i}", workflow=workflow, status=status, created_at=at(i)), unchanged
+        await create_run(
+            store, make_run(f"r{i}", workflow=workflow, status=status, created_at=at(i)), unchanged
         )
     assert await _all_pages(store, 1, workflow="a", status="running") == [["r3"], ["r0"]]
     assert await _all_pages(store, 10, workflow="b") == [["r5", "r2"]]
@@ -63,7 +64,7 @@ async def test_list_runs_filters_by_key_and_creation_range(store: SqlStore) -> N
     """The idempotency key finds its run; the time range is [created_after, created_before)."""
     for i in range(5):
         run = make_run(f"r{i}", created_at=at(i), key=f"k{i}" if i % 2 else None)
-        await store.create_run(run, unchanged)
+        await create_run(store, run, unchanged)
     by_key = await store.list_runs(
         workflow=None, status=None, limit=5, cursor=None, idempotency_key="k3"
     )
@@ -90,7 +91,7 @@ async def test_count_runs_counts_each_status_up_to_the_cap(store: SqlStore) -> N
     for i, status in enumerate(statuses):
         workflow = "other" if i == 4 else "wf"
         run = make_run(f"r{i}", workflow=workflow, status=status, created_at=at(i))
-        await store.create_run(run, unchanged)
+        await create_run(store, run, unchanged)
     counted = await store.count_runs(workflow="wf", created_after=None, cap=10)
     assert counted.counts == {s.value: 0 for s in RunStatus} | {"running": 3, "failed": 1}
     assert not counted.capped
@@ -101,7 +102,7 @@ async def test_count_runs_counts_each_status_up_to_the_cap(store: SqlStore) -> N
 async def test_list_runs_summary_carries_the_run_facts(store: SqlStore) -> None:
     """A list entry has the run's workflow, version, status, times and idempotency key."""
     run = make_run(key="k-1", status=RunStatus.RUNNING)
-    await store.create_run(run, unchanged)
+    await create_run(store, run, unchanged)
     (summary,) = (await store.list_runs(workflow=None, status=None, limit=5, cursor=None)).items
     assert (summary.id, summary.workflow, summary.version) == (run.id, "wf", 1)
     assert (summary.status, summary.idempotency_key) == ("running", "k-1")
@@ -129,8 +130,8 @@ async def test_a_bad_cursor_is_refused(store: SqlStore, cursor: str) -> None:
 async def test_history_pages_oldest_first(store: SqlStore) -> None:
     """A run's history pages in insertion order with a cursor between pages."""
     run = make_run()
-    await store.create_run(
-        run, lambda s: Changes(state=s, history=[entry(f"e{i}", i) for i in range(5)])
+    await create_run(
+        store, run, lambda s: Changes(state=s, history=[entry(f"e{i}", i) for i in range(5)])
     )
     first = await store.list_history(run.id, 3, None)
     second = await store.list_history(run.id, 3, first.next_cursor)
@@ -143,11 +144,11 @@ async def test_history_pages_oldest_first(store: SqlStore) -> None:
 async def test_history_of_unknown_run_or_with_bad_cursor_raises(store: SqlStore) -> None:
     """An unknown run raises RunNotFound; a runs cursor on history raises InvalidCursor."""
     run = make_run()
-    await store.create_run(run, unchanged)
+    await create_run(store, run, unchanged)
     assert (await store.list_history(run.id, 5, None)).items == []
     with pytest.raises(RunNotFound):
         await store.list_history("missing", 5, None)
-    await store.create_run(make_run(created_at=at(-1)), unchanged)
+    await create_run(store, make_run(created_at=at(-1)), unchanged)
     runs_cursor = (
         await store.list_runs(workflow=None, status=None, limit=1, cursor=None)
     ).next_cursor
