@@ -130,7 +130,10 @@ class LogSettings(_Section, frozen=True, kw_only=True):
     max_value_bytes: int = 2048
     """A logged value (a task input, an output) larger than this as JSON is elided."""
     quiet_loggers: list[str] = msgspec.field(
-        default_factory=lambda: ["aiokafka", "aio_pika", "aiormq", "nats", "httpx", "httpcore"]
+        default_factory=lambda: [
+            *("aiokafka", "aio_pika", "aiormq", "nats", "httpx", "httpcore"),
+            "alembic",  # a dozen lines per start-up; the store logs one when it migrates
+        ]
     )
     """Chatty third-party loggers held at WARNING whatever `level` says."""
 

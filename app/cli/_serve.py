@@ -17,7 +17,7 @@ from treadle.cli._console import EXIT_OK
 from treadle.cli._workflows import read_definition
 from treadle.config import Settings, load_settings
 
-EXAMPLE_MODULE = "examples.quickstart"
+EXAMPLE_MODULE = "treadle.examples.quickstart"  # ships in the package: works from any folder
 ALL_ROLES = ("api", "orchestrator", "worker")
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from treadle.observability._access import ACCESS_LOGGER, access_logged
 from treadle.observability._asgi import TelemetryMiddleware, metrics_app
 from treadle.observability._collect import collect_store_gauges, collect_store_gauges_once
 from treadle.observability._logging import (
@@ -33,6 +34,7 @@ from treadle.observability._tracing import (
 )
 
 __all__ = [
+    "ACCESS_LOGGER",
     "RUN_ID",
     "TASK_ATTEMPT",
     "TASK_ID",
@@ -43,6 +45,7 @@ __all__ = [
     "Telemetry",
     "TelemetryMiddleware",
     "Tracing",
+    "access_logged",
     "add_trace_ids",
     "bind_context",
     "collect_store_gauges",

@@ -143,8 +143,21 @@ def _formatter(
         ]
     return structlog.stdlib.ProcessorFormatter(
         processors=[*common, *tail],
-        foreign_pre_chain=[*_gathering_chain(), structlog.stdlib.ExtraAdder()],
+        foreign_pre_chain=[*_gathering_chain(), structlog.stdlib.ExtraAdder(), _drop_colour_copy],
     )
+
+
+_COLOUR_COPIES = ("color_message",)
+"""Extras uvicorn adds to its records: the message again with ANSI escapes, for its own
+console formatter. Ours renders the plain message; the copy would be noise in every line."""
+
+
+def _drop_colour_copy(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in _COLOUR_COPIES:
+        event_dict.pop(key, None)
+    return event_dict
 
 
 class _RoleAdder:

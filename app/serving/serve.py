@@ -6,6 +6,7 @@ the api role, else the operations-only app (`treadle.serving.operations`).
 from __future__ import annotations
 
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -16,7 +17,7 @@ import uvicorn
 from treadle.config import ConfigError, Settings
 from treadle.domain.auth_policy import is_loopback, serve_refusal
 from treadle.modules.orchestrator import ScheduleService
-from treadle.observability import get_logger
+from treadle.observability import access_logged, get_logger
 from treadle.serving.bootstrap import bootstrap_token, ensure_bootstrap_key
 from treadle.serving.operations import operations_app
 from treadle.store import MEMORY_URL, api_key_store
@@ -165,9 +166,35 @@ async def _store_bootstrap_key(process: Process, setting: str, token: str) -> No
 
 
 def _api_server(process: Process) -> _Server:
+    server = _serving(process, _api_app(process))
+    server.on_started = lambda: _announce(process.settings.api.host, server.port_bound)
+    return server
+
+
+def _announce(host: str, port: int) -> None:
+    """Say where to point a browser, once the API answers there."""
+    base = f"http://{_browsable(host)}:{port}"
+    log.info(
+        f"dashboard at {base}/ui",  # in the message: on a terminal it is what a person reads
+        dashboard_url=f"{base}/ui",
+        docs_url=f"{base}/schema",
+        api_url=f"{base}/v1",
+    )
+
+
+def _browsable(host: str) -> str:
+    """An address a browser on this machine can open for a server bound to `host`."""
+    if host in ("0.0.0.0", ""):  # noqa: S104 -- a comparison, not a bind
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _api_app(process: Process) -> Callable[..., Awaitable[None]]:
     from treadle.modules.api import Authenticator, create_app  # noqa: PLC0415 -- api role only
 
-    app = create_app(
+    return create_app(
         run_control=process.run_service,
         workflows=process.store,
         runs=process.store,
@@ -185,7 +212,6 @@ def _api_server(process: Process) -> _Server:
             allowed_hosts=process.settings.api.allowed_hosts,
         ),
     )
-    return _serving(process, app)
 
 
 def _operations_server(process: Process) -> _Server:
@@ -197,10 +223,11 @@ KEEP_ALIVE_SECONDS = 65
 
 def _serving(process: Process, app: Callable[..., Awaitable[None]]) -> _Server:
     config = uvicorn.Config(
-        app,
+        access_logged(app),
         host=process.settings.api.host,
         port=process.settings.api.port,
         log_config=None,
+        access_log=False,  # access_logged writes them, with polling at debug
         lifespan="on",
         # Longer than clients keep idle connections (httpx 5 s, load balancers 60 s): at
         # uvicorn's own 5 s a client could send on a connection the server was closing.
@@ -210,7 +237,23 @@ def _serving(process: Process, app: Callable[..., Awaitable[None]]) -> _Server:
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to `serve`."""
+    """A uvicorn server that leaves signal handling to `serve`, and calls `on_started`
+    once it listens."""
+
+    on_started: Callable[[], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
+
+    @property
+    def port_bound(self) -> int:
+        """The port it listens on (the configured one, or the kernel's pick for 0)."""
+        for server in self.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return self.config.port
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -13,6 +14,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from treadle.store._tables import VERSION_TABLE
+
+# A stdlib logger, not structlog's: local commands (`treadle keys create`, whose stdout is
+# the key) migrate without configuring logging, and an unconfigured structlog logger prints
+# to stdout, where stdlib's drops info lines. Served, the line is JSON like any other.
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant shared by every Treadle process; it names the lock, nothing else.
@@ -52,7 +58,21 @@ async def upgrade(conn: AsyncConnection) -> None:
 
 
 def _upgrade_sync(connection: Connection) -> None:
+    before = _current_heads(connection)
     command.upgrade(alembic_config(connection), "head")
+    after = _current_heads(connection)
+    # One line in place of alembic's dozen (its logger is held at warning, log.quiet_loggers).
+    if after != before:
+        revisions = {
+            "from_revision": ",".join(sorted(before)) or None,
+            "to_revision": ",".join(sorted(after)),
+        }
+        log.info("database migrated", extra=revisions)
+
+
+def _current_heads(connection: Connection) -> set[str]:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return set(context.get_current_heads())
 
 
 async def is_at_head(conn: AsyncConnection) -> bool:
@@ -61,6 +81,5 @@ async def is_at_head(conn: AsyncConnection) -> bool:
 
 
 def _is_at_head_sync(connection: Connection) -> bool:
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
-    return set(context.get_current_heads()) == set(heads)
+    return _current_heads(connection) == set(heads)

@@ -37,6 +37,28 @@ def test_every_subpackage_of_app_is_listed_under_its_import_name() -> None:
     assert sorted(setuptools["packages"]) == sorted(found)
 
 
+def test_every_data_file_of_app_ships_in_the_wheel() -> None:
+    """Each file of app/ that is not a module of a listed package (the example's YAML, the
+    migrations, the dashboard's and the docs page's files) matches a `package-data` pattern."""
+    setuptools = _pyproject()["tool"]["setuptools"]  # type: ignore[index]
+    app = ROOT / "app"
+    # setuptools globs each pattern from the package's folder; `*` stays within one folder.
+    shipped = {
+        path for pattern in setuptools["package-data"]["treadle"] for path in app.glob(pattern)
+    }
+    data = {
+        path
+        for path in app.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and not _in_a_package(path)
+    }
+    assert {p for p in data if p.parent.name == "examples"}, "the quick start's YAML is found"
+    assert sorted(str(p.relative_to(app)) for p in data - shipped) == []
+
+
+def _in_a_package(path: Path) -> bool:
+    return path.suffix == ".py" and (path.parent / "__init__.py").exists()
+
+
 def test_the_import_name_is_treadle_and_the_source_is_app() -> None:
     """`import treadle` loads app/; the name `app` stays free for a user's own package."""
     assert Path(treadle.__file__).resolve() == ROOT / "app" / "__init__.py"

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from treadle.api_types import (
     HeartbeatBody,
@@ -30,6 +29,7 @@ from treadle.api_types import (
 from treadle.config import ApiSettings, LimitsSettings
 from treadle.modules.api._auth import Authenticator, declare_security
 from treadle.modules.api._bounds import json_depth_check, refuse_nul
+from treadle.modules.api._docs import SCHEMA_PATH, docs_render_plugins
 from treadle.modules.api._errors import problem_response
 from treadle.modules.api._ops import healthz, metrics, readyz
 from treadle.modules.api._routes import RunController, Services, WorkflowController
@@ -131,8 +131,8 @@ def create_app(
             version=API_VERSION,
             description="Durable workflow orchestration: register workflows, start and "
             "steer runs. Errors are application/problem+json (RFC 9457).",
-            path="/schema",
-            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
+            path=SCHEMA_PATH,
+            render_plugins=docs_render_plugins(SCHEMA_PATH),  # served offline: no CDN
         ),
     )
     # The document says where a key is needed whether or not this server enforces keys now

@@ -3,6 +3,7 @@
 `index.html` answers `/ui` and every `/ui/...` path that is not a static file (the page
 routes on the URL hash, so deep links work whichever form they take); the browser code
 lives in `static/` and talks only to the public `/v1` API, `/readyz` and `/metrics`.
+The server's root `/` redirects to `/ui`, so the address `treadle serve` prints opens it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from litestar import Response, Router, get
 from litestar.datastructures import CacheControlHeader
 from litestar.params import FromPath
+from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 
 __all__ = ["STATIC_DIR", "ui_routes"]
@@ -52,8 +54,15 @@ def _page(rest: FromPath[str]) -> Response[bytes]:
     return _index()
 
 
+@get("/", include_in_schema=False, sync_to_thread=False)
+def _root() -> Redirect:
+    """The server's root: a person opening it wants the dashboard."""
+    return Redirect("/ui", status_code=302)
+
+
 def ui_routes() -> list[Router]:
-    """The route handlers to mount on the api role's app: the dashboard under `/ui`."""
+    """The route handlers to mount on the api role's app: the dashboard under `/ui`, and
+    `/` redirecting to it."""
     static = create_static_files_router(
         path="/ui/static",
         directories=[STATIC_DIR],
@@ -62,4 +71,5 @@ def ui_routes() -> list[Router]:
         include_in_schema=False,
     )
     pages = Router(path="/ui", route_handlers=[_home, _page], include_in_schema=False)
-    return [static, pages]
+    root = Router(path="/", route_handlers=[_root], include_in_schema=False)
+    return [static, pages, root]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -388,6 +389,7 @@ class Worker:
             idempotency_key=dispatch.idempotency_key,
             control=control,
         )
+        began = time.perf_counter()
         try:
             with self.running.running(dispatch, control) as attempt:
                 result = await self._execute_reporting_start(dispatch, ctx, start, control, slot)
@@ -401,7 +403,7 @@ class Worker:
             self.telemetry.metrics.broker_error(self._transport.name, "publish")
             log.exception("publishing the attempt's start failed; requeueing")
             return False
-        _log_result(result)
+        _log_result(result, dispatch, time.perf_counter() - began)
         crash_point("after_effect_before_publish")
         try:
             await start.send_result(result)
@@ -507,12 +509,21 @@ class Worker:
         await self._transport.publish(EVENTS_CHANNEL, [self._message(payload, received)])
 
 
-def _log_result(result: TaskCompleted | TaskFailed) -> None:
+def _log_result(result: TaskCompleted | TaskFailed, dispatch: DispatchTask, seconds: float) -> None:
     # Inside the attempt's span and log context: the line carries run, task and attempt.
+    facts = {
+        "task_type": dispatch.task_type,
+        "handler": dispatch.handler,  # None for the engine's own types (http)
+        "item": dispatch.item,
+        "duration_ms": round(seconds * 1000, 1),
+    }
+    known = {key: value for key, value in facts.items() if value is not None}
     if isinstance(result, TaskFailed):
-        log.warning("attempt failed", error_type=result.error.type, error=result.error.message)
+        log.warning(
+            "attempt failed", error_type=result.error.type, error=result.error.message, **known
+        )
     else:
-        log.info("attempt completed")
+        log.info("attempt completed", **known)
 
 
 def _decode_dispatch(delivery: Delivery) -> Envelope | None:

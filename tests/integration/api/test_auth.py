@@ -179,10 +179,15 @@ async def test_admin_scope_may_do_everything(http: httpx.AsyncClient, keys: Memo
     assert (await http.get("/v1/workflows/order", headers=bearer(token))).status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/schema/openapi.json", "/ui"])
+@pytest.mark.parametrize(
+    "path",
+    ["/healthz", "/readyz", "/schema/openapi.json", "/schema/assets/swagger-ui.css", "/ui", "/"],
+)
 async def test_operations_schema_and_ui_pages_stay_open(http: httpx.AsyncClient, path: str) -> None:
-    """Probes, the OpenAPI document and the dashboard page need no key."""
-    assert (await http.get(path)).status_code == 200
+    """Probes, the OpenAPI document, the docs page's files, the dashboard page and the root
+    (a redirect to it) need no key."""
+    response = await http.get(path, follow_redirects=True)
+    assert response.status_code == 200
 
 
 async def test_a_revoked_key_stops_working_within_the_cache_bound(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import pytest
@@ -129,6 +130,30 @@ async def test_the_docs_ui_is_served_at_schema(http: httpx.AsyncClient) -> None:
     response = await http.get("/schema")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
+
+
+async def test_the_docs_page_loads_only_files_this_server_serves(http: httpx.AsyncClient) -> None:
+    """Every script, style and icon of /schema is a path here answering 200 (no CDN: the
+    page works offline)."""
+    page = (await http.get("/schema")).text
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page)
+    assert {"/schema/assets/swagger-ui-bundle.js", "/schema/assets/swagger-ui.css"} <= set(assets)
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        assert not asset.startswith("//"), asset
+        answer = await http.get(asset)
+        assert answer.status_code == 200, asset
+        assert answer.content, asset
+    script = await http.get("/schema/assets/swagger-ui-bundle.js")
+    assert "javascript" in script.headers["content-type"]
+    assert (await http.get("/schema/assets/nope.js")).status_code == 404
+
+
+async def test_the_root_redirects_to_the_dashboard(http: httpx.AsyncClient) -> None:
+    """`/`, the address a person types first, sends the browser to /ui."""
+    response = await http.get("/")
+    assert response.status_code == 302
+    assert response.headers["location"] == "/ui"
 
 
 async def test_every_v1_operation_documents_its_400_as_a_problem(http: httpx.AsyncClient) -> None:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from tests.integration.observability.conftest import ROLES, Cluster, Span
+from treadle.observability import ACCESS_LOGGER
 
 SERVER, CONSUMER = 2, 5  # OTLP SpanKind values
 
@@ -110,9 +111,10 @@ def test_every_log_line_is_json_and_names_the_run_it_concerns(cluster: Cluster) 
 def _concerns(record: dict[str, Any], run_id: str, trace_id: str) -> bool:
     """A line of the run's decisions or attempts: ours, and in its trace or naming it.
 
-    HTTP access lines are left out: they name the path, and the run's id is in a path
-    only after the request that created it.
+    HTTP access lines (`treadle.access`) are left out: they name the path, and the run's
+    id is in a path only after the request that created it.
     """
-    if not str(record.get("logger", "")).startswith("treadle."):
+    logger = str(record.get("logger", ""))
+    if not logger.startswith("treadle.") or logger == ACCESS_LOGGER:
         return False
     return record.get("trace_id") == trace_id or run_id in json.dumps(record)

@@ -10,11 +10,11 @@ import yaml
 from treadle.builder import Retry, Workflow, expr
 from treadle.domain.compile import compile_workflow, parse_definition
 
-QUICKSTART = Path(__file__).parents[3] / "examples" / "quickstart.yaml"
+QUICKSTART = Path(__file__).parents[3] / "app" / "examples" / "quickstart.yaml"
 
 
 def quickstart() -> Workflow:
-    """examples/quickstart.yaml, written with the builder."""
+    """app/examples/quickstart.yaml, written with the builder."""
     wf = Workflow(
         "order-fulfillment",
         description="Reserve stock, charge and notify in parallel, then ship if paid.",

@@ -21,7 +21,8 @@ def _restore_logging() -> Iterator[None]:
     """Put the root logger, the named loggers' levels and structlog back as they were."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    named = {name: logging.getLogger(name).level for name in ("aiokafka", "uvicorn.error")}
+    names = ("aiokafka", "alembic", "uvicorn.error", "treadle.access")
+    named = {name: logging.getLogger(name).level for name in names}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)

@@ -84,6 +84,31 @@ def test_third_party_stdlib_records_come_out_as_json(logs: LogCapture) -> None:
     assert line["port"] == 8000
 
 
+def test_uvicorns_coloured_copy_of_the_message_is_left_out(logs: LogCapture) -> None:
+    """uvicorn's `color_message` extra (the message with ANSI escapes) is not in the line."""
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]",
+        42,
+        extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"},
+    )
+
+    [line] = logs.lines()
+    assert line["message"] == "Started server process [42]"
+    assert "color_message" not in line
+    assert "\x1b" not in logs.text()
+
+
+def test_alembic_start_up_lines_are_quiet_by_default() -> None:
+    """alembic's info lines (plugins, the dialect, each revision) are held at warning."""
+    capture = LogCapture()
+    capture.configure(format="json")  # the default settings: level info
+    for logger in ("alembic.runtime.migration", "alembic.runtime.plugins"):
+        logging.getLogger(logger).info("Context impl SQLiteImpl.")
+    logging.getLogger("alembic.runtime.migration").warning("a revision is missing")
+
+    assert [line["message"] for line in capture.lines()] == ["a revision is missing"]
+
+
 def test_exceptions_are_rendered_into_the_line(logs: LogCapture) -> None:
     """log.exception puts the traceback in an `exception` string of the same line."""
     try:

@@ -231,3 +231,35 @@ async def test_secret_values_are_redacted_from_handler_failures_and_their_log_li
     [line] = [entry for entry in logs if entry["event"] == "attempt failed"]
     assert line["error"] == "login refused for password [redacted]"
     assert SECRET not in str(logs)
+
+
+async def _pause_then(ctx: Any, fail: bool) -> dict[str, bool]:
+    await anyio.sleep(0.05)
+    if fail:
+        raise ValueError("no")
+    return {"ok": True}
+
+
+@pytest.mark.parametrize(
+    ("fail", "message"), [(False, "attempt completed"), (True, "attempt failed")]
+)
+async def test_the_attempt_line_names_its_handler_and_duration(fail: bool, message: str) -> None:
+    """The worker's line for an ended attempt says which handler ran and for how long."""
+    transport = FakeTransport()
+    registry = HandlerRegistry()
+    registry.add(_pause_then, "orders.pause")
+    dispatch = DispatchTask(
+        run_id="r1",
+        task_id="t",
+        attempt=1,
+        task_type="handler",
+        queue="default",
+        handler="orders.pause",
+        input={"fail": fail},
+    )
+    with structlog.testing.capture_logs() as logs:
+        await _outcome(delivery_of(dispatch), transport, registry=registry)
+    [line] = [entry for entry in logs if entry["event"] == message]
+    assert line["handler"] == "orders.pause"
+    assert line["task_type"] == "handler"
+    assert 50 <= line["duration_ms"] < 5_000

@@ -1,4 +1,4 @@
-"""Handlers for the quick-start workflow (examples/quickstart.yaml).
+"""Handlers for the quick-start workflow (quickstart.yaml beside this module).
 
 An order goes through reserve -> (charge, notify in parallel) -> ship. `charge` fails on
 its first attempt to show a retry; `ship` runs only when the charge went through.

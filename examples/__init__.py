@@ -1,1 +1,0 @@
-"""Examples shipped with Treadle; `treadle serve --example` loads the quick start."""
