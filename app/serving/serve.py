@@ -17,6 +17,7 @@ from treadle.config import ConfigError, Settings
 from treadle.domain.auth_policy import is_loopback, serve_refusal
 from treadle.modules.orchestrator import ScheduleService
 from treadle.observability import get_logger
+from treadle.serving._access import MetricsAccess
 from treadle.serving.operations import operations_app
 from treadle.store import MEMORY_URL, api_key_store
 from treadle.wiring import ROLES, Process, build, migrates_on_start
@@ -174,7 +175,13 @@ def _api_server(process: Process) -> _Server:
 
 
 def _operations_server(process: Process) -> _Server:
-    return _serving(process, operations_app(process.telemetry.metrics, process.health_checks()))
+    access = MetricsAccess(
+        api_key_store(process.store),
+        process.settings.auth,
+        loopback=is_loopback(process.settings.api.host),
+    )
+    app = operations_app(process.telemetry.metrics, process.health_checks(), access)
+    return _serving(process, app)
 
 
 KEEP_ALIVE_SECONDS = 65
