@@ -19,7 +19,7 @@ from treadle.modules.orchestrator import Orchestrator, Relay, RunService
 from treadle.modules.worker import HandlerRegistry, HttpExecutor, SyncThreads, Worker
 from treadle.observability import Telemetry, get_logger
 from treadle.ports import Clock, HealthCheck, StateStore, Transport
-from treadle.store import StoreUnavailable, build_store
+from treadle.store import StoreUnavailable, build_store, sql_engine
 from treadle.transports import build_transport
 from treadle.transports._connect import connect_with_retries
 from treadle.transports._errors import TransportUnavailable
@@ -162,6 +162,8 @@ class Process:
         self.draining = False
         """Set on SIGTERM before anything stops, so /readyz answers 503 while draining."""
         self.telemetry = telemetry or Telemetry.from_settings(settings, _role_label(roles))
+        if (engine := sql_engine(store)) is not None:
+            self.telemetry.trace_database(engine)
         self.relay = Relay(store, transport, telemetry=self.telemetry)
         self.run_service = RunService(
             store,

@@ -3,23 +3,44 @@
 Call sites use the named methods of `Metrics` rather than touching collectors, so the
 label set of every metric is fixed here and its cardinality is bounded: no run ids,
 and free-form values (workflow, handler, route) are capped per label.
+
+A registry exports only the families of the roles its process serves (a worker has no
+outbox gauges), plus `treadle_build_info`, broker errors and the standard process and
+Python collectors. A family of a role the process does not serve is still made, but
+left out of the registry, so a call site never needs to ask which roles are running.
 """
 
 from __future__ import annotations
 
+import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
+from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
+
+# `_created` series double every counter and histogram, and Prometheus reads them as
+# separate series (they are OpenMetrics' start times, useless in the 0.0.4 text format
+# served here). prometheus_client only offers a process-wide switch for them; Treadle
+# makes every registry of the process, so turning it off here is the whole effect.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
+
+ROLES = frozenset({"api", "orchestrator", "worker"})
+DECIDING_ROLES = frozenset({"api", "orchestrator"})
+"""Roles whose process decides: the api starts and controls runs, the orchestrator the rest."""
 
 FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Decisions and HTTP requests: milliseconds normally, seconds when something is wrong."""
@@ -69,22 +90,58 @@ class Metrics:
     """Every Treadle metric, registered in `registry` (a fresh one by default)."""
 
     def __init__(
-        self, registry: CollectorRegistry | None = None, *, label_cap: int = DEFAULT_LABEL_CAP
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        label_cap: int = DEFAULT_LABEL_CAP,
+        roles: Collection[str] = ROLES,
     ) -> None:
+        unknown = set(roles) - ROLES
+        if unknown:
+            raise ValueError(f"unknown roles {sorted(unknown)}; choose from {sorted(ROLES)}")
         self.registry = CollectorRegistry() if registry is None else registry
+        self.roles = frozenset(roles)
         self._workflow = _CappedLabel(label_cap)
         self._handler = _CappedLabel(label_cap)
         self._task_type = _CappedLabel(label_cap)
         self._route = _CappedLabel(label_cap)
         self._small = _CappedLabel(label_cap)  # statuses, transports: bounded by our code
-        self._register_runs_and_tasks()
+        self._register_process()
+        self._register_decisions()
         self._register_orchestrator()
-        self._register_worker_and_http()
+        self._register_worker()
+        self._register_http()
 
     # --- registration -----------------------------------------------------------------
 
-    def _register_runs_and_tasks(self) -> None:
+    def _for(self, roles: Collection[str]) -> CollectorRegistry | None:
+        """The registry when this process serves one of `roles`, else None (unexported)."""
+        return self.registry if self.roles & set(roles) else None
+
+    def _register_process(self) -> None:
+        """Build info, broker errors and the process, platform and GC collectors."""
         reg = self.registry
+        build_info = Gauge(
+            "treadle_build_info",
+            "Always 1; the labels say which Treadle and Python this process runs.",
+            ["version", "python", "roles"],
+            registry=reg,
+        )
+        build_info.labels(
+            treadle_version(), platform.python_version(), _roles_label(self.roles)
+        ).set(1)
+        ProcessCollector(registry=reg)
+        PlatformCollector(registry=reg)
+        GCCollector(registry=reg)  # registers nothing off CPython
+        self._broker_errors = Counter(
+            "treadle_broker_errors",
+            "Failed broker operations.",
+            ["transport", "operation"],
+            registry=reg,
+        )
+
+    def _register_decisions(self) -> None:
+        reg = self._for(DECIDING_ROLES)
         self._runs_started = Counter(
             "treadle_runs_started", "Runs started.", ["workflow"], registry=reg
         )
@@ -106,29 +163,16 @@ class Metrics:
             ["task_type", "handler", "outcome"],
             registry=reg,
         )
-        self._task_duration = Histogram(
-            "treadle_task_duration_seconds",
-            "Time a worker spent executing one attempt.",
-            ["task_type", "handler"],
-            buckets=SLOW_BUCKETS,
-            registry=reg,
-        )
-        self._schedule_to_start = Histogram(
-            "treadle_task_schedule_to_start_seconds",
-            "Time from dispatch to a worker starting the attempt.",
-            ["task_type"],
-            buckets=SLOW_BUCKETS,
-            registry=reg,
-        )
 
-    def _register_orchestrator(self) -> None:
-        reg = self.registry
         self._decision = Histogram(
             "treadle_decision_duration_seconds",
             "One decision transaction: lock, decide, write state, history and outbox.",
             buckets=FAST_BUCKETS,
             registry=reg,
         )
+
+    def _register_orchestrator(self) -> None:
+        reg = self._for({"orchestrator"})
         self._outbox_backlog = Gauge(
             "treadle_outbox_backlog", "Outbox rows not yet published.", registry=reg
         )
@@ -150,15 +194,23 @@ class Metrics:
             "How late the earliest unfired timer is (0 when none is due).",
             registry=reg,
         )
-        self._broker_errors = Counter(
-            "treadle_broker_errors",
-            "Failed broker operations.",
-            ["transport", "operation"],
+
+    def _register_worker(self) -> None:
+        reg = self._for({"worker"})
+        self._task_duration = Histogram(
+            "treadle_task_duration_seconds",
+            "Time a worker spent executing one attempt.",
+            ["task_type", "handler"],
+            buckets=SLOW_BUCKETS,
             registry=reg,
         )
-
-    def _register_worker_and_http(self) -> None:
-        reg = self.registry
+        self._schedule_to_start = Histogram(
+            "treadle_task_schedule_to_start_seconds",
+            "Time from dispatch to a worker starting the attempt.",
+            ["task_type"],
+            buckets=SLOW_BUCKETS,
+            registry=reg,
+        )
         self._inflight = Gauge(
             "treadle_worker_inflight_tasks", "Attempts executing in this worker.", registry=reg
         )
@@ -183,6 +235,9 @@ class Metrics:
             "worker.max_sync_threads: with this many held, the worker takes no sync work.",
             registry=reg,
         )
+
+    def _register_http(self) -> None:
+        reg = self._for({"api"})
         self._http_requests = Counter(
             "treadle_http_requests",
             "HTTP requests served, by route template.",
@@ -314,10 +369,22 @@ class Metrics:
         return names
 
 
+def treadle_version() -> str:
+    """The installed distribution's version ("unknown" when run from a bare source tree)."""
+    try:
+        return version("treadle")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _roles_label(roles: Collection[str]) -> str:
+    return ",".join(sorted(roles))
+
+
 _SUFFIXES = {
-    "counter": ("_total", "_created"),
+    "counter": ("_total",),
     "gauge": ("",),
-    "histogram": ("_bucket", "_sum", "_count", "_created"),
-    "summary": ("", "_sum", "_count", "_created"),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("", "_sum", "_count"),
     "info": ("_info",),
 }

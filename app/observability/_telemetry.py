@@ -7,9 +7,10 @@ of work, so a call site is a single `with` and the three signals always agree.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -26,6 +27,9 @@ from treadle.observability._metrics import Metrics
 from treadle.observability._redact import strip_url_passwords
 from treadle.observability._tracing import Tracing
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 
 class Telemetry:
     """The metrics and tracing of one engine, tagged with the roles it serves."""
@@ -36,13 +40,12 @@ class Telemetry:
         self.role = role
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, role: str, environ: Mapping[str, str] | None = None
-    ) -> Telemetry:
-        """A fresh registry, and a tracer configured by the `OTEL_*` variables."""
+    def from_settings(cls, settings: Settings, role: str) -> Telemetry:
+        """A fresh registry with the families of `role` (roles joined by commas, as
+        `api,worker`), and a tracer configured by the standard `OTEL_*` variables."""
         del settings  # nothing tunable yet beyond OTEL_*; kept so wiring need not change
-        tracing = Tracing.from_env("treadle", environ, **{"treadle.role": role})
-        return cls(Metrics(CollectorRegistry()), tracing, role)
+        tracing = Tracing.from_env("treadle", **{"treadle.role": role})
+        return cls(Metrics(CollectorRegistry(), roles=role.split(",")), tracing, role)
 
     @classmethod
     def for_tests(cls, exporter: SpanExporter | None = None, role: str = "test") -> Telemetry:
@@ -57,6 +60,11 @@ class Telemetry:
     def close(self) -> None:
         """Flush spans; call when the engine closes."""
         self.tracing.shutdown()
+
+    def trace_database(self, engine: AsyncEngine) -> None:
+        """Give each statement `engine` runs a client span under the current one (so a
+        decision's reads and writes show under its span); nothing when tracing is off."""
+        self.tracing.trace_database(engine)
 
     # --- api ------------------------------------------------------------------------
 

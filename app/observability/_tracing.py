@@ -5,16 +5,21 @@ build many engines and read each one's spans. The *context* (which span is curre
 OpenTelemetry's contextvar, shared by all providers; that is what lets a log line pick
 up the trace id, and what `current_traceparent` reads.
 
-Exporter choice (standard variables):
+Configuration is the SDK's own handling of the standard variables, so whatever
+opentelemetry-sdk documents works here: `OTEL_TRACES_EXPORTER` picks exporters by their
+entry-point names (`otlp`, `console`, any installed plugin); `OTEL_EXPORTER_OTLP_PROTOCOL`
+(or `..._TRACES_PROTOCOL`) picks `grpc` (the `treadle[otlp-grpc]` extra) or
+`http/protobuf`; the exporters read their `OTEL_EXPORTER_OTLP_*` endpoint, headers,
+timeout, compression and certificates, the batch processor its `OTEL_BSP_*`, the resource
+`OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME`. Treadle adds three things:
 - `OTEL_SDK_DISABLED=true`: no SDK at all; `span()` creates nothing but keeps the
   incoming context current, so a `traceparent` passes through unchanged.
-- `OTEL_TRACES_EXPORTER=none`, or nothing set: the SDK makes spans (ids, sampling
-  decision) and drops them when they end. Logs still carry trace ids, and outgoing
-  messages carry a traceparent with the sampled flag intact, so a downstream process
-  that does export keeps the whole trace.
-- `OTEL_TRACES_EXPORTER=console`: spans printed to stderr (stdout is for log lines).
-- `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` set, or
-  `OTEL_TRACES_EXPORTER=otlp`: OTLP over HTTP, batched.
+- Nothing chosen: spans are made (ids, sampling decision) and dropped when they end, so
+  logs still carry trace ids and outgoing messages a traceparent with its sampled flag;
+  but an OTLP endpoint set without an exporter exports to it (`otlp` is implied).
+- `otlp` with no protocol set speaks `http/protobuf`, the specification's default (the
+  Python SDK alone would pick grpc); console spans go to stderr (stdout is for logs).
+A bad value (an unknown exporter, protocol or sampler) fails at start-up naming it.
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from typing import Any
-from urllib.parse import unquote
+from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.metrics import NoOpMeter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -48,6 +53,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import AttributeValue
 
 from treadle.config import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 TRACER_NAME = "treadle"
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -70,23 +78,20 @@ class Tracing:
         self._tracer = source.get_tracer(TRACER_NAME)
 
     @classmethod
-    def from_env(
-        cls, service_name: str, environ: Mapping[str, str] | None = None, **resource: str
-    ) -> Tracing:
+    def from_env(cls, service_name: str, **resource: str) -> Tracing:
         """Build from the standard `OTEL_*` variables (see the module docstring)."""
-        env = os.environ if environ is None else environ
+        env = os.environ
         if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
             return cls(None, exporter_name="disabled")
-        attributes = {"service.name": env.get("OTEL_SERVICE_NAME") or service_name, **resource}
         provider = TracerProvider(
             sampler=sampler_from_env(env),
-            resource=Resource.create(attributes),
+            resource=_resource(service_name, resource),
             shutdown_on_exit=False,  # `shutdown()` flushes; atexit hooks would pile up in tests
         )
-        name, exporter = _exporter_from_env(env)
-        if exporter is not None:
+        names, exporters = exporters_from_env()
+        for exporter in exporters:
             provider.add_span_processor(BatchSpanProcessor(exporter))
-        return cls(provider, exporter_name=name)
+        return cls(provider, exporter_name=",".join(names) or "none")
 
     @classmethod
     def for_tests(cls, exporter: SpanExporter, service_name: str = "treadle-test") -> Tracing:
@@ -128,6 +133,29 @@ class Tracing:
     def inject_headers(self, headers: MutableMapping[str, str]) -> None:
         """Add `traceparent` (and `tracestate`) for an outgoing HTTP call."""
         inject_headers(headers)
+
+    @property
+    def exports(self) -> bool:
+        """Whether finished spans go anywhere (an exporter, or a test's memory)."""
+        return self.provider is not None and self.exporter_name not in ("none", "disabled")
+
+    def trace_database(self, engine: AsyncEngine) -> None:
+        """A client span for each statement `engine` runs, as a child of the current span.
+
+        Only when spans are exported: nobody would see them otherwise, and a decision runs
+        a dozen statements. The instrumentation's `EngineTracer` listens on this one
+        engine; its `SQLAlchemyInstrumentor` would patch `create_engine` process-wide with
+        one provider, and each engine here has its own.
+        """
+        if self.provider is None or not self.exports:
+            return
+        from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer  # noqa: PLC0415
+
+        tracer = self.provider.get_tracer("opentelemetry.instrumentation.sqlalchemy")
+        # Connection-pool usage is a metric; Treadle's metrics are Prometheus', so the
+        # instrumentation gets a meter that records nothing.
+        usage = NoOpMeter("treadle").create_up_down_counter("db.client.connections.usage")
+        EngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]
 
     def shutdown(self) -> None:
         """Flush pending spans and stop the exporter; call once when the engine closes."""
@@ -189,47 +217,62 @@ def _ratio(text: str) -> float:
     return ratio
 
 
-def _exporter_from_env(env: Mapping[str, str]) -> tuple[str, SpanExporter | None]:
-    chosen = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    endpoint = _otlp_traces_endpoint(env)
-    if chosen == "none" or (not chosen and endpoint is None):
-        return "none", None
-    if chosen == "console":
-        return "console", ConsoleSpanExporter(out=sys.stderr)
-    if chosen in ("", "otlp"):
-        return "otlp", _otlp_exporter(env, endpoint)
-    raise ConfigError("OTEL_TRACES_EXPORTER", f"unsupported exporter {chosen!r}")
+def exporters_from_env() -> tuple[list[str], list[SpanExporter]]:
+    """The span exporters `OTEL_TRACES_EXPORTER` names, as the SDK resolves and makes them.
+
+    Returns their entry-point names (`otlp_proto_http`, `console`...) and the exporters,
+    each built with no arguments so that it reads its own `OTEL_EXPORTER_*` variables.
+    """
+    # The SDK's own reading of OTEL_TRACES_EXPORTER and OTEL_EXPORTER_OTLP_PROTOCOL, the
+    # code `opentelemetry-instrument` runs, without its installing of global providers.
+    from opentelemetry.sdk._configuration import _import_exporters  # noqa: PLC0415
+
+    chosen = [n.strip() for n in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")]
+    chosen = [n for n in chosen if n]
+    if not chosen:
+        chosen = ["otlp"] if _otlp_endpoint_set() else []
+    if chosen == ["none"]:
+        return [], []
+    try:
+        names = [_entry_point(name) for name in chosen]
+        classes, _, _ = _import_exporters(names, [], [])
+    except RuntimeError as exc:  # how the SDK reports an unknown name or protocol
+        key = "OTEL_EXPORTER_OTLP_PROTOCOL" if "protocol" in str(exc) else "OTEL_TRACES_EXPORTER"
+        raise ConfigError(key, f"{exc}{_GRPC_HINT if 'grpc' in str(exc) else ''}") from None
+    return list(classes), [_make_exporter(cls) for cls in classes.values()]
 
 
-def _otlp_traces_endpoint(env: Mapping[str, str]) -> str | None:
-    """The signal-specific endpoint as is, or the base endpoint plus `/v1/traces`."""
-    if traces := env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        return traces
-    if base := env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        return base.rstrip("/") + "/v1/traces"
-    return None
+_GRPC_HINT = " (OTLP over grpc needs the extra: pip install 'treadle[otlp-grpc]')"
 
 
-def _otlp_exporter(env: Mapping[str, str], endpoint: str | None) -> SpanExporter:
-    # Imported here: the OTLP stack (protobuf, requests) loads only when it is used.
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
-        OTLPSpanExporter,
+def _entry_point(name: str) -> str:
+    from opentelemetry.sdk._configuration import _get_exporter_entry_point  # noqa: PLC0415
+
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    if name == "otlp" and not (protocol or "").strip():
+        return "otlp_proto_http"  # the specification's default protocol
+    return str(_get_exporter_entry_point(name, "traces"))
+
+
+def _make_exporter(cls: type[SpanExporter]) -> SpanExporter:
+    if issubclass(cls, ConsoleSpanExporter):
+        return cls(out=sys.stderr)
+    return cls()
+
+
+def _otlp_endpoint_set() -> bool:
+    return any(
+        os.environ.get(key, "").strip()
+        for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     )
 
-    headers = _parse_headers(
-        env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or env.get("OTEL_EXPORTER_OTLP_HEADERS", "")
-    )
-    kwargs: dict[str, Any] = {"headers": headers or None}
-    if endpoint is not None:
-        kwargs["endpoint"] = endpoint
-    return OTLPSpanExporter(**kwargs)
 
-
-def _parse_headers(text: str) -> dict[str, str]:
-    """`k1=v1,k2=v2` (values URL-encoded), the OTEL_EXPORTER_OTLP_HEADERS format."""
-    headers: dict[str, str] = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if sep and key.strip():
-            headers[unquote(key.strip())] = unquote(value.strip())
-    return headers
+def _resource(service_name: str, attributes: Mapping[str, str]) -> Resource:
+    """`attributes` over `OTEL_RESOURCE_ATTRIBUTES`; `service_name` unless the environment
+    names the service (`OTEL_SERVICE_NAME`, or `service.name=` in the attributes)."""
+    resource = Resource.create(dict(attributes))
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": service_name}))
+    return resource

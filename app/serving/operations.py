@@ -2,7 +2,8 @@
 
 Every `treadle serve` listens on `api.host:api.port`: with the api role it serves the
 whole API; without it, only `/healthz`, `/readyz` and `/metrics`, so one probe and one
-scrape config fit every role. Plain ASGI: a worker never loads litestar.
+scrape config fit every role: `/metrics` asks for the same key as the api's
+(`treadle.serving._access`). Plain ASGI: a worker never loads litestar.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import msgspec
 from treadle.observability import Metrics, metrics_app
 from treadle.observability._asgi import ASGIApp, Receive, Scope, Send
 from treadle.ports import HealthCheck
+from treadle.serving._access import MetricsAccess
 
 READINESS_TIMEOUT_SECONDS = 2.0
 """Each check gets this long; a load balancer polls often and must not pile up."""
@@ -44,24 +46,51 @@ async def _check_reason(check: HealthCheck, seconds: float) -> str:
     return "ok"
 
 
-def operations_app(metrics: Metrics, health: Sequence[HealthCheck]) -> ASGIApp:
-    """`/readyz` (503 with the failed checks), plus `/metrics` and `/healthz`."""
+def operations_app(
+    metrics: Metrics, health: Sequence[HealthCheck], access: MetricsAccess | None = None
+) -> ASGIApp:
+    """`/readyz` (503 with the failed checks), `/healthz`, and `/metrics` for whom `access`
+    lets in (everyone without it)."""
     others = metrics_app(metrics)
     checks = tuple(health)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("path") == "/readyz":
+        path = scope.get("path") if scope["type"] == "http" else None
+        if path == "/readyz":
             results = await run_checks(checks, READINESS_TIMEOUT_SECONDS)
             ready = all(result == "ok" for result in results.values())
             body = {"status": "ok" if ready else "unavailable", "checks": results}
             await _json(send, 200 if ready else 503, msgspec.json.encode(body))
             return
+        if path == "/metrics" and access is not None:
+            refusal = await access.refusal(_authorization(scope))
+            if refusal is not None:
+                extra = [(b"www-authenticate", b'Bearer realm="treadle"')]
+                headers = extra if refusal.status == 401 else []
+                await _json(send, refusal.status, refusal.body(), PROBLEM, headers)
+                return
         await others(scope, receive, send)
 
     return app
 
 
-async def _json(send: Send, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+PROBLEM = b"application/problem+json"
+
+
+def _authorization(scope: Scope) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == b"authorization":
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def _json(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = b"application/json",
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -18,6 +18,7 @@ from treadle.config import ConfigError, Settings
 from treadle.domain.auth_policy import is_loopback, serve_refusal
 from treadle.modules.orchestrator import ScheduleService
 from treadle.observability import access_logged, get_logger
+from treadle.serving._access import MetricsAccess
 from treadle.serving.bootstrap import bootstrap_token, ensure_bootstrap_key
 from treadle.serving.operations import operations_app
 from treadle.store import MEMORY_URL, api_key_store
@@ -215,7 +216,13 @@ def _api_app(process: Process) -> Callable[..., Awaitable[None]]:
 
 
 def _operations_server(process: Process) -> _Server:
-    return _serving(process, operations_app(process.telemetry.metrics, process.health_checks()))
+    access = MetricsAccess(
+        api_key_store(process.store),
+        process.settings.auth,
+        loopback=is_loopback(process.settings.api.host),
+    )
+    app = operations_app(process.telemetry.metrics, process.health_checks(), access)
+    return _serving(process, app)
 
 
 KEEP_ALIVE_SECONDS = 65

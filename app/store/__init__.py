@@ -16,6 +16,8 @@ MEMORY_URL = "memory://"
 """The database URL of the in-process store (for tests and embedding; keeps nothing)."""
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from treadle.config import DatabaseSettings
     from treadle.ports import ApiKeyStore, StateStore
 
@@ -56,4 +58,18 @@ def api_key_store(store: StateStore) -> ApiKeyStore:
     return SqlApiKeyStore(store._db)  # one package: share the pool
 
 
-__all__ = ["MEMORY_URL", "StoreError", "StoreUnavailable", "api_key_store", "build_store"]
+def sql_engine(store: StateStore) -> AsyncEngine | None:
+    """The SQLAlchemy engine under `store` (to instrument), None for the memory store."""
+    from treadle.store._sqlalchemy import SqlStore  # noqa: PLC0415
+
+    return store._db.engine if isinstance(store, SqlStore) else None  # one package
+
+
+__all__ = [
+    "MEMORY_URL",
+    "StoreError",
+    "StoreUnavailable",
+    "api_key_store",
+    "build_store",
+    "sql_engine",
+]

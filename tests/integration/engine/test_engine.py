@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -336,3 +337,34 @@ async def test_a_timer_fired_on_another_replica_joins_the_runs_trace(
     assert fired.context is not None
     assert fired.context.trace_id == started.context.trace_id
     assert fired.parent is not None
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("sql_store")
+async def test_each_decision_has_database_spans_under_it(make_settings: SettingsFactory) -> None:
+    """The statements a decision runs are client spans whose parent is the decision's span,
+    tagged with the database system (SQLAlchemy's instrumentation, on this engine only)."""
+    spans = InMemorySpanExporter()
+    engine = build(make_settings(), telemetry=Telemetry.for_tests(spans, role="orchestrator"))
+    async with running(engine) as started:
+        await one_task_workflow(started, "traced", {"handler": "t.echo", "input": {"n": 1}})
+        run, _ = await started.run_service.start_run("traced", None, None)
+        done = await finished(started, run.id)
+
+    assert done.status is RunStatus.COMPLETED
+    finished_spans = spans.get_finished_spans()
+    decisions = [s for s in finished_spans if s.name.startswith("decide ")]
+    assert {s.name for s in decisions} >= {"decide run.started", "decide task.completed"}
+    for decision in decisions:
+        assert decision.context is not None
+        children = [
+            s
+            for s in finished_spans
+            if s.parent is not None and s.parent.span_id == decision.context.span_id
+        ]
+        database = [s for s in children if s.kind is SpanKind.CLIENT]
+        assert database, f"{decision.name} has no database span"
+        assert {(s.attributes or {}).get("db.system") for s in database} <= {
+            "sqlite",
+            "postgresql",
+        }

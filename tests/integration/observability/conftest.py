@@ -130,6 +130,8 @@ class Cluster:
     run: dict[str, Any] = field(default_factory=dict)
     exit_codes: dict[str, int] = field(default_factory=dict)
     readiness: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, str] = field(default_factory=dict)
+    """Each role's /metrics body, scraped once the run finished."""
 
     def log_lines(self, role: str) -> list[str]:
         """Every non-empty line the process wrote to stdout and stderr."""
@@ -196,6 +198,10 @@ def cluster(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Clus
         for role in ROLES:
             _wait_ready(found, procs[role], role)
         found.run = _run_flaky(f"http://127.0.0.1:{ports['api']}")
+        for role in ROLES:
+            scraped = httpx.get(f"http://127.0.0.1:{ports[role]}/metrics", timeout=10)
+            assert scraped.status_code == 200, (role, scraped.text)
+            found.metrics[role] = scraped.text
     finally:
         for proc in procs.values():
             proc.terminate()

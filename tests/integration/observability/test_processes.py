@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.integration.observability.conftest import ROLES, Cluster, Span
+from tests.promtool import needs_promtool, promtool_complaints
 from treadle.observability import ACCESS_LOGGER
 
-SERVER, CONSUMER = 2, 5  # OTLP SpanKind values
+SERVER, CLIENT, CONSUMER = 2, 3, 5  # OTLP SpanKind values
 
 
 def _run_spans(cluster: Cluster) -> list[Span]:
@@ -118,3 +122,56 @@ def _concerns(record: dict[str, Any], run_id: str, trace_id: str) -> bool:
     if not logger.startswith("treadle.") or logger == ACCESS_LOGGER:
         return False
     return record.get("trace_id") == trace_id or run_id in json.dumps(record)
+
+
+OWN_FAMILIES = {
+    "api": {"treadle_http_requests"},
+    "orchestrator": {"treadle_outbox_backlog", "treadle_timers_overdue"},
+    "worker": {"treadle_worker_inflight_tasks", "treadle_task_duration_seconds"},
+}
+DECISION_FAMILIES = {"treadle_runs_started", "treadle_runs_finished", "treadle_tasks_dispatched"}
+"""Families of the processes that decide: the api (starts, control) and the orchestrator."""
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_exports_its_own_families_and_the_common_ones(
+    cluster: Cluster, role: str
+) -> None:
+    """A role's /metrics has its families, build info and process metrics, and none of
+    another role's own families (no zero outbox gauges on a worker)."""
+    exported = {family.name for family in text_string_to_metric_families(cluster.metrics[role])}
+    others = set().union(*(OWN_FAMILIES[r] for r in ROLES if r != role))
+    if role == "worker":
+        own, others = OWN_FAMILIES[role], others | DECISION_FAMILIES
+    else:
+        own = OWN_FAMILIES[role] | DECISION_FAMILIES
+
+    assert own <= exported
+    assert {
+        "treadle_build_info",
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
+    } <= exported
+    assert exported & others == set()
+    assert "_created" not in cluster.metrics[role]
+
+
+@needs_promtool
+@pytest.mark.parametrize("role", ROLES)
+def test_promtool_accepts_each_roles_metrics(cluster: Cluster, role: str) -> None:
+    """`promtool check metrics` finds nothing to lint in what each process serves."""
+    assert promtool_complaints(cluster.metrics[role]) == ""
+
+
+def test_decisions_have_database_spans_under_them(cluster: Cluster) -> None:
+    """Each process that decides shows the decision's statements as client spans under it."""
+    spans = _run_spans(cluster)
+    by_id = {s.span_id: s for s in spans}
+    database = [s for s in spans if s.kind == CLIENT and by_id.get(s.parent_id)]
+    decided_by = {
+        by_id[s.parent_id].resource["treadle.role"]
+        for s in database
+        if by_id[s.parent_id].name.startswith("decide ")
+    }
+    assert decided_by == {"api", "orchestrator"}
+    assert {s.attributes.get("db.system") for s in database} >= {"postgresql"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,3 +69,22 @@ def tracing(spans: InMemorySpanExporter) -> Iterator[Tracing]:
     tracer = Tracing.for_tests(spans)
     yield tracer
     tracer.shutdown()
+
+
+class OtelEnv:
+    """Sets `OTEL_*` variables for one test, every other `OTEL_*` variable cleared."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._monkeypatch = monkeypatch
+        for key in [k for k in os.environ if k.startswith("OTEL_")]:
+            monkeypatch.delenv(key)
+
+    def set(self, **variables: str) -> None:
+        for key, value in variables.items():
+            self._monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def otel_env(monkeypatch: pytest.MonkeyPatch) -> OtelEnv:
+    """A clean OpenTelemetry environment: the SDK reads os.environ itself."""
+    return OtelEnv(monkeypatch)

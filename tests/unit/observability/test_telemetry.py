@@ -11,7 +11,7 @@ from litestar.params import FromPath
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from tests.unit.observability.conftest import LogCapture
+from tests.unit.observability.conftest import LogCapture, OtelEnv
 from treadle.config import Settings
 from treadle.observability import (
     Telemetry,
@@ -33,18 +33,19 @@ def telemetry(spans: InMemorySpanExporter) -> Telemetry:
     return Telemetry.for_tests(spans, role="worker")
 
 
-def test_from_settings_builds_fresh_metrics_and_tracing() -> None:
+def test_from_settings_builds_fresh_metrics_and_tracing(otel_env: OtelEnv) -> None:
     """Two engines built from settings have separate registries and a tracer each."""
-    first = Telemetry.from_settings(Settings(), "api", environ={})
-    second = Telemetry.from_settings(Settings(), "worker", environ={})
+    first = Telemetry.from_settings(Settings(), "api,worker")
+    second = Telemetry.from_settings(Settings(), "api,worker")
     first.metrics.run_started("w")
 
     assert (
         second.metrics.registry.get_sample_value("treadle_runs_started_total", {"workflow": "w"})
         is None
     )
+    assert first.metrics.roles == {"api", "worker"}
     assert first.tracing.provider is not None
-    assert first.tracing.provider.resource.attributes["treadle.role"] == "api"
+    assert first.tracing.provider.resource.attributes["treadle.role"] == "api,worker"
     first.close()
     second.close()
 
