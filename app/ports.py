@@ -232,6 +232,11 @@ class RunStore(Protocol):
         `OmittedValue`; raises `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
         ...
 
+    async def list_timers(self, run_id: str) -> list[DueTimer]:
+        """The run's durable timers not fired yet (leased ones too), earliest first: what
+        its tasks wait for (a retry's backoff, a sleep, a signal's timeout)."""
+        ...
+
 
 class OmittedValue(msgspec.Struct, frozen=True, kw_only=True):
     """A value a bounded read left in the store: only its size as JSON came back."""
