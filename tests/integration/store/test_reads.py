@@ -7,8 +7,9 @@ import base64
 import msgspec
 import pytest
 
-from tests.integration.store.factories import at, entry, make_run, unchanged
+from tests.integration.store.factories import at, entry, make_run, timer, unchanged
 from treadle.domain.errors import InvalidCursor, RunNotFound
+from treadle.domain.events import StartTimer, TimerKind
 from treadle.domain.state import RunStatus
 from treadle.ports import Changes
 from treadle.store._sqlalchemy import SqlStore
@@ -154,3 +155,25 @@ async def test_history_of_unknown_run_or_with_bad_cursor_raises(store: SqlStore)
     assert runs_cursor is not None
     with pytest.raises(InvalidCursor):
         await store.list_history(run.id, 5, runs_cursor)
+
+
+async def test_list_timers_answers_one_runs_timers_earliest_first(store: SqlStore) -> None:
+    """A run's timers (leased ones too, a map item's with its index), by fire time; another
+    run's are not among them (the API tells from them what each task waits for)."""
+    mine, other = make_run("mine"), make_run("other")
+    for run in (mine, other):
+        await store.create_run(run, unchanged)
+    late, early = timer("mine", 60, task_id="a"), timer("mine", 5, task_id="b", attempt=3)
+    item = StartTimer(
+        run_id="mine", kind=TimerKind.SLEEP, task_id="m", item=4, attempt=1, fire_at=at(30)
+    )
+    await store.apply("mine", lambda s: Changes(state=s, start_timers=[late, early, item]))
+    await store.apply("other", lambda s: Changes(state=s, start_timers=[timer("other", 1)]))
+    await store.claim_due_timers(at(10), 10, 30)  # leases `early` (and the other run's)
+    found = await store.list_timers("mine")
+    assert [(t.task_id, t.item, t.attempt, t.fire_at) for t in found] == [
+        ("b", None, 3, at(5)),
+        ("m", 4, 1, at(30)),
+        ("a", None, 1, at(60)),
+    ]
+    assert await store.list_timers("no-such-run") == []
