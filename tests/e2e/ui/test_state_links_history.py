@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import Server, start_server
-from tests.e2e.ui.conftest import register, start
+from tests.e2e.ui.conftest import register, shot, start
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -113,6 +113,7 @@ def test_waiting_tasks_say_what_they_wait_for_and_until_when(page: Page, server:
     assert tasks["nap"]["waiting"]["reason"] == "sleep"
     assert tasks["charge"]["waiting"]["reason"] == "retry"
     assert tasks["charge"]["attempt"] == 2
+    shot(page, "run-waiting")
     page.locator(node("charge", "waiting")).click()
     expect(page.locator("#task-panel .task-waiting")).to_contain_text("retrying at")
     cancel(server, run_id)
@@ -160,6 +161,9 @@ def test_tasks_attempts_and_map_items_have_urls_that_open_them(page: Page, serve
     expect(page).to_have_url(re.compile(f"#/runs/{run_id}/tasks/fan$"))
     expect(page.locator("#task-panel .task-title")).to_have_text("fan")
     page.goto(f"#/runs/{run_id}/tasks/after/attempts/1")
+    expect(page.locator('table.attempts tr.selected[data-attempt="1"]')).to_have_count(1)
+    page.locator('.gantt-row[data-task="fan"]').first.click()
+    expect(page).to_have_url(re.compile(f"#/runs/{run_id}/tasks/fan/attempts/1$"))
     expect(page.locator('table.attempts tr.selected[data-attempt="1"]')).to_have_count(1)
     page.goto(f"#/runs/{run_id}/tasks/fan/items/2")
     expect(page.locator("#task-panel .item-title")).to_have_text("fan[2]")

@@ -52,7 +52,7 @@ export function drawGantt(rows, { page = 0, size = 100, now = Date.now(), onSele
       const wait = s1 !== null ? s1 - s0 : end - s0;
       const ran = s1 !== null ? end - s1 : null;
       return h("div", { class: "gantt-row", role: "row", "data-task": r.task_id, "data-attempt": r.attempt,
-        onclick: onSelect ? () => onSelect(r.task_id) : null },
+        onclick: onSelect ? () => onSelect(r.task_id, r.attempt) : null },
       h("span", { class: "gantt-label", role: "cell", title: r.task_id }, r.task_id, h("span", { class: "muted" }, ` #${r.attempt}`)),
       h("span", { class: "gantt-track", role: "cell" },
         h("span", { class: "bar wait", style: null, title: `queued ${fmtDuration(wait)}`, "data-left": pct(s0), "data-width": width(s0, s1 ?? end) }),

@@ -173,7 +173,9 @@ export function render(root, target) {
   mount(panel, h("p", { class: "muted" }, "Select a task in the graph, the timeline or the list."));
 
   // Selecting changes the URL; the router hands the new target to `show`.
-  const select = (taskId) => { location.hash = taskHref(id, taskId); };
+  const select = (taskId, attempt) => {
+    location.hash = attempt ? attemptHref(id, taskId, attempt) : taskHref(id, taskId);
+  };
   function show(next) {
     Object.assign(ui, { selected: next.task, attempt: next.attempt, item: next.item });
     panelKey = "";
