@@ -234,7 +234,7 @@ class RunBody(_Body, frozen=True, kw_only=True):
 
 
 class RunSummaryBody(_Body, frozen=True, kw_only=True):
-    """A run without its tasks, for lists."""
+    """A run without its tasks, for lists; `paused` as on the run."""
 
     id: str
     workflow: str
@@ -244,6 +244,7 @@ class RunSummaryBody(_Body, frozen=True, kw_only=True):
     started_at: datetime | None
     finished_at: datetime | None
     idempotency_key: str | None = None
+    paused: bool = False
 
 
 class RunPage(_Body, frozen=True, kw_only=True):

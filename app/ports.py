@@ -53,6 +53,7 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     idempotency_key: str | None = None
+    paused: bool = False
 
 
 class RunCounts(msgspec.Struct, frozen=True, kw_only=True):

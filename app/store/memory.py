@@ -732,6 +732,7 @@ def _summary(run: RunState) -> RunSummary:
         started_at=run.started_at,
         finished_at=run.finished_at,
         idempotency_key=run.idempotency_key,
+        paused=run.paused,
     )
 
 

@@ -218,4 +218,5 @@ def run_summary(run: RunSummary) -> RunSummaryBody:
         started_at=run.started_at,
         finished_at=run.finished_at,
         idempotency_key=run.idempotency_key,
+        paused=run.paused,
     )

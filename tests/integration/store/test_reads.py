@@ -107,6 +107,17 @@ async def test_list_runs_summary_carries_the_run_facts(store: SqlStore) -> None:
     assert (summary.id, summary.workflow, summary.version) == (run.id, "wf", 1)
     assert (summary.status, summary.idempotency_key) == ("running", "k-1")
     assert summary.created_at == run.created_at
+    assert summary.paused is False
+
+
+async def test_list_runs_summary_says_a_run_is_paused(store: SqlStore) -> None:
+    """A paused run's list entry says so (the dashboard's list must not show it running)."""
+    run = make_run(status=RunStatus.RUNNING)
+    await store.create_run(run, unchanged)
+    paused = msgspec.structs.replace(run, paused=True)
+    await store.apply(run.id, lambda s: Changes(state=paused))
+    (summary,) = (await store.list_runs(workflow=None, status=None, limit=5, cursor=None)).items
+    assert (summary.status, summary.paused) == ("running", True)
 
 
 @pytest.mark.parametrize(
