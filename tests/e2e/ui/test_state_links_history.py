@@ -72,7 +72,8 @@ def cancel(server: Server, run_id: str) -> None:
 
 
 def test_a_paused_run_says_so_and_offers_only_resume(page: Page, server: Server) -> None:
-    """Pausing shows a paused chip and leaves only Resume enabled; resuming flips it back."""
+    """Pausing shows a paused chip (on the run and in the list) and leaves only Resume
+    enabled; resuming flips it back."""
     register(server, SLOW)
     run_id = start(server, "ui-long", {})
     page.goto(f"#/runs/{run_id}")
@@ -84,6 +85,9 @@ def test_a_paused_run_says_so_and_offers_only_resume(page: Page, server: Server)
     expect(page.locator(".paused-note")).to_contain_text("no task starts")
     expect(page.locator("#act-pause")).to_be_disabled()
     expect(page.locator("#act-resume")).to_be_enabled()
+    page.goto("#/runs")
+    expect(page.locator(f'tr[data-run="{run_id}"] .run-status .chip.st-paused')).to_be_visible()
+    page.go_back()
     page.locator("#act-resume").click()
     confirm(page)
     expect(page.locator(".run-head .chip.st-paused")).to_have_count(0)
@@ -101,6 +105,8 @@ def test_waiting_tasks_say_what_they_wait_for_and_until_when(page: Page, server:
     for task in ("approve", "nap", "charge"):
         page.wait_for_selector(node(task, "waiting"))
     assert page.locator('svg.graph g.node[data-status="running"]').count() == 0
+    expect(page.locator('.gantt-row[data-task="approve"] .bar.run.st-waiting')).to_have_count(1)
+    expect(page.locator('.gantt-row[data-task="nap"] .bar.run.st-waiting')).to_have_count(1)
     status = 'table.tasks tr[data-task="{}"] td.task-status'
     when = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
     expect(page.locator(status.format("approve"))).to_contain_text(

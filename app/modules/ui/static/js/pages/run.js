@@ -26,6 +26,16 @@ async function definitionOf(run) {
 class History {
   constructor(id) { this.id = id; this.pages = []; this.truncated = false; }
   get items() { return this.pages.flatMap((p) => p.items); }
+  /** Every event of the run, past the cap too (for a download). */
+  async whole() {
+    const out = [];
+    for (let cursor = ""; ;) {
+      const page = await get(`/v1/runs/${enc(this.id)}/events${qs({ limit: HISTORY_PAGE, cursor })}`);
+      out.push(...page.items);
+      if (!page.next_cursor) return out;
+      cursor = page.next_cursor;
+    }
+  }
   async refresh() {
     let cursor = this.pages.length ? this.pages[this.pages.length - 1].cursor : "";
     this.pages.pop();
@@ -166,7 +176,8 @@ export function render(root, target) {
     h("section", { class: "card" }, h("h2", {}, "Graph"), graphBox),
     h("section", { class: "card" }, h("h2", {}, "Task"), panel),
     h("section", { class: "card" }, h("h2", {}, "Timeline"),
-      h("p", { class: "legend muted" }, h("span", { class: "key wait" }), " queued ", h("span", { class: "key run" }), " running / finished"), ganttBox),
+      h("p", { class: "legend muted" }, h("span", { class: "key wait" }), " queued ", h("span", { class: "key run" }), " running / finished ",
+        h("span", { class: "key st-waiting" }), " waiting"), ganttBox),
     h("section", { class: "card" }, h("h2", {}, "Input and output"), ioBox),
     h("section", { class: "card" }, h("h2", {}, "Tasks"), tasksBox),
     h("section", { class: "card" }, h("h2", {}, "History"), historyBox));
@@ -362,18 +373,28 @@ export function render(root, target) {
 
   function drawHistory() {
     const all = history.items;
-    const items = all.filter((e) => (!ui.historyTask || (e.task_id || RUN_LEVEL) === ui.historyTask)
-      && (!ui.historyType || e.type === ui.historyType));
+    const keep = (e) => (!ui.historyTask || (e.task_id || RUN_LEVEL) === ui.historyTask)
+      && (!ui.historyType || e.type === ui.historyType);
+    const items = all.filter(keep);
     const page = Math.min(ui.historyPage, Math.max(0, Math.ceil(items.length / ROWS) - 1));
     const filtered = ui.historyTask || ui.historyType;
     // Redraw only on a change: a redraw would close a filter's open drop-down.
     const key = JSON.stringify([all.length, ui.historyTask, ui.historyType, page, history.truncated]);
     if (key === historyKey) return;
     historyKey = key;
-    const download = h("button", { type: "button", id: "history-download", onclick: () => {
+    const download = h("button", { type: "button", id: "history-download", onclick: async () => {
       const parts = [ui.historyTask, ui.historyType].filter(Boolean).map((v) => v.replace(/[^\w.-]+/g, "_"));
-      downloadJson(`run-${id}-history${parts.length ? `-${parts.join("-")}` : ""}.json`, items);
-    } }, `Download JSON (${items.length})`);
+      download.disabled = true;
+      try {
+        // Past the cap the page follows only the first events; a download has them all.
+        const events = history.truncated ? (await history.whole()).filter(keep) : items;
+        downloadJson(`run-${id}-history${parts.length ? `-${parts.join("-")}` : ""}.json`, events);
+      } catch (err) {
+        mount(actionOut, errorBox(err));
+      } finally {
+        download.disabled = false;
+      }
+    } }, history.truncated ? "Download JSON (every event)" : `Download JSON (${items.length})`);
     mount(historyBox,
       h("div", { class: "toolbar" }, historyFilters(all), download,
         filtered ? h("span", { class: "muted history-count" }, `${items.length} of ${all.length} events`) : null),
@@ -395,7 +416,8 @@ export function render(root, target) {
     const rows = attemptsFrom(history.items);
     const pages = Math.ceil(rows.length / ROWS);
     ui.ganttPage = Math.min(ui.ganttPage, Math.max(0, pages - 1));
-    mount(ganttBox, drawGantt(rows, { page: ui.ganttPage, size: ROWS, onSelect: select }),
+    const waiting = new Set(run.tasks.filter((t) => t.waiting).map((t) => t.task_id));
+    mount(ganttBox, drawGantt(rows, { page: ui.ganttPage, size: ROWS, onSelect: select, waiting }),
       pager(rows.length, ui.ganttPage, (p) => { ui.ganttPage = p; draw(); }, "Timeline"));
     placeBars(ganttBox);
     drawPanel(rows);
