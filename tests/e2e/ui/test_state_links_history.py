@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.e2e.conftest import Server, start_server
 from tests.e2e.ui.conftest import register, shot, start
@@ -147,6 +147,32 @@ def test_the_signal_dialog_closes_when_the_page_changes(page: Page, server: Serv
         events = server.http.get(f"/v1/runs/{run_id}/events").json()["items"]
         assert "signal.received" not in [e["type"] for e in events]
         cancel(server, run_id)
+
+
+def test_an_action_answered_after_leaving_the_run_does_not_poll_it_again(
+    page: Page, server: Server
+) -> None:
+    """A Pause whose answer comes after the operator left the run page does not bring the
+    left page's polling back (it would read that run for ever, unseen)."""
+    register(server, SLOW)
+    run_id = start(server, "ui-long", {})
+    held: list[Route] = []
+    # A lambda, not `held.append`: Playwright's route() refuses a builtin as the handler.
+    page.route(re.compile(r"/v1/runs/[^/]+/pause$"), lambda route: held.append(route))  # noqa: PLW0108
+    page.goto(f"#/runs/{run_id}")
+    page.wait_for_selector(node("wait", "running"))
+    page.locator("#act-pause").click()
+    confirm(page)
+    page.wait_for_function("document.querySelector('.action-out').textContent.includes('Pause')")
+    page.goto("#/system")
+    expect(page.locator('[data-stat="concurrency"]')).to_be_visible()
+    reads: list[str] = []
+    page.on("request", lambda r: reads.append(r.url) if f"/v1/runs/{run_id}" in r.url else None)
+    assert len(held) == 1
+    held[0].continue_()
+    page.wait_for_timeout(2_000)  # the run page polled every 0.7 s
+    assert reads == []
+    cancel(server, run_id)
 
 
 def test_the_system_page_reports_worker_concurrency(page: Page, server: Server) -> None:

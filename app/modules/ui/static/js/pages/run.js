@@ -216,8 +216,8 @@ export function render(root, target) {
     if (await confirmDialog(`${label}?`, h("p", {}, text), label)) act(label, path, undefined);
   }
   async function onSignal() {
-    const waiting = run ? run.tasks.filter((t) => !TERMINAL.has(t.status) && t.type === "signal") : [];
-    const guess = waiting.length ? ((def && def.tasks[waiting[0].task_id]?.signal) || waiting[0].task_id) : "";
+    const waiting = run ? run.tasks.filter((t) => t.waiting && t.waiting.reason === "signal") : [];
+    const guess = waiting.length ? waiting[0].waiting.signal : "";
     const name = h("input", { id: "signal-name", value: guess, required: true, autocomplete: "off" });
     const payload = h("textarea", { id: "signal-payload", class: "json-editor", rows: 8, spellcheck: "false" }, "{\n  \n}");
     const status = h("div", { class: "json-status muted" });
@@ -449,13 +449,14 @@ export function render(root, target) {
 
   // A big run (a wide map) is polled less often: each read carries every task.
   const pollMs = () => (run && run.tasks.length > 5000 ? 5000 : run && run.tasks.length > 500 ? 2000 : 700);
-  let interval = 0;
+  let interval = 0, closed = false;
   function restart() {
     if (stop) stop();
+    if (closed) return; // an action answered after the page was left: do not poll again
     lastDone = false;
     interval = pollMs();
     stop = every(interval, refresh);
   }
   restart();
-  return { stop: () => { if (stop) stop(); }, show, runId: id };
+  return { stop: () => { closed = true; if (stop) stop(); }, show, runId: id };
 }
