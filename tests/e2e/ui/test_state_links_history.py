@@ -193,7 +193,7 @@ def test_tasks_attempts_and_map_items_have_urls_that_open_them(page: Page, serve
     expect(page).to_have_url(re.compile(f"#/runs/{run_id}/tasks/fan$"))
     expect(page.locator("#task-panel .task-title")).to_have_text("fan")
     page.goto(f"#/runs/{run_id}/tasks/after/attempts/1")
-    expect(page.locator('table.attempts tr.selected[data-attempt="1"]')).to_have_count(1)
+    expect(page.locator('table.attempts tr.selected[data-attempt="1"]')).to_be_in_viewport()
     page.locator('.gantt-row[data-task="fan"]').first.click()
     expect(page).to_have_url(re.compile(f"#/runs/{run_id}/tasks/fan/attempts/1$"))
     expect(page.locator('table.attempts tr.selected[data-attempt="1"]')).to_have_count(1)

@@ -187,11 +187,12 @@ export function render(root, target) {
   const select = (taskId, attempt) => {
     location.hash = attempt ? attemptHref(id, taskId, attempt) : taskHref(id, taskId);
   };
+  let scrollPending = Boolean(target.task); // bring a linked task (or attempt) into view, once
   function show(next) {
     Object.assign(ui, { selected: next.task, attempt: next.attempt, item: next.item });
     panelKey = "";
+    scrollPending = Boolean(next.task);
     draw();
-    if (next.task) panel.scrollIntoView({ block: "nearest" });
   }
 
   async function act(label, path, body, after) {
@@ -310,8 +311,10 @@ export function render(root, target) {
           h("td", {}, a.error ? h("details", { open: a.attempt === ui.attempt }, h("summary", {}, `${a.error.type}: ${a.error.message}`),
             a.error.traceback ? h("pre", { class: "code traceback" }, a.error.traceback) : null) : "")))))) : h("p", { class: "muted" }, "None yet."),
       task.type === "map" ? itemSection(task) : null);
+    if (!scrollPending) return;
+    scrollPending = false;
     const chosen = ui.attempt !== null && panel.querySelector(`tr[data-attempt="${ui.attempt}"]`);
-    if (chosen) chosen.scrollIntoView({ block: "nearest" });
+    (chosen || panel).scrollIntoView({ block: "nearest" });
   }
 
   /** A map task's item by index: a form to open one, and the item its URL names. */
