@@ -5,7 +5,7 @@ Signatures use primitives and msgspec Structs, never a driver's types.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -104,7 +104,10 @@ class InflightAttempt(msgspec.Struct, AttemptFields, frozen=True, kw_only=True):
 
 
 class Changes(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything one decision writes, atomically, beside the new run state."""
+    """Everything one decision writes, atomically, beside the new run state.
+
+    The map items in `state.map_items` that differ from those loaded are upserted.
+    """
 
     state: RunState
     history: Sequence[HistoryEntry] = ()
@@ -123,16 +126,6 @@ class Applied(msgspec.Struct, frozen=True, kw_only=True):
 
     state: RunState
     outbox: list[OutboxRecord]
-
-
-Decide = Callable[[RunState], Changes | None]
-"""A pure function run inside the store's transaction; None means 'nothing to write'.
-
-The map items in `changes.state.map_items` that differ from those loaded are upserted.
-"""
-
-ItemsWanted = Callable[[RunState], ItemQuery]
-"""Which map items to load into the state before deciding (given the run without them)."""
 
 
 class MapItemRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -246,23 +239,52 @@ class OmittedValue(msgspec.Struct, frozen=True, kw_only=True):
     """Bytes of its JSON."""
 
 
-class DecisionStore(Protocol):
-    """Atomic decisions: lock the run, decide, write state, history, outbox and timers."""
+class DecisionBatch(Protocol):
+    """One decision transaction: the runs it holds locked, and the writes it commits.
 
-    async def create_run(self, run: RunState, decide: Decide) -> tuple[Applied, bool]:
-        """Insert the run and apply `decide` to it in one transaction.
+    Entered through `DecisionStore.deciding`: read each locked run, record what was
+    decided on it (or a new run), and leave the block to commit every write at once; an
+    exception inside the block rolls them all back. What each write committed can be read
+    once the block has ended.
+    """
 
-        With `run.idempotency_key` already taken, writes nothing and returns the existing
-        run with `created` False.
+    def state(self, run_id: str) -> RunState:
+        """The locked run as stored, without map items; raises `RunNotFound`."""
+        ...
+
+    async def with_items(self, run_id: str, query: ItemQuery) -> RunState:
+        """The locked run with the map items `query` names loaded; raises `RunNotFound`."""
+        ...
+
+    def write(self, changes: Changes) -> None:
+        """Record a decision on a locked run: what differs from the state last read of it
+        here (`state` or `with_items`) is written, and the decision's effects. Once per run."""
+        ...
+
+    def create(self, state: RunState, changes: Changes | None) -> None:
+        """Record a new run, already in its decided state, and its first decision's effects.
+
+        When its idempotency key is taken, nothing of it is written: `applied` then names
+        the run holding the key, and `created` is False.
         """
         ...
 
-    async def apply(
-        self, run_id: str, decide: Decide, *, items: ItemsWanted | None = None
-    ) -> Applied | None:
-        """Lock the run, call `decide` on its state, persist; None if nothing changed.
+    def applied(self, run_id: str) -> Applied:
+        """After the commit: the state and outbox rows the write or create on `run_id` left."""
+        ...
 
-        `items` names the map items to load into the state `decide` sees.
+    def created(self, run_id: str) -> bool:
+        """After the commit: whether the create of `run_id` inserted it."""
+        ...
+
+
+class DecisionStore(Protocol):
+    """Atomic decisions: lock runs, read them, write state, history, outbox and timers."""
+
+    def deciding(self, run_ids: Collection[str]) -> AbstractAsyncContextManager[DecisionBatch]:
+        """One transaction holding `run_ids` locked (those that exist; none to only create).
+
+        Runs are locked in id order, so two transactions never deadlock on each other.
         """
         ...
 

@@ -18,7 +18,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench import baselines, report
 from bench._cell import RESULT_PREFIX
@@ -59,7 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--treadle-rev",
         help="measure Treadle's app/ as of this git revision (a snapshot under the results "
-        "cache) instead of the working tree",
+        "cache) instead of the working tree; several, comma-separated, are measured side by "
+        "side in this one invocation, their repeats interleaved (`.` is the working tree), "
+        "e.g. --treadle-rev 3a35a06,.",
     )
     parser.add_argument(
         "--latest", action="store_true", help="also write bench/LATEST.md and bench/latest.png"
@@ -137,12 +139,37 @@ def treadle_snapshot(rev: str, out: Path) -> tuple[str, str, str]:
     return commit, str(target), package
 
 
+class TreadleVersion(NamedTuple):
+    """One version of Treadle to measure: its label, commit ('' for the working tree) and
+    the environment its cells run with."""
+
+    label: str
+    commit: str
+    env: dict[str, str]
+
+
+def treadle_versions(revs: str | None, out: Path) -> list[TreadleVersion]:
+    """The versions `--treadle-rev` names (the working tree when it names none)."""
+    if not revs:
+        return [TreadleVersion("worktree", "", {})]
+    versions = []
+    for rev in (r.strip() for r in revs.split(",") if r.strip()):
+        if rev == ".":
+            env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_TREADLE_")}
+            versions.append(TreadleVersion("worktree", "", env))
+            continue
+        commit, source, package = treadle_snapshot(rev, out)
+        env = dict(os.environ, BENCH_TREADLE_SRC=source, BENCH_TREADLE_PACKAGE=package)
+        versions.append(TreadleVersion(commit[:8], commit, env))
+    return versions
+
+
 def size(workload: str, scale: float) -> int:
     base, smallest, _ = WORKLOADS[workload]
     return max(smallest, round(base * scale))
 
 
-def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
+def run_cell(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one cell in a subprocess; a timeout or crash becomes an error result."""
     limit = 240 + spec["n"] * UNITS[spec["workload"]] * 0.05
     try:
@@ -153,6 +180,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
             text=True,
             timeout=limit,
             check=False,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         return {"status": "error", "reason": f"cell timed out after {limit:.0f}s"}
@@ -229,44 +257,53 @@ def main(argv: list[str] | None = None) -> int:
         "baselines": {},
         "cells": [],
     }
-    if args.treadle_rev:
-        commit, source, package = treadle_snapshot(args.treadle_rev, out)
-        os.environ["BENCH_TREADLE_SRC"] = source
-        os.environ["BENCH_TREADLE_PACKAGE"] = package
-        results["meta"]["treadle_commit"] = commit
+    versions = treadle_versions(args.treadle_rev, out)
+    if len(versions) == 1 and versions[0].commit:
+        results["meta"]["treadle_commit"] = versions[0].commit
+    elif len(versions) > 1:
+        results["meta"]["treadle_commits"] = {v.label: v.commit or "worktree" for v in versions}
     if args.baselines:
         measure_baselines(args, results)
     for engine, config, workload in plan(args):
         n = size(workload, args.scale)
-        cell: dict[str, Any] = {
+        variants = versions if engine == "treadle" else [TreadleVersion("", "", {})]
+        cells: list[dict[str, Any]] = []
+        for variant in variants:
+            label = f"{engine}@{variant.label}" if len(variants) > 1 else engine
+            cell: dict[str, Any] = {
+                "engine": label,
+                "config": config,
+                "workload": workload,
+                "n": n,
+                "repeats": [],
+            }
+            results["cells"].append(cell)
+            cells.append(cell)
+        spec = {
             "engine": engine,
             "config": config,
             "workload": workload,
             "n": n,
-            "repeats": [],
+            "concurrency": WORKLOADS[workload][2],
         }
-        results["cells"].append(cell)
+        # Repeats interleave the versions, so a drift of the machine's speed hits each alike.
+        live = list(zip(variants, cells, strict=True))
         for i in range(args.repeat):
-            began = time.monotonic()
-            spec = {
-                "engine": engine,
-                "config": config,
-                "workload": workload,
-                "n": n,
-                "concurrency": WORKLOADS[workload][2],
-            }
-            result = run_cell(spec)
-            cell["repeats"].append(result)
-            shown = result.get("metrics") or result.get("reason", "")[:200]
-            print(
-                f"{engine:13} {config:18} {workload:9} n={n:<6} #{i + 1} "
-                f"{result['status']:11} {time.monotonic() - began:6.1f}s "
-                f"{_brief(shown)}",
-                flush=True,
-            )
-            if result["status"] == "unavailable":
-                break  # the same reason will hold for the other repeats
-        cell["summary"] = report.summarize_repeats(cell["repeats"])
+            for variant, cell in list(live):
+                began = time.monotonic()
+                result = run_cell(spec, variant.env or None)
+                cell["repeats"].append(result)
+                shown = result.get("metrics") or result.get("reason", "")[:200]
+                print(
+                    f"{cell['engine']:13} {config:18} {workload:9} n={n:<6} #{i + 1} "
+                    f"{result['status']:11} {time.monotonic() - began:6.1f}s "
+                    f"{_brief(shown)}",
+                    flush=True,
+                )
+                if result["status"] == "unavailable":
+                    live.remove((variant, cell))  # the same reason will hold for the rest
+        for cell in cells:
+            cell["summary"] = report.summarize_repeats(cell["repeats"])
         write_outputs(results, out, latest=False)
     print()
     print(report.tables(results))

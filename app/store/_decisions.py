@@ -40,6 +40,16 @@ class DecisionMismatch(TreadleError):
         super().__init__(f"decision for run {expected!r} returned state of run {got!r}")
 
 
+class RunNotLocked(TreadleError):
+    """A decision was written for a run its transaction does not hold locked."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"a decision returned state of run {run_id!r}, which its transaction does not lock"
+        )
+
+
 class DecisionWrites:
     """The writes of one or more decisions (on different runs), gathered by kind.
 

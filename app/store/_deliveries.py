@@ -17,10 +17,11 @@ NO_ITEM = -1
 _MYSQL = ("mysql", "mariadb")
 
 
-class DeliveryQueries:
-    """The delivery count of `SqlStore`; it provides `_db`."""
+class SqlDeliveries:
+    """Delivery counts, over the store's database."""
 
-    _db: Database
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def count_delivery(
         self, run_id: str, task_id: str, attempt: int, item: int | None

@@ -14,11 +14,12 @@ from treadle.store._errors import mapped_errors
 from treadle.store._tables import UNSENT, outbox
 
 
-class OutboxQueries:
-    """Outbox methods of `SqlStore`; it provides `_db` and `_now`."""
+class SqlOutbox:
+    """The outbox rows, over the store's database."""
 
-    _db: Database
-    _now: Callable[[], datetime]
+    def __init__(self, db: Database, now: Callable[[], datetime]) -> None:
+        self._db = db
+        self._now = now
 
     async def mark_sent(self, ids: Sequence[int]) -> None:
         """Record that these rows were published."""

@@ -32,11 +32,12 @@ from treadle.store._tables import schedules
 from treadle.store._types import decode_json, encode_json
 
 
-class ScheduleQueries:
-    """Schedule methods of `SqlStore`; it provides `_db` and `_now`."""
+class SqlSchedules:
+    """Schedules, over the store's database."""
 
-    _db: Database
-    _now: Callable[[], datetime]
+    def __init__(self, db: Database, now: Callable[[], datetime]) -> None:
+        self._db = db
+        self._now = now
 
     async def create_schedule(self, schedule: Schedule) -> Schedule:
         """Store a new schedule; raises `ScheduleExists` when its name is taken."""

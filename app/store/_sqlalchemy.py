@@ -8,7 +8,8 @@ whether another page follows.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -18,28 +19,30 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from treadle.domain.errors import RunNotFound, TaskNotFound, WorkflowNotFound
 from treadle.domain.events import HistoryEntry
+from treadle.domain.schedules import Schedule
 from treadle.domain.state import MapItem, RunState, RunStatus
 from treadle.ports import (
+    DueTimer,
     InflightAttempt,
     MapItemRecord,
+    OutboxRecord,
     Page,
     RunCounts,
     RunSummary,
     StoredWorkflow,
 )
 from treadle.store import _rows as rows_
-from treadle.store._apply import DecisionQueries, load_run
 from treadle.store._closing import end_orphaned_closes
 from treadle.store._database import Database
-from treadle.store._deliveries import DeliveryQueries
+from treadle.store._deciding import SqlDecisionBatch, SqlDecisions, load_run
+from treadle.store._deliveries import SqlDeliveries
 from treadle.store._errors import StoreError, mapped_errors
 from treadle.store._map_items import inflight_items, select_item_page
 from treadle.store._migrate import is_at_head, upgrade
-from treadle.store._outbox import OutboxQueries
-from treadle.store._schedules import ScheduleQueries
-from treadle.store._states import KeptStates
+from treadle.store._outbox import SqlOutbox
+from treadle.store._schedules import SqlSchedules
 from treadle.store._tables import ACTIVE_TASK, history, runs, tasks, workflows
-from treadle.store._timers import TimerQueries
+from treadle.store._timers import SqlTimers
 from treadle.store._types import encode_json
 from treadle.store._values import bounded_items, load_bounded_run, load_value
 
@@ -51,8 +54,13 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class SqlStore(DecisionQueries, ScheduleQueries, OutboxQueries, TimerQueries, DeliveryQueries):
-    """One adapter for the whole `StateStore` port, over any supported database."""
+class SqlStore:
+    """One adapter for the whole `StateStore` port, over any supported database.
+
+    Reads of workflows and runs are here; decisions, the outbox, timers, schedules and
+    delivery counts are parts of their own over the same `Database`, which this class
+    hands the port's calls to.
+    """
 
     def __init__(
         self,
@@ -72,8 +80,11 @@ class SqlStore(DecisionQueries, ScheduleQueries, OutboxQueries, TimerQueries, De
             sqlite_synchronous=sqlite_synchronous,
         )
         self._now = clock
-        self._kept = KeptStates()
-        self._init_groups()
+        self._decisions = SqlDecisions(self._db, clock)
+        self._outbox = SqlOutbox(self._db, clock)
+        self._timers = SqlTimers(self._db)
+        self._schedules = SqlSchedules(self._db, clock)
+        self._deliveries = SqlDeliveries(self._db)
 
     @property
     def url(self) -> str:
@@ -109,6 +120,77 @@ class SqlStore(DecisionQueries, ScheduleQueries, OutboxQueries, TimerQueries, De
         """Release every pooled connection (and end SQLite's orphaned closes)."""
         await self._db.dispose()
         await end_orphaned_closes()
+
+    # --- decisions, outbox, timers, schedules, deliveries: the parts -------------------
+
+    def deciding(self, run_ids: Collection[str]) -> AbstractAsyncContextManager[SqlDecisionBatch]:
+        """One transaction holding `run_ids` locked (see `DecisionStore.deciding`)."""
+        return self._decisions.deciding(run_ids)
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        await self._outbox.mark_sent(ids)
+
+    async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
+        return await self._outbox.claim_unsent(older_than, limit)
+
+    async def outbox_backlog(self) -> tuple[int, datetime | None]:
+        return await self._outbox.outbox_backlog()
+
+    async def prune_sent(self, sent_before: datetime, batch: int) -> int:
+        return await self._outbox.prune_sent(sent_before, batch)
+
+    async def claim_due_timers(
+        self, now: datetime, limit: int, lease_seconds: float
+    ) -> list[DueTimer]:
+        return await self._timers.claim_due_timers(now, limit, lease_seconds)
+
+    async def next_timer_at(self) -> datetime | None:
+        return await self._timers.next_timer_at()
+
+    async def count_overdue_timers(self, now: datetime, cap: int) -> int:
+        return await self._timers.count_overdue_timers(now, cap)
+
+    async def list_timers(self, run_id: str) -> list[DueTimer]:
+        return await self._timers.list_timers(run_id)
+
+    async def create_schedule(self, schedule: Schedule) -> Schedule:
+        return await self._schedules.create_schedule(schedule)
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        return await self._schedules.get_schedule(schedule_id)
+
+    async def list_schedules(self, limit: int, cursor: str | None) -> Page[Schedule]:
+        return await self._schedules.list_schedules(limit, cursor)
+
+    async def set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_fire_at: datetime
+    ) -> Schedule:
+        return await self._schedules.set_schedule_paused(schedule_id, paused, next_fire_at)
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        await self._schedules.delete_schedule(schedule_id)
+
+    async def claim_due_schedules(
+        self, now: datetime, limit: int, lease_seconds: float
+    ) -> list[Schedule]:
+        return await self._schedules.claim_due_schedules(now, limit, lease_seconds)
+
+    async def advance_schedule(
+        self,
+        schedule_id: str,
+        *,
+        next_fire_at: datetime,
+        fired_at: datetime | None,
+        run_id: str | None,
+    ) -> None:
+        await self._schedules.advance_schedule(
+            schedule_id, next_fire_at=next_fire_at, fired_at=fired_at, run_id=run_id
+        )
+
+    async def count_delivery(
+        self, run_id: str, task_id: str, attempt: int, item: int | None
+    ) -> int:
+        return await self._deliveries.count_delivery(run_id, task_id, attempt, item)
 
     # --- workflows ---------------------------------------------------------------------
 

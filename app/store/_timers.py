@@ -15,10 +15,11 @@ from treadle.store._errors import mapped_errors
 from treadle.store._tables import timers
 
 
-class TimerQueries:
-    """Timer methods of `SqlStore`; it provides `_db`."""
+class SqlTimers:
+    """Durable timers, over the store's database."""
 
-    _db: Database
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def claim_due_timers(
         self, now: datetime, limit: int, lease_seconds: float

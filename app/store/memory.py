@@ -7,20 +7,24 @@ and MySQL, so its answers are the SQL adapter's: the same errors, orders, cursor
 idempotency-key conflicts, outbox ids, timer and schedule leases.
 
 Each method reads and writes its dicts without an await in between, so on one event loop
-it is a transaction by construction: a decision that raises (or fails a check) has written
-nothing. Every method first yields to the loop once, as a database round trip would, so
-concurrent callers interleave between calls as they do over a real database. Stored run
+it is a transaction by construction. A decision transaction (`deciding`) holds a lock the
+others wait on, and checks its writes whole before it makes any, so one that raises (or
+fails a check) has written nothing. Every method first yields to the loop once, as a
+database round trip would, so concurrent callers interleave between calls as they do over
+a real database. Stored run
 states are copies made through msgspec's JSON, so what a caller reads back is shaped as the
 SQL adapter returns it (tuples become lists) and shares nothing with what it wrote.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import anyio
 import anyio.lowlevel
 import msgspec
 
@@ -32,10 +36,8 @@ from treadle.domain.state import ItemQuery, MapItem, RunState, RunStatus, TaskSt
 from treadle.ports import (
     Applied,
     Changes,
-    Decide,
     DueTimer,
     InflightAttempt,
-    ItemsWanted,
     MapItemRecord,
     OmittedValue,
     OutboxRecord,
@@ -44,7 +46,7 @@ from treadle.ports import (
     RunSummary,
     StoredWorkflow,
 )
-from treadle.store._decisions import DecisionMismatch
+from treadle.store._decisions import RunNotLocked
 from treadle.store._errors import StoreError
 from treadle.store._rows import Int32, Int64, RunsCursor, decode_cursor, encode_cursor, item_record
 
@@ -97,6 +99,9 @@ class MemoryData:
     deliveries: dict[tuple[str, str, int, int | None], int] = field(default_factory=dict)
     last_history_id: int = 0
     last_outbox_id: int = 0
+    decisions: anyio.Lock | None = None
+    """Held by each decision transaction: they take turns, as SQLite's writer does (made
+    on first use, inside the event loop that uses it)."""
 
 
 class MemoryStore:
@@ -332,51 +337,25 @@ class MemoryStore:
 
     # --- decisions ---------------------------------------------------------------------
 
-    async def create_run(self, run: RunState, decide: Decide) -> tuple[Applied, bool]:
-        """Insert the run, already decided; a taken idempotency key returns its holder."""
+    @asynccontextmanager
+    async def deciding(self, run_ids: Collection[str]) -> AsyncIterator[MemoryDecisionBatch]:
+        """One decision transaction: the store's decisions take turns (as SQLite's writer
+        does), and a batch's writes are checked whole before any is made, so one that
+        fails a check (or an exception in the block) leaves nothing written."""
         await anyio.lowlevel.checkpoint()
-        key = run.idempotency_key
-        if key is not None and key in self.data.keys:
-            return Applied(state=self.data.runs[self.data.keys[key]], outbox=[]), False
-        changes = decide(run)
-        state = changes.state if changes is not None else run
-        if state.id in self.data.runs:
-            raise StoreError("create_run", f"a run with id {state.id!r} already exists")
-        effects = changes if changes is not None else Changes(state=state)
-        self._check_effects("create_run", effects, creating=state.id)
-        self.data.runs[state.id] = _stored(state)
-        self.data.history[state.id] = []
-        if state.idempotency_key is not None:
-            self.data.keys[state.idempotency_key] = state.id
-        self._write_items(state.id, {}, state.map_items)
-        return Applied(state=state, outbox=self._write_effects(effects)), True
+        if self.data.decisions is None:
+            self.data.decisions = anyio.Lock()
+        async with self.data.decisions:
+            batch = MemoryDecisionBatch(self, sorted(set(run_ids)))
+            yield batch
+            batch.commit()
 
-    async def apply(
-        self, run_id: str, decide: Decide, *, items: ItemsWanted | None = None
-    ) -> Applied | None:
-        """Call `decide` on the run (with the map items `items` names); persist the result."""
-        await anyio.lowlevel.checkpoint()
-        state = self._run(run_id)
-        loaded: dict[ItemKey, MapItem] = {}
-        if items is not None:
-            loaded = self._load_items(run_id, items(state))
-            if loaded:
-                state = msgspec.structs.replace(state, map_items=list(loaded.values()))
-        changes = decide(state)
-        if changes is None:
-            return None
-        if changes.state.id != run_id:
-            raise DecisionMismatch(run_id, changes.state.id)
-        self._check_effects("apply", changes, creating=None)
-        self._check_new_items(run_id, loaded, changes.state.map_items)
-        self.data.runs[run_id] = _stored(changes.state)
-        self._write_items(run_id, loaded, changes.state.map_items)
-        return Applied(state=changes.state, outbox=self._write_effects(changes))
-
-    def _check_effects(self, operation: str, changes: Changes, creating: str | None) -> None:
+    def _check_effects(
+        self, operation: str, changes: Changes, creating: Collection[str] = ()
+    ) -> None:
         """Refuse what the SQL adapter's foreign keys refuse: a timer of an unknown run."""
         for start in changes.start_timers:
-            if start.run_id != creating and start.run_id not in self.data.runs:
+            if start.run_id not in creating and start.run_id not in self.data.runs:
                 raise StoreError(operation, f"a timer names unknown run {start.run_id!r}")
 
     def _check_new_items(
@@ -695,6 +674,113 @@ class MemoryStore:
             and (created_after is None or r.created_at >= created_after)
             and (created_before is None or r.created_at < created_before)
         ]
+
+
+class MemoryDecisionBatch:
+    """The `DecisionBatch` of a `MemoryStore`: reads the locked runs, commits on `commit`."""
+
+    def __init__(self, store: MemoryStore, run_ids: Sequence[str]) -> None:
+        self._store = store
+        self._data = store.data
+        self._locked = {r: self._data.runs[r] for r in run_ids if r in self._data.runs}
+        self._read: dict[str, RunState] = dict(self._locked)
+        self._loaded_items: dict[str, dict[ItemKey, MapItem]] = {}
+        self._decided: dict[str, Changes] = {}
+        self._creates: dict[str, tuple[RunState, Changes | None]] = {}
+        self._applied: dict[str, Applied] = {}
+        self._inserted: set[str] = set()
+
+    def state(self, run_id: str) -> RunState:
+        """The locked run as stored, without map items; raises `RunNotFound`."""
+        if run_id not in self._locked:
+            raise RunNotFound(run_id)
+        self._read[run_id] = self._locked[run_id]
+        self._loaded_items[run_id] = {}
+        return self._locked[run_id]
+
+    async def with_items(self, run_id: str, query: ItemQuery) -> RunState:
+        """The locked run with the map items `query` names; raises `RunNotFound`."""
+        await anyio.lowlevel.checkpoint()
+        state = self.state(run_id)
+        loaded = self._store._load_items(run_id, query)
+        self._loaded_items[run_id] = loaded
+        if loaded:
+            state = msgspec.structs.replace(state, map_items=list(loaded.values()))
+        self._read[run_id] = state
+        return state
+
+    def write(self, changes: Changes) -> None:
+        """Record a decision on a locked run, against the state last read of it."""
+        run_id = changes.state.id
+        if run_id not in self._read:
+            raise RunNotLocked(run_id)
+        if run_id in self._decided:
+            raise ValueError(f"run {run_id!r} was written twice in one decision transaction")
+        self._decided[run_id] = changes
+
+    def create(self, state: RunState, changes: Changes | None) -> None:
+        """Record a new run, already in its decided state, and its first decision's effects."""
+        if state.id in self._creates or state.id in self._locked:
+            raise ValueError(f"run {state.id!r} is created twice in one decision transaction")
+        self._creates[state.id] = (changes.state if changes else state, changes)
+
+    def applied(self, run_id: str) -> Applied:
+        """After the commit: what the write or create on `run_id` left."""
+        return self._applied[run_id]
+
+    def created(self, run_id: str) -> bool:
+        """After the commit: whether the create of `run_id` inserted it."""
+        return run_id in self._inserted
+
+    def commit(self) -> None:
+        """Check every write, then make them all (no await in between: atomic)."""
+        inserting = self._check_creates()
+        for run_id, changes in self._decided.items():
+            self._store._check_effects("apply", changes, creating=inserting)
+            loaded = self._loaded_items.get(run_id, {})
+            self._store._check_new_items(run_id, loaded, changes.state.map_items)
+        for run_id in inserting:
+            self._insert(*self._creates[run_id])
+        for run_id, changes in self._decided.items():
+            self._data.runs[run_id] = _stored(changes.state)
+            self._store._write_items(
+                run_id, self._loaded_items.get(run_id, {}), changes.state.map_items
+            )
+            outbox = self._store._write_effects(changes)
+            self._applied[run_id] = Applied(state=changes.state, outbox=outbox)
+
+    def _check_creates(self) -> set[str]:
+        """The creates to insert (those whose key is free); raises for a taken run id."""
+        inserting: set[str] = set()
+        keys: dict[str, str] = {}
+        for run_id, (state, _) in self._creates.items():
+            key = state.idempotency_key
+            holder = self._data.keys.get(key) if key is not None else None
+            if key is not None and (holder is not None or key in keys):
+                existing = self._data.runs[holder] if holder else self._creates[keys[key]][0]
+                self._applied[run_id] = Applied(state=existing, outbox=[])
+                continue
+            if run_id in self._data.runs:
+                raise StoreError("create_run", f"a run with id {run_id!r} already exists")
+            if key is not None:
+                keys[key] = run_id
+            inserting.add(run_id)
+        for run_id in inserting:
+            state, changes = self._creates[run_id]
+            effects = changes if changes is not None else Changes(state=state)
+            self._store._check_effects("create_run", effects, creating=inserting)
+        return inserting
+
+    def _insert(self, state: RunState, changes: Changes | None) -> None:
+        self._data.runs[state.id] = _stored(state)
+        self._data.history[state.id] = []
+        if state.idempotency_key is not None:
+            self._data.keys[state.idempotency_key] = state.id
+        self._store._write_items(state.id, {}, state.map_items)
+        effects = changes if changes is not None else Changes(state=state)
+        outbox = self._store._write_effects(effects)
+        self._applied[state.id] = Applied(state=state, outbox=outbox)
+        self._inserted.add(state.id)
 
 
 def _copy(value: T, type_: Any = None) -> T:

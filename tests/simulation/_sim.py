@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 
 from tests.simulation._checks import TERMINAL_TASK, InvariantBroken, check_decision
+from tests.stores import apply, create_run
 from treadle.domain.compile import Workflow, compile_workflow, parse_definition
 from treadle.domain.decider import decide, new_run
 from treadle.domain.events import (
@@ -184,7 +185,7 @@ class Simulation:
     async def _start(self, i: int, name: str) -> None:
         workflow = self.workflows[name]
         run = new_run(workflow, run_id=f"run-{i}", version=1, input={"i": i}, now=self.clock())
-        await self.store.create_run(run, lambda s: None)
+        await create_run(self.store, run, lambda s: None)
         await self._decide(run.id, RunStarted(run_id=run.id))
 
     async def _decide(
@@ -209,7 +210,7 @@ class Simulation:
             self.decisions += 1
             return changes
 
-        applied = await self.store.apply(run_id, decision)
+        applied = await apply(self.store, run_id, decision)
         rows = applied.outbox if applied is not None else []
         self.trace.append(f"{self.now:9.2f} apply {type(event).__name__} {_about(event)}")
         if rows and self._roll("crash_before_publish"):

@@ -20,6 +20,7 @@ from tests.simulation._sim import (
     check_end_state,
     compiled_workflows,
 )
+from tests.stores import apply
 from treadle.domain.errors import TreadleError
 from treadle.domain.events import HistoryEntry
 from treadle.ports import Changes
@@ -101,6 +102,6 @@ def test_a_stale_result_that_changes_state_is_caught() -> None:
     sim.run()
     run = next(iter(sim.store.data.runs.values()))
     again = HistoryEntry(type="task.completed", at=EPOCH, task_id=next(iter(run.tasks)), attempt=1)
-    anyio.run(sim.store.apply, run.id, lambda s: Changes(state=s, history=[again]))
+    anyio.run(apply, sim.store, run.id, lambda s: Changes(state=s, history=[again]))
     with pytest.raises(InvariantBroken, match="completed twice"):
         check_end_state(sim)

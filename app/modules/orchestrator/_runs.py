@@ -1,18 +1,15 @@
-"""`RunService`: starts and steers runs by applying events to them in store transactions.
+"""`RunService`: starts and steers runs by deciding events on them.
 
-Every change to a run goes through `apply_event`: the store locks the run, the pure
-decider computes the next state, the resulting messages and timers are written in the
-same transaction, and after commit the relay publishes the messages.
+Every change to a run is an event given to `apply_event` (a new run: `start_run`), which
+wraps the pure decider for it and hands it to the decision pipeline (`_pipeline`): that
+locks the run in a store transaction, decides, writes the messages and timers in the same
+transaction, and after the commit relays the messages.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Hashable, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-import anyio
 import msgspec
 
 from treadle.config import LimitsSettings, OrchestratorSettings
@@ -42,7 +39,6 @@ from treadle.domain.events import (
     RetryRequested,
     RunStarted,
     SignalReceived,
-    StartTimer,
     TaskCompleted,
     TaskFailed,
     TaskHeartbeat,
@@ -50,7 +46,6 @@ from treadle.domain.events import (
     TimerFired,
 )
 from treadle.domain.state import RunState
-from treadle.modules.orchestrator._batch import Pending, RunQueues, fold
 from treadle.modules.orchestrator._changes import (
     changes_from_decision,
     fired_timer_cancel,
@@ -59,7 +54,14 @@ from treadle.modules.orchestrator._changes import (
 from treadle.modules.orchestrator._finishes import RunFinishes
 from treadle.modules.orchestrator._ids import new_run_id
 from treadle.modules.orchestrator._limits import check_json_size
-from treadle.modules.orchestrator._measure import record_decision
+from treadle.modules.orchestrator._pipeline import (
+    Decide,
+    DecisionPipeline,
+    ItemsWanted,
+    Lru,
+    Outcome,
+    Pending,
+)
 from treadle.modules.orchestrator._relay import Relay
 from treadle.modules.orchestrator._timers import TimerAlarm
 from treadle.observability import Telemetry, current_traceparent, get_logger
@@ -67,73 +69,12 @@ from treadle.ports import (
     Applied,
     Changes,
     Clock,
-    Decide,
     DueTimer,
-    ItemsWanted,
     StateStore,
     StoredWorkflow,
 )
 
 log = get_logger(__name__)
-
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
-
-
-class _Lru(Generic[K, V]):
-    """A small least-recently-used map."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[K, V] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
-
-
-class _RunLocks:
-    """One lock per run with decisions in progress in this process.
-
-    The store serialises decisions per run across processes; taking turns here first keeps
-    one process's events for a run in arrival order and spares the database lock waits.
-    """
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[anyio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, run_id: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(run_id, (None, 0))
-        if lock is None:
-            lock = anyio.Lock()
-        self._locks[run_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[run_id]
-            if users == 1:
-                del self._locks[run_id]
-            else:
-                self._locks[run_id] = (lock, users - 1)
-
-
-class _Outcome:
-    """What the decide callback saw and wrote (the store may call it more than once)."""
-
-    def __init__(self) -> None:
-        self.state: RunState | None = None
-        self.changes: Changes | None = None
-        self.decision: Decision | None = None
 
 
 class RunService:
@@ -160,17 +101,19 @@ class RunService:
         self._source = source
         self.alarm = alarm or TimerAlarm()
         # Versions are immutable and a run never changes workflow: both caches never go stale.
-        self._workflows: _Lru[tuple[str, int], Workflow] = _Lru(cache_size)
-        self._run_workflows: _Lru[str, tuple[str, int]] = _Lru(cache_size * 16)
-        self._run_locks = _RunLocks()
-        self._queues = RunQueues()
+        self._workflows: Lru[tuple[str, int], Workflow] = Lru(cache_size)
+        self._run_workflows: Lru[str, tuple[str, int]] = Lru(cache_size * 16)
         self._telemetry = telemetry or Telemetry.off("orchestrator")
-        # The trace context of each run's latest decision here, so a decision with no
-        # message behind it (a timer firing) continues the run's trace. In memory only:
-        # a timer fired by another replica, or after a restart, begins a new trace.
-        self._run_traces: _Lru[str, str] = _Lru(cache_size * 16)
         self.finishes = RunFinishes()
         """Wakes the API's long polls when a decision here ends a run."""
+        self._pipeline = DecisionPipeline(
+            store,
+            relay,
+            alarm=self.alarm,
+            finishes=self.finishes,
+            metrics=self._telemetry.metrics,
+            traces=cache_size * 16,
+        )
 
     @property
     def relay(self) -> Relay:
@@ -218,21 +161,26 @@ class RunService:
             parent_run_id=parent_run_id,
             parent_task_id=parent_task_id,
         )
-        outcome = _Outcome()
+        outcome = Outcome()
         with self._telemetry.decision(
             run.id, "run.started", traceparent=traceparent, workflow=stored.name
         ):
-            decide_start = self._decider(
-                compiled, RunStarted(run_id=run.id), outcome, current_traceparent()
+            started = RunStarted(run_id=run.id)
+            decide_start = self._decider(compiled, started, outcome, current_traceparent())
+            pending = Pending(
+                decide_start, batchable=False, create=run, outcome=outcome, workflow=compiled
             )
-            applied, created = await self._store.create_run(run, decide_start)
+            # Known before the commit, so the run's first result finds it here.
+            self._run_workflows.put(run.id, (stored.name, stored.version))
+            lane = run.id if idempotency_key is None else f"key:{idempotency_key}"
+            await self._pipeline.submit(lane, pending)
+            applied, created = pending.applied, pending.created
+            assert applied is not None, "a create settles with the run or the key's holder"
             if not created:
                 _check_same_start(applied.state, run, version)
-            if created:
+            else:
                 self._telemetry.metrics.run_started(stored.name)
                 log.info("run started", version=stored.version)
-                self._run_workflows.put(run.id, (stored.name, stored.version))
-                await self._after_commit(applied, [outcome], compiled)
         return applied.state, created
 
     async def cancel_run(self, run_id: str, reason: str = "") -> RunState:
@@ -301,62 +249,26 @@ class RunService:
         Raises `RunNotFound`, and the store's errors.
         """
         compiled = await self._workflow_of_run(run_id)
-        outcome = _Outcome()
+        outcome = Outcome()
         with self._telemetry.decision(
             run_id,
             _event_type(event),
-            traceparent=traceparent or self._run_traces.get(run_id),
+            traceparent=traceparent or self._pipeline.trace_of(run_id),
             workflow=compiled.name,
         ):
             # Messages written by this decision carry its span, read here because the
-            # store may run the callback where the current context is not ours.
+            # pipeline may decide it in another caller's task, where the context is not ours.
             decider = self._decider(compiled, event, outcome, current_traceparent(), also_cancel)
-            items = items_for(event)
-            batchable = items is None and also_cancel is None and isinstance(event, _BATCHABLE)
-            pending = Pending(decider, batchable=batchable, outcome=outcome)
-            self._queues.add(run_id, pending)
-            try:
-                async with self._run_locks.hold(run_id):
-                    if pending.done:  # decided in the transaction of an event ahead of it
-                        return (pending.applied if pending.changed else None), outcome.state
-                    batch = await self._apply_queued(run_id, pending, items)
-            finally:
-                if not pending.done:
-                    pending.abandoned = True
-                    self._queues.remove(run_id, pending)
-            applied = batch[0].applied
-            if applied is not None:
-                await self._after_commit(applied, [p.outcome for p in batch], compiled)
-        return (applied if pending.changed else None), outcome.state
-
-    async def _apply_queued(
-        self, run_id: str, own: Pending, items: ItemsWanted | None
-    ) -> list[Pending]:
-        """Decide `own` and the events queued behind it in one transaction; those decided.
-
-        Each one decided is marked done with what was committed; on failure the others
-        go back to the queue, so each of their own turns decides them.
-        """
-        taken: list[Pending] | None = None
-        decided: list[Pending] = []
-
-        def decide_all(state: RunState) -> Changes | None:
-            nonlocal taken, decided
-            if taken is None:
-                taken = self._queues.take(run_id, own)
-            changes, count = fold(state, taken)
-            decided = taken[:count]
-            return changes
-
-        try:
-            applied = await self._store.apply(run_id, decide_all, items=items)
-        except BaseException:
-            self._queues.put_back(run_id, [p for p in taken or () if p is not own])
-            raise
-        self._queues.put_back(run_id, (taken or [])[len(decided) :])
-        for pending in decided:
-            pending.applied, pending.done = applied, True
-        return decided or [own]
+            batchable = also_cancel is None and isinstance(event, _BATCHABLE)
+            pending = Pending(
+                decider,
+                batchable=batchable,
+                items=items_for(event),
+                outcome=outcome,
+                workflow=compiled,
+            )
+            await self._pipeline.submit(run_id, pending)
+        return (pending.applied if pending.changed else None), outcome.state
 
     async def fire_timer(self, timer: DueTimer) -> None:
         """Apply a due timer to its run, deleting the timer row in the same transaction."""
@@ -388,7 +300,7 @@ class RunService:
         self,
         compiled: Workflow,
         event: Event,
-        outcome: _Outcome,
+        outcome: Outcome,
         traceparent: str | None,
         also_cancel: CancelTimer | None = None,
     ) -> Decide:
@@ -397,28 +309,10 @@ class RunService:
             changes = changes_from_decision(decision, source=self._source, traceparent=traceparent)
             if also_cancel is not None:
                 changes = with_cancelled(changes, state, also_cancel)
-            outcome.state, outcome.changes, outcome.decision = state, changes, decision
+            outcome.state, outcome.decision = state, decision
             return changes
 
         return decide_in_transaction
-
-    async def _after_commit(
-        self, applied: Applied, outcomes: Sequence[_Outcome], compiled: Workflow
-    ) -> None:
-        for outcome in outcomes:
-            if outcome.changes is not None:
-                self._wake_for(outcome.changes.start_timers)
-            if outcome.decision is not None and outcome.decision.changed:
-                record_decision(self._telemetry.metrics, outcome.decision, compiled)
-        if (traceparent := current_traceparent()) is not None:
-            self._run_traces.put(applied.state.id, traceparent)
-        if applied.state.status.is_terminal:
-            self.finishes.ended(applied.state.id)
-        await self._relay.publish(applied.outbox)
-
-    def _wake_for(self, timers: Sequence[StartTimer]) -> None:
-        if timers:
-            self.alarm.notify(min(t.fire_at for t in timers))
 
     def _compiled(self, stored: StoredWorkflow) -> Workflow:
         key = (stored.name, stored.version)
@@ -456,7 +350,7 @@ class RunService:
 
 
 _MAP_CONTROL = (ResumeRequested, RetryRequested)
-# Worker results: the events that arrive for one run in bursts (see `_batch`).
+# Worker results: the events that arrive for one run in bursts (see `_pipeline`).
 _BATCHABLE = (TaskStarted, TaskCompleted, TaskFailed, TaskHeartbeat)
 
 

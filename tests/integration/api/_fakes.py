@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from tests.stores import apply, create_run
 from treadle.domain.compile import compile_workflow, parse_definition, validate_input
 from treadle.domain.errors import RunNotActive
 from treadle.domain.events import HistoryEntry
@@ -68,7 +69,9 @@ class FakeEngine(MemoryStore):
             idempotency_key=idempotency_key,
         )
         started = HistoryEntry(type="run.started", at=_now(), data=input)
-        applied, created = await self.create_run(run, lambda s: Changes(state=s, history=[started]))
+        applied, created = await create_run(
+            self, run, lambda s: Changes(state=s, history=[started])
+        )
         return applied.state, created
 
     async def cancel_run(self, run_id: str, reason: str = "") -> RunState:
@@ -80,7 +83,7 @@ class FakeEngine(MemoryStore):
         await self._active(run_id, "signal")
         data = {"name": name, "payload": payload}
         received = HistoryEntry(type="signal.received", at=_now(), data=data)
-        applied = await self.apply(run_id, lambda s: Changes(state=s, history=[received]))
+        applied = await apply(self, run_id, lambda s: Changes(state=s, history=[received]))
         assert applied is not None
         return applied.state
 
@@ -136,7 +139,7 @@ class FakeEngine(MemoryStore):
             entries = [*(history or []), HistoryEntry(type=f"run.{status}", at=_now())]
             return Changes(state=ended, history=entries)
 
-        applied = await self.apply(run_id, end)
+        applied = await apply(self, run_id, end)
         assert applied is not None
         return applied.state
 

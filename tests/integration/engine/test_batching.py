@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -11,7 +13,7 @@ from tests.integration.engine.conftest import SettingsFactory
 from treadle.domain.events import Event, TaskCompleted, TaskStarted
 from treadle.domain.state import TaskStatus
 from treadle.modules.orchestrator import Relay, RunService
-from treadle.ports import Applied, Decide, ItemsWanted, StateStore
+from treadle.ports import DecisionBatch, StateStore
 from treadle.wiring import SystemClock, build
 
 CHAIN: dict[str, Any] = {
@@ -21,7 +23,8 @@ CHAIN: dict[str, Any] = {
 
 
 class _HeldStore:
-    """The store, counting `apply` calls and holding the first until `release` is set."""
+    """The store, counting decision transactions on stored runs and holding the first
+    until `release` is set."""
 
     def __init__(self, store: StateStore) -> None:
         self._store = store
@@ -32,14 +35,15 @@ class _HeldStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def apply(
-        self, run_id: str, decide: Decide, *, items: ItemsWanted | None = None
-    ) -> Applied | None:
-        self.applies += 1
-        if self.applies == 1:
-            self.entered.set()
-            await self.release.wait()
-        return await self._store.apply(run_id, decide, items=items)
+    @asynccontextmanager
+    async def deciding(self, run_ids: Collection[str]) -> AsyncIterator[DecisionBatch]:
+        if run_ids:  # not a run's creation
+            self.applies += 1
+            if self.applies == 1:
+                self.entered.set()
+                await self.release.wait()
+        async with self._store.deciding(run_ids) as batch:
+            yield batch
 
 
 @pytest.mark.anyio

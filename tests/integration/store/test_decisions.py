@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from tests.integration.store.factories import at, entry, make_run, message, timer, unchanged
+from tests.stores import apply, create_run
 from treadle.domain.errors import RunNotFound
 from treadle.domain.events import CancelTimer, TimerKind
 from treadle.domain.state import ErrorInfo, RunState, RunStatus, TaskStatus
@@ -31,7 +32,7 @@ async def test_create_run_round_trips_every_field(store: SqlStore) -> None:
         parent_run_id="parent",
         parent_task_id="child",
     )
-    applied, created = await store.create_run(run, lambda s: None)
+    applied, created = await create_run(store, run, lambda s: None)
     loaded = await store.get_run(run.id)
     assert created
     assert applied.state == run
@@ -53,7 +54,7 @@ async def test_create_run_writes_the_decision_with_it(store: SqlStore) -> None:
             start_timers=[timer(state.id, 30)],
         )
 
-    applied, created = await store.create_run(run, start)
+    applied, created = await create_run(store, run, start)
     loaded = await store.get_run(run.id)
     assert created
     assert loaded.status is RunStatus.RUNNING
@@ -67,10 +68,10 @@ async def test_create_run_writes_the_decision_with_it(store: SqlStore) -> None:
 async def test_repeated_idempotency_key_returns_the_first_run(store: SqlStore) -> None:
     """A second create with a taken key writes nothing and returns the existing run."""
     first = make_run(key="order-1")
-    await store.create_run(first, unchanged)
+    await create_run(store, first, unchanged)
     second = make_run(key="order-1", task_ids=("other",))
-    applied, created = await store.create_run(
-        second, lambda s: Changes(state=s, history=[entry("x")], outbox=[message(s.id)])
+    applied, created = await create_run(
+        store, second, lambda s: Changes(state=s, history=[entry("x")], outbox=[message(s.id)])
     )
     assert not created
     assert applied.state == first
@@ -87,7 +88,7 @@ async def test_concurrent_creates_with_one_key_make_one_run(
     results: list[tuple[str, bool]] = []
 
     async def create(on: SqlStore) -> None:
-        applied, created = await on.create_run(make_run(key="race"), unchanged)
+        applied, created = await create_run(on, make_run(key="race"), unchanged)
         results.append((applied.state.id, created))
 
     async with anyio.create_task_group() as tg:
@@ -102,7 +103,7 @@ async def test_concurrent_creates_with_one_key_make_one_run(
 async def test_apply_writes_state_history_outbox_and_timers(store: SqlStore) -> None:
     """apply persists every part of the decision and returns the outbox rows with ids."""
     run = make_run()
-    await store.create_run(run, lambda s: Changes(state=s, start_timers=[timer(s.id, 5)]))
+    await create_run(store, run, lambda s: Changes(state=s, start_timers=[timer(s.id, 5)]))
 
     def complete_first(state: RunState) -> Changes:
         done = replace(state.tasks["first"], status=TaskStatus.COMPLETED, output={"ok": True})
@@ -116,7 +117,7 @@ async def test_apply_writes_state_history_outbox_and_timers(store: SqlStore) -> 
             ],
         )
 
-    applied = await store.apply(run.id, complete_first)
+    applied = await apply(store, run.id, complete_first)
     assert applied is not None
     loaded = await store.get_run(run.id)
     assert loaded == applied.state
@@ -135,8 +136,8 @@ async def test_apply_writes_state_history_outbox_and_timers(store: SqlStore) -> 
 async def test_apply_returning_none_writes_nothing(store: SqlStore) -> None:
     """A decision of None leaves the run untouched and apply returns None."""
     run = make_run()
-    await store.create_run(run, unchanged)
-    assert await store.apply(run.id, lambda s: None) is None
+    await create_run(store, run, unchanged)
+    assert await apply(store, run.id, lambda s: None) is None
     assert await store.get_run(run.id) == run
     assert (await store.list_history(run.id, 10, None)).items == []
 
@@ -144,7 +145,7 @@ async def test_apply_returning_none_writes_nothing(store: SqlStore) -> None:
 async def test_a_failing_decision_rolls_everything_back(store: SqlStore) -> None:
     """An exception from decide propagates and nothing of the transaction remains."""
     run = make_run()
-    await store.create_run(run, unchanged)
+    await create_run(store, run, unchanged)
 
     class Boom(Exception):
         pass
@@ -153,9 +154,9 @@ async def test_a_failing_decision_rolls_everything_back(store: SqlStore) -> None
         raise Boom
 
     with pytest.raises(Boom):
-        await store.apply(run.id, explode)
+        await apply(store, run.id, explode)
     with pytest.raises(Boom):
-        await store.create_run(make_run(), explode)
+        await create_run(store, make_run(), explode)
     assert await store.get_run(run.id) == run
     assert (await store.outbox_backlog())[0] == 0
     page = await store.list_runs(workflow=None, status=None, limit=10, cursor=None)
@@ -165,7 +166,7 @@ async def test_a_failing_decision_rolls_everything_back(store: SqlStore) -> None
 async def test_a_write_failure_rolls_the_whole_decision_back(store: SqlStore) -> None:
     """When a later write fails (a timer for an unknown run), earlier writes are undone."""
     run = make_run()
-    await store.create_run(run, unchanged)
+    await create_run(store, run, unchanged)
 
     def bad(state: RunState) -> Changes:
         return Changes(
@@ -175,7 +176,7 @@ async def test_a_write_failure_rolls_the_whole_decision_back(store: SqlStore) ->
         )
 
     with pytest.raises(Exception, match="store apply failed"):
-        await store.apply(run.id, bad)
+        await apply(store, run.id, bad)
     assert await store.get_run(run.id) == run
     assert (await store.list_history(run.id, 10, None)).items == []
 
@@ -183,7 +184,7 @@ async def test_a_write_failure_rolls_the_whole_decision_back(store: SqlStore) ->
 async def test_apply_on_unknown_run_raises(store: SqlStore) -> None:
     """apply and get_run on an id that does not exist raise RunNotFound."""
     with pytest.raises(RunNotFound) as info:
-        await store.apply("missing", unchanged)
+        await apply(store, "missing", unchanged)
     assert info.value.run_id == "missing"
     with pytest.raises(RunNotFound):
         await store.get_run("missing")
@@ -192,7 +193,7 @@ async def test_apply_on_unknown_run_raises(store: SqlStore) -> None:
 async def test_apply_adds_changes_and_removes_tasks(store: SqlStore) -> None:
     """Tasks new in the decided state are inserted, changed ones updated, dropped deleted."""
     run = make_run(task_ids=("a", "b", "c"))
-    await store.create_run(run, unchanged)
+    await create_run(store, run, unchanged)
 
     def reshape(state: RunState) -> Changes:
         tasks = dict(state.tasks)
@@ -201,7 +202,7 @@ async def test_apply_adds_changes_and_removes_tasks(store: SqlStore) -> None:
         tasks["d"] = replace(tasks["c"], task_id="d", type="map")
         return Changes(state=replace(state, tasks=tasks))
 
-    applied = await store.apply(run.id, reshape)
+    applied = await apply(store, run.id, reshape)
     assert applied is not None
     loaded = await store.get_run(run.id)
     assert loaded == applied.state
@@ -211,7 +212,7 @@ async def test_apply_adds_changes_and_removes_tasks(store: SqlStore) -> None:
 async def test_concurrent_applies_on_one_run_serialise(store: SqlStore, twin: SqlStore) -> None:
     """Concurrent applies (two stores, as two processes) each see the previous one's write."""
     run = make_run(input=0)
-    await store.create_run(run, unchanged)
+    await create_run(store, run, unchanged)
 
     def increment(state: RunState) -> Changes:
         count = state.input + 1
@@ -219,7 +220,7 @@ async def test_concurrent_applies_on_one_run_serialise(store: SqlStore, twin: Sq
 
     async with anyio.create_task_group() as tg:
         for i in range(20):
-            tg.start_soon(lambda on=(store if i % 2 else twin): on.apply(run.id, increment))
+            tg.start_soon(lambda on=(store if i % 2 else twin): apply(on, run.id, increment))
     assert (await store.get_run(run.id)).input == 20
     history = (await store.list_history(run.id, 50, None)).items
     assert [h.data for h in history] == [{"n": n} for n in range(1, 21)]
@@ -230,7 +231,7 @@ async def test_concurrent_applies_see_each_others_task_writes(
 ) -> None:
     """A decision that waited for the run lock reads the task rows the previous one wrote."""
     run = make_run(task_ids=("first",))
-    await store.create_run(run, unchanged)
+    await create_run(store, run, unchanged)
 
     def bump_attempt(state: RunState) -> Changes:
         task = state.tasks["first"]
@@ -239,16 +240,16 @@ async def test_concurrent_applies_see_each_others_task_writes(
 
     async with anyio.create_task_group() as tg:
         for i in range(20):
-            tg.start_soon(lambda on=(store if i % 2 else twin): on.apply(run.id, bump_attempt))
+            tg.start_soon(lambda on=(store if i % 2 else twin): apply(on, run.id, bump_attempt))
     assert (await store.get_run(run.id)).tasks["first"].attempt == 20
 
 
 async def test_decision_for_another_run_is_refused(store: SqlStore) -> None:
     """A decision that returns a different run's state is an error, and writes nothing."""
     run = make_run()
-    await store.create_run(run, unchanged)
+    await create_run(store, run, unchanged)
     with pytest.raises(Exception, match="returned state of run"):
-        await store.apply(run.id, lambda s: Changes(state=replace(s, id="other")))
+        await apply(store, run.id, lambda s: Changes(state=replace(s, id="other")))
     assert await store.get_run(run.id) == run
 
 
@@ -262,7 +263,7 @@ async def test_inflight_attempts_lists_scheduled_and_running_by_run(store: SqlSt
     for run_id, statuses in states.items():
         run = make_run(run_id, task_ids=list(statuses))
         tasks = {t: replace(run.tasks[t], status=s, attempt=3) for t, s in statuses.items()}
-        await store.create_run(replace(run, tasks=tasks), unchanged)
+        await create_run(store, replace(run, tasks=tasks), unchanged)
 
     first = await store.inflight_attempts(limit=1, after=None)
     rest = await store.inflight_attempts(limit=1, after=first[-1].run_id)

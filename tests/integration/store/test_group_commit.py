@@ -1,23 +1,29 @@
 """Decisions on different runs waiting at the same time commit in one transaction.
 
-On PostgreSQL and SQLite (MySQL decides one run per transaction). A group's outcome is
-still each decision's own: one that raises, or whose run is gone, fails alone.
+The orchestrator's pipeline groups them over a real store (SQLite, PostgreSQL, MySQL). A
+group's outcome is still each decision's own: one that raises, or whose run is gone,
+fails alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
 
 import anyio
 import msgspec
 import pytest
 
 from tests.integration.store.factories import at, entry, make_run, message
+from tests.stores import create_run
 from treadle.domain.errors import RunNotFound
 from treadle.domain.state import RunState, TaskStatus
-from treadle.ports import Applied, Changes, Decide
+from treadle.modules.orchestrator._finishes import RunFinishes
+from treadle.modules.orchestrator._pipeline import Decide, DecisionPipeline, Pending
+from treadle.modules.orchestrator._timers import TimerAlarm
+from treadle.observability import Telemetry
+from treadle.ports import Applied, Changes, DecisionBatch, InflightAttempt, OutboxRecord
 from treadle.store._errors import StoreError
-from treadle.store._group import GroupRequest
 from treadle.store._sqlalchemy import SqlStore
 
 pytestmark = pytest.mark.anyio
@@ -26,10 +32,58 @@ replace = msgspec.structs.replace
 RUNS = 12
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 def grouping_store(request: pytest.FixtureRequest) -> SqlStore:
     value: SqlStore = request.getfixturevalue(f"{request.param}_store")
     return value
+
+
+class _Published:
+    """The pipeline's relay, recording what it was handed (the broker is not the point)."""
+
+    def __init__(self) -> None:
+        self.records: list[OutboxRecord] = []
+
+    async def publish(self, records: Sequence[OutboxRecord]) -> int:
+        self.records += records
+        return len(records)
+
+
+class _Counted:
+    """The store, recording the size of each transaction: the runs it locks and creates."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+        self.sizes: list[int] = []
+
+    @asynccontextmanager
+    async def deciding(self, run_ids: Collection[str]) -> AsyncIterator[DecisionBatch]:
+        async with self._store.deciding(run_ids) as batch:
+            creates: list[str] = []
+            create = batch.create
+
+            def counted(state: RunState, changes: Changes | None) -> None:
+                creates.append(state.id)
+                create(state, changes)
+
+            batch.create = counted  # type: ignore[method-assign]
+            yield batch
+        self.sizes.append(len(set(run_ids)) + len(creates))
+
+    async def inflight_attempts(self, limit: int, after: str | None) -> list[InflightAttempt]:
+        return await self._store.inflight_attempts(limit, after)
+
+
+def _pipeline(store: SqlStore) -> tuple[DecisionPipeline, _Counted]:
+    counted = _Counted(store)
+    pipeline = DecisionPipeline(
+        counted,
+        _Published(),
+        alarm=TimerAlarm(),
+        finishes=RunFinishes(),
+        metrics=Telemetry.off("test").metrics,
+    )
+    return pipeline, counted
 
 
 def _schedule_first(state: RunState) -> Changes:
@@ -41,31 +95,19 @@ def _schedule_first(state: RunState) -> Changes:
     )
 
 
-def _count_groups(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch, method: str = "_decide_group"
-) -> list[int]:
-    """The size of each group `method` (`_decide_group` or `_create_group`) commits."""
-    sizes: list[int] = []
-    commit = getattr(store, method)
-
-    async def counted(group: Sequence[GroupRequest[object]]) -> None:
-        sizes.append(len(group))
-        await commit(group)
-
-    monkeypatch.setattr(store, method, counted)
-    return sizes
-
-
 async def _apply_all(
-    store: SqlStore, decides: dict[str, Decide]
+    pipeline: DecisionPipeline, decides: dict[str, Decide]
 ) -> dict[str, Applied | BaseException | None]:
     outcomes: dict[str, Applied | BaseException | None] = {}
 
     async def one(run_id: str) -> None:
+        pending = Pending(decides[run_id], batchable=False)
         try:
-            outcomes[run_id] = await store.apply(run_id, decides[run_id])
+            await pipeline.submit(run_id, pending)
         except Exception as exc:
             outcomes[run_id] = exc
+        else:
+            outcomes[run_id] = pending.applied
 
     async with anyio.create_task_group() as tg:
         for run_id in decides:
@@ -74,15 +116,16 @@ async def _apply_all(
 
 
 async def test_concurrent_decisions_share_transactions_and_each_gets_its_own_outbox(
-    grouping_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    grouping_store: SqlStore,
 ) -> None:
     store = grouping_store
     runs = [make_run() for _ in range(RUNS)]
     for run in runs:
-        await store.create_run(run, lambda s: None)
-    sizes = _count_groups(store, monkeypatch)
+        await create_run(store, run, lambda s: None)
+    pipeline, counted = _pipeline(store)
+    sizes = counted.sizes
 
-    outcomes = await _apply_all(store, {run.id: _schedule_first for run in runs})
+    outcomes = await _apply_all(pipeline, {run.id: _schedule_first for run in runs})
 
     assert sum(sizes) == RUNS
     assert len(sizes) < RUNS  # the decisions that waited behind the first went together
@@ -104,7 +147,7 @@ async def test_a_decision_that_raises_fails_alone_and_the_rest_commit(
     store = grouping_store
     runs = [make_run() for _ in range(RUNS)]
     for run in runs:
-        await store.create_run(run, lambda s: None)
+        await create_run(store, run, lambda s: None)
     broken = runs[RUNS // 2].id
 
     def explode(state: RunState) -> Changes:
@@ -112,7 +155,7 @@ async def test_a_decision_that_raises_fails_alone_and_the_rest_commit(
 
     decides: dict[str, Decide] = {run.id: _schedule_first for run in runs}
     decides[broken] = explode
-    outcomes = await _apply_all(store, decides)
+    outcomes = await _apply_all(_pipeline(store)[0], decides)
 
     assert isinstance(outcomes[broken], ValueError)
     assert (await store.get_run(broken)).tasks["first"].status is TaskStatus.PENDING
@@ -128,24 +171,34 @@ async def test_a_missing_run_in_a_group_is_not_found_and_the_rest_commit(
     store = grouping_store
     runs = [make_run() for _ in range(RUNS)]
     for run in runs:
-        await store.create_run(run, lambda s: None)
+        await create_run(store, run, lambda s: None)
     decides: dict[str, Decide] = {run.id: _schedule_first for run in runs}
     decides["no-such-run"] = _schedule_first
 
-    outcomes = await _apply_all(store, decides)
+    outcomes = await _apply_all(_pipeline(store)[0], decides)
 
     assert isinstance(outcomes["no-such-run"], RunNotFound)
     assert all(isinstance(outcomes[run.id], Applied) for run in runs)
 
 
+async def _create(
+    pipeline: DecisionPipeline, run: RunState, decide: Decide = _schedule_first
+) -> tuple[Applied, bool]:
+    pending = Pending(decide, batchable=False, create=run)
+    lane = run.id if run.idempotency_key is None else f"key:{run.idempotency_key}"
+    await pipeline.submit(lane, pending)
+    assert pending.applied is not None
+    return pending.applied, pending.created
+
+
 async def _create_all(
-    store: SqlStore, runs: Sequence[RunState]
+    pipeline: DecisionPipeline, runs: Sequence[RunState]
 ) -> list[tuple[Applied, bool] | BaseException]:
     outcomes: list[tuple[Applied, bool] | BaseException] = [ValueError("not run")] * len(runs)
 
     async def one(i: int) -> None:
         try:
-            outcomes[i] = await store.create_run(runs[i], _schedule_first)
+            outcomes[i] = await _create(pipeline, runs[i])
         except Exception as exc:
             outcomes[i] = exc
 
@@ -156,13 +209,14 @@ async def _create_all(
 
 
 async def test_concurrent_creates_share_transactions_and_each_gets_its_own_outbox(
-    grouping_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    grouping_store: SqlStore,
 ) -> None:
     store = grouping_store
-    sizes = _count_groups(store, monkeypatch, "_create_group")
+    pipeline, counted = _pipeline(store)
+    sizes = counted.sizes
     runs = [make_run() for _ in range(RUNS)]
 
-    outcomes = await _create_all(store, runs)
+    outcomes = await _create_all(pipeline, runs)
 
     assert sum(sizes) == RUNS
     assert len(sizes) < RUNS
@@ -184,11 +238,11 @@ async def test_a_create_that_fails_in_a_group_fails_alone(
     """A run id already taken fails its own create; the others in its group are created."""
     store = grouping_store
     taken = make_run()
-    await store.create_run(taken, lambda s: None)
+    await create_run(store, taken, lambda s: None)
     runs = [make_run() for _ in range(RUNS)]
     runs[RUNS // 2] = make_run(taken.id)
 
-    outcomes = await _create_all(store, runs)
+    outcomes = await _create_all(_pipeline(store)[0], runs)
 
     assert isinstance(outcomes[RUNS // 2], StoreError)
     for i, run in enumerate(runs):
@@ -204,7 +258,7 @@ async def test_creates_with_one_idempotency_key_still_make_one_run(
     store = grouping_store
     runs = [make_run(key="order-7") for _ in range(4)] + [make_run() for _ in range(4)]
 
-    outcomes = await _create_all(store, runs)
+    outcomes = await _create_all(_pipeline(store)[0], runs)
 
     keyed = [o for o in outcomes[:4] if not isinstance(o, BaseException)]
     assert sorted(created for _, created in keyed) == [False, False, False, True]
@@ -226,9 +280,10 @@ async def test_each_outbox_record_of_a_grouped_create_names_its_own_row(
 
     runs = [make_run() for _ in range(RUNS)]
     outcomes: list[tuple[Applied, bool]] = []
+    pipeline = _pipeline(store)[0]
 
     async def one(run: RunState) -> None:
-        outcomes.append(await store.create_run(run, dispatch_three))
+        outcomes.append(await _create(pipeline, run, dispatch_three))
 
     async with anyio.create_task_group() as tg:
         for run in runs:

@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from tests.integration.store.factories import at, make_run
+from tests.stores import apply, create_run
 from treadle.domain.state import Heartbeat, ItemQuery, MapItem, MapProgress, RunState, TaskStatus
 from treadle.ports import Changes
 from treadle.store._sqlalchemy import SqlStore
@@ -19,13 +20,13 @@ BEAT = Heartbeat(at=at(5), attempt=2, details={"done": 40, "of": [1, 2]})
 async def test_a_task_heartbeat_is_written_by_a_decision_and_read_back(store: SqlStore) -> None:
     """A decision that only changes a task's heartbeat persists it, details and all."""
     run = make_run()
-    await store.create_run(run, lambda s: None)
+    await create_run(store, run, lambda s: None)
 
     def beat(state: RunState) -> Changes:
         first = replace(state.tasks["first"], status=TaskStatus.RUNNING, heartbeat=BEAT)
         return Changes(state=replace(state, tasks={**state.tasks, "first": first}))
 
-    await store.apply(run.id, beat)
+    await apply(store, run.id, beat)
     assert (await store.get_run(run.id)).tasks["first"].heartbeat == BEAT
 
 
@@ -40,12 +41,12 @@ async def test_a_map_item_heartbeat_is_stored_with_its_item(store: SqlStore) -> 
         items = [MapItem(task_id="first", index=i, status=TaskStatus.RUNNING) for i in (0, 1)]
         return Changes(state=replace(state, tasks={**state.tasks, "first": first}, map_items=items))
 
-    await store.create_run(run, with_map)
+    await create_run(store, run, with_map)
 
     def beat(state: RunState) -> Changes:
         (item,) = state.map_items
         return Changes(state=replace(state, map_items=[replace(item, heartbeat=BEAT)]))
 
-    await store.apply(run.id, beat, items=lambda s: ItemQuery(keys=[("first", 1)]))
+    await apply(store, run.id, beat, items=lambda s: ItemQuery(keys=[("first", 1)]))
     page = await store.list_map_items(run.id, "first", 10, None)
     assert [i.heartbeat for i in page.items] == [None, BEAT]

@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from tests.integration.store.factories import entry, make_run
+from tests.stores import apply, create_run
 from treadle.domain.state import RunState, TaskStatus
 from treadle.ports import Changes
 from treadle.store._sqlalchemy import SqlStore
@@ -35,11 +36,11 @@ async def test_a_decision_by_another_store_is_seen_by_the_next_one_here(
 ) -> None:
     """Each store decides on what the other committed, never on a state it kept."""
     run = make_run()
-    await store.create_run(run, lambda s: None)
+    await create_run(store, run, lambda s: None)
 
     for deciding in (store, twin, store, store, twin):
         decide = _Attempt("first")
-        await deciding.apply(run.id, decide)
+        await apply(deciding, run.id, decide)
 
     final = await store.get_run(run.id)
     assert final.tasks["first"].attempt == 5
@@ -49,16 +50,16 @@ async def test_a_decision_by_another_store_is_seen_by_the_next_one_here(
 async def test_a_failed_decision_forgets_the_kept_state(store: SqlStore) -> None:
     """After a transaction that did not commit, the next decision reads the run again."""
     run = make_run()
-    await store.create_run(run, lambda s: None)
-    await store.apply(run.id, _Attempt("first"))
+    await create_run(store, run, lambda s: None)
+    await apply(store, run.id, _Attempt("first"))
 
     def fail(state: RunState) -> Changes:
         raise RuntimeError("the decider failed")
 
     with pytest.raises(RuntimeError):
-        await store.apply(run.id, fail)
+        await apply(store, run.id, fail)
     decide = _Attempt("first")
-    await store.apply(run.id, decide)
+    await apply(store, run.id, decide)
 
     assert decide.seen[0].tasks["first"].attempt == 1
     assert (await store.get_run(run.id)).tasks["first"].attempt == 2

@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from tests.integration.store.factories import at, make_run
+from tests.stores import apply, create_run
 from treadle.domain.errors import RunNotFound, TaskNotFound
 from treadle.domain.events import StartTimer, TimerKind
 from treadle.domain.state import ItemQuery, MapItem, MapProgress, RunState, TaskStatus
@@ -31,7 +32,7 @@ def with_map(state: RunState, total: int) -> Changes:
 async def test_items_are_stored_apart_and_loaded_only_as_asked(store: SqlStore) -> None:
     """A run read or decided on carries no items unless the query names them."""
     run = make_run()
-    await store.create_run(run, lambda s: with_map(s, 300))
+    await create_run(store, run, lambda s: with_map(s, 300))
     assert (await store.get_run(run.id)).map_items == []
     assert (await store.get_run(run.id)).tasks["first"].progress == MapProgress(
         total=300, concurrency=10
@@ -42,17 +43,17 @@ async def test_items_are_stored_apart_and_loaded_only_as_asked(store: SqlStore) 
         seen.append(state)
 
     query = ItemQuery(keys=[("first", 7), ("first", 250)])
-    await store.apply(run.id, look, items=lambda s: query)
+    await apply(store, run.id, look, items=lambda s: query)
     assert [(i.index, i.input) for i in seen[0].map_items] == [(7, {"n": 7}), (250, {"n": 250})]
     whole = ItemQuery(whole=["first"])
-    await store.apply(run.id, look, items=lambda s: whole)
+    await apply(store, run.id, look, items=lambda s: whole)
     assert [i.output for i in seen[1].map_items] == [2 * i for i in range(300)]
 
 
 async def test_changed_items_are_written_back(store: SqlStore) -> None:
     """An item changed by a decision is updated in place; the others stay as they were."""
     run = make_run()
-    await store.create_run(run, lambda s: with_map(s, 3))
+    await create_run(store, run, lambda s: with_map(s, 3))
 
     def finish_one(state: RunState) -> Changes:
         (item,) = state.map_items
@@ -60,7 +61,7 @@ async def test_changed_items_are_written_back(store: SqlStore) -> None:
         return Changes(state=replace(state, map_items=[done]))
 
     query = ItemQuery(keys=[("first", 1)])
-    await store.apply(run.id, finish_one, items=lambda s: query)
+    await apply(store, run.id, finish_one, items=lambda s: query)
     page = await store.list_map_items(run.id, "first", 10, None)
     assert [(i.status, i.output) for i in page.items] == [
         ("pending", 0),
@@ -72,7 +73,7 @@ async def test_changed_items_are_written_back(store: SqlStore) -> None:
 async def test_items_page_in_index_order_with_a_cursor(store: SqlStore) -> None:
     """The items page walks a map's items by index."""
     run = make_run()
-    await store.create_run(run, lambda s: with_map(s, 5))
+    await create_run(store, run, lambda s: with_map(s, 5))
     first = await store.list_map_items(run.id, "first", 2, None)
     second = await store.list_map_items(run.id, "first", 10, first.next_cursor)
     assert [i.index for i in first.items] == [0, 1]
@@ -83,7 +84,7 @@ async def test_items_page_in_index_order_with_a_cursor(store: SqlStore) -> None:
 async def test_items_page_of_unknown_run_or_non_map_task_raises(store: SqlStore) -> None:
     """Unknown run and a task that is not a map are told apart."""
     run = make_run()
-    await store.create_run(run, lambda s: None)
+    await create_run(store, run, lambda s: None)
     with pytest.raises(RunNotFound):
         await store.list_map_items("nope", "first", 10, None)
     with pytest.raises(TaskNotFound):
@@ -93,8 +94,8 @@ async def test_items_page_of_unknown_run_or_non_map_task_raises(store: SqlStore)
 async def test_cancel_items_marks_the_unfinished_ones(store: SqlStore) -> None:
     """`cancel_items` cancels every unfinished item of the map in one statement."""
     run = make_run()
-    await store.create_run(run, lambda s: with_map(s, 4))
-    await store.apply(run.id, lambda s: Changes(state=s, cancel_items=["first"]))
+    await create_run(store, run, lambda s: with_map(s, 4))
+    await apply(store, run.id, lambda s: Changes(state=s, cancel_items=["first"]))
     page = await store.list_map_items(run.id, "first", 10, None)
     assert {i.status for i in page.items} == {"cancelled"}
 
@@ -102,11 +103,11 @@ async def test_cancel_items_marks_the_unfinished_ones(store: SqlStore) -> None:
 async def test_item_timers_round_trip_with_their_index(store: SqlStore) -> None:
     """A map item's timer comes back due with its task id and item index."""
     run = make_run()
-    await store.create_run(run, lambda s: None)
+    await create_run(store, run, lambda s: None)
     start = StartTimer(
         run_id=run.id, kind=TimerKind.RETRY, task_id="first", attempt=2, item=41, fire_at=at(0)
     )
-    await store.apply(run.id, lambda s: Changes(state=s, start_timers=[start]))
+    await apply(store, run.id, lambda s: Changes(state=s, start_timers=[start]))
     (due,) = await store.claim_due_timers(at(5), 10, 30)
     assert (due.task_id, due.item, due.attempt) == ("first", 41, 2)
 
@@ -114,7 +115,7 @@ async def test_item_timers_round_trip_with_their_index(store: SqlStore) -> None:
 async def test_pending_query_loads_the_first_pending_items_from_an_index(store: SqlStore) -> None:
     """`ItemQuery.pending` skips items that already ran and stops at its count."""
     run = make_run()
-    await store.create_run(run, lambda s: with_map(s, 8))
+    await create_run(store, run, lambda s: with_map(s, 8))
 
     def run_some(state: RunState) -> Changes:
         ran = [
@@ -122,22 +123,25 @@ async def test_pending_query_loads_the_first_pending_items_from_an_index(store: 
         ]
         return Changes(state=replace(state, map_items=ran))
 
-    await store.apply(
-        run.id, run_some, items=lambda s: ItemQuery(keys=[("first", 2), ("first", 3), ("first", 5)])
+    await apply(
+        store,
+        run.id,
+        run_some,
+        items=lambda s: ItemQuery(keys=[("first", 2), ("first", 3), ("first", 5)]),
     )
     seen: list[RunState] = []
 
     def look(state: RunState) -> None:
         seen.append(state)
 
-    await store.apply(run.id, look, items=lambda s: ItemQuery(pending=[("first", 2, 3)]))
+    await apply(store, run.id, look, items=lambda s: ItemQuery(pending=[("first", 2, 3)]))
     assert [i.index for i in seen[0].map_items] == [4, 6, 7]
 
 
 async def test_inflight_attempts_include_dispatched_map_items(store: SqlStore) -> None:
     """Recovery sees each dispatched item of a running map, not those awaiting a backoff."""
     run = make_run()
-    await store.create_run(run, lambda s: with_map(s, 4))
+    await create_run(store, run, lambda s: with_map(s, 4))
 
     def dispatch(state: RunState) -> Changes:
         sent = [
@@ -147,8 +151,8 @@ async def test_inflight_attempts_include_dispatched_map_items(store: SqlStore) -
         ]
         return Changes(state=replace(state, map_items=sent))
 
-    await store.apply(
-        run.id, dispatch, items=lambda s: ItemQuery(keys=[("first", i) for i in range(3)])
+    await apply(
+        store, run.id, dispatch, items=lambda s: ItemQuery(keys=[("first", i) for i in range(3)])
     )
     found = await store.inflight_attempts(limit=10, after=None)
     items = [(a.task_id, a.item, a.attempt) for a in found if a.item is not None]

@@ -12,6 +12,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from tests.integration.store.factories import make_run, unchanged
+from tests.stores import create_run
 from treadle.config import DatabaseSettings
 from treadle.store import StoreUnavailable, build_store
 from treadle.store._sqlalchemy import SqlStore
@@ -56,7 +57,7 @@ def fresh_url(request: pytest.FixtureRequest) -> str:
 async def test_migrate_twice_is_harmless(store: SqlStore) -> None:
     """Migrating an up-to-date database changes nothing and keeps the data."""
     run = make_run()
-    await store.create_run(run, unchanged)
+    await create_run(store, run, unchanged)
     await store.migrate()
     await store.migrate()
     assert await store.get_run(run.id) == run
@@ -69,7 +70,7 @@ async def test_concurrent_migrations_of_a_fresh_database(fresh_url: str) -> None
         async with anyio.create_task_group() as tg:
             for s in stores:
                 tg.start_soon(s.migrate)
-        await stores[0].create_run(make_run(), unchanged)
+        await create_run(stores[0], make_run(), unchanged)
         await stores[1].ping()
     finally:
         for s in stores:

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from tests.integration.store.factories import at, make_run, message, timer, unchanged
+from tests.stores import apply, create_run
 from treadle.domain.events import CancelTimer, TimerKind
 from treadle.ports import Changes, DueTimer
 from treadle.store._sqlalchemy import SqlStore
@@ -20,8 +21,8 @@ async def test_outbox_claim_mark_and_backlog(store: SqlStore) -> None:
     assert await store.outbox_backlog() == (0, None)
     before = datetime.now(UTC) - timedelta(seconds=1)
     run = make_run()
-    applied, _ = await store.create_run(
-        run, lambda s: Changes(state=s, outbox=[message(s.id, str(i)) for i in range(3)])
+    applied, _ = await create_run(
+        store, run, lambda s: Changes(state=s, outbox=[message(s.id, str(i)) for i in range(3)])
     )
     after = datetime.now(UTC) + timedelta(seconds=1)
     ids = [r.id for r in applied.outbox]
@@ -43,7 +44,7 @@ async def test_outbox_claim_mark_and_backlog(store: SqlStore) -> None:
 async def _run_with_timers(store: SqlStore, *fire_seconds: float) -> str:
     run = make_run()
     starts = [timer(run.id, s, task_id=None, attempt=i) for i, s in enumerate(fire_seconds)]
-    await store.create_run(run, lambda s: Changes(state=s, start_timers=starts))
+    await create_run(store, run, lambda s: Changes(state=s, start_timers=starts))
     return run.id
 
 
@@ -84,14 +85,14 @@ async def test_claim_respects_the_limit_oldest_first(store: SqlStore) -> None:
 async def test_starting_a_timer_again_replaces_it_and_cancel_removes_it(store: SqlStore) -> None:
     """StartTimer on an existing identity moves fire_at and drops the lease; cancel deletes."""
     run = make_run()
-    await store.create_run(run, lambda s: Changes(state=s, start_timers=[timer(s.id, 10)]))
+    await create_run(store, run, lambda s: Changes(state=s, start_timers=[timer(s.id, 10)]))
     assert len(await store.claim_due_timers(at(10), 10, lease_seconds=600)) == 1
-    await store.apply(run.id, lambda s: Changes(state=s, start_timers=[timer(s.id, 40)]))
+    await apply(store, run.id, lambda s: Changes(state=s, start_timers=[timer(s.id, 40)]))
     assert await store.claim_due_timers(at(39), 10, lease_seconds=600) == []
     (moved,) = await store.claim_due_timers(at(40), 10, lease_seconds=600)
     assert (moved.task_id, moved.attempt, moved.fire_at) == ("first", 1, at(40))
     cancel = CancelTimer(run_id=run.id, kind=TimerKind.RETRY, task_id="first", attempt=1)
-    await store.apply(run.id, lambda s: Changes(state=s, cancel_timers=[cancel]))
+    await apply(store, run.id, lambda s: Changes(state=s, cancel_timers=[cancel]))
     assert await store.next_timer_at() is None
 
 
@@ -105,17 +106,18 @@ async def test_a_timer_keeps_the_trace_context_of_the_decision_that_started_it(
     """The claimer gets the starting decision's traceparent; starting it again replaces it."""
     run = make_run()
     first = timer(run.id, 10)
-    await store.create_run(
-        run, lambda s: Changes(state=s, start_timers=[first], traceparent=TRACE_A)
+    await create_run(
+        store, run, lambda s: Changes(state=s, start_timers=[first], traceparent=TRACE_A)
     )
     (claimed,) = await store.claim_due_timers(at(10), 10, lease_seconds=1)
     assert claimed.traceparent == TRACE_A
-    await store.apply(
+    await apply(
+        store,
         run.id,
         lambda s: Changes(state=s, start_timers=[timer(s.id, 40)], traceparent=TRACE_B),
     )
     untraced = timer(run.id, 40, task_id="second")
-    await store.apply(run.id, lambda s: Changes(state=s, start_timers=[untraced]))
+    await apply(store, run.id, lambda s: Changes(state=s, start_timers=[untraced]))
     due = await store.claim_due_timers(at(40), 10, lease_seconds=1)
     assert {(t.task_id, t.traceparent) for t in due} == {("first", TRACE_B), ("second", None)}
 
@@ -124,7 +126,7 @@ async def test_concurrent_claimers_never_share_a_timer(store: SqlStore, twin: Sq
     """Claimers racing (on two stores) split the due timers without any overlap."""
     run = make_run()
     starts = [timer(run.id, i % 7, task_id=f"t{i}") for i in range(60)]
-    await store.create_run(run, lambda s: Changes(state=s, start_timers=starts))
+    await create_run(store, run, lambda s: Changes(state=s, start_timers=starts))
     claimed: list[DueTimer] = []
 
     async def claim(on: SqlStore) -> None:
@@ -140,6 +142,6 @@ async def test_concurrent_claimers_never_share_a_timer(store: SqlStore, twin: Sq
 
 async def test_timers_go_with_their_run_only(store: SqlStore) -> None:
     """No timers means no next time, and a run without timers claims nothing."""
-    await store.create_run(make_run(), unchanged)
+    await create_run(store, make_run(), unchanged)
     assert await store.next_timer_at() is None
     assert await store.claim_due_timers(at(10**6), 10, lease_seconds=1) == []

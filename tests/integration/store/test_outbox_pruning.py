@@ -8,6 +8,7 @@ from datetime import datetime
 import pytest
 
 from tests.integration.store.factories import at, make_run, message
+from tests.stores import create_run
 from treadle.ports import Changes
 from treadle.store._sqlalchemy import SqlStore
 from treadle.store.memory import MemoryStore
@@ -47,8 +48,10 @@ async def clocked(store: SqlStore, clock: _Clock) -> AsyncIterator[SqlStore]:
 async def _write(store: SqlStore, clock: _Clock, seconds: float, rows: int) -> list[int]:
     """Write `rows` outbox rows at `seconds` after T0; their ids."""
     clock.current = at(seconds)
-    applied, _ = await store.create_run(
-        make_run(), lambda s: Changes(state=s, outbox=[message(s.id, str(i)) for i in range(rows)])
+    applied, _ = await create_run(
+        store,
+        make_run(),
+        lambda s: Changes(state=s, outbox=[message(s.id, str(i)) for i in range(rows)]),
     )
     return [r.id for r in applied.outbox]
 

@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from tests.integration.store.factories import at, entry, make_run, timer, unchanged
+from tests.stores import apply, create_run
 from treadle.domain.errors import InvalidCursor, RunNotFound
 from treadle.domain.events import StartTimer, TimerKind
 from treadle.domain.state import RunStatus
@@ -38,7 +39,7 @@ async def test_list_runs_is_newest_first_across_pages_with_equal_times(store: Sq
     ids = []
     for i in range(7):
         run = make_run(f"run-{i}", created_at=at(i // 3))  # three runs share each instant
-        await store.create_run(run, unchanged)
+        await create_run(store, run, unchanged)
         ids.append(run.id)
     expected = sorted(ids, key=lambda r: (int(r[-1]) // 3, r), reverse=True)
     pages = await _all_pages(store, limit=2)
@@ -51,8 +52,8 @@ async def test_list_runs_filters_by_workflow_and_status(store: SqlStore) -> None
     for i, (workflow, status) in enumerate(
         [("a", RunStatus.RUNNING), ("a", RunStatus.COMPLETED), ("b", RunStatus.RUNNING)] * 2
     ):
-        await store.create_run(
-            make_run(f"r{i}", workflow=workflow, status=status, created_at=at(i)), unchanged
+        await create_run(
+            store, make_run(f"r{i}", workflow=workflow, status=status, created_at=at(i)), unchanged
         )
     assert await _all_pages(store, 1, workflow="a", status="running") == [["r3"], ["r0"]]
     assert await _all_pages(store, 10, workflow="b") == [["r5", "r2"]]
@@ -64,7 +65,7 @@ async def test_list_runs_filters_by_key_and_creation_range(store: SqlStore) -> N
     """The idempotency key finds its run; the time range is [created_after, created_before)."""
     for i in range(5):
         run = make_run(f"r{i}", created_at=at(i), key=f"k{i}" if i % 2 else None)
-        await store.create_run(run, unchanged)
+        await create_run(store, run, unchanged)
     by_key = await store.list_runs(
         workflow=None, status=None, limit=5, cursor=None, idempotency_key="k3"
     )
@@ -91,7 +92,7 @@ async def test_count_runs_counts_each_status_up_to_the_cap(store: SqlStore) -> N
     for i, status in enumerate(statuses):
         workflow = "other" if i == 4 else "wf"
         run = make_run(f"r{i}", workflow=workflow, status=status, created_at=at(i))
-        await store.create_run(run, unchanged)
+        await create_run(store, run, unchanged)
     counted = await store.count_runs(workflow="wf", created_after=None, cap=10)
     assert counted.counts == {s.value: 0 for s in RunStatus} | {"running": 3, "failed": 1}
     assert not counted.capped
@@ -102,7 +103,7 @@ async def test_count_runs_counts_each_status_up_to_the_cap(store: SqlStore) -> N
 async def test_list_runs_summary_carries_the_run_facts(store: SqlStore) -> None:
     """A list entry has the run's workflow, version, status, times and idempotency key."""
     run = make_run(key="k-1", status=RunStatus.RUNNING)
-    await store.create_run(run, unchanged)
+    await create_run(store, run, unchanged)
     (summary,) = (await store.list_runs(workflow=None, status=None, limit=5, cursor=None)).items
     assert (summary.id, summary.workflow, summary.version) == (run.id, "wf", 1)
     assert (summary.status, summary.idempotency_key) == ("running", "k-1")
@@ -113,9 +114,9 @@ async def test_list_runs_summary_carries_the_run_facts(store: SqlStore) -> None:
 async def test_list_runs_summary_says_a_run_is_paused(store: SqlStore) -> None:
     """A paused run's list entry says so (the dashboard's list must not show it running)."""
     run = make_run(status=RunStatus.RUNNING)
-    await store.create_run(run, unchanged)
+    await create_run(store, run, unchanged)
     paused = msgspec.structs.replace(run, paused=True)
-    await store.apply(run.id, lambda s: Changes(state=paused))
+    await apply(store, run.id, lambda s: Changes(state=paused))
     (summary,) = (await store.list_runs(workflow=None, status=None, limit=5, cursor=None)).items
     assert (summary.status, summary.paused) == ("running", True)
 
@@ -141,8 +142,8 @@ async def test_a_bad_cursor_is_refused(store: SqlStore, cursor: str) -> None:
 async def test_history_pages_oldest_first(store: SqlStore) -> None:
     """A run's history pages in insertion order with a cursor between pages."""
     run = make_run()
-    await store.create_run(
-        run, lambda s: Changes(state=s, history=[entry(f"e{i}", i) for i in range(5)])
+    await create_run(
+        store, run, lambda s: Changes(state=s, history=[entry(f"e{i}", i) for i in range(5)])
     )
     first = await store.list_history(run.id, 3, None)
     second = await store.list_history(run.id, 3, first.next_cursor)
@@ -155,11 +156,11 @@ async def test_history_pages_oldest_first(store: SqlStore) -> None:
 async def test_history_of_unknown_run_or_with_bad_cursor_raises(store: SqlStore) -> None:
     """An unknown run raises RunNotFound; a runs cursor on history raises InvalidCursor."""
     run = make_run()
-    await store.create_run(run, unchanged)
+    await create_run(store, run, unchanged)
     assert (await store.list_history(run.id, 5, None)).items == []
     with pytest.raises(RunNotFound):
         await store.list_history("missing", 5, None)
-    await store.create_run(make_run(created_at=at(-1)), unchanged)
+    await create_run(store, make_run(created_at=at(-1)), unchanged)
     runs_cursor = (
         await store.list_runs(workflow=None, status=None, limit=1, cursor=None)
     ).next_cursor
@@ -173,13 +174,13 @@ async def test_list_timers_answers_one_runs_timers_earliest_first(store: SqlStor
     run's are not among them (the API tells from them what each task waits for)."""
     mine, other = make_run("mine"), make_run("other")
     for run in (mine, other):
-        await store.create_run(run, unchanged)
+        await create_run(store, run, unchanged)
     late, early = timer("mine", 60, task_id="a"), timer("mine", 5, task_id="b", attempt=3)
     item = StartTimer(
         run_id="mine", kind=TimerKind.SLEEP, task_id="m", item=4, attempt=1, fire_at=at(30)
     )
-    await store.apply("mine", lambda s: Changes(state=s, start_timers=[late, early, item]))
-    await store.apply("other", lambda s: Changes(state=s, start_timers=[timer("other", 1)]))
+    await apply(store, "mine", lambda s: Changes(state=s, start_timers=[late, early, item]))
+    await apply(store, "other", lambda s: Changes(state=s, start_timers=[timer("other", 1)]))
     await store.claim_due_timers(at(10), 10, 30)  # leases `early` (and the other run's)
     found = await store.list_timers("mine")
     assert [(t.task_id, t.item, t.attempt, t.fire_at) for t in found] == [

@@ -1,4 +1,5 @@
-"""Several queued events for one run fold into one transaction's `Changes`."""
+"""Several queued events for one run fold into one transaction's `Changes`; the lanes
+hand out each run's events in arrival order."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import msgspec
 
 from treadle.domain.events import CancelTimer, HistoryEntry, StartTimer, TimerKind
 from treadle.domain.state import MapItem, RunState, RunStatus, TaskStatus
-from treadle.modules.orchestrator._batch import Pending, RunQueues, fold, merge
+from treadle.modules.orchestrator._pipeline import Lanes, Pending, fold, merge
 from treadle.ports import Changes
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -88,21 +89,37 @@ def test_fold_stops_before_a_later_decision_that_touches_map_items() -> None:
     assert [h.type for h in changes.history] == ["task.started"]
 
 
-def test_the_queue_hands_out_the_batchable_run_behind_the_first() -> None:
+def test_the_lanes_hand_out_the_batchable_run_behind_the_first() -> None:
     """A barrier (an event that decides alone) ends the batch; put back keeps the order."""
-    queues = RunQueues()
+    lanes = Lanes()
     first, second = _stepping("a"), _stepping("b")
     barrier = Pending(lambda state: None, batchable=False)
     after = _stepping("c")
     for pending in (first, second, barrier, after):
-        queues.add("r1", pending)
+        lanes.add("r1", pending)
+    other = _stepping("x")
+    lanes.add("r2", other)
 
-    assert queues.take("r1", second) == [second]  # not first in line: alone
-    assert queues.take("r1", first) == [first]
-    queues.put_back("r1", [first, second])
-    assert queues.take("r1", first) == [first, second]
-    assert queues.take("r1", barrier) == [barrier]
+    assert lanes.take(64) == [("r1", [first, second]), ("r2", [other])]
+    lanes.put_back("r1", [second])
+    assert lanes.take(64) == [("r1", [second])]
+    assert lanes.take(64) == [("r1", [barrier])]
     abandoned = _stepping("d")
     abandoned.abandoned = True
-    queues.put_back("r1", [abandoned])
-    assert queues.take("r1", after) == [after]
+    lanes.put_back("r1", [abandoned])
+    assert lanes.take(64) == [("r1", [after])]
+    assert not lanes
+
+
+def test_a_group_takes_the_runs_waiting_longest_first() -> None:
+    """At most `most` runs per group, oldest first; a run put back goes to the front."""
+    lanes = Lanes()
+    events = {run: _stepping(run) for run in ("r1", "r2", "r3")}
+    for run, pending in events.items():
+        lanes.add(run, pending)
+
+    taken = lanes.take(2)
+    lanes.put_back("r2", [events["r2"]])
+
+    assert [run for run, _ in taken] == ["r1", "r2"]
+    assert [run for run, _ in lanes.take(2)] == ["r2", "r3"]

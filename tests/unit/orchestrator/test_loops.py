@@ -11,6 +11,7 @@ import anyio
 import pytest
 import stamina
 
+from tests.stores import create_run
 from tests.unit.worker.fakes import FakeClock, FakeDelivery, FakeTransport, delivery_of
 from treadle.domain.errors import RunNotFound
 from treadle.domain.events import DispatchTask, TaskCompleted
@@ -64,7 +65,7 @@ async def _written(
     store.time = NOW - ago
     message = OutgoingMessage(channel=channel, message=Message(key="r", body=b"{}"))
     run = RunState(id=uuid.uuid4().hex, workflow="wf", version=1, created_at=store.time)
-    applied, _ = await store.create_run(run, lambda s: Changes(state=s, outbox=[message]))
+    applied, _ = await create_run(store, run, lambda s: Changes(state=s, outbox=[message]))
     if sent:
         await MemoryStore.mark_sent(store, [r.id for r in applied.outbox])  # not a relay call
     store.time = NOW

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.stores import create_run
 from treadle.config import ConfigError, DatabaseSettings, Settings
 from treadle.domain.api_keys import Scope, new_key
 from treadle.domain.state import RunState
@@ -23,7 +24,7 @@ async def test_the_memory_url_builds_a_store_that_keeps_runs_and_keys() -> None:
     keys = api_key_store(store)
     run = RunState(id="r1", workflow="wf", version=1, created_at=T0)
     await store.migrate()
-    await store.create_run(run, lambda s: None)
+    await create_run(store, run, lambda s: None)
     await keys.create_api_key(new_key("ci", (Scope.READ,), T0).record)
 
     assert isinstance(store, MemoryStore)
