@@ -13,7 +13,7 @@ internal record grows a field.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 import msgspec
@@ -41,6 +41,7 @@ __all__ = [
     "ScheduleBody",
     "SchedulePage",
     "TaskBody",
+    "WaitBody",
     "WorkflowDetail",
     "WorkflowPage",
     "WorkflowRef",
@@ -147,6 +148,30 @@ HEARTBEAT_FIELD = msgspec.Meta(
 )
 
 
+WaitReason = Literal["signal", "sleep", "retry", "resume"]
+
+
+class WaitBody(_Body, frozen=True, kw_only=True):
+    """What an unfinished task waits for before it goes on, and until when.
+
+    `reason` is `signal` (a `signal` task waits for the signal named `signal`), `sleep` (a
+    `sleep` task), `retry` (a failed attempt's backoff; the task's `attempt` is the next) or
+    `resume` (a retry came due while the run was paused: it starts on resume). `until` is
+    when the wait ends by itself (the sleep's end, the backoff's end, the signal's
+    timeout), null when nothing ends it but the event awaited.
+    """
+
+    reason: WaitReason
+    until: datetime | None = None
+    signal: str | None = None
+
+
+WAITING_FIELD = msgspec.Meta(
+    description="What the task waits for, `{reason, until, signal}` (in `GET /v1/runs/{id}`); "
+    "null when it waits for nothing but a worker or its dependencies, or has finished."
+)
+
+
 class TaskBody(_Body, frozen=True, kw_only=True):
     """One task of a run; `progress` for a map task, `child_run_id` for a workflow task."""
 
@@ -163,6 +188,7 @@ class TaskBody(_Body, frozen=True, kw_only=True):
     progress: MapProgressBody | None = None
     child_run_id: str | None = None
     heartbeat: Annotated[HeartbeatBody | None, HEARTBEAT_FIELD] = None
+    waiting: Annotated[WaitBody | None, WAITING_FIELD] = None
 
 
 class MapItemBody(_Body, frozen=True, kw_only=True):
@@ -208,7 +234,7 @@ class RunBody(_Body, frozen=True, kw_only=True):
 
 
 class RunSummaryBody(_Body, frozen=True, kw_only=True):
-    """A run without its tasks, for lists."""
+    """A run without its tasks, for lists; `paused` as on the run."""
 
     id: str
     workflow: str
@@ -218,6 +244,7 @@ class RunSummaryBody(_Body, frozen=True, kw_only=True):
     started_at: datetime | None
     finished_at: datetime | None
     idempotency_key: str | None = None
+    paused: bool = False
 
 
 class RunPage(_Body, frozen=True, kw_only=True):

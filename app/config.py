@@ -244,6 +244,17 @@ class LimitsSettings(_Section, frozen=True, kw_only=True):
         )
 
 
+class UiSettings(_Section, frozen=True, kw_only=True):
+    """The web dashboard at `/ui`."""
+
+    trace_url_template: Annotated[
+        str, msgspec.Meta(pattern=r"^(https?://\S*\{trace_id\}\S*)?$")
+    ] = ""
+    """A tracing UI's page of one trace, `{trace_id}` standing for the id (Jaeger:
+    `http://localhost:16686/trace/{trace_id}`); the dashboard links trace ids to it. Empty:
+    trace ids are shown as text."""
+
+
 class Settings(_Section, frozen=True, kw_only=True):
     database: DatabaseSettings = DatabaseSettings()
     transport: TransportSettings = TransportSettings()
@@ -255,6 +266,7 @@ class Settings(_Section, frozen=True, kw_only=True):
     http: HttpSettings = HttpSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitsSettings = LimitsSettings()
+    ui: UiSettings = UiSettings()
 
 
 class ConfigError(TreadleError):

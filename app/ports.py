@@ -53,6 +53,7 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     idempotency_key: str | None = None
+    paused: bool = False
 
 
 class RunCounts(msgspec.Struct, frozen=True, kw_only=True):
@@ -223,6 +224,11 @@ class RunStore(Protocol):
     ) -> Page[MapItemRecord]:
         """A map task's items by index, each input and output over `most_bytes` as JSON an
         `OmittedValue`; raises `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
+        ...
+
+    async def list_timers(self, run_id: str) -> list[DueTimer]:
+        """The run's durable timers not fired yet (leased ones too), earliest first: what
+        its tasks wait for (a retry's backoff, a sleep, a signal's timeout)."""
         ...
 
 

@@ -202,6 +202,7 @@ def _api_app(process: Process) -> Callable[..., Awaitable[None]]:
         health=process.health_checks(),
         settings=process.settings.api,
         limits=process.settings.limits,
+        ui=process.settings.ui,
         telemetry=process.telemetry,
         schedules=ScheduleService(process.store, process.clock),
         # Ends are announced only where this process decides them.

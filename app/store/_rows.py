@@ -148,6 +148,7 @@ SUMMARY_COLUMNS = [
     runs.c.started_at,
     runs.c.finished_at,
     runs.c.idempotency_key,
+    runs.c.paused,
 ]
 
 
@@ -163,6 +164,7 @@ def summary_from_row(row: Row[Any]) -> RunSummary:
         started_at=m["started_at"],
         finished_at=m["finished_at"],
         idempotency_key=m["idempotency_key"],
+        paused=bool(m["paused"]),
     )
 
 

@@ -150,6 +150,9 @@ class SqlStore:
     async def count_overdue_timers(self, now: datetime, cap: int) -> int:
         return await self._timers.count_overdue_timers(now, cap)
 
+    async def list_timers(self, run_id: str) -> list[DueTimer]:
+        return await self._timers.list_timers(run_id)
+
     async def create_schedule(self, schedule: Schedule) -> Schedule:
         return await self._schedules.create_schedule(schedule)
 

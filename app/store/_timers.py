@@ -56,6 +56,18 @@ class SqlTimers:
                 ).scalar()
         return earliest
 
+    async def list_timers(self, run_id: str) -> list[DueTimer]:
+        """The run's timers not fired yet (leased ones too), earliest first (a key range)."""
+        stmt = (
+            select(*rows_.TIMER_COLUMNS)
+            .where(timers.c.run_id == run_id)
+            .order_by(timers.c.fire_at, timers.c.kind, timers.c.task_id)
+        )
+        with mapped_errors("list_timers"):
+            async with self._db.transaction(write=False, single=True) as conn:
+                found = (await conn.execute(stmt)).all()
+        return [rows_.timer_from_row(r) for r in found]
+
     async def count_overdue_timers(self, now: datetime, cap: int) -> int:
         """Timers due at `now` and not yet fired, counted up to `cap` (an index range scan)."""
         due = select(timers.c.run_id).where(timers.c.fire_at <= now).limit(cap).subquery()

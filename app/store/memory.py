@@ -503,6 +503,13 @@ class MemoryStore:
         await anyio.lowlevel.checkpoint()
         return min((t.timer.fire_at for t in self.data.timers.values()), default=None)
 
+    async def list_timers(self, run_id: str) -> list[DueTimer]:
+        """The run's timers not fired yet (leased ones too), earliest first."""
+        await anyio.lowlevel.checkpoint()
+        mine = [(t.timer.fire_at, key) for key, t in self.data.timers.items() if key[0] == run_id]
+        mine.sort(key=lambda pair: (pair[0], _sortable(pair[1])))
+        return [self.data.timers[key].timer for _, key in mine]
+
     async def count_overdue_timers(self, now: datetime, cap: int) -> int:
         """How many timers are due at `now` but not fired yet, counting at most `cap`."""
         await anyio.lowlevel.checkpoint()
@@ -811,6 +818,7 @@ def _summary(run: RunState) -> RunSummary:
         started_at=run.started_at,
         finished_at=run.finished_at,
         idempotency_key=run.idempotency_key,
+        paused=run.paused,
     )
 
 

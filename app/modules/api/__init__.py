@@ -26,7 +26,7 @@ from treadle.api_types import (
     WorkflowVersion,
     WorkflowVersionInfo,
 )
-from treadle.config import ApiSettings, LimitsSettings
+from treadle.config import ApiSettings, LimitsSettings, UiSettings
 from treadle.modules.api._auth import Authenticator, declare_security
 from treadle.modules.api._bounds import json_depth_check, refuse_nul
 from treadle.modules.api._docs import SCHEMA_PATH, docs_render_plugins
@@ -82,13 +82,15 @@ def create_app(
     auth: Authenticator | None = None,
     run_ends: RunEnds | None = None,
     limits: LimitsSettings | None = None,
+    ui: UiSettings | None = None,
 ) -> Litestar:
     """The litestar application serving `/v1`, the operational routes and `/schema`.
 
     `telemetry` (the engine's) traces and measures every request and backs `/metrics`;
     without it the app measures into a registry of its own and traces nothing.
     `auth` checks API keys on every route that needs a scope; without it all are open.
-    `limits` (the engine's `[limits]`) bounds what one answer inlines.
+    `limits` (the engine's `[limits]`) bounds what one answer inlines; `ui` (`[ui]`) is
+    what the dashboard reads of the config.
     """
     telemetry = telemetry or Telemetry.off("api")
     services = Services(
@@ -114,7 +116,7 @@ def create_app(
             healthz,
             readyz,
             metrics,
-            *ui_routes(),
+            *ui_routes(ui),
         ],
         dependencies={"services": Provide(provide_services, use_cache=True)},
         guards=[auth.guard] if auth is not None else [],

@@ -65,6 +65,7 @@ from treadle.modules.api._values import (
     run_reader,
 )
 from treadle.modules.api._waiting import MAX_WAIT_SECONDS, run_when_ended
+from treadle.modules.api._waits import waits_of
 from treadle.observability import Telemetry, current_traceparent
 from treadle.ports import (
     HealthCheck,
@@ -383,9 +384,10 @@ class RunController(Controller):
         summary="A run with its tasks",
         description="With `wait`, a long poll: the answer comes as soon as the run has "
         "ended (completed, failed, cancelled or timed out), or after `wait` seconds with "
-        "the run as it is then. An input or output over `limits.max_inline_value_bytes` "
-        'as JSON reads `{"$elided": {"bytes": N, "href": ...}}`: GET the href for the '
-        "value, or pass `inline=all` for every value in full.",
+        "the run as it is then. Each task's `waiting` says what it waits for: a signal, "
+        "a sleep's end, a retry's backoff or the run's resume. An input or output over "
+        '`limits.max_inline_value_bytes` as JSON reads `{"$elided": {"bytes": N, "href": '
+        "...}}`: GET the href for the value, or pass `inline=all` for every value in full.",
         responses=_problems(400, 404),
     )
     async def get_run(
@@ -400,7 +402,8 @@ class RunController(Controller):
         run = await (
             run_when_ended(read, services.run_ends, run_id, wait) if wait else read(run_id)
         )
-        return elide_run(run_body(run), most)
+        waits = await waits_of(run, services.runs, services.workflows)
+        return elide_run(run_body(run, waits), most)
 
     @get(
         "/{run_id:str}/values/{value_path:path}",

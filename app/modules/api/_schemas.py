@@ -7,6 +7,7 @@ they are re-exported here for the routes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -25,6 +26,7 @@ from treadle.api_types import (
     RunPage,
     RunSummaryBody,
     TaskBody,
+    WaitBody,
     WorkflowDetail,
     WorkflowPage,
     WorkflowRef,
@@ -130,7 +132,7 @@ def workflow_detail(latest: StoredWorkflow, versions: list[StoredWorkflow]) -> W
     )
 
 
-def task_body(task: TaskState) -> TaskBody:
+def task_body(task: TaskState, waiting: WaitBody | None = None) -> TaskBody:
     return TaskBody(
         task_id=task.task_id,
         type=task.type,
@@ -145,6 +147,7 @@ def task_body(task: TaskState) -> TaskBody:
         progress=_progress_body(task.progress),
         child_run_id=task.child_run_id,
         heartbeat=_heartbeat_body(task.heartbeat),
+        waiting=waiting,
     )
 
 
@@ -182,7 +185,9 @@ def map_item_body(item: MapItemRecord) -> MapItemBody:
     )
 
 
-def run_body(run: RunState) -> RunBody:
+def run_body(run: RunState, waits: Mapping[str, WaitBody] | None = None) -> RunBody:
+    """The run's body; `waits` says what each waiting task waits for (see `_waits`)."""
+    waits = waits or {}
     # Tasks keep the order of the run state's dict: the definition's order.
     return RunBody(
         id=run.id,
@@ -195,7 +200,7 @@ def run_body(run: RunState) -> RunBody:
         created_at=run.created_at,
         started_at=run.started_at,
         finished_at=run.finished_at,
-        tasks=[task_body(task) for task in run.tasks.values()],
+        tasks=[task_body(task, waits.get(task.task_id)) for task in run.tasks.values()],
         parent_run_id=run.parent_run_id,
         parent_task_id=run.parent_task_id,
         paused=run.paused,
@@ -213,4 +218,5 @@ def run_summary(run: RunSummary) -> RunSummaryBody:
         started_at=run.started_at,
         finished_at=run.finished_at,
         idempotency_key=run.idempotency_key,
+        paused=run.paused,
     )

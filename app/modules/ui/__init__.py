@@ -2,19 +2,24 @@
 
 `index.html` answers `/ui` and every `/ui/...` path that is not a static file (the page
 routes on the URL hash, so deep links work whichever form they take); the browser code
-lives in `static/` and talks only to the public `/v1` API, `/readyz` and `/metrics`.
-The server's root `/` redirects to `/ui`, so the address `treadle serve` prints opens it.
+lives in `static/` and talks only to the public `/v1` API, `/readyz` and `/metrics`, and
+reads its own settings (`[ui]`) at `/ui/settings.json`. The server's root `/` redirects
+to `/ui`, so the address `treadle serve` prints opens it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import msgspec
 from litestar import Response, Router, get
 from litestar.datastructures import CacheControlHeader
 from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
+
+from treadle.config import UiSettings
 
 __all__ = ["STATIC_DIR", "ui_routes"]
 
@@ -60,9 +65,26 @@ def _root() -> Redirect:
     return Redirect("/ui", status_code=302)
 
 
-def ui_routes() -> list[Router]:
-    """The route handlers to mount on the api role's app: the dashboard under `/ui`, and
-    `/` redirecting to it."""
+class _PageSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """What the page reads at `/ui/settings.json`; null for a setting left empty."""
+
+    trace_url_template: str | None
+
+
+def _settings_route(ui: UiSettings) -> Any:
+    body = msgspec.json.encode(_PageSettings(trace_url_template=ui.trace_url_template or None))
+
+    @get("/settings.json", include_in_schema=False, sync_to_thread=False)
+    def settings() -> Response[bytes]:
+        """The dashboard's settings (`[ui]` in the config)."""
+        return Response(body, media_type="application/json", headers={"Cache-Control": "no-cache"})
+
+    return settings
+
+
+def ui_routes(ui: UiSettings | None = None) -> list[Router]:
+    """The route handlers to mount on the api role's app: the dashboard under `/ui`, its
+    settings, and `/` redirecting to it."""
     static = create_static_files_router(
         path="/ui/static",
         directories=[STATIC_DIR],
@@ -70,6 +92,7 @@ def ui_routes() -> list[Router]:
         cache_control=CacheControlHeader(no_cache=True),
         include_in_schema=False,
     )
-    pages = Router(path="/ui", route_handlers=[_home, _page], include_in_schema=False)
+    handlers = [_home, _settings_route(ui or UiSettings()), _page]
+    pages = Router(path="/ui", route_handlers=handlers, include_in_schema=False)
     root = Router(path="/", route_handlers=[_root], include_in_schema=False)
     return [static, pages, root]

@@ -123,7 +123,7 @@ def test_send_a_signal_with_a_json_payload(page: Page, server: Server) -> None:
     register(server, SIGNAL)
     run_id = start(server, "ui-signal", {})
     page.goto(f"#/runs/{run_id}")
-    page.wait_for_selector(node(page, "approve", "running"))
+    page.wait_for_selector(node(page, "approve", "waiting"))
     page.locator("#act-signal").click()
     expect(page.locator("#signal-name")).to_have_value("approve")
     page.locator("#signal-payload").fill('{"ok": tru')

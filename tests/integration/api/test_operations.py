@@ -125,6 +125,20 @@ async def test_the_openapi_document_describes_the_last_heartbeat(http: httpx.Asy
     assert set(heartbeat["required"]) == {"at", "attempt"}
 
 
+async def test_the_openapi_document_describes_what_a_task_waits_for(
+    http: httpx.AsyncClient,
+) -> None:
+    """A task documents `waiting` as `{reason, until, signal}` or null, with its reasons."""
+    schemas = (await http.get("/schema/openapi.json")).json()["components"]["schemas"]
+    field = schemas["TaskBody"]["properties"]["waiting"]
+    refs = [choice.get("$ref") or choice.get("type") for choice in field["oneOf"]]
+    assert refs == ["#/components/schemas/WaitBody", "null"]
+    assert "waits for" in field["description"]
+    wait = schemas["WaitBody"]
+    assert set(wait["properties"]) == {"reason", "until", "signal"}
+    assert set(wait["properties"]["reason"]["enum"]) == {"signal", "sleep", "retry", "resume"}
+
+
 async def test_the_docs_ui_is_served_at_schema(http: httpx.AsyncClient) -> None:
     """/schema is an HTML docs page."""
     response = await http.get("/schema")

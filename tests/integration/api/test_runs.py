@@ -18,6 +18,7 @@ RUN_FIELDS = {
 TASK_FIELDS = {
     "task_id", "type", "status", "attempt", "input", "output", "error",
     "scheduled_at", "started_at", "finished_at", "progress", "child_run_id", "heartbeat",
+    "waiting",
 }  # fmt: skip
 
 

@@ -7,9 +7,10 @@ import base64
 import msgspec
 import pytest
 
-from tests.integration.store.factories import at, entry, make_run, unchanged
-from tests.stores import create_run
+from tests.integration.store.factories import at, entry, make_run, timer, unchanged
+from tests.stores import apply, create_run
 from treadle.domain.errors import InvalidCursor, RunNotFound
+from treadle.domain.events import StartTimer, TimerKind
 from treadle.domain.state import RunStatus
 from treadle.ports import Changes
 from treadle.store._sqlalchemy import SqlStore
@@ -107,6 +108,17 @@ async def test_list_runs_summary_carries_the_run_facts(store: SqlStore) -> None:
     assert (summary.id, summary.workflow, summary.version) == (run.id, "wf", 1)
     assert (summary.status, summary.idempotency_key) == ("running", "k-1")
     assert summary.created_at == run.created_at
+    assert summary.paused is False
+
+
+async def test_list_runs_summary_says_a_run_is_paused(store: SqlStore) -> None:
+    """A paused run's list entry says so (the dashboard's list must not show it running)."""
+    run = make_run(status=RunStatus.RUNNING)
+    await create_run(store, run, unchanged)
+    paused = msgspec.structs.replace(run, paused=True)
+    await apply(store, run.id, lambda s: Changes(state=paused))
+    (summary,) = (await store.list_runs(workflow=None, status=None, limit=5, cursor=None)).items
+    assert (summary.status, summary.paused) == ("running", True)
 
 
 @pytest.mark.parametrize(
@@ -155,3 +167,25 @@ async def test_history_of_unknown_run_or_with_bad_cursor_raises(store: SqlStore)
     assert runs_cursor is not None
     with pytest.raises(InvalidCursor):
         await store.list_history(run.id, 5, runs_cursor)
+
+
+async def test_list_timers_answers_one_runs_timers_earliest_first(store: SqlStore) -> None:
+    """A run's timers (leased ones too, a map item's with its index), by fire time; another
+    run's are not among them (the API tells from them what each task waits for)."""
+    mine, other = make_run("mine"), make_run("other")
+    for run in (mine, other):
+        await create_run(store, run, unchanged)
+    late, early = timer("mine", 60, task_id="a"), timer("mine", 5, task_id="b", attempt=3)
+    item = StartTimer(
+        run_id="mine", kind=TimerKind.SLEEP, task_id="m", item=4, attempt=1, fire_at=at(30)
+    )
+    await apply(store, "mine", lambda s: Changes(state=s, start_timers=[late, early, item]))
+    await apply(store, "other", lambda s: Changes(state=s, start_timers=[timer("other", 1)]))
+    await store.claim_due_timers(at(10), 10, 30)  # leases `early` (and the other run's)
+    found = await store.list_timers("mine")
+    assert [(t.task_id, t.item, t.attempt, t.fire_at) for t in found] == [
+        ("b", None, 3, at(5)),
+        ("m", 4, 1, at(30)),
+        ("a", None, 1, at(60)),
+    ]
+    assert await store.list_timers("no-such-run") == []

@@ -87,18 +87,32 @@ export function span(startIso, endIso) {
   return end - Date.parse(startIso);
 }
 
+const openDialogs = new Set(); // each open dialog's "answer no", for `dismissDialogs`
+
+/** Answer "no" to every open dialog: a dialog belongs to the page it was opened on. */
+export function dismissDialogs() {
+  for (const dismiss of [...openDialogs]) dismiss();
+}
+
 /** A confirmation dialog; resolves true when confirmed. Body may hold extra nodes. */
 export function confirmDialog(title, body, confirmLabel = "Confirm", danger = false, validate = null) {
   return new Promise((resolve) => {
     const dlg = h("dialog", { class: "dialog", "aria-label": title });
     const problem = h("div", { class: "dialog-error", role: "alert" });
+    const close = (answer) => {
+      openDialogs.delete(dismiss);
+      if (dlg.open) dlg.close();
+      dlg.remove(); resolve(answer);
+    };
+    const dismiss = () => close(false);
     const done = (answer) => {
       if (answer && validate) {
         const why = validate();
         if (why) { mount(problem, why); return; }
       }
-      dlg.close(); dlg.remove(); resolve(answer);
+      close(answer);
     };
+    openDialogs.add(dismiss);
     mount(dlg,
       h("h3", {}, title),
       h("div", { class: "dialog-body" }, body),
@@ -107,7 +121,7 @@ export function confirmDialog(title, body, confirmLabel = "Confirm", danger = fa
         h("button", { type: "button", class: "ghost", onclick: () => done(false) }, "Cancel"),
         h("button", { type: "button", class: danger ? "danger" : "primary", "data-confirm": "1",
           onclick: () => done(true) }, confirmLabel)));
-    dlg.addEventListener("cancel", () => { dlg.remove(); resolve(false); });
+    dlg.addEventListener("cancel", (e) => { e.preventDefault(); dismiss(); });
     document.body.append(dlg);
     dlg.showModal();
   });

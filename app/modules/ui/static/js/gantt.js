@@ -28,8 +28,9 @@ export function attemptsFrom(events) {
   return [...rows.values()].filter((r) => r.scheduled || r.started || r.finished);
 }
 
-/** The Gantt chart: `rows` from `attemptsFrom`, `page` of `size` rows. */
-export function drawGantt(rows, { page = 0, size = 100, now = Date.now(), onSelect = null } = {}) {
+/** The Gantt chart: `rows` from `attemptsFrom`, `page` of `size` rows; `waiting`: the ids
+ * of tasks that wait (for a signal, a sleep's end), drawn as waiting while unfinished. */
+export function drawGantt(rows, { page = 0, size = 100, now = Date.now(), onSelect = null, waiting = new Set() } = {}) {
   if (!rows.length) return h("p", { class: "muted" }, "No attempts yet.");
   const t = (iso) => (iso ? Date.parse(iso) : null);
   let lo = Infinity, hi = -Infinity;
@@ -48,11 +49,12 @@ export function drawGantt(rows, { page = 0, size = 100, now = Date.now(), onSele
       const s0 = t(r.scheduled) ?? t(r.started) ?? t(r.finished);
       const s1 = t(r.started);
       const end = t(r.finished) ?? now;
-      const outcome = r.outcome || (r.started ? "running" : "scheduled");
+      // A started signal or sleep task waits rather than runs (`waiting` holds such tasks).
+      const outcome = r.outcome || (r.started ? (waiting.has(r.task_id) ? "waiting" : "running") : "scheduled");
       const wait = s1 !== null ? s1 - s0 : end - s0;
       const ran = s1 !== null ? end - s1 : null;
       return h("div", { class: "gantt-row", role: "row", "data-task": r.task_id, "data-attempt": r.attempt,
-        onclick: onSelect ? () => onSelect(r.task_id) : null },
+        onclick: onSelect ? () => onSelect(r.task_id, r.attempt) : null },
       h("span", { class: "gantt-label", role: "cell", title: r.task_id }, r.task_id, h("span", { class: "muted" }, ` #${r.attempt}`)),
       h("span", { class: "gantt-track", role: "cell" },
         h("span", { class: "bar wait", style: null, title: `queued ${fmtDuration(wait)}`, "data-left": pct(s0), "data-width": width(s0, s1 ?? end) }),

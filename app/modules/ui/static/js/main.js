@@ -1,19 +1,20 @@
 // Entry point: hash routing between pages, login on 401, theme toggle.
 
 import { auth } from "./api.js";
-import { h, mount } from "./dom.js";
+import { dismissDialogs, h, mount } from "./dom.js";
 import * as runs from "./pages/runs.js";
 import * as run from "./pages/run.js";
 import * as workflows from "./pages/workflows.js";
 import * as schedules from "./pages/schedules.js";
 import * as system from "./pages/system.js";
+import { RUN_ROUTE, targetOf } from "./links.js";
 
 const root = document.getElementById("app");
-let cleanup = null;
+let current = null; // the view on screen: {stop, show?, runId?}
 let returnTo = "#/runs";
 
 const ROUTES = [
-  [/^#\/runs\/([^/]+)$/, (m) => run.render(root, decodeURIComponent(m[1]))],
+  [RUN_ROUTE, (m) => run.render(root, targetOf(m))],
   [/^#\/runs(?:\?(.*))?$/, (m) => runs.render(root, new URLSearchParams(m[1] || ""))],
   [/^#\/workflows\/([^/]+)$/, (m) => workflows.renderOne(root, decodeURIComponent(m[1]))],
   [/^#\/workflows$/, () => workflows.render(root)],
@@ -22,8 +23,11 @@ const ROUTES = [
   [/^#\/login$/, () => renderLogin()],
 ];
 
+/** A page's answer to render: nothing, a stop function, or {stop, show, runId}. */
+const asView = (view) => (typeof view === "function" ? { stop: view } : view || { stop: () => {} });
+
 function route() {
-  if (cleanup) { cleanup(); cleanup = null; }
+  dismissDialogs();
   const hash = location.hash || "#/runs";
   const section = hash.split(/[/?]/)[1] || "runs";
   for (const a of document.querySelectorAll("[data-nav]")) {
@@ -31,9 +35,15 @@ function route() {
     if (a.dataset.nav === section) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   document.getElementById("sign-out").hidden = !auth.key;
+  const inRun = hash.match(RUN_ROUTE);
+  if (inRun && current && current.show && current.runId === targetOf(inRun).id) {
+    current.show(targetOf(inRun)); // another task or attempt of the run on screen
+    return;
+  }
+  if (current) { current.stop(); current = null; }
   for (const [pattern, view] of ROUTES) {
     const m = hash.match(pattern);
-    if (m) { cleanup = view(m) || null; return; }
+    if (m) { current = asView(view(m)); return; }
   }
   location.hash = "#/runs";
 }

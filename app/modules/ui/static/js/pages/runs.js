@@ -80,7 +80,7 @@ export function render(root, query) {
       h("td", {}, h("a", { href: `#/runs/${enc(r.id)}`, class: "mono" }, r.id)),
       h("td", {}, r.workflow),
       h("td", {}, `v${r.version}`),
-      h("td", {}, chip(r.status)),
+      h("td", { class: "run-status" }, chip(r.status), r.paused && ["pending", "running"].includes(r.status) ? [" ", chip("paused")] : null),
       h("td", {}, fmtTime(r.started_at || r.created_at)),
       h("td", {}, fmtDuration(span(r.started_at, r.finished_at))))));
     mount(status, items.length ? "" : h("p", { class: "muted empty" }, "No runs match."));

@@ -42,9 +42,10 @@ export function render(root) {
     ]);
     const samples = parseMetrics(metricsText);
     const treadle = samples.filter((x) => x.name.startsWith("treadle_"));
-    const inUse = sum(treadle, /^treadle_worker_.*(in_use|in_flight|busy|active)/);
-    const limit = sum(treadle, /^treadle_worker_.*(concurrency|capacity|limit)$/);
-    const backlog = sum(treadle, /^treadle_outbox_.*(backlog|pending|unsent|lag)/);
+    // The worker's own gauges (app/observability/_metrics.py), summed over its label sets.
+    const inUse = sum(treadle, /^treadle_worker_inflight_tasks$/);
+    const limit = sum(treadle, /^treadle_worker_concurrency_limit$/);
+    const backlog = sum(treadle, /^treadle_outbox_backlog$/);
     const cards = [
       ["API", live],
       ...Object.entries(ready.checks || {}).map(([k, v]) => [ROLE_CHECKS[k] ? `${ROLE_CHECKS[k]} (${k})` : k, v]),
