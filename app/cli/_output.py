@@ -115,6 +115,14 @@ def show_line(console: Console, line: str, style: str | None = None) -> None:
         print(line, file=console.out, flush=True)
 
 
+def print_data(fmt: Format, value: Any, console: Console) -> None:
+    """`value` as indented JSON, or (for jsonl) as one compact line."""
+    if fmt == "jsonl":
+        print_jsonl([value], console)
+    else:
+        print_json(value, console)
+
+
 def show_result(
     args: argparse.Namespace,
     console: Console,
@@ -125,12 +133,10 @@ def show_result(
 ) -> None:
     """One object: as JSON, as one JSON line, or by `human()` for the table format."""
     fmt = chosen_format(args, console, piped)
-    if fmt == "json":
-        print_json(value, console)
-    elif fmt == "jsonl":
-        print_jsonl([value], console)
-    else:
+    if fmt == "table":
         human()
+    else:
+        print_data(fmt, value, console)
 
 
 class Page(Protocol[T_co]):

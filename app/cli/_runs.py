@@ -27,6 +27,7 @@ from treadle.cli._describe import describe
 from treadle.cli._output import (
     add_paging,
     chosen_format,
+    print_data,
     read_pages,
     show_line,
     show_list,
@@ -103,19 +104,16 @@ def run_start(args: argparse.Namespace, client: Client, console: Console) -> int
     run, _ = client.start_run(
         args.name, args.input, version=args.version, idempotency_key=args.idempotency_key
     )
-    human = chosen_format(args, console, "json") == "table"
-    if human:
+    fmt = chosen_format(args, console, "json")
+    if fmt == "table":
         _started(args, run, console)
-    if not args.wait:
-        if not human:
-            show_result(args, console, shown_run(run), lambda: None, piped="json")
-        return EXIT_OK
-    run = wait_for_end(client, run)
-    if human:
+    if args.wait:
+        run = wait_for_end(client, run)
+    if fmt != "table":
+        print_data(fmt, shown_run(run), console)
+    elif args.wait:
         describe(run, _history(client, run.id), console)
-    else:
-        show_result(args, console, shown_run(run), lambda: None, piped="json")
-    return EXIT_OK if run.status == "completed" else EXIT_FAILED
+    return EXIT_FAILED if args.wait and run.status != "completed" else EXIT_OK
 
 
 def wait_for_end(client: Client, run: RunBody) -> RunBody:
@@ -128,8 +126,13 @@ def wait_for_end(client: Client, run: RunBody) -> RunBody:
 def _started(args: argparse.Namespace, run: RunBody, console: Console) -> None:
     show_line(console, f"started run {run.id} ({run.workflow} v{run.version})", "bold")
     print(f"  dashboard  {dashboard_url(args.url, run.id)}", file=console.out)
-    follow = "waiting for it to end" if args.wait else f"treadle run watch {run.id}"
-    print(f"  follow     {follow}", file=console.out, flush=True)
+    if args.wait:
+        print(
+            "  waiting    for it to end (Ctrl-C stops the waiting, not the run)", file=console.out
+        )
+    else:
+        print(f"  follow     treadle run watch {run.id}", file=console.out)
+    console.out.flush()
 
 
 def dashboard_url(api_url: str, run_id: str) -> str:
@@ -143,7 +146,7 @@ def run_get(args: argparse.Namespace, client: Client, console: Console) -> int:
     if fmt == "table":
         describe(run, _history(client, run.id), console)
         return EXIT_OK
-    show_result(args, console, shown_run(run), lambda: None, piped="json")
+    print_data(fmt, shown_run(run), console)
     _print_heartbeats(run, console)
     return EXIT_OK
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.unit.cli._fake_client import FakeClient, run_body
 from tests.unit.cli.test_cli import entry, treadle
-from treadle.cli import EXIT_CLOSED_PIPE, Console, main
+from treadle.cli import EXIT_CLOSED_PIPE, Console, _leaves, build_parser, main
 from treadle.modules.api import RunPage, RunSummaryBody
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -254,3 +254,59 @@ def test_parsing_and_version_load_neither_rich_nor_argcomplete() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_run_start_wait_on_a_terminal_names_the_run_then_describes_how_it_ended() -> None:
+    """`run start --wait` on a terminal prints the id at once, then the ended run's view,
+    and exits by its status."""
+    code, shown = on_terminal(
+        FakeClient([[], []], final="failed"), "run", "start", "order", "--wait"
+    )
+    assert code == 1
+    lines = shown.splitlines()
+    assert lines[0] == "started run r1 (order v1)"
+    assert lines[2].startswith("  waiting    for it to end")
+    assert lines[3] == "run r1  order v1  failed"
+
+
+EXAMPLES = {
+    "migrate": [],
+    "workflow apply": ["order.yaml"],
+    "workflow list": [],
+    "workflow get": ["order"],
+    "run start": ["order"],
+    "run get": ["r1"],
+    "run describe": ["r1"],
+    "run value": ["r1", "output"],
+    "run list": [],
+    "run cancel": ["r1"],
+    "run signal": ["r1", "go"],
+    "run watch": ["r1"],
+    "run retry": ["r1"],
+    "run pause": ["r1"],
+    "run resume": ["r1"],
+    "schedule create": ["--workflow", "order", "--every", "1m"],
+    "schedule list": [],
+    "schedule pause": ["s1"],
+    "schedule resume": ["s1"],
+    "schedule delete": ["s1"],
+    "keys create": ["ci"],
+    "keys list": [],
+    "keys revoke": ["k1"],
+}
+"""A valid command line for every command that prints a result (all but serve, completion)."""
+
+
+def test_the_examples_cover_every_command() -> None:
+    """A new command must join EXAMPLES, so the `-o` test below covers it too."""
+    commands = {" ".join(leaf.prog.split()[1:]) for leaf in _leaves(build_parser())}
+    assert commands - {"serve", "completion"} == set(EXAMPLES)
+
+
+@pytest.mark.parametrize(("command", "argv"), EXAMPLES.items(), ids=list(EXAMPLES))
+def test_every_command_takes_an_output_format(command: str, argv: list[str]) -> None:
+    """`-o` is accepted after every command's own words (and defaults to the root's)."""
+    words = command.split()
+    assert build_parser().parse_args([*words, *argv, "-o", "jsonl"]).output == "jsonl"
+    assert build_parser().parse_args(["-o", "json", *words, *argv]).output == "json"
+    assert build_parser().parse_args([*words, *argv]).output is None
