@@ -1,4 +1,4 @@
-"""`treadle run start | get | describe | value | list | cancel | signal | watch`, and
+"""`treadle run start | get | describe | value | list | cancel | signal | watch | history`, and
 `run retry | pause | resume`."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from treadle.api_types import RunBody, RunPage, RunSummaryBody, TaskBody
+from treadle.api_types import HistoryPage, RunBody, RunPage, RunSummaryBody, TaskBody
 from treadle.cli._console import (
     EXIT_FAILED,
     EXIT_OK,
@@ -82,6 +82,9 @@ def add_run_parser(commands: Any) -> None:
     signal.add_argument("name")
     _add_json_input(signal, "--payload", "--payload-file", "payload", "the signal's payload")
     sub.add_parser("watch", help="follow a run's history until it ends").add_argument("id")
+    history = sub.add_parser("history", help="print a run's history, oldest first")
+    history.add_argument("id")
+    add_paging(history, every_page_by_default=True)
     for action, text in STEERING.items():
         sub.add_parser(action, help=text).add_argument("id")
 
@@ -244,6 +247,21 @@ LONG_POLL_SECONDS = 25.0
 WATCH_POLL_SECONDS = 1.0
 """`watch` asks again this often: the long poll answers at once when the run ends, but not
 for each new history entry, so new entries show within this long."""
+
+
+def run_history(args: argparse.Namespace, client: Client, console: Console) -> int:
+    """The run's history: one line per entry (as `watch` prints them), or JSON."""
+
+    def fetch(limit: int | None, cursor: str | None) -> HistoryPage:
+        return client.list_events(args.id, limit=limit, cursor=cursor)
+
+    def lines(entries: Sequence[HistoryEntry]) -> None:
+        for entry in entries:
+            show_line(console, format_entry(entry, console.tz), _entry_style(entry))
+
+    listed = read_pages(args, fetch, every_page_by_default=True)
+    show_list(args, console, listed, lines, "history")
+    return EXIT_OK
 
 
 def run_watch(args: argparse.Namespace, client: Client, console: Console) -> int:

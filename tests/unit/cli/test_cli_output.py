@@ -282,6 +282,7 @@ EXAMPLES = {
     "run cancel": ["r1"],
     "run signal": ["r1", "go"],
     "run watch": ["r1"],
+    "run history": ["r1"],
     "run retry": ["r1"],
     "run pause": ["r1"],
     "run resume": ["r1"],
@@ -310,3 +311,23 @@ def test_every_command_takes_an_output_format(command: str, argv: list[str]) -> 
     assert build_parser().parse_args([*words, *argv, "-o", "jsonl"]).output == "jsonl"
     assert build_parser().parse_args(["-o", "json", *words, *argv]).output == "json"
     assert build_parser().parse_args([*words, *argv]).output is None
+
+
+def test_history_prints_every_page_as_lines_or_one_page_as_json() -> None:
+    """`run history` reads every page into `watch`-style lines; `--limit` reads one page,
+    and `-o json` gives its cursor."""
+    batches = [[entry("run.started"), entry("task.started", 1, task_id="a", attempt=1),
+                entry("run.completed", 2)]]  # fmt: skip
+    client = FakeClient(batches)
+    client.polls = 1  # the history as one poll has revealed it
+    code, term = treadle(client, "run", "history", "r1")
+    assert code == 0
+    assert term.out.getvalue().splitlines() == [
+        "18:42:01  run  started",
+        "18:42:02  task a  started (attempt 1)",
+        "18:42:03  run  completed",
+    ]
+    code, term = treadle(client, "run", "history", "r1", "--limit", "2", "-o", "json")
+    page = json.loads(term.out.getvalue())
+    assert [e["type"] for e in page["items"]] == ["run.started", "task.started"]
+    assert page["next_cursor"] == "2"
