@@ -115,7 +115,7 @@ def run_start(args: argparse.Namespace, client: Client, console: Console) -> int
     if fmt != "table":
         print_data(fmt, shown_run(run), console)
     elif args.wait:
-        describe(run, _history(client, run.id), console)
+        describe(run, _history(client, run.id, console), console)
     return EXIT_FAILED if args.wait and run.status != "completed" else EXIT_OK
 
 
@@ -147,7 +147,7 @@ def run_get(args: argparse.Namespace, client: Client, console: Console) -> int:
     run = client.get_run(args.id)
     fmt = chosen_format(args, console, "json")
     if fmt == "table":
-        describe(run, _history(client, run.id), console)
+        describe(run, _history(client, run.id, console), console)
         return EXIT_OK
     print_data(fmt, shown_run(run), console)
     _print_heartbeats(run, console)
@@ -157,7 +157,10 @@ def run_get(args: argparse.Namespace, client: Client, console: Console) -> int:
 def run_describe(args: argparse.Namespace, client: Client, console: Console) -> int:
     run = client.get_run(args.id)
     show_result(
-        args, console, shown_run(run), lambda: describe(run, _history(client, run.id), console)
+        args,
+        console,
+        shown_run(run),
+        lambda: describe(run, _history(client, run.id, console), console),
     )
     return EXIT_OK
 
@@ -166,15 +169,20 @@ HISTORY_PAGES_READ = 20
 """Pages of history `describe` reads for its attempts (a long map run has many more)."""
 
 
-def _history(client: Client, run_id: str) -> list[HistoryEntry]:
+def _history(client: Client, run_id: str, console: Console) -> list[HistoryEntry]:
     entries: list[HistoryEntry] = []
     cursor: str | None = None
     for _ in range(HISTORY_PAGES_READ):
         page = client.list_events(run_id, cursor=cursor)
         entries.extend(page.items)
         if page.next_cursor is None:
-            break
+            return entries
         cursor = page.next_cursor
+    print(
+        f"note: attempts are shown from the first {len(entries)} history entries; "
+        f"`treadle run history {run_id}` has them all",
+        file=console.err,
+    )
     return entries
 
 

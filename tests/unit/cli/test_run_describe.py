@@ -164,3 +164,28 @@ def test_describe_as_json_is_the_run() -> None:
     argv = ["run", "describe", "r1", "-o", "json"]
     assert main(argv, client_factory=lambda url: Described([]), console=console) == 0  # type: ignore[arg-type,return-value]
     assert json.loads(out.getvalue())["error"]["message"] == "provider timed out again"
+
+
+class EndlessHistory(Described):
+    """A history with always one more page."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.pages = 0
+
+    def list_events(
+        self, run_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> HistoryPage:
+        self.pages += 1
+        return HistoryPage(items=HISTORY[:1], next_cursor=str(self.pages))
+
+
+def test_describe_reads_a_bounded_history_and_says_so() -> None:
+    """A huge history is read for 20 pages at most; stderr says where the rest is."""
+    client = EndlessHistory()
+    out, err = io.StringIO(), io.StringIO()
+    console = Console(out=out, err=err, tz=UTC)
+    assert main(["run", "describe", "r1"], client_factory=lambda url: client, console=console) == 0  # type: ignore[arg-type,return-value]
+    assert client.pages == 20
+    assert "`treadle run history r1` has them all" in err.getvalue()
+    assert out.getvalue().startswith("run r1")
