@@ -5,7 +5,11 @@ fake shaped like it). Only light modules load up front (argparse, the API's bodi
 `treadle.api_types`): the HTTP client loads when a command needs the API, and the engine only
 for `serve`, `migrate` and `keys`, so `treadle --help` answers at once. Exit codes:
 0 success, 1 failure (the server refused, a run did not complete), 2 usage or
-configuration error.
+configuration error, 130 interrupted, 141 the reader of stdout went away (`| head`).
+
+Output: `-o table|json|jsonl` on every command; without it a terminal gets tables and
+colour (rich, loaded only then) and a pipe gets each command's script format (see
+`treadle.cli._output`).
 """
 
 from __future__ import annotations
@@ -13,18 +17,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from treadle.api_types import DEFAULT_URL
+from treadle.cli._completion import SHELLS, complete_if_asked, completion_command
 from treadle.cli._console import EXIT_FAILED, EXIT_USAGE, Console, UsageError, json_argument
 from treadle.cli._keys import add_keys_parser, keys_command
+from treadle.cli._output import add_output_option
 from treadle.cli._runs import (
     add_run_parser,
     format_entry,
     heartbeat_line,
     run_cancel,
+    run_describe,
     run_get,
+    run_history,
     run_list,
     run_signal,
     run_start,
@@ -42,6 +50,7 @@ if TYPE_CHECKING:
     from treadle.client import ApiError, Client
 
 __all__ = [
+    "EXIT_CLOSED_PIPE",
     "Console",
     "UsageError",
     "build_parser",
@@ -54,8 +63,15 @@ __all__ = [
 ]
 
 
+EXIT_CLOSED_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a command whose reader went away (`| head`)."""
+NO_OUTPUT_FORMAT = frozenset({"serve", "completion"})
+"""Commands with no result to print (serve logs; completion prints a shell script)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="treadle", description="Durable workflow orchestration.")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     parser.add_argument(
         "--url",
         default=os.environ.get("TREADLE_URL", DEFAULT_URL),
@@ -66,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("TREADLE_API_KEY"),
         help="an API key sent as Authorization: Bearer (default: $TREADLE_API_KEY)",
     )
+    add_output_option(parser, root=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve_parser(commands)
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema")
@@ -74,7 +91,54 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(commands)
     add_schedule_parser(commands, json_argument)
     add_keys_parser(commands)
+    completion = commands.add_parser(
+        "completion", help="print a shell completion script (bash, zsh or fish)"
+    )
+    completion.add_argument("shell", choices=SHELLS)
+    for name, command in commands.choices.items():
+        if name not in NO_OUTPUT_FORMAT:
+            for leaf in _leaves(command):
+                add_output_option(leaf)
     return parser
+
+
+def _leaves(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """The parsers of `parser`'s actions (`run list`, ...), or itself when it has none."""
+    # argparse has no public way to walk its sub-parsers.
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not actions:
+        yield parser
+    for action in actions:
+        for child in action.choices.values():
+            yield from _leaves(child)
+
+
+class _Version(argparse.Action):
+    """`--version`: the installed distribution's version, read only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"treadle {installed_version()}")
+        parser.exit()
+
+
+def installed_version() -> str:
+    """The version pip installed (pyproject's `version`), or `unknown` from a bare source tree."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("treadle")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 # --- entry point ----------------------------------------------------------------------------
@@ -88,17 +152,33 @@ def main(
 ) -> int:
     """Run the command line; returns the exit code."""
     console = console or Console(out=sys.stdout, err=sys.stderr)
+    parser = build_parser()
+    complete_if_asked(parser)  # the shell's tab key: prints completions and exits
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse has printed the usage error
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage error (or --help, --version)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        return _execute(args, client_factory or _http_client(args.api_key), console)
+        code = _execute(args, client_factory or _http_client(args.api_key), console)
+        console.out.flush()  # a closed pipe shows here, not at the interpreter's exit
+    except BrokenPipeError:
+        return _reader_gone(console)
     except (UsageError, TreadleError) as exc:
         message, code = explain(exc)
         return _fail(console, message, code)
     except KeyboardInterrupt:
         return 130
+    return code
+
+
+def _reader_gone(console: Console) -> int:
+    """`treadle run list | head`: the reader left, so stop quietly, as `cat` would."""
+    if console.out is sys.stdout:
+        # What is still buffered would fail again when Python flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_CLOSED_PIPE
 
 
 def _execute(
@@ -107,9 +187,11 @@ def _execute(
     if args.command == "serve":
         return serve_command(args)
     if args.command == "migrate":
-        return migrate_command(args)
+        return migrate_command(args, console)
     if args.command == "keys":
         return keys_command(args, settings_for(args), console.out, console.err)
+    if args.command == "completion":
+        return completion_command(args.shell, console.out)
     return dispatch(args, client_factory(args.url), console)
 
 
@@ -162,11 +244,13 @@ def dispatch(args: argparse.Namespace, client: Client, console: Console) -> int:
         ("workflow", "get"): workflow_get,
         ("run", "start"): run_start,
         ("run", "get"): run_get,
+        ("run", "describe"): run_describe,
         ("run", "value"): run_value,
         ("run", "list"): run_list,
         ("run", "cancel"): run_cancel,
         ("run", "signal"): run_signal,
         ("run", "watch"): run_watch,
+        ("run", "history"): run_history,
         ("run", "retry"): run_steer,
         ("run", "pause"): run_steer,
         ("run", "resume"): run_steer,

@@ -10,8 +10,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
+import msgspec
+
+from treadle.cli._console import Console
+from treadle.cli._output import show_line, show_list, show_result, show_table
 from treadle.config import ConfigError, Settings
 from treadle.domain.api_keys import ApiKey, new_key, parse_scopes
 from treadle.domain.auth_policy import LOCKED
@@ -41,25 +46,75 @@ def add_keys_parser(commands: Any) -> None:
 
 def keys_command(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
     """Run one `keys` action against the configured database; returns the exit code."""
+    console = Console(out=out, err=err)
+    where = database_in_use(settings, creating=args.action == "create")
     if args.action == "create":
         scopes = parse_scopes(args.scope)  # before touching the database
         made = new_key(args.name, scopes, datetime.now(UTC))
         _with_keys(settings, lambda keys: keys.create_api_key(made.record))
         scope_text = ",".join(made.record.scopes)
         print(
-            f"created API key {made.record.id} ({args.name}, scopes {scope_text}); "
+            f"created API key {made.record.id} ({args.name}, scopes {scope_text}) in {where}; "
             "it is shown only once:",
             file=err,
         )
-        print(made.token, file=out)
+        # The token alone on stdout, even on a terminal: `KEY=$(treadle keys create ci)`.
+        result = {"id": made.record.id, "name": args.name, "scopes": list(made.record.scopes)}
+        token_line = lambda: print(made.token, file=out)  # noqa: E731
+        show_result(args, console, result | {"token": made.token}, token_line)
     elif args.action == "list":
-        _print_keys(_with_keys(settings, lambda keys: keys.list_api_keys()), out)
+        found = _with_keys(settings, lambda keys: keys.list_api_keys())
+        header = ("ID", "NAME", "SCOPES", "CREATED", "LAST USED", "REVOKED")
+        show_list(
+            args,
+            console,
+            ([_public(k) for k in found], None),
+            lambda _: show_table(console, header, [_row(k) for k in found]),
+            "keys",
+        )
     else:
         key, active = _with_keys(settings, lambda keys: _revoke(keys, args.id))
-        print(f"revoked API key {key.id} ({key.name})", file=out)
+        line = f"revoked API key {key.id} ({key.name})"
+        result = {"id": key.id, "name": key.name, "revoked_at": key.revoked_at}
+        show_result(args, console, result, lambda: show_line(console, line, "yellow"))
         if active == 0 and settings.auth.mode != "off":
             print(f"warning: that was the last active key; {LOCKED}", file=err)
     return 0
+
+
+def database_in_use(settings: Settings, *, creating: bool) -> str:
+    """The database the command opens, as it names it in its messages.
+
+    An SQLite file is relative to the current folder: run from another folder, `keys list`
+    would silently create and read an empty database the server never sees. A missing file
+    is refused (`keys create` makes it, saying so, as `serve` would in this folder).
+    """
+    from treadle.observability import strip_url_passwords  # noqa: PLC0415
+
+    url = settings.database.url
+    shown = strip_url_passwords(url)
+    path = sqlite_path(url)
+    if path is None:
+        return shown
+    if not path.exists() and not creating:
+        reason = (
+            f"no database at {path} ({shown}, relative to {Path.cwd()}); run `treadle keys` "
+            "in the folder `treadle serve` runs in, or set TREADLE_DATABASE_URL (or --config) "
+            "to the server's database"
+        )
+        raise ConfigError("database.url", reason)
+    return f"{shown} ({path}{'' if path.exists() else ', a new file'})"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The absolute file of an SQLite URL; None for another database or an in-memory one."""
+    scheme, sep, rest = url.partition(":///")
+    if not sep or not scheme.startswith("sqlite"):
+        return None
+    database = rest.partition("?")[0]
+    if not database or database == ":memory:":
+        return None
+    return Path(database).resolve()
 
 
 async def _revoke(keys: ApiKeyStore, key_id: str) -> tuple[ApiKey, int]:
@@ -91,23 +146,22 @@ def _with_keys(settings: Settings, action: Callable[[ApiKeyStore], Awaitable[T]]
     return anyio.run(run)
 
 
-def _print_keys(keys: list[ApiKey], out: TextIO) -> None:
-    rows = [("ID", "NAME", "SCOPES", "CREATED", "LAST USED", "REVOKED")]
-    rows += [
-        (
-            k.id,
-            k.name,
-            ",".join(k.scopes),
-            _when(k.created_at),
-            _when(k.last_used_at),
-            _when(k.revoked_at),
-        )
-        for k in keys
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = (cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-        print("  ".join(cells).rstrip(), file=out)
+def _public(key: ApiKey) -> dict[str, Any]:
+    """A key as JSON, without the digest of its secret."""
+    body: dict[str, Any] = msgspec.to_builtins(key)
+    del body["secret_hash"]
+    return body
+
+
+def _row(k: ApiKey) -> tuple[str, ...]:
+    return (
+        k.id,
+        k.name,
+        ",".join(k.scopes),
+        _when(k.created_at),
+        _when(k.last_used_at),
+        _when(k.revoked_at),
+    )
 
 
 def _when(at: datetime | None) -> str:

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
-
-import msgspec
+from typing import TYPE_CHECKING, Any
 
 from treadle.api_types import ScheduleBody
-from treadle.cli._console import Console, UsageError
+from treadle.cli._console import Console, UsageError, json_file_argument
+from treadle.cli._output import (
+    add_paging,
+    read_pages,
+    show_line,
+    show_list,
+    show_result,
+    show_table,
+)
 
 if TYPE_CHECKING:
     from treadle.client import Client
@@ -31,11 +37,19 @@ def add_schedule_parser(commands: Any, json_type: Callable[[str], Any]) -> None:
     trigger.add_argument("--cron", metavar="EXPR", help="a cron expression, e.g. '0 * * * *'")
     trigger.add_argument("--every", metavar="DURATION", help="an interval, e.g. 30s, 5m, 1h")
     create.add_argument("--timezone", metavar="TZ", help="IANA zone of --cron (default UTC)")
-    create.add_argument("--input", type=json_type, default=None, metavar="JSON")
+    given = create.add_mutually_exclusive_group()
+    given.add_argument("--input", type=json_type, default=None, metavar="JSON")
+    given.add_argument(
+        "--input-file",
+        type=json_file_argument,
+        dest="input",
+        metavar="FILE",
+        help="the runs' input from a JSON (or .yaml) file; - reads stdin",
+    )
     create.add_argument("--name", help="unique name (default: the workflow's name)")
     create.add_argument("--overlap", choices=OVERLAP, help="a run still going at a tick")
     create.add_argument("--catch-up", choices=CATCH_UP, help="ticks missed while down")
-    sub.add_parser("list", help="list schedules by name")
+    add_paging(sub.add_parser("list", help="list schedules by name"), every_page_by_default=True)
     for action, text in (
         ("pause", "stop firing until resumed"),
         ("resume", "fire again from the next tick"),
@@ -60,65 +74,59 @@ def schedule_spec(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if v is not None}
 
 
-def schedule_command(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+def schedule_command(args: argparse.Namespace, client: Client, console: Console) -> int:
     """Run one `schedule` action against the API; returns the exit code."""
     if args.action == "create":
-        _print_json(client.create_schedule(schedule_spec(args)), out)
+        made = client.create_schedule(schedule_spec(args))
+        line = f"created schedule {made.id} ({made.name}): {_trigger(made)}, next at {_next(made)}"
+        show_result(args, console, made, lambda: show_line(console, line, "green"), piped="json")
     elif args.action == "list":
-        _print_schedules(_every_schedule(client), out)
+        listed = read_pages(
+            args,
+            lambda limit, cursor: client.list_schedules(limit=limit, cursor=cursor),
+            every_page_by_default=True,
+        )
+        show_list(args, console, listed, lambda found: _show_schedules(found, console), "schedules")
     elif args.action == "pause":
         found = client.pause_schedule(args.id)
-        print(f"paused schedule {found.id} ({found.name})", file=out)
+        line = f"paused schedule {found.id} ({found.name})"
+        show_result(args, console, found, lambda: show_line(console, line, "yellow"))
     elif args.action == "resume":
         found = client.resume_schedule(args.id)
-        print(f"resumed schedule {found.id} ({found.name}); next at {found.next_fire_at}", file=out)
+        line = f"resumed schedule {found.id} ({found.name}); next at {found.next_fire_at}"
+        show_result(args, console, found, lambda: show_line(console, line, "green"))
     else:
         client.delete_schedule(args.id)
-        print(f"deleted schedule {args.id}", file=out)
+        line = f"deleted schedule {args.id}"
+        show_result(
+            args, console, {"id": args.id, "deleted": True}, lambda: show_line(console, line)
+        )
     return 0
-
-
-def _every_schedule(client: Client) -> list[ScheduleBody]:
-    found: list[ScheduleBody] = []
-    cursor: str | None = None
-    while True:
-        page = client.list_schedules(cursor=cursor)
-        found.extend(page.items)
-        if page.next_cursor is None:
-            return found
-        cursor = page.next_cursor
 
 
 def _trigger(s: ScheduleBody) -> str:
     if s.cron is not None:
         return f"cron {s.cron} ({s.timezone})"
-    return f"every {s.interval_seconds:g}s"
+    if s.interval_seconds is not None:
+        return f"every {s.interval_seconds:g}s"
+    return "no trigger"
 
 
-def _print_schedules(schedules: Sequence[ScheduleBody], out: TextIO) -> None:
-    rows = [("ID", "NAME", "WORKFLOW", "TRIGGER", "STATE", "NEXT")]
-    rows.extend(
-        (
-            s.id,
-            s.name,
-            s.workflow,
-            _trigger(s),
-            "paused" if s.paused else "active",
-            s.next_fire_at.isoformat(timespec="seconds"),
-        )
+def _next(s: ScheduleBody) -> str:
+    return s.next_fire_at.isoformat(timespec="seconds")
+
+
+def _show_schedules(schedules: Sequence[ScheduleBody], console: Console) -> None:
+    rows = [
+        (s.id, s.name, s.workflow, _trigger(s), "paused" if s.paused else "active", _next(s))
         for s in schedules
-    )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
-
-
-def _print_json(value: Any, out: TextIO) -> None:
-    print(msgspec.json.format(msgspec.json.encode(value), indent=2).decode(), file=out)
+    ]
+    header = ("ID", "NAME", "WORKFLOW", "TRIGGER", "STATE", "NEXT")
+    show_table(console, header, rows, status_column=4)
 
 
 def schedule(args: argparse.Namespace, client: Client, console: Console) -> int:
     """`schedule ...`; a time zone with an interval is refused here, as the server ignores it."""
     if args.action == "create" and args.timezone and args.every:
         raise UsageError("--timezone applies to --cron only; an --every interval has no zone")
-    return schedule_command(args, client, console.out)
+    return schedule_command(args, client, console)

@@ -13,7 +13,8 @@ from typing import Any
 
 import msgspec
 
-from treadle.cli._console import EXIT_OK
+from treadle.cli._console import EXIT_OK, Console
+from treadle.cli._output import show_line, show_result
 from treadle.cli._workflows import read_definition
 from treadle.config import Settings, load_settings
 
@@ -96,7 +97,7 @@ def _register_definition(definition: dict[str, Any]) -> Callable[[Any], Any]:
     return register
 
 
-def migrate_command(args: argparse.Namespace) -> int:
+def migrate_command(args: argparse.Namespace, console: Console) -> int:
     import anyio  # noqa: PLC0415
 
     from treadle.observability import strip_url_passwords  # noqa: PLC0415
@@ -104,5 +105,8 @@ def migrate_command(args: argparse.Namespace) -> int:
 
     settings = settings_for(args)
     anyio.run(migrate, settings)
-    print(f"database at {strip_url_passwords(settings.database.url)} is migrated")
+    database = strip_url_passwords(settings.database.url)
+    line = f"database at {database} is migrated"
+    result = {"database": database, "migrated": True}
+    show_result(args, console, result, lambda: show_line(console, line, "green"))
     return EXIT_OK

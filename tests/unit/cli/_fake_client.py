@@ -47,11 +47,14 @@ class FakeClient:
         self.polls = 0
         self.calls: list[tuple[str, Any]] = []
         self.page_size = 2
+        self.waits: list[float | None] = []
 
     def _visible(self) -> list[HistoryEntry]:
         return [e for batch in self.batches[: self.polls] for e in batch]
 
-    def get_run(self, run_id: str) -> RunBody:
+    def get_run(self, run_id: str, *, wait: float | None = None) -> RunBody:
+        """The next step of the script; `wait` (the long poll) is recorded, not slept."""
+        self.waits.append(wait)
         self.polls += 1
         if run_id != "r1":
             raise ApiError(404, "Run not found", f"run {run_id!r} does not exist", {})

@@ -240,7 +240,9 @@ def test_watch_prints_each_entry_once_and_exits_0_on_completion() -> None:
         "18:42:03  run  completed",
         "run r1 completed",
     ]
-    assert term.sleeps == [0.5, 0.5, 0.5]
+    # After the first read, each poll is the API's long poll (answered at once on the end).
+    assert client.waits == [None, 1.0, 1.0, 1.0]
+    assert term.sleeps == []
 
 
 @pytest.mark.parametrize("final", ["failed", "cancelled", "timed_out"])
@@ -260,9 +262,10 @@ def test_watch_of_an_unknown_run_is_one_line() -> None:
 
 
 def test_run_start_wait_polls_until_the_run_ends() -> None:
-    """--wait prints the final run and exits by its status."""
+    """--wait prints the final run and exits by its status, waiting by the API's long poll."""
     client = FakeClient([[], [], []], final="failed")
     code, term = treadle(client, "run", "start", "order", "--input", "{}", "--wait")
     assert code == 1
     assert json.loads(term.out.getvalue())["status"] == "failed"
-    assert term.sleeps == [0.5, 0.5, 0.5]
+    assert client.waits == [25.0, 25.0, 25.0]
+    assert term.sleeps == []

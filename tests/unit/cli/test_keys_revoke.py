@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,42 @@ def test_keys_refuse_the_in_memory_store() -> None:
         _keys(settings, "create", "ci")
     assert refused.value.key == "database.url"
     assert "inside the serving process" in refused.value.reason
+
+
+def test_keys_list_outside_the_project_folder_names_the_database_and_creates_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a folder with no treadle.db, `keys list` says which file it looked for (and where
+    from) instead of creating an empty database the server never reads."""
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(database=DatabaseSettings(url="sqlite+aiosqlite:///./treadle.db"))
+    with pytest.raises(ConfigError) as refused:
+        _keys(settings, "list")
+    assert refused.value.key == "database.url"
+    assert f"no database at {tmp_path / 'treadle.db'}" in refused.value.reason
+    assert "TREADLE_DATABASE_URL" in refused.value.reason
+    assert not (tmp_path / "treadle.db").exists()
+
+
+def test_keys_create_says_which_database_holds_the_key(tmp_path: Path) -> None:
+    """`keys create` names the database (and a new file as new); stdout is the token alone."""
+    db = tmp_path / "t.db"
+    settings = Settings(database=DatabaseSettings(url=f"sqlite+aiosqlite:///{db}"))
+    code, out, err = _keys(settings, "create", "ci")
+    assert code == 0
+    assert out.startswith("trd_")
+    assert out.count("\n") == 1
+    assert f"in sqlite+aiosqlite:///{db} ({db}, a new file)" in err
+    _, _, err = _keys(settings, "create", "ops")
+    assert f"({db})" in err
+    assert "a new file" not in err
+
+
+def test_keys_list_as_json_has_no_secret_digest(tmp_path: Path) -> None:
+    """`keys list -o json` is `{items, next_cursor}` without any key's secret hash."""
+    settings = Settings(database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path}/t.db"))
+    _create(settings, "a")
+    _, out, _ = _keys(settings, "list", "-o", "json")
+    [item] = json.loads(out)["items"]
+    assert item["name"] == "a"
+    assert "secret_hash" not in item
