@@ -18,7 +18,7 @@ from treadle.domain.events import CancelTimer, HistoryEntry, StartTimer, TimerKi
 from treadle.domain.keys import AttemptFields, TimerFields
 from treadle.domain.schedules import Schedule
 from treadle.domain.state import ErrorInfo, Heartbeat, ItemQuery, RunState
-from treadle.messages import Message
+from treadle.messages import Envelope, Message
 
 # --- shared records -----------------------------------------------------------------
 
@@ -434,6 +434,16 @@ class Delivery(Protocol):
 
         A transport dead-letters by itself after `max_deliveries` deliveries.
         """
+        ...
+
+
+class LocalEvents(Protocol):
+    """Decides a worker's events in the worker's own process (its orchestrator role's
+    consumer), sparing them the events channel's round trip."""
+
+    async def decide_here(self, env: Envelope) -> bool:
+        """Apply the event as one off the events channel would be; False when it could not
+        be (the caller then publishes it on the events channel)."""
         ...
 
 

@@ -15,7 +15,7 @@ import anyio
 
 from treadle.config import Settings
 from treadle.domain.errors import TreadleError
-from treadle.modules.orchestrator import Orchestrator, Relay, RunService
+from treadle.modules.orchestrator import EventConsumer, Orchestrator, Relay, RunService
 from treadle.modules.worker import HandlerRegistry, HttpExecutor, SyncThreads, Worker
 from treadle.observability import Telemetry, get_logger
 from treadle.ports import Clock, HealthCheck, StateStore, Transport
@@ -207,6 +207,20 @@ class Process:
             max_output_bytes=self.settings.limits.max_output_bytes,
             sync_threads=self.sync_threads,
             deliveries=None if self.transport.COUNTS_LOST_DELIVERIES else self.store,
+            local_events=self._local_events(),
+        )
+
+    def _local_events(self) -> EventConsumer | None:
+        """Where this process's worker has its events decided without the broker: the
+        orchestrator's way of applying them, when this process runs that role too."""
+        if "orchestrator" not in self.roles or not self.settings.worker.decide_locally:
+            return None
+        return EventConsumer(
+            self.transport,
+            self.run_service,
+            prefetch=1,  # never consumes: only `decide_here` is used
+            transient=(StoreUnavailable,),
+            metrics=self.telemetry.metrics,
         )
 
     def _http_executor(self) -> HttpExecutor:

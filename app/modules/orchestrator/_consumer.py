@@ -118,6 +118,26 @@ class EventConsumer:
         crash_point("after_decision_before_ack")
         await delivery.ack()
 
+    async def decide_here(self, env: Envelope) -> bool:
+        """Apply an event a worker of this process produced, as if it came off the events
+        channel (`LocalEvents`); False when it could not be, so the worker publishes it.
+
+        Tried once: a store that is away is waited for by the events consumer (with its
+        retries), not by the worker's attempt slot.
+        """
+        event = env.payload
+        if isinstance(event, DispatchTask | CancelAttempts):
+            return False
+        with bind_context(run_id=env.correlation_id):
+            try:
+                await self._apply(event, env.traceparent)
+            except RunNotFound:
+                log.warning("dropping an event for an unknown run", event_type=env.event_type)
+            except Exception:
+                log.exception("deciding an event here failed; publishing it instead")
+                return False
+        return True
+
     async def _apply_with_retries(self, event: WorkerEvent, traceparent: str | None) -> None:
         # The first try goes without stamina: setting up its retry context costs more CPU
         # than a whole decision's Python, and nearly every event succeeds at once.

@@ -3,14 +3,13 @@ or carried by the result of an attempt quicker than that."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import msgspec
 
 from treadle.domain.events import TaskCompleted, TaskFailed, TaskStarted
-from treadle.messages import EVENTS_CHANNEL, Message, Payload
-from treadle.ports import Transport
+from treadle.messages import Payload
 
 START_REPORT_SECONDS = 0.05
 """How long an attempt runs before its `task.started` is published on its own.
@@ -25,12 +24,10 @@ class StartReport:
     """An attempt's `task.started`, published once, before anything after it; or, for an
     attempt that ended before its start went out, carried by its result instead."""
 
-    def __init__(
-        self, transport: Transport, started: TaskStarted, message: Callable[[Payload], Message]
-    ) -> None:
-        self._transport = transport
+    def __init__(self, started: TaskStarted, report: Callable[[Payload], Awaitable[None]]) -> None:
         self._started = started
-        self._message = message
+        self._report = report
+        """Sends one event of the attempt (the worker's `_publish`)."""
         self._sent = False
         self._lock = anyio.Lock()
 
@@ -38,7 +35,7 @@ class StartReport:
         """Publish the start if it is not out yet."""
         async with self._lock:
             if not self._sent:
-                await self._transport.publish(EVENTS_CHANNEL, [self._message(self._started)])
+                await self._report(self._started)
             self._sent = True
 
     async def send_result(self, result: TaskCompleted | TaskFailed) -> None:
@@ -46,5 +43,5 @@ class StartReport:
         async with self._lock:
             if not self._sent:
                 result = msgspec.structs.replace(result, started_at=self._started.started_at)
-            await self._transport.publish(EVENTS_CHANNEL, [self._message(result)])
+            await self._report(result)
             self._sent = True

@@ -21,7 +21,6 @@ from treadle.domain.state import ErrorInfo
 from treadle.messages import (
     EVENTS_CHANNEL,
     Envelope,
-    Message,
     Payload,
     decode,
     envelope,
@@ -37,7 +36,7 @@ from treadle.modules.worker._secrets import redact_error
 from treadle.modules.worker._start_report import START_REPORT_SECONDS, StartReport
 from treadle.modules.worker._threads import SyncSlot, SyncThreads
 from treadle.observability import Telemetry, current_traceparent, get_logger
-from treadle.ports import Clock, Delivery, DeliveryCounter, Transport
+from treadle.ports import Clock, Delivery, DeliveryCounter, LocalEvents, Transport
 from treadle.testing.crash import crash_point
 
 log = get_logger(__name__)
@@ -75,6 +74,7 @@ class Worker:
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         sync_threads: SyncThreads | None = None,
         deliveries: DeliveryCounter | None = None,
+        local_events: LocalEvents | None = None,
     ) -> None:
         # Public: the engine hands the same telemetry to this worker's `http` executor.
         self.telemetry = telemetry or Telemetry.off("worker")
@@ -95,6 +95,9 @@ class Worker:
         # Counts each delivery in the store before it runs, for a transport that does not
         # count the deliveries its dead consumers held (see `Transport.COUNTS_LOST_DELIVERIES`).
         self._deliveries = deliveries
+        # This process's orchestrator, when it runs one: attempts' events are decided
+        # through it instead of crossing the broker (`worker.decide_locally`).
+        self._local_events = local_events
         # Redacted from every failure this worker reports, and so from its log lines.
         self._secrets = self._http.known_secrets()
         self._clock = clock
@@ -366,7 +369,7 @@ class Worker:
             started_at=self._clock.now(),
             item=dispatch.item,
         )
-        start = StartReport(self._transport, started, lambda p: self._message(p, received))
+        start = StartReport(started, lambda p: self._publish(p, received))
 
         async def heartbeat(details: Any) -> None:
             await start.send()  # a heartbeat never overtakes its attempt's start
@@ -499,14 +502,19 @@ class Worker:
             tg.cancel_scope.cancel()  # the attempt is over: so are its heartbeats
         return outcome[0]
 
-    def _message(self, payload: Payload, received: str | None) -> Message:
+    def _envelope(self, payload: Payload, received: str | None) -> Envelope:
         # The current span (the attempt's) becomes the parent of the decision it causes;
         # with tracing off there is none, and the context received passes through as is.
         traceparent = current_traceparent() or received
-        return to_message(envelope(payload, source=self._source, traceparent=traceparent))
+        return envelope(payload, source=self._source, traceparent=traceparent)
 
     async def _publish(self, payload: Payload, received: str | None) -> None:
-        await self._transport.publish(EVENTS_CHANNEL, [self._message(payload, received)])
+        """Report an event of an attempt: decided here when this process decides (no
+        broker round trip), else, or when that fails, on the events channel."""
+        env = self._envelope(payload, received)
+        if self._local_events is not None and await self._local_events.decide_here(env):
+            return
+        await self._transport.publish(EVENTS_CHANNEL, [to_message(env)])
 
 
 def _log_result(result: TaskCompleted | TaskFailed, dispatch: DispatchTask, seconds: float) -> None:

@@ -80,7 +80,7 @@ def sql_store(database_url: str) -> None:
 def make_settings(database_url: str) -> SettingsFactory:
     """Settings for a fast engine on the test's database; keyword overrides per section."""
 
-    def make(*, drain_seconds: float = 0.2) -> Settings:
+    def make(*, drain_seconds: float = 0.2, decide_locally: bool = True) -> Settings:
         return Settings(
             database=DatabaseSettings(url=database_url, pool_size=5),
             transport=TransportSettings(kind="memory"),
@@ -88,6 +88,7 @@ def make_settings(database_url: str) -> SettingsFactory:
                 concurrency=8,
                 handlers=["tests.integration.engine.handlers"],
                 drain_seconds=drain_seconds,
+                decide_locally=decide_locally,
             ),
             orchestrator=OrchestratorSettings(
                 default_task_timeout=30.0,
