@@ -25,10 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from treadle.domain.errors import RunNotFound
 from treadle.domain.state import ItemQuery, RunState
-from treadle.ports import Applied, Changes
+from treadle.ports import Applied
 from treadle.store import _rows as rows_
+from treadle.store._book import DecisionBook
 from treadle.store._database import Database
-from treadle.store._decisions import DecisionWrites, RunNotLocked
+from treadle.store._decisions import DecisionWrites
 from treadle.store._errors import StoreError, mapped_errors
 from treadle.store._map_items import load_items
 from treadle.store._states import KeptStates
@@ -89,63 +90,22 @@ class SqlDecisions:
         return found
 
 
-class SqlDecisionBatch:
+class SqlDecisionBatch(DecisionBook):
     """The `DecisionBatch` of one SQL transaction."""
 
     def __init__(
         self, conn: AsyncConnection, locked: dict[str, tuple[int | None, RunState]]
     ) -> None:
+        super().__init__({run_id: state for run_id, (_, state) in locked.items()})
         self._conn = conn
-        self._locked = locked
-        self._read: dict[str, RunState] = {run_id: state for run_id, (_, state) in locked.items()}
-        self._decided: dict[str, Changes] = {}
-        self._creates: dict[str, tuple[RunState, Changes | None]] = {}
-        self._applied: dict[str, Applied] = {}
-        self._inserted: set[str] = set()
-
-    @property
-    def creating(self) -> list[str]:
-        return list(self._creates)
-
-    def state(self, run_id: str) -> RunState:
-        """The locked run as stored, without map items; raises `RunNotFound`."""
-        if run_id not in self._locked:
-            raise RunNotFound(run_id)
-        state = self._locked[run_id][1]
-        self._read[run_id] = state
-        return state
+        self._revisions = {run_id: revision for run_id, (revision, _) in locked.items()}
 
     async def with_items(self, run_id: str, query: ItemQuery) -> RunState:
         """The locked run with the map items `query` names; raises `RunNotFound`."""
         state = self.state(run_id)
         with mapped_errors("apply"):
             found = await load_items(self._conn, run_id, query)
-        state = msgspec.structs.replace(state, map_items=found)
-        self._read[run_id] = state
-        return state
-
-    def write(self, changes: Changes) -> None:
-        """Record a decision on a locked run, against the state last read of it."""
-        run_id = changes.state.id
-        if run_id not in self._read:
-            raise RunNotLocked(run_id)
-        if run_id in self._decided:
-            raise ValueError(f"run {run_id!r} was written twice in one decision transaction")
-        self._decided[run_id] = changes
-
-    def create(self, state: RunState, changes: Changes | None) -> None:
-        """Record a new run, already in its decided state, and its first decision's effects."""
-        if state.id in self._creates or state.id in self._locked:
-            raise ValueError(f"run {state.id!r} is created twice in one decision transaction")
-        self._creates[state.id] = (changes.state if changes else state, changes)
-
-    def applied(self, run_id: str) -> Applied:
-        """After the commit: what the write or create on `run_id` left."""
-        return self._applied[run_id]
-
-    def created(self, run_id: str) -> bool:
-        """After the commit: whether the create of `run_id` inserted it."""
-        return run_id in self._inserted
+        return self._read_items(msgspec.structs.replace(state, map_items=found))
 
     async def flush(self, now: datetime) -> None:
         """Write every create and decision: run rows first, then each kind in one statement."""
@@ -182,10 +142,10 @@ class SqlDecisionBatch:
     def committed_states(self) -> list[tuple[int, RunState]]:
         """(revision, state) of each run as this transaction left it, to keep."""
         kept: list[tuple[int, RunState]] = []
-        for run_id, (revision, loaded) in self._locked.items():
+        for run_id, revision in self._revisions.items():
             if revision is not None:
                 changes = self._decided.get(run_id)
-                kept.append((revision, changes.state if changes else loaded))
+                kept.append((revision, changes.state if changes else self._locked[run_id]))
         if self._conn.dialect.update_returning:
             # A new run row starts at revision 0.
             kept += [(0, self._creates[run_id][0]) for run_id in self._inserted]

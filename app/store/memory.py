@@ -46,7 +46,7 @@ from treadle.ports import (
     RunSummary,
     StoredWorkflow,
 )
-from treadle.store._decisions import RunNotLocked
+from treadle.store._book import DecisionBook
 from treadle.store._errors import StoreError
 from treadle.store._rows import Int32, Int64, RunsCursor, decode_cursor, encode_cursor, item_record
 
@@ -676,76 +676,38 @@ class MemoryStore:
         ]
 
 
-class MemoryDecisionBatch:
+class MemoryDecisionBatch(DecisionBook):
     """The `DecisionBatch` of a `MemoryStore`: reads the locked runs, commits on `commit`."""
 
     def __init__(self, store: MemoryStore, run_ids: Sequence[str]) -> None:
+        super().__init__({r: store.data.runs[r] for r in run_ids if r in store.data.runs})
         self._store = store
         self._data = store.data
-        self._locked = {r: self._data.runs[r] for r in run_ids if r in self._data.runs}
-        self._read: dict[str, RunState] = dict(self._locked)
-        self._loaded_items: dict[str, dict[ItemKey, MapItem]] = {}
-        self._decided: dict[str, Changes] = {}
-        self._creates: dict[str, tuple[RunState, Changes | None]] = {}
-        self._applied: dict[str, Applied] = {}
-        self._inserted: set[str] = set()
-
-    def state(self, run_id: str) -> RunState:
-        """The locked run as stored, without map items; raises `RunNotFound`."""
-        if run_id not in self._locked:
-            raise RunNotFound(run_id)
-        self._read[run_id] = self._locked[run_id]
-        self._loaded_items[run_id] = {}
-        return self._locked[run_id]
 
     async def with_items(self, run_id: str, query: ItemQuery) -> RunState:
         """The locked run with the map items `query` names; raises `RunNotFound`."""
         await anyio.lowlevel.checkpoint()
         state = self.state(run_id)
         loaded = self._store._load_items(run_id, query)
-        self._loaded_items[run_id] = loaded
         if loaded:
             state = msgspec.structs.replace(state, map_items=list(loaded.values()))
-        self._read[run_id] = state
-        return state
+        return self._read_items(state)
 
-    def write(self, changes: Changes) -> None:
-        """Record a decision on a locked run, against the state last read of it."""
-        run_id = changes.state.id
-        if run_id not in self._read:
-            raise RunNotLocked(run_id)
-        if run_id in self._decided:
-            raise ValueError(f"run {run_id!r} was written twice in one decision transaction")
-        self._decided[run_id] = changes
-
-    def create(self, state: RunState, changes: Changes | None) -> None:
-        """Record a new run, already in its decided state, and its first decision's effects."""
-        if state.id in self._creates or state.id in self._locked:
-            raise ValueError(f"run {state.id!r} is created twice in one decision transaction")
-        self._creates[state.id] = (changes.state if changes else state, changes)
-
-    def applied(self, run_id: str) -> Applied:
-        """After the commit: what the write or create on `run_id` left."""
-        return self._applied[run_id]
-
-    def created(self, run_id: str) -> bool:
-        """After the commit: whether the create of `run_id` inserted it."""
-        return run_id in self._inserted
+    def _loaded_items(self, run_id: str) -> dict[ItemKey, MapItem]:
+        return {(i.task_id, i.index): i for i in self._read[run_id].map_items}
 
     def commit(self) -> None:
         """Check every write, then make them all (no await in between: atomic)."""
         inserting = self._check_creates()
         for run_id, changes in self._decided.items():
             self._store._check_effects("apply", changes, creating=inserting)
-            loaded = self._loaded_items.get(run_id, {})
+            loaded = self._loaded_items(run_id)
             self._store._check_new_items(run_id, loaded, changes.state.map_items)
         for run_id in inserting:
             self._insert(*self._creates[run_id])
         for run_id, changes in self._decided.items():
             self._data.runs[run_id] = _stored(changes.state)
-            self._store._write_items(
-                run_id, self._loaded_items.get(run_id, {}), changes.state.map_items
-            )
+            self._store._write_items(run_id, self._loaded_items(run_id), changes.state.map_items)
             outbox = self._store._write_effects(changes)
             self._applied[run_id] = Applied(state=changes.state, outbox=outbox)
 

@@ -40,18 +40,23 @@ def _count_publishes(engine: Process) -> Counter[str]:
     return counts
 
 
-@pytest.mark.anyio
-async def test_results_are_decided_in_the_process_without_the_events_channel(
-    make_settings: SettingsFactory,
-) -> None:
-    engine = build(make_settings())
+async def _run_chain(engine: Process) -> tuple[RunStatus, Counter[str]]:
+    """Run CHAIN to its end; its status, and the messages published per channel."""
     counts = _count_publishes(engine)
     async with running(engine):
         await engine.run_service.register_workflow(CHAIN)
         run, _ = await engine.run_service.start_run("chain3", None, {})
         done = await finished(engine, run.id)
+    return done.status, counts
 
-    assert done.status is RunStatus.COMPLETED
+
+@pytest.mark.anyio
+async def test_results_are_decided_in_the_process_without_the_events_channel(
+    make_settings: SettingsFactory,
+) -> None:
+    status, counts = await _run_chain(build(make_settings()))
+
+    assert status is RunStatus.COMPLETED
     assert counts[EVENTS_CHANNEL] == 0
     assert counts["tasks.default"] == 3
 
@@ -60,14 +65,9 @@ async def test_results_are_decided_in_the_process_without_the_events_channel(
 async def test_with_decide_locally_off_results_cross_the_events_channel(
     make_settings: SettingsFactory,
 ) -> None:
-    engine = build(make_settings(decide_locally=False))
-    counts = _count_publishes(engine)
-    async with running(engine):
-        await engine.run_service.register_workflow(CHAIN)
-        run, _ = await engine.run_service.start_run("chain3", None, {})
-        done = await finished(engine, run.id)
+    status, counts = await _run_chain(build(make_settings(decide_locally=False)))
 
-    assert done.status is RunStatus.COMPLETED
+    assert status is RunStatus.COMPLETED
     assert counts[EVENTS_CHANNEL] >= 3
 
 
