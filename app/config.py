@@ -104,9 +104,11 @@ class WorkerSettings(_Section, frozen=True, kw_only=True):
     running them ended) is not run: its attempt fails with `AttemptLost` and follows its
     retry policy, so an attempt that kills its process cannot crash-loop it."""
     decide_locally: bool = True
-    """In a process that also runs the orchestrator role, the worker's results (starts,
-    heartbeats) are decided in the process instead of crossing the events channel; one
-    that cannot be decided here (the database is away) goes over the broker as before."""
+    """In a process that also runs the orchestrator role, over a broker, the worker's
+    results (starts, heartbeats) are decided in the process instead of crossing the
+    events channel; one that cannot be decided here (the database is away) goes over the
+    broker as before. (The in-process transport's events channel is a memory queue
+    already.)"""
 
 
 class OrchestratorSettings(_Section, frozen=True, kw_only=True):

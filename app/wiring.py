@@ -215,6 +215,10 @@ class Process:
         orchestrator's way of applying them, when this process runs that role too."""
         if "orchestrator" not in self.roles or not self.settings.worker.decide_locally:
             return None
+        if not self.transport.DURABLE:
+            # The in-process transport's events channel is a memory queue: deciding in the
+            # attempt's own task would only hold its worker slot through the commit.
+            return None
         return EventConsumer(
             self.transport,
             self.run_service,

@@ -1,6 +1,10 @@
-"""A worker in a process that also orchestrates has its results decided in the process:
-they never cross the events channel. With `worker.decide_locally` off, or when deciding
-one here fails, they go over it as before."""
+"""A worker in a process that also orchestrates over a broker has its results decided in
+the process: they never cross the events channel. With `worker.decide_locally` off, or
+when deciding one here fails, they go over it as before; over the in-process transport
+(whose events channel is a memory queue) nothing changes.
+
+The in-process transport stands in for a broker here (`_as_broker`): what is measured is
+which channel the worker publishes on, not the broker."""
 
 from __future__ import annotations
 
@@ -25,6 +29,12 @@ CHAIN: dict[str, Any] = {
         "c": {"handler": "t.echo", "after": ["b"]},
     },
 }
+
+
+def _as_broker(engine: Process) -> Process:
+    """The engine, its transport saying it is durable, as a broker's would."""
+    engine.transport.DURABLE = True  # type: ignore[misc]  # this instance only
+    return engine
 
 
 def _count_publishes(engine: Process) -> Counter[str]:
@@ -54,7 +64,7 @@ async def _run_chain(engine: Process) -> tuple[RunStatus, Counter[str]]:
 async def test_results_are_decided_in_the_process_without_the_events_channel(
     make_settings: SettingsFactory,
 ) -> None:
-    status, counts = await _run_chain(build(make_settings()))
+    status, counts = await _run_chain(_as_broker(build(make_settings())))
 
     assert status is RunStatus.COMPLETED
     assert counts[EVENTS_CHANNEL] == 0
@@ -62,10 +72,20 @@ async def test_results_are_decided_in_the_process_without_the_events_channel(
 
 
 @pytest.mark.anyio
+async def test_over_the_in_process_transport_results_take_its_events_channel(
+    make_settings: SettingsFactory,
+) -> None:
+    status, counts = await _run_chain(build(make_settings()))
+
+    assert status is RunStatus.COMPLETED
+    assert counts[EVENTS_CHANNEL] >= 3
+
+
+@pytest.mark.anyio
 async def test_with_decide_locally_off_results_cross_the_events_channel(
     make_settings: SettingsFactory,
 ) -> None:
-    status, counts = await _run_chain(build(make_settings(decide_locally=False)))
+    status, counts = await _run_chain(_as_broker(build(make_settings(decide_locally=False))))
 
     assert status is RunStatus.COMPLETED
     assert counts[EVENTS_CHANNEL] >= 3
@@ -77,7 +97,7 @@ async def test_a_result_that_cannot_be_decided_here_goes_over_the_broker(
 ) -> None:
     """The store fails the local decision once: the result is published instead, the
     events consumer decides it, and the run completes."""
-    engine = build(make_settings())
+    engine = _as_broker(build(make_settings()))
     counts = _count_publishes(engine)
     apply_event = engine.run_service.apply_event
     failures = [StoreUnavailable("apply", "the database is away")]
