@@ -103,6 +103,14 @@ class WorkerSettings(_Section, frozen=True, kw_only=True):
     """A dispatch delivered this many times (the copies before never finished: the process
     running them ended) is not run: its attempt fails with `AttemptLost` and follows its
     retry policy, so an attempt that kills its process cannot crash-loop it."""
+    eager: bool = True
+    """Run a dispatch decided in this process on this process's worker, without the broker
+    round trip, when its queue is served here, its (async) handler registered here and a
+    slot free. Its outbox row stays unsent under a lease renewed while it runs, so if the
+    process dies the row is published once the lease runs out."""
+    eager_lease_seconds: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    """How long an eager dispatch's lease lasts; renewed every third of it while it runs.
+    After a crash, its attempt runs again elsewhere within about this long."""
     decide_locally: bool = True
     """In a process that also runs the orchestrator role, over a broker, the worker's
     results (starts, heartbeats) are decided in the process instead of crossing the

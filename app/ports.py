@@ -70,6 +70,8 @@ class OutboxRecord(msgspec.Struct, frozen=True, kw_only=True):
     id: int
     channel: str
     message: Message
+    leased: bool = False
+    """Written leased (`OutgoingMessage.lease_seconds`): this process runs it eagerly."""
 
 
 class OutgoingMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,6 +79,10 @@ class OutgoingMessage(msgspec.Struct, frozen=True, kw_only=True):
 
     channel: str
     message: Message
+    lease_seconds: float | None = None
+    """A dispatch this process's own worker runs eagerly: its row stays unsent, leased for
+    this long (renewed while it runs), so no sweeper publishes it unless the lease runs
+    out (the process died)."""
 
 
 class DueTimer(msgspec.Struct, TimerFields, frozen=True, kw_only=True):
@@ -301,7 +307,12 @@ class OutboxStore(Protocol):
         ...
 
     async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
-        """Unsent rows created before `older_than` (left by a crash), oldest first."""
+        """Unsent rows created before `older_than` (left by a crash), oldest first; a row
+        leased to a worker is left alone until its lease has run out."""
+        ...
+
+    async def renew_leases(self, ids: Sequence[int], seconds: float) -> None:
+        """Extend the leases of these unsent rows to `seconds` from now."""
         ...
 
     async def outbox_backlog(self) -> tuple[int, datetime | None]:
@@ -434,6 +445,42 @@ class Delivery(Protocol):
 
         A transport dead-letters by itself after `max_deliveries` deliveries.
         """
+        ...
+
+
+class EagerOutbox(Protocol):
+    """The outbox side of eager dispatch: what becomes of a leased row (the relay)."""
+
+    async def renew_leases(self, ids: Sequence[int], seconds: float) -> None:
+        """Extend the leases of rows whose attempts still run here."""
+        ...
+
+    async def mark_done(self, ids: Sequence[int]) -> None:
+        """These leased rows' attempts were settled here: mark the rows sent."""
+        ...
+
+    async def publish(self, records: Sequence[OutboxRecord]) -> int:
+        """Publish these rows after all (the attempt was given back); how many went."""
+        ...
+
+
+class EagerWorker(Protocol):
+    """This process's worker, taking dispatches its own decisions write without the
+    broker round trip (`worker.eager`)."""
+
+    lease_seconds: float
+
+    def reserve(self, channel: str, message: Message) -> object | None:
+        """A slot for this dispatch, or None: not a queue served here, its handler not
+        registered here, no slot free, or the worker not running."""
+        ...
+
+    def release(self, slot: object) -> None:
+        """Give back a slot whose decision did not commit."""
+        ...
+
+    def start(self, slot: object, record: OutboxRecord) -> None:
+        """Run the committed, leased dispatch `record` in `slot` (without waiting)."""
         ...
 
 

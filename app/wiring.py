@@ -195,7 +195,7 @@ class Process:
 
     def worker(self) -> Worker:
         """The worker role, running this process's registered handlers."""
-        return Worker(
+        worker = Worker(
             self.transport,
             self.registry,
             self.settings.worker,
@@ -208,7 +208,11 @@ class Process:
             sync_threads=self.sync_threads,
             deliveries=None if self.transport.COUNTS_LOST_DELIVERIES else self.store,
             local_events=self._local_events(),
+            eager_outbox=self.relay,
         )
+        # The decisions of this process (orchestrator or api) hand it their dispatches.
+        self.run_service.use_eager(worker.eager)
+        return worker
 
     def _local_events(self) -> EventConsumer | None:
         """Where this process's worker has its events decided without the broker: the

@@ -184,13 +184,13 @@ async def _insert_outbox(
     messages = [o for changes in decisions for o in changes.outbox]
     ids: list[int] = []
     if messages:
-        rows = [outbox_values(o.channel, o.message, now) for o in messages]
+        rows = [outbox_values(o.channel, o.message, now, o.lease_seconds) for o in messages]
         if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
             ids = list((await conn.execute(_INSERT_OUTBOX_RETURNING_IDS, rows)).scalars())
         else:  # MySQL proper has no RETURNING: one insert per row, reading its key
             ids = [await _insert_one(conn, row) for row in rows]
     records = iter(
-        OutboxRecord(id=i, channel=o.channel, message=o.message)
+        OutboxRecord(id=i, channel=o.channel, message=o.message, leased=o.lease_seconds is not None)
         for i, o in zip(ids, messages, strict=True)
     )
     return [[next(records) for _ in changes.outbox] for changes in decisions]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 
 from treadle.ports import OutboxRecord
 from treadle.store import _rows as rows_
@@ -31,10 +31,12 @@ class SqlOutbox:
                 await conn.execute(stmt)
 
     async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
-        """Unsent rows created before `older_than` (left by a crash), oldest first."""
+        """Unsent rows created before `older_than` (left by a crash), oldest first; a row
+        leased to a worker is left alone until its lease has run out."""
+        lease_over = or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < self._now())
         stmt = (
             select(*rows_.OUTBOX_COLUMNS)
-            .where(UNSENT, outbox.c.created_at < older_than)
+            .where(UNSENT, outbox.c.created_at < older_than, lease_over)
             .order_by(outbox.c.created_at, outbox.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -43,6 +45,16 @@ class SqlOutbox:
             async with self._db.transaction(write=False) as conn:
                 found = (await conn.execute(stmt)).all()
         return [rows_.outbox_from_row(r) for r in found]
+
+    async def renew_leases(self, ids: Sequence[int], seconds: float) -> None:
+        """Extend the leases of these unsent rows to `seconds` from now."""
+        if not ids:
+            return
+        until = self._now() + timedelta(seconds=seconds)
+        stmt = update(outbox).where(outbox.c.id.in_(list(ids)), UNSENT).values(leased_until=until)
+        with mapped_errors("renew_leases"):
+            async with self._db.transaction(write=True, single=True) as conn:
+                await conn.execute(stmt)
 
     async def outbox_backlog(self) -> tuple[int, datetime | None]:
         """How many rows are unsent, and when the oldest was written."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
@@ -242,14 +242,18 @@ def history_from_row(row: Row[Any]) -> HistoryEntry:
 OUTBOX_COLUMNS = [outbox.c.id, outbox.c.channel, outbox.c.key, outbox.c.body, outbox.c.headers]
 
 
-def outbox_values(channel: str, message: Message, now: datetime) -> dict[str, Any]:
-    """An outbox row for one message."""
+def outbox_values(
+    channel: str, message: Message, now: datetime, lease_seconds: float | None = None
+) -> dict[str, Any]:
+    """An outbox row for one message (leased for `lease_seconds`, if given)."""
+    leased = None if lease_seconds is None else now + timedelta(seconds=lease_seconds)
     return {
         "channel": channel,
         "key": message.key,
         "body": message.body,
         "headers": encode_json(message.headers),
         "created_at": now,
+        "leased_until": leased,
     }
 
 

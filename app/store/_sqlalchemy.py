@@ -133,6 +133,9 @@ class SqlStore:
     async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
         return await self._outbox.claim_unsent(older_than, limit)
 
+    async def renew_leases(self, ids: Sequence[int], seconds: float) -> None:
+        await self._outbox.renew_leases(ids, seconds)
+
     async def outbox_backlog(self) -> tuple[int, datetime | None]:
         return await self._outbox.outbox_backlog()
 

@@ -166,6 +166,9 @@ outbox = Table(
     Column("headers", JSON_TEXT),
     Column("created_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
+    # Set while a worker of the writing process runs the dispatch eagerly (renewed as it
+    # runs): the sweeper leaves the row alone until then.
+    Column("leased_until", UTCDateTime),
     # claim_unsent and outbox_backlog read only unsent rows, oldest first; as above,
     # MySQL gets a full index led by sent_at instead of a partial one.
     Index(

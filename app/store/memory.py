@@ -74,6 +74,7 @@ class _OutboxRow:
     record: OutboxRecord
     created_at: datetime
     sent_at: datetime | None = None
+    leased_until: datetime | None = None
 
 
 @dataclass
@@ -407,10 +408,17 @@ class MemoryStore:
         records = []
         for outgoing in changes.outbox:
             self.data.last_outbox_id += 1
+            lease = outgoing.lease_seconds
             record = OutboxRecord(
-                id=self.data.last_outbox_id, channel=outgoing.channel, message=outgoing.message
+                id=self.data.last_outbox_id,
+                channel=outgoing.channel,
+                message=outgoing.message,
+                leased=lease is not None,
             )
-            self.data.outbox[record.id] = _OutboxRow(record=record, created_at=now)
+            leased_until = None if lease is None else now + timedelta(seconds=lease)
+            self.data.outbox[record.id] = _OutboxRow(
+                record=record, created_at=now, leased_until=leased_until
+            )
             records.append(record)
         for task_id in dict.fromkeys(changes.cancel_items):
             self._cancel_items(run_id, task_id, now)
@@ -451,12 +459,24 @@ class MemoryStore:
     async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
         """Unsent rows created before `older_than` (left by a crash), oldest first."""
         await anyio.lowlevel.checkpoint()
+        now = self._now()
         unsent = [r for r in self.data.outbox.values() if r.sent_at is None]
+        free = [r for r in unsent if r.leased_until is None or r.leased_until < now]
         stale = sorted(
-            (r for r in unsent if r.created_at < older_than),
+            (r for r in free if r.created_at < older_than),
             key=lambda r: (r.created_at, r.record.id),
         )
-        return [r.record for r in stale[:limit]]
+        # Claimed for the sweeper: no longer any worker's to run eagerly.
+        return [msgspec.structs.replace(r.record, leased=False) for r in stale[:limit]]
+
+    async def renew_leases(self, ids: Sequence[int], seconds: float) -> None:
+        """Extend the leases of these unsent rows to `seconds` from now."""
+        await anyio.lowlevel.checkpoint()
+        until = self._now() + timedelta(seconds=seconds)
+        for row_id in ids:
+            row = self.data.outbox.get(row_id)
+            if row is not None and row.sent_at is None:
+                row.leased_until = until
 
     async def outbox_backlog(self) -> tuple[int, datetime | None]:
         """How many rows are unsent, and when the oldest was written."""

@@ -31,6 +31,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import anyio
+import msgspec
 
 from treadle.domain.errors import RunNotFound
 from treadle.domain.events import CancelTimer, Decision, StartTimer
@@ -40,7 +41,15 @@ from treadle.modules.orchestrator._finishes import RunFinishes
 from treadle.modules.orchestrator._measure import record_decision
 from treadle.modules.orchestrator._timers import TimerAlarm
 from treadle.observability import Metrics, current_traceparent
-from treadle.ports import Applied, Changes, DecisionBatch, DecisionStore, OutboxRecord
+from treadle.ports import (
+    Applied,
+    Changes,
+    DecisionBatch,
+    DecisionStore,
+    EagerWorker,
+    OutboxRecord,
+    OutgoingMessage,
+)
 from treadle.store import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -241,7 +250,7 @@ def _head(lane: list[Pending]) -> list[Pending]:
 class _Lane:
     """One lane's share of a group: its events taken, and what the transaction did of them."""
 
-    __slots__ = ("changes", "decided", "error", "key", "pendings")
+    __slots__ = ("changes", "decided", "eager", "error", "key", "pendings")
 
     def __init__(self, key: str, pendings: list[Pending]) -> None:
         self.key = key
@@ -250,6 +259,8 @@ class _Lane:
         self.changes: Changes | None = None
         self.error: Exception | None = None
         """Why its first event could not be decided (it fails once the group commits)."""
+        self.eager: list[object] = []
+        """Worker slots held for its dispatches written leased, in outbox order."""
 
 
 class DecisionPipeline:
@@ -276,6 +287,8 @@ class DecisionPipeline:
         self._max_leaders = leaders
         self._leaders = 0
         self._lanes = Lanes()
+        self.eager: EagerWorker | None = None
+        """This process's worker, when it runs the dispatches decided here (`worker.eager`)."""
         # The trace context of each run's latest decision here, so a decision with no
         # message behind it (a timer firing) continues the run's trace. In memory only:
         # a timer fired by another replica, or after a restart, begins a new trace.
@@ -342,9 +355,13 @@ class DecisionPipeline:
 
     async def _decide_together(self, lanes: list[_Lane]) -> None:
         runs = [lane.key for lane in lanes if lane.pendings[0].create is None]
-        async with self._store.deciding(runs) as batch:
-            for lane in lanes:
-                await self._decide_lane(batch, lane)
+        try:
+            async with self._store.deciding(runs) as batch:
+                for lane in lanes:
+                    await self._decide_lane(batch, lane)
+        except BaseException:
+            self._release_eager(lanes)
+            raise
         for lane in lanes:
             self._settle(batch, lane)
 
@@ -354,7 +371,7 @@ class DecisionPipeline:
         first = lane.pendings[0]
         try:
             if first.create is not None:
-                lane.changes = first.decide(first.create)
+                lane.changes = self._claim_eager(lane, first.decide(first.create))
                 batch.create(first.create, lane.changes)
                 lane.decided = [first]
                 return
@@ -368,21 +385,64 @@ class DecisionPipeline:
             return
         lane.decided = lane.pendings[:count]
         if lane.changes is not None:
+            lane.changes = self._claim_eager(lane, lane.changes)
+            assert lane.changes is not None
             batch.write(lane.changes)
 
+    def _claim_eager(self, lane: _Lane, changes: Changes | None) -> Changes | None:
+        """`changes` with each dispatch this process's worker takes a slot for written
+        leased (see `_eager` in the worker); the slots are the lane's until it settles."""
+        eager = self.eager
+        if eager is None or changes is None or not changes.outbox:
+            return changes
+        outbox: list[OutgoingMessage] = []
+        for outgoing in changes.outbox:
+            slot = eager.reserve(outgoing.channel, outgoing.message)
+            if slot is None:
+                outbox.append(outgoing)
+                continue
+            lane.eager.append(slot)
+            outbox.append(msgspec.structs.replace(outgoing, lease_seconds=eager.lease_seconds))
+        if not lane.eager:
+            return changes
+        return msgspec.structs.replace(changes, outbox=outbox)
+
+    def _release_eager(self, lanes: Sequence[_Lane]) -> None:
+        """Give back the worker slots of decisions that did not commit."""
+        for lane in lanes:
+            if self.eager is not None:
+                for slot in lane.eager:
+                    self.eager.release(slot)
+            lane.eager = []
+
+    def _start_eager(self, lane: _Lane, applied: Applied) -> None:
+        """Hand the lane's committed, leased dispatches to this process's worker."""
+        slots, lane.eager = lane.eager, []
+        if not slots or self.eager is None:
+            return
+        leased = [record for record in applied.outbox if record.leased]
+        for slot, record in zip(slots, leased, strict=True):
+            self.eager.start(slot, record)
+
     def _settle(self, batch: DecisionBatch, lane: _Lane) -> None:
-        """After the commit: each decided event's outcome; the rest wait for a later turn."""
+        """After the commit: each decided event's outcome; the rest wait for a later turn.
+        The dispatches this process runs eagerly start here, whoever waits or not."""
         if lane.error is not None:
+            self._release_eager([lane])
             self._fail_lane(lane, lane.error)
             return
         first = lane.pendings[0]
         if first.create is not None:
             run_id = first.create.id
-            first.settle(batch.applied(run_id), created=batch.created(run_id))
+            created = batch.created(run_id)
+            first.settle(batch.applied(run_id), created=created)
         else:
             applied = batch.applied(lane.key) if lane.changes is not None else None
             for pending in lane.decided:
                 pending.settle(applied)
+        if lane.eager and first.applied is not None and (first.create is None or first.created):
+            self._start_eager(lane, first.applied)
+        self._release_eager([lane])  # a create that found its key taken wrote none
         self._lanes.put_back(lane.key, lane.pendings[len(lane.decided) :])
         owner = next((p for p in lane.decided if not p.abandoned), None)
         if owner is not None:
@@ -417,7 +477,7 @@ class DecisionPipeline:
             self._traces.put(applied.state.id, traceparent)
         if applied.state.status.is_terminal:
             self._finishes.ended(applied.state.id)
-        await self._relay.publish(applied.outbox)
+        await self._relay.publish([record for record in applied.outbox if not record.leased])
 
     def _wake_for(self, timers: Sequence[StartTimer]) -> None:
         if timers:

@@ -72,6 +72,15 @@ class Relay:
             sent.extend(r.id for r in batch)
         return sent
 
+    async def mark_done(self, ids: Sequence[int]) -> None:
+        """Mark leased rows sent whose attempts were settled here (eager dispatch)."""
+        self.inflight.update(ids)
+        await self._mark_sent(list(ids))
+
+    async def renew_leases(self, ids: Sequence[int], seconds: float) -> None:
+        """Extend the leases of rows whose attempts still run here (eager dispatch)."""
+        await self._store.renew_leases(ids, seconds)
+
     async def _mark_sent(self, ids: list[int]) -> None:
         """Queue `ids` for marking; mark every queued id if no one else is marking."""
         self._to_mark.extend(ids)

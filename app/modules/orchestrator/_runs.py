@@ -70,6 +70,7 @@ from treadle.ports import (
     Changes,
     Clock,
     DueTimer,
+    EagerWorker,
     StateStore,
     StoredWorkflow,
 )
@@ -114,6 +115,11 @@ class RunService:
             metrics=self._telemetry.metrics,
             traces=cache_size * 16,
         )
+
+    def use_eager(self, worker: EagerWorker | None) -> None:
+        """Hand the dispatches decided here to this process's `worker` while it takes them
+        (None: publish every one to the broker)."""
+        self._pipeline.eager = worker
 
     @property
     def relay(self) -> Relay:

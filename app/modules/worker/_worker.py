@@ -29,6 +29,7 @@ from treadle.messages import (
 )
 from treadle.modules.worker._cancel import RunningAttempts, listen_for_cancels
 from treadle.modules.worker._context import AttemptControl, TaskContext, heartbeat_interval
+from treadle.modules.worker._eager import EagerIntake
 from treadle.modules.worker._execute import DEFAULT_MAX_OUTPUT_BYTES, execute, failed_attempt
 from treadle.modules.worker._http import HttpExecutor
 from treadle.modules.worker._registry import HandlerRegistry
@@ -36,7 +37,7 @@ from treadle.modules.worker._secrets import redact_error
 from treadle.modules.worker._start_report import START_REPORT_SECONDS, StartReport
 from treadle.modules.worker._threads import SyncSlot, SyncThreads
 from treadle.observability import Telemetry, current_traceparent, get_logger
-from treadle.ports import Clock, Delivery, DeliveryCounter, LocalEvents, Transport
+from treadle.ports import Clock, Delivery, DeliveryCounter, EagerOutbox, LocalEvents, Transport
 from treadle.testing.crash import crash_point
 
 log = get_logger(__name__)
@@ -75,6 +76,7 @@ class Worker:
         sync_threads: SyncThreads | None = None,
         deliveries: DeliveryCounter | None = None,
         local_events: LocalEvents | None = None,
+        eager_outbox: EagerOutbox | None = None,
     ) -> None:
         # Public: the engine hands the same telemetry to this worker's `http` executor.
         self.telemetry = telemetry or Telemetry.off("worker")
@@ -98,6 +100,15 @@ class Worker:
         # This process's orchestrator, when it runs one: attempts' events are decided
         # through it instead of crossing the broker (`worker.decide_locally`).
         self._local_events = local_events
+        self.eager: EagerIntake | None = None
+        """Takes the dispatches this process decides, without the broker (`worker.eager`)."""
+        if eager_outbox is not None and settings.eager:
+            self.eager = EagerIntake(
+                registry,
+                list(dict.fromkeys(settings.queues)),
+                eager_outbox,
+                lease_seconds=settings.eager_lease_seconds,
+            )
         # Redacted from every failure this worker reports, and so from its log lines.
         self._secrets = self._http.known_secrets()
         self._clock = clock
@@ -135,6 +146,8 @@ class Worker:
             await consumers.start(self.sync_threads.serve)
             for queue in queues:
                 consumers.start_soon(self._consume_queue, queue, limiter)
+            if self.eager is not None:
+                consumers.start_soon(self._take_eagerly, self.eager, limiter)
             consumers.start_soon(self._listen_for_cancels)
             try:
                 await anyio.sleep_forever()
@@ -189,6 +202,28 @@ class Worker:
                 with anyio.CancelScope() as intake:
                     self._intakes.append(intake)
                     await self._take(deliveries, attempts, limiter)
+
+    async def _take_eagerly(self, eager: EagerIntake, limiter: anyio.CapacityLimiter) -> None:
+        """Run the dispatches this process's decisions hand over (see `_eager`), within
+        the same limiter as the queues; shielded and drained like them."""
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as attempts:
+                self._attempt_groups.append(attempts)  # `_drain` ends it, renewals too
+                attempts.start_soon(eager.renew)
+
+                def start(
+                    delivery: Delivery, env: Envelope, limiter: anyio.CapacityLimiter, token: object
+                ) -> None:
+                    self._inflight += 1
+                    attempts.start_soon(self._attempt, delivery, env, None, limiter, token)
+
+                eager.open(limiter, start)
+                with anyio.CancelScope() as intake:
+                    self._intakes.append(intake)
+                    try:
+                        await anyio.sleep_forever()
+                    finally:
+                        eager.close()
 
     async def _take(
         self,

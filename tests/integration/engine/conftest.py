@@ -80,7 +80,13 @@ def sql_store(database_url: str) -> None:
 def make_settings(database_url: str) -> SettingsFactory:
     """Settings for a fast engine on the test's database; keyword overrides per section."""
 
-    def make(*, drain_seconds: float = 0.2, decide_locally: bool = True) -> Settings:
+    def make(
+        *,
+        drain_seconds: float = 0.2,
+        decide_locally: bool = True,
+        eager: bool = True,
+        eager_lease_seconds: float = 15.0,
+    ) -> Settings:
         return Settings(
             database=DatabaseSettings(url=database_url, pool_size=5),
             transport=TransportSettings(kind="memory"),
@@ -89,6 +95,8 @@ def make_settings(database_url: str) -> SettingsFactory:
                 handlers=["tests.integration.engine.handlers"],
                 drain_seconds=drain_seconds,
                 decide_locally=decide_locally,
+                eager=eager,
+                eager_lease_seconds=eager_lease_seconds,
             ),
             orchestrator=OrchestratorSettings(
                 default_task_timeout=30.0,

@@ -343,7 +343,11 @@ async def test_a_timer_fired_on_another_replica_joins_the_runs_trace(
 @pytest.mark.usefixtures("sql_store")
 async def test_each_decision_has_database_spans_under_it(make_settings: SettingsFactory) -> None:
     """The statements a decision runs are client spans whose parent is the decision's span,
-    tagged with the database system (SQLAlchemy's instrumentation, on this engine only)."""
+    tagged with the database system (SQLAlchemy's instrumentation, on this engine only).
+
+    A worker's start and result that queue behind each other are decided in one
+    transaction, whose statements are children of the first one's span only; so each kind
+    of decision must show its statements at least once, not every span."""
     spans = InMemorySpanExporter()
     engine = build(make_settings(), telemetry=Telemetry.for_tests(spans, role="orchestrator"))
     async with running(engine) as started:
@@ -355,6 +359,7 @@ async def test_each_decision_has_database_spans_under_it(make_settings: Settings
     finished_spans = spans.get_finished_spans()
     decisions = [s for s in finished_spans if s.name.startswith("decide ")]
     assert {s.name for s in decisions} >= {"decide run.started", "decide task.completed"}
+    with_statements: set[str] = set()
     for decision in decisions:
         assert decision.context is not None
         children = [
@@ -363,8 +368,11 @@ async def test_each_decision_has_database_spans_under_it(make_settings: Settings
             if s.parent is not None and s.parent.span_id == decision.context.span_id
         ]
         database = [s for s in children if s.kind is SpanKind.CLIENT]
-        assert database, f"{decision.name} has no database span"
+        if database:
+            with_statements.add(decision.name)
         assert {(s.attributes or {}).get("db.system") for s in database} <= {
             "sqlite",
             "postgresql",
         }
+    assert "decide run.started" in with_statements
+    assert with_statements & {"decide task.started", "decide task.completed"}

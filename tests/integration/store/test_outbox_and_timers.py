@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
+from msgspec.structs import replace
 
 from tests.integration.store.factories import at, make_run, message, timer, unchanged
 from tests.stores import apply, create_run
@@ -39,6 +40,30 @@ async def test_outbox_claim_mark_and_backlog(store: SqlStore) -> None:
     await store.mark_sent([])
     assert await store.claim_unsent(after, 10) == applied.outbox[2:]
     assert (await store.outbox_backlog())[0] == 1
+
+
+async def test_a_leased_row_is_left_to_its_worker_until_the_lease_runs_out(
+    store: SqlStore,
+) -> None:
+    """A row written leased (eager dispatch) is not claimed while its lease lasts; a renewal
+    extends it; once it runs out the sweeper may claim it like any unsent row."""
+    leased = replace(message("r", "eager"), lease_seconds=0.5)
+    applied, _ = await create_run(
+        store, make_run(), lambda s: Changes(state=s, outbox=[leased, message(s.id, "plain")])
+    )
+    later = datetime.now(UTC) + timedelta(seconds=60)
+    eager, plain = applied.outbox
+
+    assert (eager.leased, plain.leased) == (True, False)
+    assert await store.claim_unsent(later, 10) == [plain]
+    await anyio.sleep(0.3)
+    await store.renew_leases([eager.id], 0.5)
+    await anyio.sleep(0.3)
+    assert await store.claim_unsent(later, 10) == [plain]  # renewed: still its worker's
+    await anyio.sleep(0.4)
+    # Claimed by a sweeper, it is nobody's eager dispatch any more.
+    assert await store.claim_unsent(later, 10) == [replace(eager, leased=False), plain]
+    assert (await store.outbox_backlog())[0] == 2
 
 
 async def _run_with_timers(store: SqlStore, *fire_seconds: float) -> str:
