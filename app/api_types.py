@@ -231,6 +231,7 @@ class RunBody(_Body, frozen=True, kw_only=True):
     parent_task_id: str | None = None
     paused: bool = False
     idempotency_key: str | None = None
+    tags: dict[str, str] = {}
 
 
 class RunSummaryBody(_Body, frozen=True, kw_only=True):
@@ -245,6 +246,7 @@ class RunSummaryBody(_Body, frozen=True, kw_only=True):
     finished_at: datetime | None
     idempotency_key: str | None = None
     paused: bool = False
+    tags: dict[str, str] = {}
 
 
 class RunPage(_Body, frozen=True, kw_only=True):

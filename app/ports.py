@@ -54,6 +54,21 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: datetime | None = None
     idempotency_key: str | None = None
     paused: bool = False
+    tags: dict[str, str] = {}
+
+
+class RunFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """Which runs a list (or a bulk operation) is about; every given field must match."""
+
+    workflow: str | None = None
+    status: str | None = None
+    idempotency_key: str | None = None
+    created_after: datetime | None = None
+    """Created at or after this."""
+    created_before: datetime | None = None
+    """Created before this."""
+    tags: dict[str, str] = {}
+    """Every one of these tags, with this value."""
 
 
 class RunCounts(msgspec.Struct, frozen=True, kw_only=True):
@@ -190,17 +205,9 @@ class RunStore(Protocol):
         ...
 
     async def list_runs(
-        self,
-        *,
-        workflow: str | None,
-        status: str | None,
-        limit: int,
-        cursor: str | None,
-        idempotency_key: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
+        self, where: RunFilter, *, limit: int, cursor: str | None
     ) -> Page[RunSummary]:
-        """Runs newest first, created in [created_after, created_before); raises `InvalidCursor`."""
+        """The runs `where` matches, newest first; raises `InvalidCursor`."""
         ...
 
     async def count_runs(
@@ -499,8 +506,12 @@ class RunControl(Protocol):
         input: Any,
         idempotency_key: str | None = None,
         traceparent: str | None = None,
+        *,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[RunState, bool]:
-        """Start a run (or return the one started with this key); (run, created)."""
+        """Start a run (or return the one started with this key); (run, created).
+
+        `tags` go over the definition's default tags; raises `TagsInvalid`."""
         ...
 
     async def cancel_run(self, run_id: str, reason: str = "") -> RunState:

@@ -43,6 +43,7 @@ from treadle.ports import (
     OutboxRecord,
     Page,
     RunCounts,
+    RunFilter,
     RunSummary,
     StoredWorkflow,
 )
@@ -235,21 +236,11 @@ class MemoryStore:
         return found
 
     async def list_runs(
-        self,
-        *,
-        workflow: str | None,
-        status: str | None,
-        limit: int,
-        cursor: str | None,
-        idempotency_key: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
+        self, where: RunFilter, *, limit: int, cursor: str | None
     ) -> Page[RunSummary]:
         """Runs newest first (by creation time, then id); raises `InvalidCursor`."""
         await anyio.lowlevel.checkpoint()
-        found = self._filtered_runs(workflow, status, created_after, created_before)
-        if idempotency_key is not None:
-            found = [r for r in found if r.idempotency_key == idempotency_key]
+        found = [r for r in self.data.runs.values() if run_matches(r, where)]
         if cursor is not None:
             position = decode_cursor(cursor, "runs", RunsCursor)
             found = [r for r in found if (r.created_at, r.id) < position]
@@ -263,7 +254,8 @@ class MemoryStore:
         """How many runs have each status, each at most `cap`."""
         await anyio.lowlevel.checkpoint()
         raw = dict.fromkeys((s.value for s in RunStatus), 0)
-        for run in self._filtered_runs(workflow, None, created_after, None):
+        where = RunFilter(workflow=workflow, created_after=created_after)
+        for run in (r for r in self.data.runs.values() if run_matches(r, where)):
             raw[run.status.value] += 1
         return RunCounts(
             counts={k: min(n, cap) for k, n in raw.items()},
@@ -659,22 +651,6 @@ class MemoryStore:
         except KeyError:
             raise ScheduleNotFound(schedule_id) from None
 
-    def _filtered_runs(
-        self,
-        workflow: str | None,
-        status: str | None,
-        created_after: datetime | None,
-        created_before: datetime | None,
-    ) -> list[RunState]:
-        return [
-            r
-            for r in self.data.runs.values()
-            if (workflow is None or r.workflow == workflow)
-            and (status is None or r.status.value == status)
-            and (created_after is None or r.created_at >= created_after)
-            and (created_before is None or r.created_at < created_before)
-        ]
-
 
 class MemoryDecisionBatch(DecisionBook):
     """The `DecisionBatch` of a `MemoryStore`: reads the locked runs, commits on `commit`."""
@@ -781,6 +757,19 @@ def _summary(run: RunState) -> RunSummary:
         finished_at=run.finished_at,
         idempotency_key=run.idempotency_key,
         paused=run.paused,
+        tags=run.tags,
+    )
+
+
+def run_matches(run: RunState, where: RunFilter) -> bool:
+    """Whether `where` keeps `run` (the in-memory twin of `_run_filter.run_clauses`)."""
+    return (
+        (where.workflow is None or run.workflow == where.workflow)
+        and (where.status is None or run.status.value == where.status)
+        and (where.idempotency_key is None or run.idempotency_key == where.idempotency_key)
+        and (where.created_after is None or run.created_at >= where.created_after)
+        and (where.created_before is None or run.created_at < where.created_before)
+        and all(run.tags.get(k) == v for k, v in where.tags.items())
     )
 
 

@@ -34,6 +34,7 @@ from treadle.domain.errors import (
     WorkflowNotFound,
 )
 from treadle.domain.schedules import ScheduleExists, ScheduleInvalid, ScheduleNotFound
+from treadle.domain.tags import TagsInvalid
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _TYPE_PREFIX = "urn:treadle:problem:"
@@ -147,6 +148,7 @@ _KINDS: dict[type[TreadleError], _Kind] = {
     TaskNotFound: _Kind(404, "task-not-found", "Task not found"),
     RunNotActive: _Kind(409, "run-not-active", "Run is not active"),
     ScheduleInvalid: _Kind(422, "schedule-invalid", "Schedule is not valid"),
+    TagsInvalid: _Kind(422, "tags-invalid", "Tags are not valid"),
     ScheduleNotFound: _Kind(404, "schedule-not-found", "Schedule not found"),
     ScheduleExists: _Kind(409, "schedule-exists", "Schedule name is taken"),
     SchedulesUnavailable: _Kind(404, "schedules-unavailable", "Schedules are not available"),
@@ -178,6 +180,7 @@ _EXTENSIONS: dict[type[TreadleError], Callable[[Any], dict[str, Any]]] = {
     TaskNotFound: lambda e: {"run_id": e.run_id, "task_id": e.task_id},
     RunNotActive: lambda e: {"run_id": e.run_id, "run_status": e.status},
     ScheduleInvalid: lambda e: _issues(e.issues),
+    TagsInvalid: lambda e: _issues(e.issues),
     ScheduleNotFound: lambda e: {"schedule_id": e.schedule_id},
     ScheduleExists: lambda e: {"name": e.name},
     InvalidParameter: lambda e: {"parameter": e.name},
