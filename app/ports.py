@@ -16,7 +16,7 @@ import msgspec
 from treadle.domain.api_keys import ApiKey
 from treadle.domain.events import CancelTimer, HistoryEntry, StartTimer, TimerKind
 from treadle.domain.keys import AttemptFields, TimerFields
-from treadle.domain.schedules import Schedule
+from treadle.domain.schedules import Backfill, Schedule
 from treadle.domain.state import ErrorInfo, Heartbeat, ItemQuery, RunState
 from treadle.messages import Envelope, Message
 
@@ -380,6 +380,23 @@ class ScheduleStore(Protocol):
         """Record a handled tick and release the lease."""
         ...
 
+    async def update_schedule(self, schedule: Schedule) -> Schedule:
+        """Replace what the schedule does (`SCHEDULE_SPEC_FIELDS`) and its next fire time;
+        raises `ScheduleNotFound`."""
+        ...
+
+    async def record_schedule_run(self, schedule_id: str, fired_at: datetime, run_id: str) -> None:
+        """Record a run started outside the ticks (a trigger); raises `ScheduleNotFound`."""
+        ...
+
+    async def start_backfill(self, schedule_id: str, backfill: Backfill) -> Schedule:
+        """Begin a backfill; raises `ScheduleNotFound`, `BackfillInProgress`."""
+        ...
+
+    async def advance_backfill(self, schedule_id: str, backfill: Backfill | None) -> None:
+        """Move the backfill's cursor, or end it with None (a deleted schedule is ignored)."""
+        ...
+
 
 class DeliveryCounter(Protocol):
     """Counts, durably and before the attempt runs, each delivery of it to a worker."""
@@ -572,6 +589,22 @@ class ScheduleControl(Protocol):
 
     async def delete_schedule(self, schedule_id: str) -> None:
         """Delete it (its runs stay); raises `ScheduleNotFound`."""
+        ...
+
+    async def trigger_schedule(self, schedule_id: str) -> RunState:
+        """Start one run now, recorded as its last run; the next tick stays where it was."""
+        ...
+
+    async def update_schedule(self, schedule_id: str, patch: Any) -> Schedule:
+        """Change a schedule in place; raises `ScheduleNotFound`, `ScheduleInvalid`."""
+        ...
+
+    async def backfill_schedule(self, schedule_id: str, data: Any) -> Schedule:
+        """Start a run per tick of a past range; raises `ScheduleInvalid`, `BackfillInProgress`."""
+        ...
+
+    async def cancel_backfill(self, schedule_id: str) -> Schedule:
+        """Stop the backfill in progress (its runs stay); raises `ScheduleNotFound`."""
         ...
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from treadle.domain.errors import RunNotFound, TaskNotFound, WorkflowNotFound
 from treadle.domain.events import HistoryEntry
-from treadle.domain.schedules import Schedule
+from treadle.domain.schedules import Backfill, Schedule
 from treadle.domain.state import MapItem, RunState, RunStatus
 from treadle.ports import (
     DueTimer,
@@ -188,6 +188,18 @@ class SqlStore:
         await self._schedules.advance_schedule(
             schedule_id, next_fire_at=next_fire_at, fired_at=fired_at, run_id=run_id
         )
+
+    async def update_schedule(self, schedule: Schedule) -> Schedule:
+        return await self._schedules.update_schedule(schedule)
+
+    async def record_schedule_run(self, schedule_id: str, fired_at: datetime, run_id: str) -> None:
+        await self._schedules.record_schedule_run(schedule_id, fired_at, run_id)
+
+    async def start_backfill(self, schedule_id: str, backfill: Backfill) -> Schedule:
+        return await self._schedules.start_backfill(schedule_id, backfill)
+
+    async def advance_backfill(self, schedule_id: str, backfill: Backfill | None) -> None:
+        await self._schedules.advance_backfill(schedule_id, backfill)
 
     async def count_delivery(
         self, run_id: str, task_id: str, attempt: int, item: int | None

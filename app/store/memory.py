@@ -31,7 +31,14 @@ import msgspec
 from treadle.domain.api_keys import ApiKey, ApiKeyNotFound
 from treadle.domain.errors import RunNotFound, TaskNotFound, WorkflowNotFound
 from treadle.domain.events import HistoryEntry
-from treadle.domain.schedules import Schedule, ScheduleExists, ScheduleNotFound
+from treadle.domain.schedules import (
+    SCHEDULE_SPEC_FIELDS,
+    Backfill,
+    BackfillInProgress,
+    Schedule,
+    ScheduleExists,
+    ScheduleNotFound,
+)
 from treadle.domain.state import ItemQuery, MapItem, RunState, RunStatus, TaskState, TaskStatus
 from treadle.ports import (
     Applied,
@@ -553,14 +560,14 @@ class MemoryStore:
     async def claim_due_schedules(
         self, now: datetime, limit: int, lease_seconds: float
     ) -> list[Schedule]:
-        """Active schedules due at `now` that no one else holds; leases them."""
+        """Active schedules due at `now` (or backfilling) that no one else holds; leases them."""
         await anyio.lowlevel.checkpoint()
         due = sorted(
             (
                 row
                 for row in self.data.schedules.values()
                 if not row.schedule.paused
-                and row.schedule.next_fire_at <= now
+                and (row.schedule.next_fire_at <= now or row.schedule.backfill is not None)
                 and (row.leased_until is None or row.leased_until < now)
             ),
             key=lambda row: (row.schedule.next_fire_at, row.schedule.id),
@@ -589,6 +596,40 @@ class MemoryStore:
             changed["last_run_id"] = run_id
         row.schedule = msgspec.structs.replace(row.schedule, **changed)
         row.leased_until = None
+
+    async def update_schedule(self, schedule: Schedule) -> Schedule:
+        """Replace what the schedule does and its next fire time; raises `ScheduleNotFound`."""
+        await anyio.lowlevel.checkpoint()
+        row = self._schedule(schedule.id)
+        row.schedule = msgspec.structs.replace(
+            row.schedule,
+            **{f: getattr(schedule, f) for f in SCHEDULE_SPEC_FIELDS},
+        )
+        return row.schedule
+
+    async def record_schedule_run(self, schedule_id: str, fired_at: datetime, run_id: str) -> None:
+        """Record a run started outside the ticks (a trigger); raises `ScheduleNotFound`."""
+        await anyio.lowlevel.checkpoint()
+        row = self._schedule(schedule_id)
+        row.schedule = msgspec.structs.replace(
+            row.schedule, last_fire_at=fired_at, last_run_id=run_id
+        )
+
+    async def start_backfill(self, schedule_id: str, backfill: Backfill) -> Schedule:
+        """Begin a backfill; raises `ScheduleNotFound`, `BackfillInProgress`."""
+        await anyio.lowlevel.checkpoint()
+        row = self._schedule(schedule_id)
+        if row.schedule.backfill is not None:
+            raise BackfillInProgress(schedule_id)
+        row.schedule = msgspec.structs.replace(row.schedule, backfill=backfill)
+        return row.schedule
+
+    async def advance_backfill(self, schedule_id: str, backfill: Backfill | None) -> None:
+        """Move the backfill's cursor, or end it with None (a deleted schedule is ignored)."""
+        await anyio.lowlevel.checkpoint()
+        row = self.data.schedules.get(schedule_id)
+        if row is not None:
+            row.schedule = msgspec.structs.replace(row.schedule, backfill=backfill)
 
     # --- api keys ----------------------------------------------------------------------
 

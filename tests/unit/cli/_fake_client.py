@@ -77,8 +77,11 @@ class FakeClient:
         *,
         version: int | None = None,
         idempotency_key: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> tuple[RunBody, bool]:
         self.calls.append(("start_run", (workflow, input, version, idempotency_key)))
+        if tags:
+            self.calls.append(("start_run_tags", tags))
         if workflow == "strict":
             raise ApiError(
                 422,

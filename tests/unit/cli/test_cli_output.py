@@ -107,7 +107,7 @@ def test_a_list_is_a_plain_table_on_a_pipe_and_a_rich_one_on_a_terminal() -> Non
     code, term = treadle(OneRun([]), "run", "list")
     assert code == 0
     lines = term.out.getvalue().splitlines()
-    assert lines[0].split() == ["ID", "WORKFLOW", "VERSION", "STATUS", "CREATED"]
+    assert lines[0].split() == ["ID", "WORKFLOW", "VERSION", "STATUS", "CREATED", "TAGS"]
     assert lines[1].split()[:4] == ["r1", "order", "1", "failed"]
     assert "--cursor c2" in lines[2]
     assert "─" not in term.out.getvalue()
