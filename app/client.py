@@ -456,6 +456,10 @@ class AsyncClient:
         """Change a schedule in place (`PATCH`): the next ticks follow the new spec."""
         return (await self._send(_patch_schedule(schedule_id, patch)))[0]
 
+    async def cancel_backfill(self, schedule_id: str) -> ScheduleBody:
+        """Stop the schedule's backfill in progress (the runs it started stay)."""
+        return (await self._send(_schedule(schedule_id, "backfill", "DELETE")))[0]
+
     async def trigger_schedule(self, schedule_id: str) -> RunBody:
         """Start one run of the schedule now; its next tick stays where it was."""
         return (await self._send(_trigger_schedule(schedule_id)))[0]
@@ -624,6 +628,10 @@ class Client:
     def update_schedule(self, schedule_id: str, patch: Mapping[str, Any]) -> ScheduleBody:
         """Change a schedule in place (`PATCH`): the next ticks follow the new spec."""
         return (self._send(_patch_schedule(schedule_id, patch)))[0]
+
+    def cancel_backfill(self, schedule_id: str) -> ScheduleBody:
+        """Stop the schedule's backfill in progress (the runs it started stay)."""
+        return (self._send(_schedule(schedule_id, "backfill", "DELETE")))[0]
 
     def trigger_schedule(self, schedule_id: str) -> RunBody:
         """Start one run of the schedule now; its next tick stays where it was."""

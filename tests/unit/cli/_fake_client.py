@@ -145,6 +145,24 @@ class FakeClient:
         self.calls.append(("resume_schedule", schedule_id))
         return schedule_body(schedule_id)
 
+    def update_schedule(self, schedule_id: str, patch: Mapping[str, Any]) -> ScheduleBody:
+        self.calls.append(("update_schedule", (schedule_id, dict(patch))))
+        return schedule_body(schedule_id, cron=patch.get("cron"))
+
+    def trigger_schedule(self, schedule_id: str) -> RunBody:
+        self.calls.append(("trigger_schedule", schedule_id))
+        return run_body("running")
+
+    def backfill_schedule(
+        self, schedule_id: str, start: str, end: str, *, max_concurrent: int | None = None
+    ) -> ScheduleBody:
+        self.calls.append(("backfill_schedule", (schedule_id, start, end, max_concurrent)))
+        return schedule_body(schedule_id)
+
+    def cancel_backfill(self, schedule_id: str) -> ScheduleBody:
+        self.calls.append(("cancel_backfill", schedule_id))
+        return schedule_body(schedule_id)
+
     def delete_schedule(self, schedule_id: str) -> None:
         self.calls.append(("delete_schedule", schedule_id))
         if schedule_id != "s1":
