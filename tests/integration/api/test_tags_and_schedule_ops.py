@@ -144,3 +144,27 @@ async def test_a_bad_backfill_range_is_422_with_its_path(api: httpx.AsyncClient)
     huge = {"start": "2000-01-01T00:00:00Z", "end": now.isoformat(), "max_concurrent": 0}
     answer = await api.post(f"/v1/schedules/{created['id']}/backfill", json=huge)
     assert [e["path"] for e in answer.json()["errors"]] == ["max_concurrent"]
+
+
+async def test_a_definition_with_bad_default_tags_is_422_at_registration(
+    api: httpx.AsyncClient,
+) -> None:
+    """Default tags are checked when the workflow is registered, each error at its path."""
+    bad = {**TAGGED, "name": "bad-tags", "tags": {"ok": "v", "-x": "v", "long": "v" * 201}}
+    answer = await api.post("/v1/workflows", json=bad)
+    assert answer.status_code == 422
+    assert sorted(e["path"] for e in answer.json()["errors"]) == ["tags", "tags.long"]
+
+
+async def test_a_schedule_passes_its_tags_to_the_runs_it_starts_on_patch_too(
+    api: httpx.AsyncClient,
+) -> None:
+    """PATCHed tags are what the next run (here a trigger) carries."""
+    created = await _schedule(api, tags={"customer": "before"})
+    patched = await api.patch(
+        f"/v1/schedules/{created['id']}", json={"tags": {"customer": "after"}}
+    )
+    assert patched.json()["tags"] == {"customer": "after"}
+    run = (await api.post(f"/v1/schedules/{created['id']}/trigger")).json()
+    assert run["tags"]["customer"] == "after"
+    assert await _ids(api, "customer:after") == [run["id"]]
