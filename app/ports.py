@@ -394,7 +394,8 @@ class ScheduleStore(Protocol):
         ...
 
     async def advance_backfill(self, schedule_id: str, backfill: Backfill | None) -> None:
-        """Move the backfill's cursor, or end it with None (a deleted schedule is ignored)."""
+        """Move the backfill's cursor, or end it with None; a schedule without one (stopped,
+        or deleted) is left as it is."""
         ...
 
 

@@ -179,9 +179,15 @@ class SqlSchedules:
                 return await _load(conn, schedule_id)
 
     async def advance_backfill(self, schedule_id: str, backfill: Backfill | None) -> None:
-        """Move the backfill's cursor, or end it with None (a deleted schedule is ignored)."""
+        """Move the backfill's cursor, or end it with None; a schedule without one (stopped,
+        or deleted) is left as it is."""
         value = encode_json(backfill) if backfill is not None else None
-        stmt = update(schedules).where(schedules.c.id == schedule_id).values(backfill=value)
+        # Only over a backfill still there: one stopped meanwhile stays stopped.
+        stmt = (
+            update(schedules)
+            .where(schedules.c.id == schedule_id, schedules.c.backfill.is_not(None))
+            .values(backfill=value)
+        )
         with mapped_errors("advance_backfill"):
             async with self._db.transaction(write=True) as conn:
                 await conn.execute(stmt)

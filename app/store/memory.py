@@ -625,10 +625,11 @@ class MemoryStore:
         return row.schedule
 
     async def advance_backfill(self, schedule_id: str, backfill: Backfill | None) -> None:
-        """Move the backfill's cursor, or end it with None (a deleted schedule is ignored)."""
+        """Move the backfill's cursor, or end it with None; a schedule without one (stopped,
+        or deleted) is left as it is."""
         await anyio.lowlevel.checkpoint()
         row = self.data.schedules.get(schedule_id)
-        if row is not None:
+        if row is not None and row.schedule.backfill is not None:
             row.schedule = msgspec.structs.replace(row.schedule, backfill=backfill)
 
     # --- api keys ----------------------------------------------------------------------

@@ -161,3 +161,16 @@ async def test_update_rewrites_the_spec_but_not_where_the_schedule_stands(
         await store.record_schedule_run("nope", NOW, "r")
     with pytest.raises(ScheduleNotFound):
         await store.start_backfill("nope", _backfill(0, 8, 1))
+
+
+async def test_a_stopped_backfill_is_not_brought_back_by_a_loop_that_held_it(
+    store: SqlStore,
+) -> None:
+    """The loop's cursor write after an operator stopped the backfill leaves it stopped."""
+    await store.create_schedule(_schedule())
+    await store.start_backfill("s-every4", _backfill(0, 20, 2))
+    held = (await store.get_schedule("s-every4")).backfill
+    assert held is not None
+    await store.advance_backfill("s-every4", None)  # the operator's stop
+    await store.advance_backfill("s-every4", msgspec.structs.replace(held, started=2))
+    assert (await store.get_schedule("s-every4")).backfill is None
