@@ -25,6 +25,7 @@ from treadle.domain.state import ErrorInfo
 __all__ = [
     "DEFAULT_URL",
     "ELIDED",
+    "BackfillBody",
     "Elided",
     "Health",
     "HeartbeatBody",
@@ -231,6 +232,7 @@ class RunBody(_Body, frozen=True, kw_only=True):
     parent_task_id: str | None = None
     paused: bool = False
     idempotency_key: str | None = None
+    tags: dict[str, str] = {}
 
 
 class RunSummaryBody(_Body, frozen=True, kw_only=True):
@@ -245,6 +247,7 @@ class RunSummaryBody(_Body, frozen=True, kw_only=True):
     finished_at: datetime | None
     idempotency_key: str | None = None
     paused: bool = False
+    tags: dict[str, str] = {}
 
 
 class RunPage(_Body, frozen=True, kw_only=True):
@@ -317,6 +320,20 @@ class ScheduleBody(_Body, frozen=True, kw_only=True):
     last_fire_at: datetime | None
     last_run_id: str | None
     created_at: datetime
+    tags: dict[str, str] = {}
+    backfill: BackfillBody | None = None
+
+
+class BackfillBody(_Body, frozen=True, kw_only=True):
+    """A backfill in progress: `next` is the next tick to start (null: all started),
+    `active` the runs it started that were still running when last looked at."""
+
+    start: datetime
+    end: datetime
+    max_concurrent: int
+    next: datetime | None
+    active: list[str]
+    started: int
 
 
 class SchedulePage(_Body, frozen=True, kw_only=True):

@@ -126,9 +126,15 @@ def _get_workflow(name: str, version: int | None) -> _Call[Any]:
 
 
 def _start_run(
-    workflow: str, input: Any, version: int | None, idempotency_key: str | None
+    workflow: str,
+    input: Any,
+    version: int | None,
+    idempotency_key: str | None,
+    tags: Mapping[str, str] | None = None,
 ) -> _Call[RunBody]:
-    body = {"workflow": workflow, "version": version, "input": input}
+    body: dict[str, Any] = {"workflow": workflow, "version": version, "input": input}
+    if tags:
+        body["tags"] = dict(tags)
     headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
     return _Call("POST", "/v1/runs", RunBody, json=body, send_json=True, headers=headers)
 
@@ -141,9 +147,12 @@ class _RunFilters(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str | None = None
     created_after: datetime | str | None = None
     created_before: datetime | str | None = None
+    tags: Mapping[str, str] | None = None
 
     def params(self) -> dict[str, Any]:
+        tags = [f"{k}:{v}" for k, v in (self.tags or {}).items()]
         return {
+            "tag": tags or None,
             "workflow": self.workflow,
             "status": self.status,
             "idempotency_key": self.idempotency_key,
@@ -213,6 +222,25 @@ def _list_schedules(limit: int | None, cursor: str | None) -> _Call[SchedulePage
 def _schedule(schedule_id: str, action: str = "", method: str = "GET") -> _Call[ScheduleBody]:
     path = f"/v1/schedules/{_segment(schedule_id)}" + (f"/{action}" if action else "")
     return _Call(method, path, ScheduleBody)
+
+
+def _patch_schedule(schedule_id: str, patch: Mapping[str, Any]) -> _Call[ScheduleBody]:
+    path = f"/v1/schedules/{_segment(schedule_id)}"
+    return _Call("PATCH", path, ScheduleBody, json=dict(patch), send_json=True)
+
+
+def _trigger_schedule(schedule_id: str) -> _Call[RunBody]:
+    return _Call("POST", f"/v1/schedules/{_segment(schedule_id)}/trigger", RunBody)
+
+
+def _backfill_schedule(
+    schedule_id: str, start: datetime | str, end: datetime | str, max_concurrent: int | None
+) -> _Call[ScheduleBody]:
+    body: dict[str, Any] = {"start": _timestamp(start), "end": _timestamp(end)}
+    if max_concurrent is not None:
+        body["max_concurrent"] = max_concurrent
+    path = f"/v1/schedules/{_segment(schedule_id)}/backfill"
+    return _Call("POST", path, ScheduleBody, json=body, send_json=True)
 
 
 def _delete_schedule(schedule_id: str) -> _Call[None]:
@@ -334,9 +362,11 @@ class AsyncClient:
         *,
         version: int | None = None,
         idempotency_key: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[RunBody, bool]:
         """Start a run; (the run, False when the idempotency key returned an earlier one)."""
-        run, status = await self._send(_start_run(workflow, input, version, idempotency_key))
+        call = _start_run(workflow, input, version, idempotency_key, tags)
+        run, status = await self._send(call)
         return run, status == 201
 
     async def list_runs(
@@ -347,16 +377,19 @@ class AsyncClient:
         idempotency_key: str | None = None,
         created_after: datetime | str | None = None,
         created_before: datetime | str | None = None,
+        tags: Mapping[str, str] | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> RunPage:
-        """Runs newest first, created in [created_after, created_before) when given."""
+        """Runs newest first, created in [created_after, created_before) when given, with
+        every one of `tags`."""
         filters = _RunFilters(
             workflow=workflow,
             status=status,
             idempotency_key=idempotency_key,
             created_after=created_after,
             created_before=created_before,
+            tags=tags,
         )
         return (await self._send(_list_runs(filters, limit, cursor)))[0]
 
@@ -418,6 +451,29 @@ class AsyncClient:
 
     async def delete_schedule(self, schedule_id: str) -> None:
         await self._send(_delete_schedule(schedule_id))
+
+    async def update_schedule(self, schedule_id: str, patch: Mapping[str, Any]) -> ScheduleBody:
+        """Change a schedule in place (`PATCH`): the next ticks follow the new spec."""
+        return (await self._send(_patch_schedule(schedule_id, patch)))[0]
+
+    async def cancel_backfill(self, schedule_id: str) -> ScheduleBody:
+        """Stop the schedule's backfill in progress (the runs it started stay)."""
+        return (await self._send(_schedule(schedule_id, "backfill", "DELETE")))[0]
+
+    async def trigger_schedule(self, schedule_id: str) -> RunBody:
+        """Start one run of the schedule now; its next tick stays where it was."""
+        return (await self._send(_trigger_schedule(schedule_id)))[0]
+
+    async def backfill_schedule(
+        self,
+        schedule_id: str,
+        start: datetime | str,
+        end: datetime | str,
+        *,
+        max_concurrent: int | None = None,
+    ) -> ScheduleBody:
+        """One run per tick in [start, end), at most `max_concurrent` at once."""
+        return (await self._send(_backfill_schedule(schedule_id, start, end, max_concurrent)))[0]
 
 
 class Client:
@@ -481,9 +537,11 @@ class Client:
         *,
         version: int | None = None,
         idempotency_key: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[RunBody, bool]:
         """Start a run; (the run, False when the idempotency key returned an earlier one)."""
-        run, status = self._send(_start_run(workflow, input, version, idempotency_key))
+        call = _start_run(workflow, input, version, idempotency_key, tags)
+        run, status = self._send(call)
         return run, status == 201
 
     def list_runs(
@@ -494,16 +552,19 @@ class Client:
         idempotency_key: str | None = None,
         created_after: datetime | str | None = None,
         created_before: datetime | str | None = None,
+        tags: Mapping[str, str] | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> RunPage:
-        """Runs newest first, created in [created_after, created_before) when given."""
+        """Runs newest first, created in [created_after, created_before) when given, with
+        every one of `tags`."""
         filters = _RunFilters(
             workflow=workflow,
             status=status,
             idempotency_key=idempotency_key,
             created_after=created_after,
             created_before=created_before,
+            tags=tags,
         )
         return self._send(_list_runs(filters, limit, cursor))[0]
 
@@ -563,3 +624,26 @@ class Client:
 
     def delete_schedule(self, schedule_id: str) -> None:
         self._send(_delete_schedule(schedule_id))
+
+    def update_schedule(self, schedule_id: str, patch: Mapping[str, Any]) -> ScheduleBody:
+        """Change a schedule in place (`PATCH`): the next ticks follow the new spec."""
+        return (self._send(_patch_schedule(schedule_id, patch)))[0]
+
+    def cancel_backfill(self, schedule_id: str) -> ScheduleBody:
+        """Stop the schedule's backfill in progress (the runs it started stay)."""
+        return (self._send(_schedule(schedule_id, "backfill", "DELETE")))[0]
+
+    def trigger_schedule(self, schedule_id: str) -> RunBody:
+        """Start one run of the schedule now; its next tick stays where it was."""
+        return (self._send(_trigger_schedule(schedule_id)))[0]
+
+    def backfill_schedule(
+        self,
+        schedule_id: str,
+        start: datetime | str,
+        end: datetime | str,
+        *,
+        max_concurrent: int | None = None,
+    ) -> ScheduleBody:
+        """One run per tick in [start, end), at most `max_concurrent` at once."""
+        return (self._send(_backfill_schedule(schedule_id, start, end, max_concurrent)))[0]

@@ -16,7 +16,7 @@ import msgspec
 from treadle.domain.api_keys import ApiKey
 from treadle.domain.events import CancelTimer, HistoryEntry, StartTimer, TimerKind
 from treadle.domain.keys import AttemptFields, TimerFields
-from treadle.domain.schedules import Schedule
+from treadle.domain.schedules import Backfill, Schedule
 from treadle.domain.state import ErrorInfo, Heartbeat, ItemQuery, RunState
 from treadle.messages import Envelope, Message
 
@@ -54,6 +54,21 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: datetime | None = None
     idempotency_key: str | None = None
     paused: bool = False
+    tags: dict[str, str] = {}
+
+
+class RunFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """Which runs a list (or a bulk operation) is about; every given field must match."""
+
+    workflow: str | None = None
+    status: str | None = None
+    idempotency_key: str | None = None
+    created_after: datetime | None = None
+    """Created at or after this."""
+    created_before: datetime | None = None
+    """Created before this."""
+    tags: dict[str, str] = {}
+    """Every one of these tags, with this value."""
 
 
 class RunCounts(msgspec.Struct, frozen=True, kw_only=True):
@@ -196,17 +211,9 @@ class RunStore(Protocol):
         ...
 
     async def list_runs(
-        self,
-        *,
-        workflow: str | None,
-        status: str | None,
-        limit: int,
-        cursor: str | None,
-        idempotency_key: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
+        self, where: RunFilter, *, limit: int, cursor: str | None
     ) -> Page[RunSummary]:
-        """Runs newest first, created in [created_after, created_before); raises `InvalidCursor`."""
+        """The runs `where` matches, newest first; raises `InvalidCursor`."""
         ...
 
     async def count_runs(
@@ -384,6 +391,24 @@ class ScheduleStore(Protocol):
         """Record a handled tick and release the lease."""
         ...
 
+    async def update_schedule(self, schedule: Schedule) -> Schedule:
+        """Replace what the schedule does (`SCHEDULE_SPEC_FIELDS`) and its next fire time;
+        raises `ScheduleNotFound`."""
+        ...
+
+    async def record_schedule_run(self, schedule_id: str, fired_at: datetime, run_id: str) -> None:
+        """Record a run started outside the ticks (a trigger); raises `ScheduleNotFound`."""
+        ...
+
+    async def start_backfill(self, schedule_id: str, backfill: Backfill) -> Schedule:
+        """Begin a backfill; raises `ScheduleNotFound`, `BackfillInProgress`."""
+        ...
+
+    async def advance_backfill(self, schedule_id: str, backfill: Backfill | None) -> None:
+        """Move the backfill's cursor, or end it with None; a schedule without one (stopped,
+        or deleted) is left as it is."""
+        ...
+
 
 class DeliveryCounter(Protocol):
     """Counts, durably and before the attempt runs, each delivery of it to a worker."""
@@ -546,8 +571,12 @@ class RunControl(Protocol):
         input: Any,
         idempotency_key: str | None = None,
         traceparent: str | None = None,
+        *,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[RunState, bool]:
-        """Start a run (or return the one started with this key); (run, created)."""
+        """Start a run (or return the one started with this key); (run, created).
+
+        `tags` go over the definition's default tags; raises `TagsInvalid`."""
         ...
 
     async def cancel_run(self, run_id: str, reason: str = "") -> RunState:
@@ -608,6 +637,22 @@ class ScheduleControl(Protocol):
 
     async def delete_schedule(self, schedule_id: str) -> None:
         """Delete it (its runs stay); raises `ScheduleNotFound`."""
+        ...
+
+    async def trigger_schedule(self, schedule_id: str) -> RunState:
+        """Start one run now, recorded as its last run; the next tick stays where it was."""
+        ...
+
+    async def update_schedule(self, schedule_id: str, patch: Any) -> Schedule:
+        """Change a schedule in place; raises `ScheduleNotFound`, `ScheduleInvalid`."""
+        ...
+
+    async def backfill_schedule(self, schedule_id: str, data: Any) -> Schedule:
+        """Start a run per tick of a past range; raises `ScheduleInvalid`, `BackfillInProgress`."""
+        ...
+
+    async def cancel_backfill(self, schedule_id: str) -> Schedule:
+        """Stop the backfill in progress (its runs stay); raises `ScheduleNotFound`."""
         ...
 
 

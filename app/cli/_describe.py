@@ -158,6 +158,8 @@ def _facts(run: RunBody, console: Console, now: datetime) -> list[tuple[str, str
         facts.append(("took" if run.finished_at else "elapsed", duration(took)))
     if run.idempotency_key:
         facts.append(("key", run.idempotency_key))
+    if run.tags:
+        facts.append(("tags", ", ".join(f"{k}:{v}" for k, v in run.tags.items())))
     if run.parent_run_id:
         facts.append(("parent", f"run {run.parent_run_id} task {run.parent_task_id}"))
     facts.append(("input", _value(run.input)))

@@ -56,6 +56,9 @@ def add_run_parser(commands: Any) -> None:
     _add_json_input(start, "--input", "--input-file", "input", "the run's input")
     start.add_argument("--version", type=int)
     start.add_argument("--idempotency-key")
+    start.add_argument(
+        "--tag", action="append", type=tag_argument, metavar="KEY:VALUE", help="repeatable"
+    )
     start.add_argument("--wait", action="store_true", help="wait for the run to end")
     sub.add_parser("get", help="print a run (JSON when piped)").add_argument("id")
     describe = sub.add_parser(
@@ -73,6 +76,13 @@ def add_run_parser(commands: Any) -> None:
     listing.add_argument("--idempotency-key", metavar="KEY")
     listing.add_argument("--created-after", metavar="TIME", help="RFC 3339, inclusive")
     listing.add_argument("--created-before", metavar="TIME", help="RFC 3339, exclusive")
+    listing.add_argument(
+        "--tag",
+        action="append",
+        type=tag_argument,
+        metavar="KEY:VALUE",
+        help="only runs with this tag; repeat for runs with all of them",
+    )
     add_paging(listing, every_page_by_default=False)
     cancel = sub.add_parser("cancel", help="cancel a run")
     cancel.add_argument("id")
@@ -104,8 +114,9 @@ def _add_json_input(
 
 
 def run_start(args: argparse.Namespace, client: Client, console: Console) -> int:
+    tags = {"tags": dict(args.tag)} if args.tag else {}
     run, _ = client.start_run(
-        args.name, args.input, version=args.version, idempotency_key=args.idempotency_key
+        args.name, args.input, version=args.version, idempotency_key=args.idempotency_key, **tags
     )
     fmt = chosen_format(args, console, "json")
     if fmt == "table":
@@ -201,25 +212,48 @@ def _print_heartbeats(run: RunBody, console: Console) -> None:
             print(line, file=console.err)
 
 
+def tag_argument(text: str) -> tuple[str, str]:
+    """`--tag key:value` as (key, value)."""
+    key, sep, value = text.partition(":")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"must be KEY:VALUE, got {text!r}")
+    return key, value
+
+
+def tags_text(tags: dict[str, str]) -> str:
+    """Tags as `k:v, k:v` for a table or a description."""
+    return ", ".join(f"{k}:{v}" for k, v in tags.items())
+
+
 def run_list(args: argparse.Namespace, client: Client, console: Console) -> int:
-    filters = {
+    filters: dict[str, Any] = {
         "workflow": args.workflow,
         "status": args.status,
         "idempotency_key": args.idempotency_key,
         "created_after": args.created_after,
         "created_before": args.created_before,
     }
+    if args.tag:
+        filters["tags"] = dict(args.tag)
 
     def fetch(limit: int | None, cursor: str | None) -> RunPage:
         # The cursor only when there is one: a first page is asked exactly as before.
-        return client.list_runs(**filters, limit=limit, **({"cursor": cursor} if cursor else {}))
+        paging: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return client.list_runs(**filters, **paging)
 
     def table(runs: Sequence[RunSummaryBody]) -> None:
         rows = [
-            (r.id, r.workflow, str(r.version), r.status, clock(r.created_at, console, full=True))
+            (
+                r.id,
+                r.workflow,
+                str(r.version),
+                r.status,
+                clock(r.created_at, console, full=True),
+                tags_text(r.tags),
+            )
             for r in runs
         ]
-        header = ("ID", "WORKFLOW", "VERSION", "STATUS", "CREATED")
+        header = ("ID", "WORKFLOW", "VERSION", "STATUS", "CREATED", "TAGS")
         show_table(console, header, rows, status_column=3)
 
     show_list(args, console, read_pages(args, fetch, every_page_by_default=False), table, "runs")

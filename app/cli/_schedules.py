@@ -1,4 +1,5 @@
-"""`treadle schedule create | list | pause | resume | delete`: schedules, over the API.
+"""`treadle schedule create | list | update | trigger | backfill | cancel-backfill | pause |
+resume | delete`: schedules, over the API.
 
 The JSON argument type is handed in by `treadle.cli`, which builds the parser.
 """
@@ -19,6 +20,7 @@ from treadle.cli._output import (
     show_result,
     show_table,
 )
+from treadle.cli._runs import tag_argument
 
 if TYPE_CHECKING:
     from treadle.client import Client
@@ -49,6 +51,25 @@ def add_schedule_parser(commands: Any, json_type: Callable[[str], Any]) -> None:
     create.add_argument("--name", help="unique name (default: the workflow's name)")
     create.add_argument("--overlap", choices=OVERLAP, help="a run still going at a tick")
     create.add_argument("--catch-up", choices=CATCH_UP, help="ticks missed while down")
+    _add_tag_option(create)
+    update = sub.add_parser("update", help="change a schedule in place; the next ticks follow")
+    update.add_argument("id")
+    update.add_argument("--workflow")
+    changed = update.add_mutually_exclusive_group()
+    changed.add_argument("--cron", metavar="EXPR", help="a cron expression or @daily, @hourly...")
+    changed.add_argument("--every", metavar="DURATION", help="an interval, e.g. 30s, 5m, 1h")
+    update.add_argument("--timezone", metavar="TZ")
+    update.add_argument("--input", type=json_type, default=None, metavar="JSON")
+    update.add_argument("--overlap", choices=OVERLAP)
+    update.add_argument("--catch-up", choices=CATCH_UP)
+    _add_tag_option(update)
+    sub.add_parser("trigger", help="start one run now (the next tick stays)").add_argument("id")
+    backfill = sub.add_parser("backfill", help="start one run per tick of a past time range")
+    backfill.add_argument("id")
+    backfill.add_argument("--start", required=True, metavar="TIME", help="RFC 3339, inclusive")
+    backfill.add_argument("--end", required=True, metavar="TIME", help="RFC 3339, exclusive")
+    backfill.add_argument("--max-concurrent", type=int, metavar="N", help="runs at once (1)")
+    sub.add_parser("cancel-backfill", help="stop a backfill (its runs stay)").add_argument("id")
     add_paging(sub.add_parser("list", help="list schedules by name"), every_page_by_default=True)
     for action, text in (
         ("pause", "stop firing until resumed"),
@@ -56,6 +77,31 @@ def add_schedule_parser(commands: Any, json_type: Callable[[str], Any]) -> None:
         ("delete", "delete a schedule (its runs stay)"),
     ):
         sub.add_parser(action, help=text).add_argument("id")
+
+
+def _add_tag_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tag",
+        action="append",
+        type=tag_argument,
+        metavar="KEY:VALUE",
+        help="a tag of every run it starts (repeatable)",
+    )
+
+
+def schedule_patch(args: argparse.Namespace) -> dict[str, Any]:
+    """The `PATCH /v1/schedules/{id}` body for `schedule update`: only what was given."""
+    patch: dict[str, Any] = {
+        "workflow": args.workflow,
+        "cron": args.cron,
+        "interval": args.every,
+        "timezone": args.timezone,
+        "input": args.input,
+        "overlap": args.overlap,
+        "catch_up": args.catch_up,
+        "tags": dict(args.tag) if args.tag else None,
+    }
+    return {k: v for k, v in patch.items() if v is not None}
 
 
 def schedule_spec(args: argparse.Namespace) -> dict[str, Any]:
@@ -69,6 +115,7 @@ def schedule_spec(args: argparse.Namespace) -> dict[str, Any]:
         "interval": args.every,
         "overlap": args.overlap,
         "catch_up": args.catch_up,
+        "tags": dict(args.tag) if args.tag else None,
     }
     # Options left unset take the server's defaults.
     return {k: v for k, v in spec.items() if v is not None}
@@ -87,6 +134,29 @@ def schedule_command(args: argparse.Namespace, client: Client, console: Console)
             every_page_by_default=True,
         )
         show_list(args, console, listed, lambda found: _show_schedules(found, console), "schedules")
+    elif args.action == "update":
+        patch = schedule_patch(args)
+        if not patch:
+            raise UsageError("give at least one option to change")
+        found = client.update_schedule(args.id, patch)
+        line = (
+            f"updated schedule {found.id} ({found.name}): {_trigger(found)}, next at {_next(found)}"
+        )
+        show_result(args, console, found, lambda: show_line(console, line, "green"))
+    elif args.action == "trigger":
+        run = client.trigger_schedule(args.id)
+        line = f"started run {run.id} of schedule {args.id}"
+        show_result(args, console, run, lambda: show_line(console, line, "green"))
+    elif args.action == "backfill":
+        found = client.backfill_schedule(
+            args.id, args.start, args.end, max_concurrent=args.max_concurrent
+        )
+        line = f"backfilling schedule {found.id} ({found.name}) from {args.start} to {args.end}"
+        show_result(args, console, found, lambda: show_line(console, line, "green"))
+    elif args.action == "cancel-backfill":
+        found = client.cancel_backfill(args.id)
+        line = f"stopped the backfill of schedule {found.id} ({found.name})"
+        show_result(args, console, found, lambda: show_line(console, line, "yellow"))
     elif args.action == "pause":
         found = client.pause_schedule(args.id)
         line = f"paused schedule {found.id} ({found.name})"

@@ -105,3 +105,5 @@ class WorkflowDefinition(_Def, frozen=True, kw_only=True):
     output: Any = None
     timeout: Duration | None = None
     signals: SignalsDefinition | None = None
+    tags: dict[str, str] | None = None
+    """Default tags of every run (a schedule's and the start request's win per key)."""

@@ -20,6 +20,7 @@ from cronsim import CronSim, CronSimError
 from treadle.domain.durations import parse_duration
 from treadle.domain.errors import TreadleError, ValidationIssue
 from treadle.domain.limits import KEY_CHARS, MAX_VERSION, NAME_CHARS, TIMEZONE_CHARS, text_problem
+from treadle.domain.tags import tag_issues
 
 MIN_INTERVAL_SECONDS = 1.0
 MAX_INTERVAL_SECONDS = 100 * 366 * 86_400.0
@@ -33,6 +34,19 @@ GRACE_FRACTION = 0.5
 MIN_GRACE_SECONDS = 1.0
 """...unless it is found within this (a loaded loop's delay is not an outage)."""
 _MAX_SCAN = 100_000  # cron ticks walked when catching up, before jumping to the present
+MAX_BACKFILL_TICKS = 10_000
+"""Runs one backfill may start: a larger range is split by the operator, not by surprise."""
+MAX_BACKFILL_CONCURRENCY = 100
+CRON_NICKNAMES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+"""Vixie cron's nicknames, kept as written on the schedule and read as their five fields."""
 
 
 class OverlapPolicy(StrEnum):
@@ -66,6 +80,14 @@ class ScheduleNotFound(TreadleError):
         super().__init__(f"schedule {schedule_id!r} does not exist")
 
 
+class BackfillInProgress(TreadleError):
+    """The schedule already has a backfill that has not finished."""
+
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"schedule {schedule_id!r} already has a backfill in progress")
+
+
 class ScheduleExists(TreadleError):
     """Another schedule already has this name."""
 
@@ -96,6 +118,30 @@ class ScheduleSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     catch_up: CatchUpPolicy = CatchUpPolicy.SKIP
     start_at: datetime | None = None
     paused: bool = False
+    tags: dict[str, Any] | None = None
+
+
+class Backfill(msgspec.Struct, frozen=True, kw_only=True):
+    """A backfill in progress: one run per tick in [start, end), at most `max_concurrent`
+    running at once. Kept on the schedule's row and advanced by the schedule loop, so a
+    restart resumes it at `next` (each run's per-tick key makes a repeat start a no-op)."""
+
+    start: datetime
+    end: datetime
+    max_concurrent: int = 1
+    next: datetime | None
+    """The next tick to start a run for; None once every tick has one."""
+    active: list[str] = []
+    """The runs it started that had not ended when last looked at."""
+    started: int = 0
+
+
+class BackfillSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The body of `POST /v1/schedules/{id}/backfill`."""
+
+    start: datetime
+    end: datetime
+    max_concurrent: int = 1
 
 
 class Schedule(msgspec.Struct, frozen=True, kw_only=True):
@@ -114,6 +160,9 @@ class Schedule(msgspec.Struct, frozen=True, kw_only=True):
     last_fire_at: datetime | None = None
     last_run_id: str | None = None
     created_at: datetime
+    tags: dict[str, str] = {}
+    """Given to every run the schedule starts (over its definition's default tags)."""
+    backfill: Backfill | None = None
 
 
 class TickPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -141,12 +190,19 @@ def parse_schedule(data: Any) -> tuple[ScheduleSpec, Trigger]:
         if problem is not None:
             issues.append(ValidationIssue(path="start_at", message=problem))
     _check_columns(spec, issues)
+    if spec.tags is not None:
+        issues += tag_issues(spec.tags)
     if issues:  # a value the store cannot keep is not parsed further
         raise ScheduleInvalid(issues)
     trigger = _trigger(spec, issues)
     if issues:
         raise ScheduleInvalid(issues)
     return spec, trigger
+
+
+def cron_fields(cron: str) -> str:
+    """The five fields of `cron`, a nickname (`@daily`) read as the fields it stands for."""
+    return CRON_NICKNAMES.get(cron.strip().lower(), cron)
 
 
 def _check_columns(spec: ScheduleSpec, issues: list[ValidationIssue]) -> None:
@@ -182,9 +238,10 @@ def _trigger(spec: ScheduleSpec, issues: list[ValidationIssue]) -> Trigger:
     if spec.cron is not None:
         _check_timezone(spec.timezone, issues)
         try:
-            CronSim(spec.cron, datetime(2000, 1, 1, tzinfo=ZoneInfo("UTC")))
+            CronSim(cron_fields(spec.cron), datetime(2000, 1, 1, tzinfo=ZoneInfo("UTC")))
         except CronSimError as exc:
-            message = f"{spec.cron!r} is not a 5-field cron expression: {exc}"
+            nicknames = ", ".join(CRON_NICKNAMES)
+            message = f"{spec.cron!r} is not a 5-field cron expression or one of {nicknames}: {exc}"
             issues.append(ValidationIssue(path="cron", message=message))
         return Trigger(cron=spec.cron, timezone=spec.timezone)
     assert spec.interval is not None
@@ -232,7 +289,7 @@ def next_fire(trigger: Trigger, after: datetime) -> datetime:
         return (after + timedelta(seconds=trigger.interval_seconds)).astimezone(utc)
     assert trigger.cron is not None
     local = after.astimezone(ZoneInfo(trigger.timezone))
-    found: datetime = next(iter(CronSim(trigger.cron, local)))
+    found: datetime = next(iter(CronSim(cron_fields(trigger.cron), local)))
     return found.astimezone(utc)
 
 
@@ -303,5 +360,133 @@ def _previous_cron_tick(trigger: Trigger, now: datetime) -> datetime:
     """The last cron tick at or before `now` (cronsim walks backwards too)."""
     assert trigger.cron is not None
     local = (now + timedelta(microseconds=1)).astimezone(ZoneInfo(trigger.timezone))
-    found: datetime = next(iter(CronSim(trigger.cron, local, reverse=True)))
+    found: datetime = next(iter(CronSim(cron_fields(trigger.cron), local, reverse=True)))
     return found.astimezone(ZoneInfo("UTC"))
+
+
+# --- operating a schedule -------------------------------------------------------------
+
+
+def spec_of(schedule: Schedule) -> dict[str, Any]:
+    """The schedule as the body that would create it (what a PATCH is merged over)."""
+    spec: dict[str, Any] = {
+        "name": schedule.name,
+        "workflow": schedule.workflow,
+        "version": schedule.version,
+        "input": schedule.input,
+        "timezone": schedule.trigger.timezone,
+        "overlap": schedule.overlap.value,
+        "catch_up": schedule.catch_up.value,
+        "tags": schedule.tags,
+    }
+    if schedule.trigger.cron is not None:
+        spec["cron"] = schedule.trigger.cron
+    else:
+        spec["interval"] = schedule.trigger.interval_seconds
+    return spec
+
+
+SCHEDULE_SPEC_FIELDS = (
+    "workflow",
+    "version",
+    "input",
+    "trigger",
+    "overlap",
+    "catch_up",
+    "tags",
+    "next_fire_at",
+)
+"""What a PATCH rewrites of a stored schedule (`ScheduleStore.update_schedule`)."""
+
+PATCHABLE = frozenset(
+    {"workflow", "version", "input", "cron", "timezone", "interval"}
+    | {"overlap", "catch_up", "start_at", "tags"}
+)
+
+
+def patched_spec(schedule: Schedule, patch: Any) -> dict[str, Any]:
+    """The body `patch` makes of the schedule's; raises `ScheduleInvalid` for a field that
+    cannot change in place. Giving `cron` drops the interval, and the other way round."""
+    if not isinstance(patch, dict):
+        raise ScheduleInvalid([ValidationIssue(path="", message="must be a JSON object")])
+    unknown = sorted(k for k in patch if k not in PATCHABLE)
+    if unknown:
+        why = {"name": "cannot change (create a new schedule)", "paused": "use pause or resume"}
+        issues = [
+            ValidationIssue(path=k, message=why.get(k, "is not a field a PATCH may change"))
+            for k in unknown
+        ]
+        raise ScheduleInvalid(issues)
+    merged = {**spec_of(schedule), **patch}
+    if "cron" in patch:
+        merged.pop("interval", None)
+    elif "interval" in patch:
+        merged.pop("cron", None)
+    return merged
+
+
+def parse_backfill(data: Any, trigger: Trigger, now: datetime) -> Backfill:
+    """Validate a backfill request against the schedule's trigger; raises `ScheduleInvalid`."""
+    try:
+        spec = msgspec.convert(data, BackfillSpec)
+    except msgspec.ValidationError as exc:
+        raise ScheduleInvalid([_issue(exc)]) from None
+    issues: list[ValidationIssue] = []
+    for path, value in (("start", spec.start), ("end", spec.end)):
+        problem = _start_problem(value)
+        if problem is not None:
+            issues.append(ValidationIssue(path=path, message=problem))
+    if not 1 <= spec.max_concurrent <= MAX_BACKFILL_CONCURRENCY:
+        message = f"must be between 1 and {MAX_BACKFILL_CONCURRENCY}"
+        issues.append(ValidationIssue(path="max_concurrent", message=message))
+    if issues:
+        raise ScheduleInvalid(issues)
+    if spec.end <= spec.start:
+        issues.append(ValidationIssue(path="end", message="must be after start"))
+    elif spec.end > now:
+        issues.append(ValidationIssue(path="end", message="must not be in the future"))
+    if issues:
+        raise ScheduleInvalid(issues)
+    first = first_backfill_tick(trigger, spec.start)
+    count = count_ticks(trigger, first, spec.end, MAX_BACKFILL_TICKS + 1)
+    if count > MAX_BACKFILL_TICKS:
+        message = f"holds more than {MAX_BACKFILL_TICKS} ticks; backfill it in parts"
+        raise ScheduleInvalid([ValidationIssue(path="end", message=message)])
+    return Backfill(
+        start=spec.start.astimezone(UTC),
+        end=spec.end.astimezone(UTC),
+        max_concurrent=spec.max_concurrent,
+        next=first if first < spec.end else None,
+    )
+
+
+def first_backfill_tick(trigger: Trigger, start: datetime) -> datetime:
+    """The first tick at or after `start` (an interval's ticks count from `start`)."""
+    if trigger.interval_seconds is not None:
+        return start.astimezone(UTC)
+    return next_fire(trigger, start - timedelta(microseconds=1))
+
+
+def count_ticks(trigger: Trigger, first: datetime, end: datetime, most: int) -> int:
+    """How many ticks from `first` come before `end`, counting at most `most`."""
+    if trigger.interval_seconds is not None:
+        span = (end - first).total_seconds()
+        return 0 if span <= 0 else min(most, math.ceil(span / trigger.interval_seconds))
+    count, tick = 0, first
+    while tick < end and count < most:
+        count, tick = count + 1, next_fire(trigger, tick)
+    return count
+
+
+def backfill_ticks(
+    trigger: Trigger, backfill: Backfill, room: int
+) -> tuple[list[datetime], datetime | None]:
+    """Up to `room` ticks to start from the backfill's cursor, and the cursor after them."""
+    ticks: list[datetime] = []
+    tick = backfill.next
+    while tick is not None and len(ticks) < room:
+        ticks.append(tick)
+        tick = next_fire(trigger, tick)
+        if tick >= backfill.end:
+            tick = None
+    return ticks, tick

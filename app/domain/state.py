@@ -181,3 +181,5 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     """Only the map items loaded for this decision (see `ItemQuery`), never all of them."""
     paused: bool = False
     """While paused the run records results but starts nothing new (see `_control`)."""
+    tags: dict[str, str] = {}
+    """Labels fixed at the start, to find the run by (`treadle.domain.tags`)."""

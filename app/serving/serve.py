@@ -204,7 +204,7 @@ def _api_app(process: Process) -> Callable[..., Awaitable[None]]:
         limits=process.settings.limits,
         ui=process.settings.ui,
         telemetry=process.telemetry,
-        schedules=ScheduleService(process.store, process.clock),
+        schedules=ScheduleService(process.store, process.clock, runs=process.run_service),
         # Ends are announced only where this process decides them.
         run_ends=process.run_service.finishes if "orchestrator" in process.roles else None,
         auth=Authenticator(

@@ -25,10 +25,11 @@ from treadle.store._rows import (
     history_values,
     mutable_run_values,
     outbox_values,
+    tag_rows,
     task_values,
     timer_task_key,
 )
-from treadle.store._tables import history, outbox, runs, tasks, timers
+from treadle.store._tables import history, outbox, run_tags, runs, tasks, timers
 
 
 class DecisionMismatch(TreadleError):
@@ -63,6 +64,7 @@ class DecisionWrites:
         self._now = now
         self._run_updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         self._new_tasks: list[dict[str, Any]] = []
+        self._new_tags: list[dict[str, Any]] = []
         self._changed_tasks: list[dict[str, Any]] = []
         self._gone_tasks: list[dict[str, Any]] = []
         self._new_items: list[dict[str, Any]] = []
@@ -83,6 +85,7 @@ class DecisionWrites:
         items are new, and its first decision's effects follow."""
         self._new_tasks += [task_values(state.id, i, t) for i, t in enumerate(state.tasks.values())]
         self._new_items += item_rows((), state)[0]
+        self._new_tags += tag_rows(state)
         if changes is not None:
             self._add_effects(changes)
         else:
@@ -135,6 +138,8 @@ class DecisionWrites:
             await conn.execute(_UPDATE_RUN, rows)
         if self._new_tasks:
             await conn.execute(insert(tasks), self._new_tasks)
+        if self._new_tags:
+            await conn.execute(insert(run_tags), self._new_tags)
         if self._changed_tasks:
             await conn.execute(_UPDATE_TASK, self._changed_tasks)
         if self._gone_tasks:

@@ -30,6 +30,7 @@ from treadle.store._types import as_utc, decode_json, encode_json
 
 Signals = dict[str, list[Any]]
 Headers = dict[str, str]
+Tags = dict[str, str]
 Definition = dict[str, Any]
 
 # --- runs and tasks --------------------------------------------------------------------
@@ -64,6 +65,7 @@ def run_from_rows(rows: Sequence[Row[Any]]) -> RunState:
         parent_task_id=first["parent_task_id"],
         signals=decode_json(first["signals"], Signals) or {},
         paused=bool(first["paused"]),
+        tags=decode_json(first["tags"], Tags) or {},
     )
 
 
@@ -112,8 +114,17 @@ def run_values(state: RunState, now: datetime) -> dict[str, Any]:
         "parent_task_id": state.parent_task_id,
         "created_at": state.created_at,
         "updated_at": now,
+        "tags": encode_json(state.tags) if state.tags else None,
         **mutable_run_values(state),
     }
+
+
+def tag_rows(state: RunState) -> list[dict[str, Any]]:
+    """The `run_tags` rows of a new run."""
+    return [
+        {"run_id": state.id, "key": k, "value": v, "created_at": state.created_at}
+        for k, v in state.tags.items()
+    ]
 
 
 def task_values(run_id: str, position: int, task: TaskState) -> dict[str, Any]:
@@ -149,6 +160,7 @@ SUMMARY_COLUMNS = [
     runs.c.finished_at,
     runs.c.idempotency_key,
     runs.c.paused,
+    runs.c.tags,
 ]
 
 
@@ -165,6 +177,7 @@ def summary_from_row(row: Row[Any]) -> RunSummary:
         finished_at=m["finished_at"],
         idempotency_key=m["idempotency_key"],
         paused=bool(m["paused"]),
+        tags=decode_json(m["tags"], Tags) or {},
     )
 
 

@@ -17,6 +17,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from treadle.domain.schedules import (
+    Backfill,
+    BackfillInProgress,
     CatchUpPolicy,
     OverlapPolicy,
     Schedule,
@@ -102,7 +104,7 @@ class SqlSchedules:
             select(schedules.c.id)
             .where(
                 schedules.c.paused.is_(False),
-                schedules.c.next_fire_at <= now,
+                or_(schedules.c.next_fire_at <= now, schedules.c.backfill.is_not(None)),
                 or_(schedules.c.leased_until.is_(None), schedules.c.leased_until < now),
             )
             .order_by(schedules.c.next_fire_at)
@@ -140,6 +142,62 @@ class SqlSchedules:
             async with self._db.transaction(write=True) as conn:
                 await conn.execute(stmt)
 
+    async def update_schedule(self, schedule: Schedule) -> Schedule:
+        """Replace what the schedule does and its next fire time; raises `ScheduleNotFound`."""
+        values = {k: v for k, v in _values(schedule).items() if k in _SPEC_COLUMNS}
+        stmt = update(schedules).where(schedules.c.id == schedule.id).values(**values)
+        with mapped_errors("update_schedule"):
+            async with self._db.transaction(write=True) as conn:
+                if (await conn.execute(stmt)).rowcount == 0:
+                    raise ScheduleNotFound(schedule.id)
+                return await _load(conn, schedule.id)
+
+    async def record_schedule_run(self, schedule_id: str, fired_at: datetime, run_id: str) -> None:
+        """Record a run started outside the ticks (a trigger); raises `ScheduleNotFound`."""
+        stmt = (
+            update(schedules)
+            .where(schedules.c.id == schedule_id)
+            .values(last_fire_at=fired_at, last_run_id=run_id)
+        )
+        with mapped_errors("record_schedule_run"):
+            async with self._db.transaction(write=True) as conn:
+                if (await conn.execute(stmt)).rowcount == 0:
+                    raise ScheduleNotFound(schedule_id)
+
+    async def start_backfill(self, schedule_id: str, backfill: Backfill) -> Schedule:
+        """Begin a backfill; raises `ScheduleNotFound`, `BackfillInProgress`."""
+        stmt = (
+            update(schedules)
+            .where(schedules.c.id == schedule_id, schedules.c.backfill.is_(None))
+            .values(backfill=encode_json(backfill))
+        )
+        with mapped_errors("start_backfill"):
+            async with self._db.transaction(write=True) as conn:
+                if (await conn.execute(stmt)).rowcount == 0:
+                    await _load(conn, schedule_id)  # raises ScheduleNotFound
+                    raise BackfillInProgress(schedule_id)
+                return await _load(conn, schedule_id)
+
+    async def advance_backfill(self, schedule_id: str, backfill: Backfill | None) -> None:
+        """Move the backfill's cursor, or end it with None; a schedule without one (stopped,
+        or deleted) is left as it is."""
+        value = encode_json(backfill) if backfill is not None else None
+        # Only over a backfill still there: one stopped meanwhile stays stopped.
+        stmt = (
+            update(schedules)
+            .where(schedules.c.id == schedule_id, schedules.c.backfill.is_not(None))
+            .values(backfill=value)
+        )
+        with mapped_errors("advance_backfill"):
+            async with self._db.transaction(write=True) as conn:
+                await conn.execute(stmt)
+
+
+_SPEC_COLUMNS = frozenset(
+    {"workflow", "version", "input", "cron", "timezone", "interval_ms"}
+    | {"overlap", "catch_up", "tags", "next_fire_at"}
+)
+
 
 async def _load(conn: AsyncConnection, schedule_id: str) -> Schedule:
     row = (await conn.execute(select(schedules).where(schedules.c.id == schedule_id))).first()
@@ -166,6 +224,8 @@ def _values(s: Schedule) -> dict[str, Any]:
         "last_fire_at": s.last_fire_at,
         "last_run_id": s.last_run_id,
         "created_at": s.created_at,
+        "tags": encode_json(s.tags) if s.tags else None,
+        "backfill": encode_json(s.backfill) if s.backfill is not None else None,
     }
 
 
@@ -190,4 +250,6 @@ def _from_row(row: Row[Any]) -> Schedule:
         last_fire_at=m["last_fire_at"],
         last_run_id=m["last_run_id"],
         created_at=m["created_at"],
+        tags=decode_json(m["tags"], dict[str, str]) or {},
+        backfill=decode_json(m["backfill"], Backfill),
     )

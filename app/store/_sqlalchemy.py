@@ -13,13 +13,13 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, func, select, text, tuple_
+from sqlalchemy import Row, func, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from treadle.domain.errors import RunNotFound, TaskNotFound, WorkflowNotFound
 from treadle.domain.events import HistoryEntry
-from treadle.domain.schedules import Schedule
+from treadle.domain.schedules import Backfill, Schedule
 from treadle.domain.state import MapItem, RunState, RunStatus
 from treadle.ports import (
     DueTimer,
@@ -28,6 +28,7 @@ from treadle.ports import (
     OutboxRecord,
     Page,
     RunCounts,
+    RunFilter,
     RunSummary,
     StoredWorkflow,
 )
@@ -40,6 +41,7 @@ from treadle.store._errors import StoreError, mapped_errors
 from treadle.store._map_items import inflight_items, select_item_page
 from treadle.store._migrate import is_at_head, upgrade
 from treadle.store._outbox import SqlOutbox
+from treadle.store._run_filter import run_clauses, select_runs_newest_first
 from treadle.store._schedules import SqlSchedules
 from treadle.store._tables import ACTIVE_TASK, history, runs, tasks, workflows
 from treadle.store._timers import SqlTimers
@@ -190,6 +192,18 @@ class SqlStore:
             schedule_id, next_fire_at=next_fire_at, fired_at=fired_at, run_id=run_id
         )
 
+    async def update_schedule(self, schedule: Schedule) -> Schedule:
+        return await self._schedules.update_schedule(schedule)
+
+    async def record_schedule_run(self, schedule_id: str, fired_at: datetime, run_id: str) -> None:
+        await self._schedules.record_schedule_run(schedule_id, fired_at, run_id)
+
+    async def start_backfill(self, schedule_id: str, backfill: Backfill) -> Schedule:
+        return await self._schedules.start_backfill(schedule_id, backfill)
+
+    async def advance_backfill(self, schedule_id: str, backfill: Backfill | None) -> None:
+        await self._schedules.advance_backfill(schedule_id, backfill)
+
     async def count_delivery(
         self, run_id: str, task_id: str, attempt: int, item: int | None
     ) -> int:
@@ -312,32 +326,17 @@ class SqlStore:
                 return await load_value(conn, run_id, task_id, item, field)
 
     async def list_runs(
-        self,
-        *,
-        workflow: str | None,
-        status: str | None,
-        limit: int,
-        cursor: str | None,
-        idempotency_key: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
+        self, where: RunFilter, *, limit: int, cursor: str | None
     ) -> Page[RunSummary]:
         """Runs newest first (by creation time, then id); raises `InvalidCursor`.
 
-        Every filter combination reads an index in order (see `_tables.runs`), so a page
-        costs its own rows however many runs the table holds.
+        Every filter combination reads an index in order (see `_tables.runs` and
+        `_tables.run_tags`), so a page costs its own rows however many runs there are.
         """
-        stmt = (
-            select(*rows_.SUMMARY_COLUMNS)
-            .where(*_run_filters(workflow, status, created_after, created_before))
-            .order_by(runs.c.created_at.desc(), runs.c.id.desc())
-            .limit(limit + 1)
-        )
-        if idempotency_key is not None:
-            stmt = stmt.where(runs.c.idempotency_key == idempotency_key)
+        after = None
         if cursor is not None:
-            created_at, run_id = rows_.decode_cursor(cursor, "runs", rows_.RunsCursor)
-            stmt = stmt.where(tuple_(runs.c.created_at, runs.c.id) < tuple_(created_at, run_id))
+            after = rows_.decode_cursor(cursor, "runs", rows_.RunsCursor)
+        stmt = select_runs_newest_first(rows_.SUMMARY_COLUMNS, where, after).limit(limit + 1)
         with mapped_errors("list_runs"):
             async with self._db.transaction(write=False, single=True) as conn:
                 found = (await conn.execute(stmt)).all()
@@ -355,7 +354,13 @@ class SqlStore:
             select(func.count())
             .select_from(
                 select(runs.c.id)
-                .where(*_run_filters(workflow, status.value, created_after, None))
+                .where(
+                    *run_clauses(
+                        RunFilter(
+                            workflow=workflow, status=status.value, created_after=created_after
+                        )
+                    )
+                )
                 .limit(cap + 1)
                 .subquery()
             )
@@ -479,25 +484,6 @@ async def _latest_workflow(conn: AsyncConnection, name: str) -> StoredWorkflow |
     )
     row = (await conn.execute(stmt)).first()
     return rows_.workflow_from_row(row) if row else None
-
-
-def _run_filters(
-    workflow: str | None,
-    status: str | None,
-    created_after: datetime | None,
-    created_before: datetime | None,
-) -> list[Any]:
-    """The WHERE clauses shared by `list_runs` and `count_runs`."""
-    clauses: list[Any] = []
-    if workflow is not None:
-        clauses.append(runs.c.workflow == workflow)
-    if status is not None:
-        clauses.append(runs.c.status == status)
-    if created_after is not None:
-        clauses.append(runs.c.created_at >= created_after)
-    if created_before is not None:
-        clauses.append(runs.c.created_at < created_before)
-    return clauses
 
 
 def _page(

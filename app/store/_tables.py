@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 
 from treadle.domain.limits import ID_CHARS, KEY_CHARS, NAME_CHARS, TIMEZONE_CHARS
+from treadle.domain.tags import TAG_KEY_CHARS, TAG_VALUE_CHARS
 from treadle.store._types import BIG_ID, BYTES, JSON_TEXT, UTCDateTime
 
 NAMING = {
@@ -79,6 +80,7 @@ runs = Table(
     # +1 in every decision's transaction: it locks the run, and tells a process whether
     # the state it kept from its own last decision is still the run's (see SqlStore.apply)
     Column("revision", BigInteger, nullable=False, server_default=text("0")),
+    Column("tags", JSON_TEXT),  # the run's tags as read back; `run_tags` is what finds them
     # list_runs: newest first, keyset on (created_at, id), optionally by workflow and/or
     # status and a created_at range; count_runs: per status, by workflow and created_at.
     # A filter on idempotency_key uses its unique index.
@@ -141,6 +143,19 @@ map_items = Table(
     Column("delivery", Integer, nullable=False, server_default=text("1")),
     Column("resends", Integer, nullable=False, server_default=text("0")),
     Column("heartbeat", JSON_TEXT),  # the last heartbeat: {at, attempt, details}
+)
+
+run_tags = Table(
+    "treadle_run_tags",
+    metadata,
+    # A run's tags, one row each, written with the run and never changed. The run's
+    # created_at is repeated so that a tag filter reads (key, value) newest first, in
+    # the order and keyset of list_runs, from the index alone.
+    Column("run_id", String(_ID), ForeignKey(runs.c.id, ondelete="CASCADE"), primary_key=True),
+    Column("key", String(TAG_KEY_CHARS), primary_key=True),
+    Column("value", String(TAG_VALUE_CHARS), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "key", "value", "created_at", "run_id"),  # list_runs by tag
 )
 
 history = Table(
@@ -226,6 +241,8 @@ schedules = Table(
     Column("last_fire_at", UTCDateTime),
     Column("last_run_id", String(_ID)),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("tags", JSON_TEXT),  # given to every run it starts
+    Column("backfill", JSON_TEXT),  # the backfill in progress (a `Backfill`), else NULL
     Index(None, "next_fire_at"),  # claim_due_schedules
 )
 

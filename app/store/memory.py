@@ -31,7 +31,14 @@ import msgspec
 from treadle.domain.api_keys import ApiKey, ApiKeyNotFound
 from treadle.domain.errors import RunNotFound, TaskNotFound, WorkflowNotFound
 from treadle.domain.events import HistoryEntry
-from treadle.domain.schedules import Schedule, ScheduleExists, ScheduleNotFound
+from treadle.domain.schedules import (
+    SCHEDULE_SPEC_FIELDS,
+    Backfill,
+    BackfillInProgress,
+    Schedule,
+    ScheduleExists,
+    ScheduleNotFound,
+)
 from treadle.domain.state import ItemQuery, MapItem, RunState, RunStatus, TaskState, TaskStatus
 from treadle.ports import (
     Applied,
@@ -43,6 +50,7 @@ from treadle.ports import (
     OutboxRecord,
     Page,
     RunCounts,
+    RunFilter,
     RunSummary,
     StoredWorkflow,
 )
@@ -236,21 +244,11 @@ class MemoryStore:
         return found
 
     async def list_runs(
-        self,
-        *,
-        workflow: str | None,
-        status: str | None,
-        limit: int,
-        cursor: str | None,
-        idempotency_key: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
+        self, where: RunFilter, *, limit: int, cursor: str | None
     ) -> Page[RunSummary]:
         """Runs newest first (by creation time, then id); raises `InvalidCursor`."""
         await anyio.lowlevel.checkpoint()
-        found = self._filtered_runs(workflow, status, created_after, created_before)
-        if idempotency_key is not None:
-            found = [r for r in found if r.idempotency_key == idempotency_key]
+        found = [r for r in self.data.runs.values() if run_matches(r, where)]
         if cursor is not None:
             position = decode_cursor(cursor, "runs", RunsCursor)
             found = [r for r in found if (r.created_at, r.id) < position]
@@ -264,7 +262,8 @@ class MemoryStore:
         """How many runs have each status, each at most `cap`."""
         await anyio.lowlevel.checkpoint()
         raw = dict.fromkeys((s.value for s in RunStatus), 0)
-        for run in self._filtered_runs(workflow, None, created_after, None):
+        where = RunFilter(workflow=workflow, created_after=created_after)
+        for run in (r for r in self.data.runs.values() if run_matches(r, where)):
             raw[run.status.value] += 1
         return RunCounts(
             counts={k: min(n, cap) for k, n in raw.items()},
@@ -581,14 +580,14 @@ class MemoryStore:
     async def claim_due_schedules(
         self, now: datetime, limit: int, lease_seconds: float
     ) -> list[Schedule]:
-        """Active schedules due at `now` that no one else holds; leases them."""
+        """Active schedules due at `now` (or backfilling) that no one else holds; leases them."""
         await anyio.lowlevel.checkpoint()
         due = sorted(
             (
                 row
                 for row in self.data.schedules.values()
                 if not row.schedule.paused
-                and row.schedule.next_fire_at <= now
+                and (row.schedule.next_fire_at <= now or row.schedule.backfill is not None)
                 and (row.leased_until is None or row.leased_until < now)
             ),
             key=lambda row: (row.schedule.next_fire_at, row.schedule.id),
@@ -617,6 +616,41 @@ class MemoryStore:
             changed["last_run_id"] = run_id
         row.schedule = msgspec.structs.replace(row.schedule, **changed)
         row.leased_until = None
+
+    async def update_schedule(self, schedule: Schedule) -> Schedule:
+        """Replace what the schedule does and its next fire time; raises `ScheduleNotFound`."""
+        await anyio.lowlevel.checkpoint()
+        row = self._schedule(schedule.id)
+        row.schedule = msgspec.structs.replace(
+            row.schedule,
+            **{f: getattr(schedule, f) for f in SCHEDULE_SPEC_FIELDS},
+        )
+        return row.schedule
+
+    async def record_schedule_run(self, schedule_id: str, fired_at: datetime, run_id: str) -> None:
+        """Record a run started outside the ticks (a trigger); raises `ScheduleNotFound`."""
+        await anyio.lowlevel.checkpoint()
+        row = self._schedule(schedule_id)
+        row.schedule = msgspec.structs.replace(
+            row.schedule, last_fire_at=fired_at, last_run_id=run_id
+        )
+
+    async def start_backfill(self, schedule_id: str, backfill: Backfill) -> Schedule:
+        """Begin a backfill; raises `ScheduleNotFound`, `BackfillInProgress`."""
+        await anyio.lowlevel.checkpoint()
+        row = self._schedule(schedule_id)
+        if row.schedule.backfill is not None:
+            raise BackfillInProgress(schedule_id)
+        row.schedule = msgspec.structs.replace(row.schedule, backfill=backfill)
+        return row.schedule
+
+    async def advance_backfill(self, schedule_id: str, backfill: Backfill | None) -> None:
+        """Move the backfill's cursor, or end it with None; a schedule without one (stopped,
+        or deleted) is left as it is."""
+        await anyio.lowlevel.checkpoint()
+        row = self.data.schedules.get(schedule_id)
+        if row is not None and row.schedule.backfill is not None:
+            row.schedule = msgspec.structs.replace(row.schedule, backfill=backfill)
 
     # --- api keys ----------------------------------------------------------------------
 
@@ -678,22 +712,6 @@ class MemoryStore:
             return self.data.schedules[schedule_id]
         except KeyError:
             raise ScheduleNotFound(schedule_id) from None
-
-    def _filtered_runs(
-        self,
-        workflow: str | None,
-        status: str | None,
-        created_after: datetime | None,
-        created_before: datetime | None,
-    ) -> list[RunState]:
-        return [
-            r
-            for r in self.data.runs.values()
-            if (workflow is None or r.workflow == workflow)
-            and (status is None or r.status.value == status)
-            and (created_after is None or r.created_at >= created_after)
-            and (created_before is None or r.created_at < created_before)
-        ]
 
 
 class MemoryDecisionBatch(DecisionBook):
@@ -801,6 +819,19 @@ def _summary(run: RunState) -> RunSummary:
         finished_at=run.finished_at,
         idempotency_key=run.idempotency_key,
         paused=run.paused,
+        tags=run.tags,
+    )
+
+
+def run_matches(run: RunState, where: RunFilter) -> bool:
+    """Whether `where` keeps `run` (the in-memory twin of `_run_filter.run_clauses`)."""
+    return (
+        (where.workflow is None or run.workflow == where.workflow)
+        and (where.status is None or run.status.value == where.status)
+        and (where.idempotency_key is None or run.idempotency_key == where.idempotency_key)
+        and (where.created_after is None or run.created_at >= where.created_after)
+        and (where.created_before is None or run.created_at < where.created_before)
+        and all(run.tags.get(k) == v for k, v in where.tags.items())
     )
 
 

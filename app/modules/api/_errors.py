@@ -33,7 +33,13 @@ from treadle.domain.errors import (
     ValidationIssue,
     WorkflowNotFound,
 )
-from treadle.domain.schedules import ScheduleExists, ScheduleInvalid, ScheduleNotFound
+from treadle.domain.schedules import (
+    BackfillInProgress,
+    ScheduleExists,
+    ScheduleInvalid,
+    ScheduleNotFound,
+)
+from treadle.domain.tags import TagsInvalid
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _TYPE_PREFIX = "urn:treadle:problem:"
@@ -147,8 +153,10 @@ _KINDS: dict[type[TreadleError], _Kind] = {
     TaskNotFound: _Kind(404, "task-not-found", "Task not found"),
     RunNotActive: _Kind(409, "run-not-active", "Run is not active"),
     ScheduleInvalid: _Kind(422, "schedule-invalid", "Schedule is not valid"),
+    TagsInvalid: _Kind(422, "tags-invalid", "Tags are not valid"),
     ScheduleNotFound: _Kind(404, "schedule-not-found", "Schedule not found"),
     ScheduleExists: _Kind(409, "schedule-exists", "Schedule name is taken"),
+    BackfillInProgress: _Kind(409, "backfill-in-progress", "A backfill is in progress"),
     SchedulesUnavailable: _Kind(404, "schedules-unavailable", "Schedules are not available"),
     InvalidCursor: _Kind(400, "invalid-cursor", "Invalid cursor"),
     LimitExceeded: _Kind(413, "limit-exceeded", "Limit exceeded"),
@@ -178,8 +186,10 @@ _EXTENSIONS: dict[type[TreadleError], Callable[[Any], dict[str, Any]]] = {
     TaskNotFound: lambda e: {"run_id": e.run_id, "task_id": e.task_id},
     RunNotActive: lambda e: {"run_id": e.run_id, "run_status": e.status},
     ScheduleInvalid: lambda e: _issues(e.issues),
+    TagsInvalid: lambda e: _issues(e.issues),
     ScheduleNotFound: lambda e: {"schedule_id": e.schedule_id},
     ScheduleExists: lambda e: {"name": e.name},
+    BackfillInProgress: lambda e: {"schedule_id": e.schedule_id},
     InvalidParameter: lambda e: {"parameter": e.name},
     ValueRefused: lambda e: {"parameter": e.name},
     JsonTooDeep: lambda e: {"limit": "limits.max_json_depth", "maximum": e.maximum},

@@ -28,6 +28,7 @@ from litestar.params import (
 from treadle.config import ApiSettings, LimitsSettings
 from treadle.domain.limits import KEY_CHARS, MAX_VERSION, NAME_CHARS
 from treadle.domain.state import RunState, RunStatus
+from treadle.domain.tags import MAX_TAGS, check_tags, parse_tag_filter
 from treadle.modules.api._bounds import check_text, known_query_only
 from treadle.modules.api._errors import (
     PROBLEM_MEDIA_TYPE,
@@ -71,6 +72,7 @@ from treadle.ports import (
     HealthCheck,
     RunControl,
     RunEnds,
+    RunFilter,
     RunStore,
     ScheduleControl,
     WorkflowStore,
@@ -188,6 +190,30 @@ StatusFilter = Annotated[str | None, QueryParameter(description=f"One of: {_STAT
 KeyFilter = Annotated[
     str | None, QueryParameter(description="Only the run started with this Idempotency-Key.")
 ]
+TagFilter = Annotated[
+    list[str] | None,
+    QueryParameter(
+        description="`key:value`: only runs with this tag; repeat it for runs with all of them."
+    ),
+]
+
+
+def tag_filters(given: list[str]) -> dict[str, str]:
+    """The `tag` query parameters as one mapping; 400 naming `tag` for a malformed one."""
+    if len(given) > MAX_TAGS:
+        raise InvalidParameter("tag", f"at most {MAX_TAGS} tag filters are allowed")
+    wanted: dict[str, str] = {}
+    for text in given:
+        parsed = parse_tag_filter(text)
+        if isinstance(parsed, str):
+            raise InvalidParameter("tag", parsed)
+        key, value = parsed
+        if wanted.get(key, value) != value:  # no run has two values for one key
+            raise InvalidParameter("tag", f"{key!r} is asked with two values")
+        wanted[key] = value
+    return wanted
+
+
 # Taken as text and parsed by `parse_timestamp`, so a bad value gets a message that says
 # what RFC 3339 wants (and a date-time without an offset is refused, not guessed).
 CreatedAfter = Annotated[
@@ -324,6 +350,7 @@ class RunController(Controller):
             data.version,
             data.input,
             idempotency_key=idempotency_key,
+            tags=check_tags(data.tags or {}),
             # The request's span: the run's first decision, and so the whole run, joins it.
             traceparent=current_traceparent(),
         )
@@ -340,6 +367,7 @@ class RunController(Controller):
         idempotency_key: KeyFilter = None,
         created_after: CreatedAfter = None,
         created_before: CreatedBefore = None,
+        tag: TagFilter = None,
         limit: Limit = None,
         cursor: Cursor = None,
     ) -> RunPage:
@@ -347,15 +375,15 @@ class RunController(Controller):
             raise InvalidParameter("status", f"must be one of {_STATUSES}; got {status!r}")
         if idempotency_key is not None and not idempotency_key:
             raise InvalidParameter("idempotency_key", "must not be empty")
-        page = await services.runs.list_runs(
+        where = RunFilter(
             workflow=workflow,
             status=status,
-            limit=services.page_size(limit),
-            cursor=cursor,
             idempotency_key=idempotency_key,
             created_after=parse_timestamp("created_after", created_after),
             created_before=parse_timestamp("created_before", created_before),
+            tags=tag_filters(tag or []),
         )
+        page = await services.runs.list_runs(where, limit=services.page_size(limit), cursor=cursor)
         return RunPage(items=[run_summary(r) for r in page.items], next_cursor=page.next_cursor)
 
     @get(

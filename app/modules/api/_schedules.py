@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, JSONBody
 
-from treadle.api_types import ScheduleBody, SchedulePage
-from treadle.domain.schedules import Schedule
+from treadle.api_types import BackfillBody, RunBody, ScheduleBody, SchedulePage
+from treadle.domain.schedules import Backfill, Schedule
 from treadle.modules.api._bounds import known_query_only
 from treadle.modules.api._errors import SchedulesUnavailable
 from treadle.modules.api._routes import (
@@ -39,6 +39,19 @@ def schedule_body(s: Schedule) -> ScheduleBody:
         last_fire_at=s.last_fire_at,
         last_run_id=s.last_run_id,
         created_at=s.created_at,
+        tags=s.tags,
+        backfill=_backfill_body(s.backfill) if s.backfill is not None else None,
+    )
+
+
+def _backfill_body(b: Backfill) -> BackfillBody:
+    return BackfillBody(
+        start=b.start,
+        end=b.end,
+        max_concurrent=b.max_concurrent,
+        next=b.next,
+        active=b.active,
+        started=b.started,
     )
 
 
@@ -62,8 +75,9 @@ class ScheduleController(Controller):
         guards=[require_json_body],
         summary="Create a schedule",
         description="`{name, workflow, version?, input?, cron + timezone | interval, "
-        "overlap: skip|allow|cancel_previous, catch_up: skip|run_once, start_at?, paused?}`; "
-        "`interval` is a duration ('30s', '1h') or seconds.",
+        "overlap: skip|allow|cancel_previous, catch_up: skip|run_once, start_at?, paused?, "
+        "tags?}`; `interval` is a duration ('30s', '1h') or seconds; `cron` is 5 fields or "
+        "@hourly, @daily, @weekly, @monthly, @yearly.",
         responses=_problems(400, 404, 409, 415, 422),
     )
     async def create(self, services: ServicesDep, data: JSONBody[dict[str, Any]]) -> ScheduleBody:
@@ -109,3 +123,54 @@ class ScheduleController(Controller):
     async def remove(self, services: ServicesDep, schedule_id: FromPath[str]) -> None:
         # `-> None`, not `Response[None]`: the document then says a 204 has no body.
         await _control(services).delete_schedule(schedule_id)
+
+    @patch(
+        "/{schedule_id:str}",
+        guards=[require_json_body],
+        summary="Change a schedule in place",
+        description="Any of `workflow, version, input, cron, timezone, interval, overlap, "
+        "catch_up, start_at, tags`; the next tick follows the new trigger. `cron` replaces an "
+        "interval and `interval` a cron.",
+        responses=_problems(400, 404, 415, 422),
+    )
+    async def update(
+        self, services: ServicesDep, schedule_id: FromPath[str], data: JSONBody[dict[str, Any]]
+    ) -> ScheduleBody:
+        return schedule_body(await _control(services).update_schedule(schedule_id, data))
+
+    @post(
+        "/{schedule_id:str}/trigger",
+        status_code=201,
+        summary="Start one run now",
+        description="Whatever the overlap policy; recorded as the schedule's last run, and "
+        "the next tick stays where it was.",
+        responses=_problems(404, 422),
+    )
+    async def trigger(self, services: ServicesDep, schedule_id: FromPath[str]) -> RunBody:
+        return services.run_answer(await _control(services).trigger_schedule(schedule_id))
+
+    @post(
+        "/{schedule_id:str}/backfill",
+        status_code=202,
+        guards=[require_json_body],
+        summary="Start a run per tick of a past time range",
+        description="`{start, end, max_concurrent?}`: one run per tick in [start, end), at "
+        "most `max_concurrent` (default 1) running at once; tracked on the schedule "
+        "(`backfill`) and resumed after a restart. 409 while one is in progress.",
+        responses=_problems(400, 404, 409, 415, 422),
+    )
+    async def backfill(
+        self, services: ServicesDep, schedule_id: FromPath[str], data: JSONBody[dict[str, Any]]
+    ) -> ScheduleBody:
+        return schedule_body(await _control(services).backfill_schedule(schedule_id, data))
+
+    @delete(
+        "/{schedule_id:str}/backfill",
+        status_code=200,
+        summary="Stop the backfill in progress (its runs stay)",
+        responses=_problems(404),
+    )
+    async def cancel_backfill(
+        self, services: ServicesDep, schedule_id: FromPath[str]
+    ) -> ScheduleBody:
+        return schedule_body(await _control(services).cancel_backfill(schedule_id))

@@ -82,6 +82,8 @@ class StartRunRequest(_Request, frozen=True, kw_only=True):
     # Bounded like the store's INTEGER column: a larger number could only fail there.
     version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)] | None = None
     input: Any = None
+    tags: dict[str, Any] | None = None
+    """Labels to find the run by (`?tag=key:value`); over the definition's default tags."""
 
 
 class CancelRunRequest(_Request, frozen=True, kw_only=True):
@@ -205,6 +207,7 @@ def run_body(run: RunState, waits: Mapping[str, WaitBody] | None = None) -> RunB
         parent_task_id=run.parent_task_id,
         paused=run.paused,
         idempotency_key=run.idempotency_key,
+        tags=run.tags,
     )
 
 
@@ -219,4 +222,5 @@ def run_summary(run: RunSummary) -> RunSummaryBody:
         finished_at=run.finished_at,
         idempotency_key=run.idempotency_key,
         paused=run.paused,
+        tags=run.tags,
     )

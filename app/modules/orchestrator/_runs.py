@@ -8,6 +8,7 @@ transaction, and after the commit relays the messages.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -24,6 +25,7 @@ from treadle.domain.compile import (
 from treadle.domain.decider import decide, new_run
 from treadle.domain.definitions import WorkflowDefinition
 from treadle.domain.errors import (
+    DefinitionInvalid,
     IdempotencyConflict,
     RunNotActive,
     RunNotFound,
@@ -46,6 +48,7 @@ from treadle.domain.events import (
     TimerFired,
 )
 from treadle.domain.state import RunState
+from treadle.domain.tags import check_tags, merge_tags, tag_issues
 from treadle.modules.orchestrator._changes import (
     changes_from_decision,
     fired_timer_cancel,
@@ -134,6 +137,10 @@ class RunService:
         check_json_size(definition, most, limit="max_definition_bytes", what="the definition")
         defn = parse_definition(definition)
         self._compile(defn, stored=False)
+        if defn.tags:
+            issues = tag_issues(defn.tags)
+            if issues:
+                raise DefinitionInvalid(issues)
         return await self._store.save_workflow(defn.name, definition, definition_digest(defn))
 
     async def start_run(
@@ -146,16 +153,19 @@ class RunService:
         *,
         parent_run_id: str | None = None,
         parent_task_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[RunState, bool]:
         """Create and start a run in one transaction, or return the run for this key.
 
-        A child run (of a `workflow` task) names its parent run and task.
+        A child run (of a `workflow` task) names its parent run and task. `tags` go over
+        the definition's default tags; raises `TagsInvalid` when the merge is too many.
         """
         most = self._limits.max_run_input_bytes
         check_json_size(input, most, limit="max_run_input_bytes", what="the run input")
         stored = await self._store.get_workflow(workflow, version)
         compiled = self._compiled(stored)
         validate_input(compiled, input)
+        run_tags = check_tags(merge_tags(stored.definition.get("tags"), tags))
         now = self._clock.now()
         run = new_run(
             compiled,
@@ -167,6 +177,8 @@ class RunService:
             parent_run_id=parent_run_id,
             parent_task_id=parent_task_id,
         )
+        if run_tags:
+            run = msgspec.structs.replace(run, tags=run_tags)
         outcome = Outcome()
         with self._telemetry.decision(
             run.id, "run.started", traceparent=traceparent, workflow=stored.name

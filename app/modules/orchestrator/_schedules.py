@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
 import anyio
+import msgspec
 
 from treadle.domain.errors import (
     RunNotActive,
@@ -23,11 +25,15 @@ from treadle.domain.errors import (
     WorkflowNotFound,
 )
 from treadle.domain.schedules import (
+    Backfill,
     OverlapPolicy,
     Schedule,
     ScheduleInvalid,
+    backfill_ticks,
     first_fire,
+    parse_backfill,
     parse_schedule,
+    patched_spec,
     plan_ticks,
 )
 from treadle.domain.state import RunState
@@ -56,6 +62,8 @@ class _Runs(Protocol):
         input: Any,
         idempotency_key: str | None = None,
         traceparent: str | None = None,
+        *,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[RunState, bool]: ...
 
     async def cancel_run(self, run_id: str, reason: str = "") -> RunState: ...
@@ -66,20 +74,24 @@ def tick_key(schedule_id: str, tick: datetime) -> str:
     return f"schedule:{schedule_id}:{tick.isoformat()}"
 
 
-class ScheduleService:
-    """The `ScheduleControl` port: create, read, pause, resume and delete schedules."""
+def trigger_key(schedule_id: str, at: datetime) -> str:
+    """The idempotency key of a run an operator triggered (`POST .../trigger`)."""
+    return f"schedule:{schedule_id}:trigger:{at.isoformat()}"
 
-    def __init__(self, store: _Store, clock: Clock) -> None:
+
+class ScheduleService:
+    """The `ScheduleControl` port: create, read, change, trigger, backfill, pause, resume
+    and delete schedules; `runs` starts the runs an operator triggers."""
+
+    def __init__(self, store: _Store, clock: Clock, *, runs: _Runs) -> None:
         self._store = store
         self._clock = clock
+        self._runs = runs
 
     async def create_schedule(self, data: Any) -> Schedule:
         """Validate and store a schedule; raises `ScheduleInvalid`, `ScheduleExists`."""
         spec, trigger = parse_schedule(data)
-        try:
-            await self._store.get_workflow(spec.workflow, spec.version)
-        except WorkflowNotFound as exc:
-            raise ScheduleInvalid([ValidationIssue(path="workflow", message=str(exc))]) from None
+        await self._check_workflow(spec.workflow, spec.version)
         now = self._clock.now()
         schedule = Schedule(
             id=f"sch_{secrets.token_hex(8)}",
@@ -93,8 +105,68 @@ class ScheduleService:
             paused=spec.paused,
             next_fire_at=first_fire(trigger, now, spec.start_at),
             created_at=now,
+            tags=dict(spec.tags or {}),
         )
         return await self._store.create_schedule(schedule)
+
+    async def update_schedule(self, schedule_id: str, patch: Any) -> Schedule:
+        """Change a schedule in place; the next tick follows the new trigger (or `start_at`).
+
+        Raises `ScheduleNotFound`, `ScheduleInvalid`.
+        """
+        found = await self._store.get_schedule(schedule_id)
+        spec, trigger = parse_schedule(patched_spec(found, patch))
+        await self._check_workflow(spec.workflow, spec.version)
+        next_at = found.next_fire_at
+        if trigger != found.trigger or spec.start_at is not None:
+            next_at = first_fire(trigger, self._clock.now(), spec.start_at)
+        changed = msgspec.structs.replace(
+            found,
+            workflow=spec.workflow,
+            version=spec.version,
+            input=spec.input,
+            trigger=trigger,
+            overlap=spec.overlap,
+            catch_up=spec.catch_up,
+            tags=dict(spec.tags or {}),
+            next_fire_at=next_at,
+        )
+        return await self._store.update_schedule(changed)
+
+    async def trigger_schedule(self, schedule_id: str) -> RunState:
+        """Start one run now (whatever the overlap policy: an operator asked for it),
+        recorded as the schedule's last run; the next tick stays where it was."""
+        found = await self._store.get_schedule(schedule_id)
+        now = self._clock.now()
+        run, _ = await self._runs.start_run(
+            found.workflow,
+            found.version,
+            found.input,
+            idempotency_key=trigger_key(found.id, now),
+            tags=found.tags,
+        )
+        await self._store.record_schedule_run(found.id, now, run.id)
+        return run
+
+    async def backfill_schedule(self, schedule_id: str, data: Any) -> Schedule:
+        """Start a backfill of `{start, end, max_concurrent?}`, driven by the schedule loop.
+
+        Raises `ScheduleNotFound`, `ScheduleInvalid`, `BackfillInProgress`.
+        """
+        found = await self._store.get_schedule(schedule_id)
+        backfill = parse_backfill(data, found.trigger, self._clock.now())
+        return await self._store.start_backfill(schedule_id, backfill)
+
+    async def cancel_backfill(self, schedule_id: str) -> Schedule:
+        """Stop the backfill in progress: no more runs start (those started stay)."""
+        await self._store.advance_backfill(schedule_id, None)
+        return await self._store.get_schedule(schedule_id)
+
+    async def _check_workflow(self, workflow: str, version: int | None) -> None:
+        try:
+            await self._store.get_workflow(workflow, version)
+        except WorkflowNotFound as exc:
+            raise ScheduleInvalid([ValidationIssue(path="workflow", message=str(exc))]) from None
 
     async def get_schedule(self, schedule_id: str) -> Schedule:
         return await self._store.get_schedule(schedule_id)
@@ -162,12 +234,38 @@ class ScheduleLoop:
             started = await self._tick(schedule, tick, last_run)
             if started is not None:
                 last_run, fired = started, tick
+        if schedule.backfill is not None:
+            await self._advance_backfill(schedule, schedule.backfill)
         await self._store.advance_schedule(
             schedule.id,
             next_fire_at=plan.next_fire_at,
             fired_at=fired,
             run_id=last_run if fired is not None else None,
         )
+
+    async def _advance_backfill(self, schedule: Schedule, backfill: Backfill) -> None:
+        """Start backfill runs while fewer than `max_concurrent` of its runs are active.
+
+        The cursor is saved after the runs start: a crash in between starts them again
+        with the same per-tick keys, which finds them instead of starting more.
+        """
+        active = [r for r in backfill.active if await self._still_active(r)]
+        ticks, after = backfill_ticks(
+            schedule.trigger, backfill, backfill.max_concurrent - len(active)
+        )
+        for tick in ticks:
+            run_id = await self._start(schedule, tick)
+            if run_id is not None:
+                active.append(run_id)
+        if after is None and not active:
+            log.info("schedule backfill finished", schedule=schedule.name, runs=backfill.started)
+            await self._store.advance_backfill(schedule.id, None)
+            return
+        moved = msgspec.structs.replace(
+            backfill, next=after, active=active, started=backfill.started + len(ticks)
+        )
+        if moved != backfill:
+            await self._store.advance_backfill(schedule.id, moved)
 
     async def _tick(self, schedule: Schedule, tick: datetime, last_run: str | None) -> str | None:
         """Start the run of one tick; its id, or None when the overlap policy skipped it."""
@@ -181,12 +279,17 @@ class ScheduleLoop:
                 )
                 return None
             await self._cancel(schedule, last_run)
+        return await self._start(schedule, tick)
+
+    async def _start(self, schedule: Schedule, tick: datetime) -> str | None:
+        """Start (or find) the run of one tick; None when it cannot start."""
         try:
             run, _ = await self._runs.start_run(
                 schedule.workflow,
                 schedule.version,
                 schedule.input,
                 idempotency_key=tick_key(schedule.id, tick),
+                tags=schedule.tags,
             )
         except TreadleError as exc:
             # The workflow was removed or its input no longer fits: the tick is lost, not

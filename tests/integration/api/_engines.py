@@ -65,7 +65,7 @@ def engine_app(engine: Process) -> Litestar:
         settings=engine.settings.api,
         limits=engine.settings.limits,
         run_ends=engine.run_service.finishes,
-        schedules=ScheduleService(engine.store, engine.clock),
+        schedules=ScheduleService(engine.store, engine.clock, runs=engine.run_service),
     )
 
 

@@ -9,6 +9,7 @@ run on its own: a test ends one with `finish`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,8 @@ from treadle.domain.compile import compile_workflow, parse_definition, validate_
 from treadle.domain.errors import RunNotActive
 from treadle.domain.events import HistoryEntry
 from treadle.domain.state import RunState, RunStatus, TaskState
-from treadle.ports import Changes, Page, RunSummary, StoredWorkflow
+from treadle.domain.tags import check_tags, merge_tags
+from treadle.ports import Changes, Page, RunFilter, RunSummary, StoredWorkflow
 from treadle.store.memory import MemoryStore
 
 
@@ -53,10 +55,13 @@ class FakeEngine(MemoryStore):
         input: Any,
         idempotency_key: str | None = None,
         traceparent: str | None = None,
+        *,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[RunState, bool]:
         stored = await self.get_workflow(workflow, version)
         compiled = compile_workflow(parse_definition(stored.definition))
         validate_input(compiled, input)
+        run_tags = check_tags(merge_tags(stored.definition.get("tags"), tags))
         run = RunState(
             id=uuid.uuid4().hex,
             workflow=stored.name,
@@ -67,6 +72,7 @@ class FakeEngine(MemoryStore):
             started_at=_now(),
             tasks={tid: TaskState(task_id=tid, type=t.type) for tid, t in compiled.tasks.items()},
             idempotency_key=idempotency_key,
+            tags=run_tags,
         )
         started = HistoryEntry(type="run.started", at=_now(), data=input)
         applied, created = await create_run(
@@ -102,26 +108,13 @@ class FakeEngine(MemoryStore):
     # --- RunStore, recording the filters it was asked for ---------------------------------
 
     async def list_runs(
-        self,
-        *,
-        workflow: str | None,
-        status: str | None,
-        limit: int,
-        cursor: str | None,
-        idempotency_key: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
+        self, where: RunFilter, *, limit: int, cursor: str | None
     ) -> Page[RunSummary]:
-        self.list_filters = {"created_after": created_after, "created_before": created_before}
-        return await super().list_runs(
-            workflow=workflow,
-            status=status,
-            limit=limit,
-            cursor=cursor,
-            idempotency_key=idempotency_key,
-            created_after=created_after,
-            created_before=created_before,
-        )
+        self.list_filters = {
+            "created_after": where.created_after,
+            "created_before": where.created_before,
+        }
+        return await super().list_runs(where, limit=limit, cursor=cursor)
 
     # --- test helpers -------------------------------------------------------------------
 

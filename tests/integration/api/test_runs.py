@@ -13,7 +13,7 @@ pytestmark = pytest.mark.anyio
 RUN_FIELDS = {
     "id", "workflow", "version", "status", "input", "output", "error",
     "created_at", "started_at", "finished_at", "tasks", "paused", "idempotency_key",
-    "parent_run_id", "parent_task_id",
+    "parent_run_id", "parent_task_id", "tags",
 }  # fmt: skip
 TASK_FIELDS = {
     "task_id", "type", "status", "attempt", "input", "output", "error",

@@ -21,6 +21,7 @@ from treadle.domain.errors import RunNotActive
 from treadle.domain.state import RunState, RunStatus, TaskStatus
 from treadle.modules.orchestrator._children import MAX_CHILD_DEPTH
 from treadle.observability import Telemetry
+from treadle.ports import RunFilter
 from treadle.store._tables import outbox
 from treadle.wiring import Process, build
 
@@ -183,7 +184,7 @@ async def test_starting_twice_with_one_idempotency_key_gives_one_run(
             "once", None, {"x": 1}, idempotency_key="key-1"
         )
         await finished(engine, first.id)
-        page = await engine.store.list_runs(workflow="once", status=None, limit=10, cursor=None)
+        page = await engine.store.list_runs(RunFilter(workflow="once"), limit=10, cursor=None)
 
     assert (created_first, created_second) == (True, False)
     assert second.id == first.id
@@ -302,7 +303,7 @@ async def test_a_workflow_that_starts_itself_stops_at_the_depth_limit(
         await one_task_workflow(engine, "loop", {"type": "workflow", "workflow": "loop"})
         run, _ = await engine.run_service.start_run("loop", None, None)
         done = await finished(engine, run.id)
-        page = await engine.store.list_runs(workflow="loop", status=None, limit=50, cursor=None)
+        page = await engine.store.list_runs(RunFilter(workflow="loop"), limit=50, cursor=None)
 
     assert done.status is RunStatus.FAILED
     assert len(page.items) == 1 + MAX_CHILD_DEPTH

@@ -13,7 +13,7 @@ from tests.stores import apply, create_run
 from treadle.domain.errors import RunNotFound
 from treadle.domain.events import CancelTimer, TimerKind
 from treadle.domain.state import ErrorInfo, RunState, RunStatus, TaskStatus
-from treadle.ports import Changes
+from treadle.ports import Changes, RunFilter
 from treadle.store._sqlalchemy import SqlStore
 
 pytestmark = pytest.mark.anyio
@@ -96,7 +96,7 @@ async def test_concurrent_creates_with_one_key_make_one_run(
             tg.start_soon(create, store if i % 2 else twin)
     assert sum(created for _, created in results) == 1
     assert len({run_id for run_id, _ in results}) == 1
-    page = await store.list_runs(workflow=None, status=None, limit=50, cursor=None)
+    page = await store.list_runs(RunFilter(), limit=50, cursor=None)
     assert [r.id for r in page.items] == [results[0][0]]
 
 
@@ -159,7 +159,7 @@ async def test_a_failing_decision_rolls_everything_back(store: SqlStore) -> None
         await create_run(store, make_run(), explode)
     assert await store.get_run(run.id) == run
     assert (await store.outbox_backlog())[0] == 0
-    page = await store.list_runs(workflow=None, status=None, limit=10, cursor=None)
+    page = await store.list_runs(RunFilter(), limit=10, cursor=None)
     assert [r.id for r in page.items] == [run.id]
 
 

@@ -12,22 +12,17 @@ from tests.stores import apply, create_run
 from treadle.domain.errors import InvalidCursor, RunNotFound
 from treadle.domain.events import StartTimer, TimerKind
 from treadle.domain.state import RunStatus
-from treadle.ports import Changes
+from treadle.ports import Changes, RunFilter
 from treadle.store._sqlalchemy import SqlStore
 
 pytestmark = pytest.mark.anyio
 
 
-async def _all_pages(store: SqlStore, limit: int, **filters: str | None) -> list[list[str]]:
+async def _all_pages(store: SqlStore, limit: int, **filters: str) -> list[list[str]]:
     pages: list[list[str]] = []
     cursor: str | None = None
     while True:
-        page = await store.list_runs(
-            workflow=filters.get("workflow"),
-            status=filters.get("status"),
-            limit=limit,
-            cursor=cursor,
-        )
+        page = await store.list_runs(RunFilter(**filters), limit=limit, cursor=cursor)
         pages.append([r.id for r in page.items])
         if page.next_cursor is None:
             return pages
@@ -66,22 +61,12 @@ async def test_list_runs_filters_by_key_and_creation_range(store: SqlStore) -> N
     for i in range(5):
         run = make_run(f"r{i}", created_at=at(i), key=f"k{i}" if i % 2 else None)
         await create_run(store, run, unchanged)
-    by_key = await store.list_runs(
-        workflow=None, status=None, limit=5, cursor=None, idempotency_key="k3"
-    )
+    by_key = await store.list_runs(RunFilter(idempotency_key="k3"), limit=5, cursor=None)
     assert [(r.id, r.idempotency_key) for r in by_key.items] == [("r3", "k3")]
-    ranged = await store.list_runs(
-        workflow="wf", status=None, limit=1, cursor=None, created_after=at(1), created_before=at(4)
-    )
+    window = RunFilter(workflow="wf", created_after=at(1), created_before=at(4))
+    ranged = await store.list_runs(window, limit=1, cursor=None)
     assert [r.id for r in ranged.items] == ["r3"]
-    rest = await store.list_runs(
-        workflow="wf",
-        status=None,
-        limit=5,
-        cursor=ranged.next_cursor,
-        created_after=at(1),
-        created_before=at(4),
-    )
+    rest = await store.list_runs(window, limit=5, cursor=ranged.next_cursor)
     assert [r.id for r in rest.items] == ["r2", "r1"]
     assert rest.next_cursor is None
 
@@ -104,7 +89,7 @@ async def test_list_runs_summary_carries_the_run_facts(store: SqlStore) -> None:
     """A list entry has the run's workflow, version, status, times and idempotency key."""
     run = make_run(key="k-1", status=RunStatus.RUNNING)
     await create_run(store, run, unchanged)
-    (summary,) = (await store.list_runs(workflow=None, status=None, limit=5, cursor=None)).items
+    (summary,) = (await store.list_runs(RunFilter(), limit=5, cursor=None)).items
     assert (summary.id, summary.workflow, summary.version) == (run.id, "wf", 1)
     assert (summary.status, summary.idempotency_key) == ("running", "k-1")
     assert summary.created_at == run.created_at
@@ -117,7 +102,7 @@ async def test_list_runs_summary_says_a_run_is_paused(store: SqlStore) -> None:
     await create_run(store, run, unchanged)
     paused = msgspec.structs.replace(run, paused=True)
     await apply(store, run.id, lambda s: Changes(state=paused))
-    (summary,) = (await store.list_runs(workflow=None, status=None, limit=5, cursor=None)).items
+    (summary,) = (await store.list_runs(RunFilter(), limit=5, cursor=None)).items
     assert (summary.status, summary.paused) == ("running", True)
 
 
@@ -135,7 +120,7 @@ async def test_list_runs_summary_says_a_run_is_paused(store: SqlStore) -> None:
 async def test_a_bad_cursor_is_refused(store: SqlStore, cursor: str) -> None:
     """A cursor Treadle did not issue for this list raises InvalidCursor, not a 500."""
     with pytest.raises(InvalidCursor) as info:
-        await store.list_runs(workflow=None, status=None, limit=5, cursor=cursor)
+        await store.list_runs(RunFilter(), limit=5, cursor=cursor)
     assert info.value.cursor == cursor
 
 
@@ -161,9 +146,7 @@ async def test_history_of_unknown_run_or_with_bad_cursor_raises(store: SqlStore)
     with pytest.raises(RunNotFound):
         await store.list_history("missing", 5, None)
     await create_run(store, make_run(created_at=at(-1)), unchanged)
-    runs_cursor = (
-        await store.list_runs(workflow=None, status=None, limit=1, cursor=None)
-    ).next_cursor
+    runs_cursor = (await store.list_runs(RunFilter(), limit=1, cursor=None)).next_cursor
     assert runs_cursor is not None
     with pytest.raises(InvalidCursor):
         await store.list_history(run.id, 5, runs_cursor)

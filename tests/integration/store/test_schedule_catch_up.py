@@ -3,6 +3,7 @@ starts no run for missed ticks, and `run_once` starts exactly one."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,6 +46,8 @@ class RecordingRuns:
         input: Any,
         idempotency_key: str | None = None,
         traceparent: str | None = None,
+        *,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[Any, bool]:
         assert idempotency_key is not None
         self.keys.append(idempotency_key)

@@ -77,8 +77,11 @@ class FakeClient:
         *,
         version: int | None = None,
         idempotency_key: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> tuple[RunBody, bool]:
         self.calls.append(("start_run", (workflow, input, version, idempotency_key)))
+        if tags:
+            self.calls.append(("start_run_tags", tags))
         if workflow == "strict":
             raise ApiError(
                 422,
@@ -140,6 +143,24 @@ class FakeClient:
 
     def resume_schedule(self, schedule_id: str) -> ScheduleBody:
         self.calls.append(("resume_schedule", schedule_id))
+        return schedule_body(schedule_id)
+
+    def update_schedule(self, schedule_id: str, patch: Mapping[str, Any]) -> ScheduleBody:
+        self.calls.append(("update_schedule", (schedule_id, dict(patch))))
+        return schedule_body(schedule_id, cron=patch.get("cron"))
+
+    def trigger_schedule(self, schedule_id: str) -> RunBody:
+        self.calls.append(("trigger_schedule", schedule_id))
+        return run_body("running")
+
+    def backfill_schedule(
+        self, schedule_id: str, start: str, end: str, *, max_concurrent: int | None = None
+    ) -> ScheduleBody:
+        self.calls.append(("backfill_schedule", (schedule_id, start, end, max_concurrent)))
+        return schedule_body(schedule_id)
+
+    def cancel_backfill(self, schedule_id: str) -> ScheduleBody:
+        self.calls.append(("cancel_backfill", schedule_id))
         return schedule_body(schedule_id)
 
     def delete_schedule(self, schedule_id: str) -> None:

@@ -156,3 +156,13 @@ def test_workflow_list_reads_every_page_unless_one_page_is_asked() -> None:
     assert code == 0
     assert client.cursors == [(1, None)]
     assert '"next_cursor": "w2"' in term.out.getvalue()
+
+
+def test_run_list_and_start_pass_each_tag() -> None:
+    """`--tag k:v` (repeated) reaches the client as one mapping; a malformed one is usage."""
+    client = FakeClient([])
+    assert treadle(client, "run", "list", "--tag", "customer:acme", "--tag", "tier:gold")[0] == 0
+    assert client.calls[-1][1]["tags"] == {"customer": "acme", "tier": "gold"}  # type: ignore[index]
+    assert treadle(client, "run", "start", "order", "--tag", "customer:acme")[0] == 0
+    assert ("start_run_tags", {"customer": "acme"}) in client.calls
+    assert treadle(client, "run", "list", "--tag", "no-colon")[0] == 2

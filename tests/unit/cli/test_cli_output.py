@@ -107,7 +107,7 @@ def test_a_list_is_a_plain_table_on_a_pipe_and_a_rich_one_on_a_terminal() -> Non
     code, term = treadle(OneRun([]), "run", "list")
     assert code == 0
     lines = term.out.getvalue().splitlines()
-    assert lines[0].split() == ["ID", "WORKFLOW", "VERSION", "STATUS", "CREATED"]
+    assert lines[0].split() == ["ID", "WORKFLOW", "VERSION", "STATUS", "CREATED", "TAGS"]
     assert lines[1].split()[:4] == ["r1", "order", "1", "failed"]
     assert "--cursor c2" in lines[2]
     assert "─" not in term.out.getvalue()
@@ -291,6 +291,10 @@ EXAMPLES = {
     "schedule pause": ["s1"],
     "schedule resume": ["s1"],
     "schedule delete": ["s1"],
+    "schedule update": ["s1", "--cron", "@hourly"],
+    "schedule trigger": ["s1"],
+    "schedule backfill": ["s1", "--start", "2025-01-01T00:00:00Z", "--end", "2025-01-02T00:00:00Z"],
+    "schedule cancel-backfill": ["s1"],
     "keys create": ["ci"],
     "keys list": [],
     "keys revoke": ["k1"],

@@ -124,3 +124,31 @@ def test_schedule_pause_resume_delete_call_the_api() -> None:
     assert [c[0] for c in client.calls] == [
         "pause_schedule", "resume_schedule", "delete_schedule", "delete_schedule"
     ]  # fmt: skip
+
+
+def test_schedule_update_sends_only_the_options_given() -> None:
+    """`schedule update` PATCHes just what was given; with nothing to change it is usage."""
+    client = FakeClient([])
+    code, _ = treadle(
+        client, "schedule", "update", "s1", "--cron", "@daily", "--tag", "customer:acme"
+    )  # fmt: skip
+    assert code == 0
+    assert client.calls == [
+        ("update_schedule", ("s1", {"cron": "@daily", "tags": {"customer": "acme"}}))
+    ]
+    assert treadle(FakeClient([]), "schedule", "update", "s1")[0] == 2
+
+
+def test_schedule_trigger_and_backfill_call_the_api() -> None:
+    """trigger starts a run; backfill passes its range and bound; cancel-backfill stops it."""
+    client = FakeClient([])
+    assert treadle(client, "schedule", "trigger", "s1")[0] == 0
+    start, end = "2025-01-01T00:00:00Z", "2025-01-02T00:00:00Z"
+    argv = ["schedule", "backfill", "s1", "--start", start, "--end", end, "--max-concurrent", "3"]
+    assert treadle(client, *argv)[0] == 0
+    assert treadle(client, "schedule", "cancel-backfill", "s1")[0] == 0
+    assert client.calls == [
+        ("trigger_schedule", "s1"),
+        ("backfill_schedule", ("s1", start, end, 3)),
+        ("cancel_backfill", "s1"),
+    ]

@@ -10,6 +10,7 @@ from tests.stores import create_run
 from treadle.config import ConfigError, DatabaseSettings, Settings
 from treadle.domain.api_keys import Scope, new_key
 from treadle.domain.state import RunState
+from treadle.ports import RunFilter
 from treadle.serving.serve import serve
 from treadle.store import MEMORY_URL, api_key_store, build_store
 from treadle.store.memory import MemoryStore
@@ -31,7 +32,7 @@ async def test_the_memory_url_builds_a_store_that_keeps_runs_and_keys() -> None:
     assert await store.get_run("r1") == run
     assert await keys.count_api_keys() == 1
     other = build_store(DatabaseSettings(url=MEMORY_URL))
-    assert (await other.list_runs(workflow=None, status=None, limit=5, cursor=None)).items == []
+    assert (await other.list_runs(RunFilter(), limit=5, cursor=None)).items == []
 
 
 @pytest.mark.parametrize("roles", [{"api"}, {"orchestrator", "worker"}])

@@ -251,6 +251,7 @@ export function render(root, target) {
         h("dt", {}, "Started"), h("dd", {}, fmtTime(run.started_at)),
         h("dt", {}, "Finished"), h("dd", {}, fmtTime(run.finished_at)),
         h("dt", {}, "Duration"), h("dd", {}, fmtDuration(span(run.started_at, run.finished_at))),
+        Object.keys(run.tags || {}).length ? [h("dt", {}, "Tags"), h("dd", { class: "mono", id: "run-tags" }, Object.entries(run.tags).map(([k, v]) => `${k}:${v}`).join(", "))] : null,
         h("dt", {}, "Trace"), h("dd", { class: "mono" }, traceCell(traceIdOf(history.items), traceTemplate, "run-trace"))),
       h("div", { class: "actions" },
         h("button", { type: "button", class: "danger", id: "act-cancel", disabled: done, onclick: onCancel }, "Cancel"),
