@@ -1,7 +1,7 @@
 """Run tags, schedule tags and schedule backfills.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 
 `treadle_run_tags` holds each run's tags, one row each, with the run's created_at so
 that a tag filter reads the index (key, value, created_at, run_id) newest first;
@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
