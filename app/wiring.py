@@ -208,6 +208,7 @@ class Process:
             sync_threads=self.sync_threads,
             deliveries=None if self.transport.COUNTS_LOST_DELIVERIES else self.store,
             local_events=self._local_events(),
+            presence=self.store,
         )
 
     def _local_events(self) -> EventConsumer | None:

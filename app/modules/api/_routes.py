@@ -73,6 +73,7 @@ from treadle.ports import (
     RunEnds,
     RunStore,
     ScheduleControl,
+    WorkerRegistry,
     WorkflowStore,
 )
 from treadle.testing.crash import crash_point
@@ -94,6 +95,10 @@ class Services:
     run_ends: RunEnds | None = None
     """Announces run ends decided in this process (None: no orchestrator here)."""
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    workers: WorkerRegistry | None = None
+    """Where workers report themselves (None: this server does not show them)."""
+    worker_report_seconds: float = 5.0
+    """`worker.report_interval_seconds`: how often a live worker reports."""
 
     def value_bound(self, inline: str | None) -> int | None:
         """How large a value an answer inlines (None: any, for `?inline=all`)."""

@@ -31,12 +31,20 @@ from treadle.modules.worker._cancel import RunningAttempts, listen_for_cancels
 from treadle.modules.worker._context import AttemptControl, TaskContext, heartbeat_interval
 from treadle.modules.worker._execute import DEFAULT_MAX_OUTPUT_BYTES, execute, failed_attempt
 from treadle.modules.worker._http import HttpExecutor
+from treadle.modules.worker._presence import Presence
 from treadle.modules.worker._registry import HandlerRegistry
 from treadle.modules.worker._secrets import redact_error
 from treadle.modules.worker._start_report import START_REPORT_SECONDS, StartReport
 from treadle.modules.worker._threads import SyncSlot, SyncThreads
 from treadle.observability import Telemetry, current_traceparent, get_logger
-from treadle.ports import Clock, Delivery, DeliveryCounter, LocalEvents, Transport
+from treadle.ports import (
+    Clock,
+    Delivery,
+    DeliveryCounter,
+    LocalEvents,
+    Transport,
+    WorkerRegistry,
+)
 from treadle.testing.crash import crash_point
 
 log = get_logger(__name__)
@@ -75,6 +83,7 @@ class Worker:
         sync_threads: SyncThreads | None = None,
         deliveries: DeliveryCounter | None = None,
         local_events: LocalEvents | None = None,
+        presence: WorkerRegistry | None = None,
     ) -> None:
         # Public: the engine hands the same telemetry to this worker's `http` executor.
         self.telemetry = telemetry or Telemetry.off("worker")
@@ -98,6 +107,9 @@ class Worker:
         # This process's orchestrator, when it runs one: attempts' events are decided
         # through it instead of crossing the broker (`worker.decide_locally`).
         self._local_events = local_events
+        # Where the worker reports itself every `worker.report_interval_seconds` (the
+        # dashboard's workers page); None: it does not.
+        self._presence = presence
         # Redacted from every failure this worker reports, and so from its log lines.
         self._secrets = self._http.known_secrets()
         self._clock = clock
@@ -136,12 +148,27 @@ class Worker:
             for queue in queues:
                 consumers.start_soon(self._consume_queue, queue, limiter)
             consumers.start_soon(self._listen_for_cancels)
+            if self._presence is not None:
+                consumers.start_soon(self._presence_of(queues).serve)
             try:
                 await anyio.sleep_forever()
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._drain()
                     await self._http.aclose()
+
+    def _presence_of(self, queues: list[str]) -> Presence:
+        assert self._presence is not None
+        return Presence(
+            self._presence,
+            self._clock,
+            self._source,
+            self._settings.report_interval_seconds,
+            queues=queues,
+            handlers=self._registry.names(),
+            concurrency=self._settings.concurrency,
+            inflight=lambda: self._inflight,
+        )
 
     async def _drain(self) -> None:
         for intake in self._intakes:
