@@ -99,6 +99,8 @@ class Services:
     """Where workers report themselves (None: this server does not show them)."""
     worker_report_seconds: float = 5.0
     """`worker.report_interval_seconds`: how often a live worker reports."""
+    queue_names: dict[tuple[str, int], dict[str, str]] = field(default_factory=dict)
+    """Each workflow version's task queues, read once (see `_workers`)."""
 
     def value_bound(self, inline: str | None) -> int | None:
         """How large a value an answer inlines (None: any, for `?inline=all`)."""

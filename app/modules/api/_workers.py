@@ -22,24 +22,27 @@ from treadle.ports import WaitingDispatches, WorkerRecord, WorkflowStore
 SILENT_AFTER_REPORTS = 3
 """A worker that missed this many reports in a row is shown as silent."""
 
-_queues: dict[tuple[str, int], dict[str, str]] = {}  # (workflow, version) -> task -> queue
+QueueNames = dict[tuple[str, int], dict[str, str]]
+"""(workflow, version) -> task id -> queue: versions never change, so it is read once."""
 
 
-async def _queue_of(workflows: WorkflowStore, wait: WaitingDispatches) -> str | None:
+async def _queue_of(
+    workflows: WorkflowStore, wait: WaitingDispatches, queues: QueueNames
+) -> str | None:
     """The queue a waiting dispatch went to (a map's items: its template's); None when its
     workflow version is gone."""
     key = (wait.workflow, wait.version)
-    if key not in _queues:
+    if key not in queues:
         try:
             stored = await workflows.get_workflow(wait.workflow, wait.version)
         except WorkflowNotFound:
             return None
         tasks = parse_definition(stored.definition).tasks
-        _queues[key] = {
+        queues[key] = {
             task_id: (t.task.queue if t.type == "map" and t.task is not None else t.queue)
             for task_id, t in tasks.items()
         }
-    return _queues[key].get(wait.task_id)
+    return queues[key].get(wait.task_id)
 
 
 def _worker_body(w: WorkerRecord, silent_since: datetime) -> WorkerBody:
@@ -101,7 +104,7 @@ class WorkersController(Controller):
         workers = [_worker_body(w, silent_since) for w in await registry.list_workers()]
         waiting = []
         for wait in await registry.waiting_dispatches():
-            queue = await _queue_of(services.workflows, wait)
+            queue = await _queue_of(services.workflows, wait, services.queue_names)
             if queue is not None:
                 waiting.append((queue, wait))
         return WorkersBody(

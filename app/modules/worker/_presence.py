@@ -11,6 +11,7 @@ from datetime import timedelta
 import anyio
 import msgspec
 
+from treadle.domain.limits import NAME_CHARS
 from treadle.observability import get_logger
 from treadle.ports import Clock, WorkerRecord, WorkerRegistry
 
@@ -47,8 +48,8 @@ class Presence:
         self._inflight = inflight
         # The nonce tells a restarted process apart from the one before it on the same pid.
         self._record = WorkerRecord(
-            id=f"{source}:{uuid.uuid4().hex[:8]}",
-            host=socket.gethostname(),
+            id=f"{source}:{uuid.uuid4().hex[:8]}"[-NAME_CHARS:],  # the column's width
+            host=socket.gethostname()[:NAME_CHARS],
             pid=os.getpid(),
             queues=queues,
             handlers=handlers,
