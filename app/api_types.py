@@ -374,3 +374,41 @@ def elided_path(marker: Elided) -> str:
     """The value path of an elided value's href (for `get_value`), e.g. `tasks/x/output`."""
     _, sep, path = marker.href.partition("/values/")
     return unquote(path) if sep else marker.href
+
+
+# --- workers --------------------------------------------------------------------------
+
+
+class WorkerBody(_Body, frozen=True, kw_only=True):
+    """A worker process as it last reported itself; `silent` once it has missed three
+    reports (it may have ended without a word, or lost the database)."""
+
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    handlers: list[str]
+    concurrency: int
+    inflight: int
+    started_at: datetime
+    last_seen: datetime
+    silent: bool
+
+
+class QueueBody(_Body, frozen=True, kw_only=True):
+    """One queue: the live workers consuming it and the dispatches waiting for one
+    (written but not started), with the oldest one's dispatch time."""
+
+    queue: str
+    workers: int
+    waiting: int
+    oldest_waiting_since: datetime | None = None
+
+
+class WorkersBody(_Body, frozen=True, kw_only=True):
+    """The workers that reported in the last day, newest first, and every queue named by
+    one of them or by a waiting dispatch."""
+
+    workers: list[WorkerBody]
+    queues: list[QueueBody]
+    report_interval_seconds: float

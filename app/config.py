@@ -98,6 +98,9 @@ class WorkerSettings(_Section, frozen=True, kw_only=True):
     queues: list[str] = msgspec.field(default_factory=lambda: ["default"])
     handlers: list[str] = []
     drain_seconds: float = 30.0
+    report_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    """Seconds between the worker's reports of itself (`WorkerRegistry`), read by
+    `GET /v1/workers`: a worker silent for more than three is shown as silent."""
     traceback_lines: int = 20
     lost_after_deliveries: Annotated[int, msgspec.Meta(ge=2)] = 3
     """A dispatch delivered this many times (the copies before never finished: the process

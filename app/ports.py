@@ -234,9 +234,12 @@ class RunStore(Protocol):
         cursor: str | None,
         *,
         most_bytes: int | None = None,
+        status: str | None = None,
+        from_index: int | None = None,
     ) -> Page[MapItemRecord]:
-        """A map task's items by index, each input and output over `most_bytes` as JSON an
-        `OmittedValue`; raises `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
+        """A map task's items by index from `from_index` (only those in `status` when given),
+        each input and output over `most_bytes` as JSON an `OmittedValue`; raises
+        `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
         ...
 
     async def list_timers(self, run_id: str) -> list[DueTimer]:
@@ -420,6 +423,52 @@ class DeliveryCounter(Protocol):
         ...
 
 
+class WorkerRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A worker process as it last reported itself (`WorkerRegistry.record_worker`)."""
+
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    handlers: list[str]
+    concurrency: int
+    inflight: int
+    started_at: datetime
+    last_seen: datetime
+
+
+class WaitingDispatches(msgspec.Struct, frozen=True, kw_only=True):
+    """Dispatches written but not started, of one task of one workflow version (a map's
+    items count as its task's); the queue is the definition's to tell."""
+
+    workflow: str
+    version: int
+    task_id: str
+    count: int
+    oldest: datetime
+
+
+class WorkerRegistry(Protocol):
+    """Worker processes report themselves here; the dashboard reads who is alive."""
+
+    async def record_worker(self, worker: WorkerRecord) -> None:
+        """Insert the worker, or replace its row (by id) with this report."""
+        ...
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        """Every recorded worker, the most recently seen first."""
+        ...
+
+    async def prune_workers(self, seen_before: datetime) -> int:
+        """Delete the workers last seen before `seen_before`; how many went."""
+        ...
+
+    async def waiting_dispatches(self) -> list[WaitingDispatches]:
+        """Tasks and map items dispatched but not started (`scheduled` with a
+        `scheduled_at`), grouped by workflow version and task, with the oldest wait."""
+        ...
+
+
 class StateStore(
     WorkflowStore,
     RunStore,
@@ -428,6 +477,7 @@ class StateStore(
     TimerStore,
     ScheduleStore,
     DeliveryCounter,
+    WorkerRegistry,
     Protocol,
 ):
     """Everything the engine keeps in its database; one adapter implements it all."""

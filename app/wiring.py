@@ -209,6 +209,7 @@ class Process:
             deliveries=None if self.transport.COUNTS_LOST_DELIVERIES else self.store,
             local_events=self._local_events(),
             eager_outbox=self.relay,
+            presence=self.store,
         )
         # The decisions of this process (orchestrator or api) hand it their dispatches.
         self.run_service.use_eager(worker.eager)

@@ -205,6 +205,8 @@ def _api_app(process: Process) -> Callable[..., Awaitable[None]]:
         ui=process.settings.ui,
         telemetry=process.telemetry,
         schedules=ScheduleService(process.store, process.clock, runs=process.run_service),
+        workers=process.store,
+        worker_report_seconds=process.settings.worker.report_interval_seconds,
         # Ends are announced only where this process decides them.
         run_ends=process.run_service.finishes if "orchestrator" in process.roles else None,
         auth=Authenticator(

@@ -152,8 +152,17 @@ async def inflight_items(conn: AsyncConnection, run_ids: Sequence[str]) -> list[
     return found
 
 
-def select_item_page(run_id: str, task_id: str, limit: int, after: int | None) -> Any:
-    """The items of one map task by index, `limit + 1` of them, after index `after`."""
+def select_item_page(
+    run_id: str,
+    task_id: str,
+    limit: int,
+    after: int | None,
+    *,
+    status: str | None = None,
+    from_index: int | None = None,
+) -> Any:
+    """The items of one map task by index, `limit + 1` of them, after index `after` and
+    from index `from_index`, only those in `status` when it is given."""
     stmt = (
         select(map_items)
         .where(map_items.c.run_id == run_id, map_items.c.task_id == task_id)
@@ -162,4 +171,8 @@ def select_item_page(run_id: str, task_id: str, limit: int, after: int | None) -
     )
     if after is not None:
         stmt = stmt.where(map_items.c.item_index > after)
+    if from_index is not None:
+        stmt = stmt.where(map_items.c.item_index >= from_index)
+    if status is not None:
+        stmt = stmt.where(map_items.c.status == status)
     return stmt

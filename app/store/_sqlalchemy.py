@@ -31,6 +31,8 @@ from treadle.ports import (
     RunFilter,
     RunSummary,
     StoredWorkflow,
+    WaitingDispatches,
+    WorkerRecord,
 )
 from treadle.store import _rows as rows_
 from treadle.store._closing import end_orphaned_closes
@@ -47,6 +49,7 @@ from treadle.store._tables import ACTIVE_TASK, history, runs, tasks, workflows
 from treadle.store._timers import SqlTimers
 from treadle.store._types import encode_json
 from treadle.store._values import bounded_items, load_bounded_run, load_value
+from treadle.store._workers import SqlWorkers
 
 T = TypeVar("T")
 _SAVE_WORKFLOW_TRIES = 20  # each lost race means another writer won, so this is plenty
@@ -87,6 +90,7 @@ class SqlStore:
         self._timers = SqlTimers(self._db)
         self._schedules = SqlSchedules(self._db, clock)
         self._deliveries = SqlDeliveries(self._db)
+        self._workers = SqlWorkers(self._db)
 
     @property
     def url(self) -> str:
@@ -208,6 +212,18 @@ class SqlStore:
         self, run_id: str, task_id: str, attempt: int, item: int | None
     ) -> int:
         return await self._deliveries.count_delivery(run_id, task_id, attempt, item)
+
+    async def record_worker(self, worker: WorkerRecord) -> None:
+        await self._workers.record_worker(worker)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        return await self._workers.list_workers()
+
+    async def prune_workers(self, seen_before: datetime) -> int:
+        return await self._workers.prune_workers(seen_before)
+
+    async def waiting_dispatches(self) -> list[WaitingDispatches]:
+        return await self._workers.waiting_dispatches()
 
     # --- workflows ---------------------------------------------------------------------
 
@@ -406,14 +422,16 @@ class SqlStore:
         cursor: str | None,
         *,
         most_bytes: int | None = None,
+        status: str | None = None,
+        from_index: int | None = None,
     ) -> Page[MapItemRecord]:
-        """A map task's items by index, each input and output over `most_bytes` as JSON an
-        `OmittedValue` (left in the database); raises `RunNotFound`, `TaskNotFound`,
-        `InvalidCursor`."""
+        """A map task's items by index from `from_index` (only those in `status` when
+        given), each input and output over `most_bytes` as JSON an `OmittedValue` (left in
+        the database); raises `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
         after = None
         if cursor is not None:
             (after,) = rows_.decode_cursor(cursor, "items", tuple[rows_.Int32])
-        stmt = select_item_page(run_id, task_id, limit, after)
+        stmt = select_item_page(run_id, task_id, limit, after, status=status, from_index=from_index)
         convert: Callable[[Row[Any]], MapItem] = rows_.item_from_row
         if most_bytes is not None:
             stmt, convert = bounded_items(stmt, most_bytes)

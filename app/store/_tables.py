@@ -257,3 +257,17 @@ api_keys = Table(
     Column("last_used_at", UTCDateTime),
     Column("revoked_at", UTCDateTime),
 )
+
+workers = Table(
+    "treadle_workers",
+    metadata,
+    Column("id", String(_NAME), primary_key=True),  # "worker@host:pid:nonce"
+    Column("host", String(_NAME), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("queues", JSON_TEXT, nullable=False),  # JSON list of names
+    Column("handlers", JSON_TEXT, nullable=False),  # JSON list of names
+    Column("concurrency", Integer, nullable=False),
+    Column("inflight", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=False),
+)

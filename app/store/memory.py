@@ -53,6 +53,8 @@ from treadle.ports import (
     RunFilter,
     RunSummary,
     StoredWorkflow,
+    WaitingDispatches,
+    WorkerRecord,
 )
 from treadle.store._book import DecisionBook
 from treadle.store._errors import StoreError
@@ -106,6 +108,7 @@ class MemoryData:
     schedules: dict[str, _Schedule] = field(default_factory=dict)
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
     deliveries: dict[tuple[str, str, int, int | None], int] = field(default_factory=dict)
+    workers: dict[str, WorkerRecord] = field(default_factory=dict)
     last_history_id: int = 0
     last_outbox_id: int = 0
     decisions: anyio.Lock | None = None
@@ -200,6 +203,45 @@ class MemoryStore:
         await anyio.lowlevel.checkpoint()
         return self._run(run_id)
 
+    async def record_worker(self, worker: WorkerRecord) -> None:
+        """Insert the worker, or replace its row (by id) with this report (but its start)."""
+        await anyio.lowlevel.checkpoint()
+        before = self.data.workers.get(worker.id)
+        started = before.started_at if before else worker.started_at
+        self.data.workers[worker.id] = msgspec.structs.replace(worker, started_at=started)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        """Every recorded worker, the most recently seen first."""
+        await anyio.lowlevel.checkpoint()
+        by_id = sorted(self.data.workers.values(), key=lambda w: w.id)
+        return sorted(by_id, key=lambda w: w.last_seen, reverse=True)
+
+    async def prune_workers(self, seen_before: datetime) -> int:
+        """Delete the workers last seen before `seen_before`; how many went."""
+        await anyio.lowlevel.checkpoint()
+        gone = [k for k, w in self.data.workers.items() if w.last_seen < seen_before]
+        for key in gone:
+            del self.data.workers[key]
+        return len(gone)
+
+    async def waiting_dispatches(self) -> list[WaitingDispatches]:
+        """Tasks and map items dispatched but not started, by workflow version and task."""
+        await anyio.lowlevel.checkpoint()
+        groups: dict[tuple[str, int, str], list[datetime]] = {}
+        for run in self.data.runs.values():
+            waiting: list[TaskState | MapItem] = [
+                *run.tasks.values(),
+                *(i for items in self.data.items.get(run.id, {}).values() for i in items.values()),
+            ]
+            for w in waiting:
+                if w.status == TaskStatus.SCHEDULED and w.scheduled_at is not None:
+                    key = (run.workflow, run.version, w.task_id)
+                    groups.setdefault(key, []).append(w.scheduled_at)
+        return [
+            WaitingDispatches(workflow=wf, version=v, task_id=t, count=len(at), oldest=min(at))
+            for (wf, v, t), at in groups.items()
+        ]
+
     async def count_delivery(
         self, run_id: str, task_id: str, attempt: int, item: int | None
     ) -> int:
@@ -290,9 +332,12 @@ class MemoryStore:
         cursor: str | None,
         *,
         most_bytes: int | None = None,
+        status: str | None = None,
+        from_index: int | None = None,
     ) -> Page[MapItemRecord]:
-        """A map task's items by index, each input and output over `most_bytes` as JSON an
-        `OmittedValue`; raises `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
+        """A map task's items by index from `from_index` (only those in `status` when
+        given), each input and output over `most_bytes` as JSON an `OmittedValue`; raises
+        `RunNotFound`, `TaskNotFound`, `InvalidCursor`."""
         await anyio.lowlevel.checkpoint()
         after = -1
         if cursor is not None:
@@ -302,7 +347,12 @@ class MemoryStore:
         if task is None or task.type != "map":
             raise TaskNotFound(run_id, task_id, "map task")
         items = self.data.items.get(run_id, {}).get(task_id, {})
-        kept = [items[i] for i in sorted(items) if i > after]
+        start = max(after + 1, from_index or 0)
+        kept = [
+            items[i]
+            for i in sorted(items)
+            if i >= start and (status is None or items[i].status == status)
+        ]
         if most_bytes is not None:
             kept = [_bounded(i, most_bytes) for i in kept]
         found = [item_record(i) for i in kept]

@@ -34,6 +34,7 @@ from treadle.modules.api._errors import problem_response
 from treadle.modules.api._ops import healthz, metrics, readyz
 from treadle.modules.api._routes import RunController, Services, WorkflowController
 from treadle.modules.api._schedules import ScheduleController
+from treadle.modules.api._workers import WorkersController
 from treadle.modules.ui import ui_routes
 from treadle.observability import Telemetry
 from treadle.ports import (
@@ -42,6 +43,7 @@ from treadle.ports import (
     RunEnds,
     RunStore,
     ScheduleControl,
+    WorkerRegistry,
     WorkflowStore,
 )
 
@@ -83,6 +85,8 @@ def create_app(
     run_ends: RunEnds | None = None,
     limits: LimitsSettings | None = None,
     ui: UiSettings | None = None,
+    workers: WorkerRegistry | None = None,
+    worker_report_seconds: float = 5.0,
 ) -> Litestar:
     """The litestar application serving `/v1`, the operational routes and `/schema`.
 
@@ -103,6 +107,8 @@ def create_app(
         schedules=schedules,
         run_ends=run_ends,
         limits=limits or LimitsSettings(),
+        workers=workers,
+        worker_report_seconds=worker_report_seconds,
     )
 
     async def provide_services() -> Services:
@@ -113,6 +119,7 @@ def create_app(
             WorkflowController,
             RunController,
             ScheduleController,
+            WorkersController,
             healthz,
             readyz,
             metrics,

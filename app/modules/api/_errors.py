@@ -95,6 +95,13 @@ class SchedulesUnavailable(TreadleError):
         super().__init__("this server does not offer schedules")
 
 
+class WorkersUnavailable(TreadleError):
+    """The API was built without a workers registry (an embedding that does not offer it)."""
+
+    def __init__(self) -> None:
+        super().__init__("this server does not offer the workers registry")
+
+
 class Unauthenticated(TreadleError):
     """The request carries no API key, or one that is malformed, unknown or revoked."""
 
@@ -158,6 +165,7 @@ _KINDS: dict[type[TreadleError], _Kind] = {
     ScheduleExists: _Kind(409, "schedule-exists", "Schedule name is taken"),
     BackfillInProgress: _Kind(409, "backfill-in-progress", "A backfill is in progress"),
     SchedulesUnavailable: _Kind(404, "schedules-unavailable", "Schedules are not available"),
+    WorkersUnavailable: _Kind(404, "workers-unavailable", "Workers are not available"),
     InvalidCursor: _Kind(400, "invalid-cursor", "Invalid cursor"),
     LimitExceeded: _Kind(413, "limit-exceeded", "Limit exceeded"),
     InvalidParameter: _Kind(400, "invalid-parameter", "Invalid parameter"),

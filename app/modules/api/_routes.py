@@ -27,7 +27,7 @@ from litestar.params import (
 
 from treadle.config import ApiSettings, LimitsSettings
 from treadle.domain.limits import KEY_CHARS, MAX_VERSION, NAME_CHARS
-from treadle.domain.state import RunState, RunStatus
+from treadle.domain.state import RunState, RunStatus, TaskStatus
 from treadle.domain.tags import MAX_TAGS, check_tags, parse_tag_filter
 from treadle.modules.api._bounds import check_text, known_query_only
 from treadle.modules.api._errors import (
@@ -75,6 +75,7 @@ from treadle.ports import (
     RunFilter,
     RunStore,
     ScheduleControl,
+    WorkerRegistry,
     WorkflowStore,
 )
 from treadle.testing.crash import crash_point
@@ -96,6 +97,12 @@ class Services:
     run_ends: RunEnds | None = None
     """Announces run ends decided in this process (None: no orchestrator here)."""
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    workers: WorkerRegistry | None = None
+    """Where workers report themselves (None: this server does not show them)."""
+    worker_report_seconds: float = 5.0
+    """`worker.report_interval_seconds`: how often a live worker reports."""
+    queue_names: dict[tuple[str, int], dict[str, str]] = field(default_factory=dict)
+    """Each workflow version's task queues, read once (see `_workers`)."""
 
     def value_bound(self, inline: str | None) -> int | None:
         """How large a value an answer inlines (None: any, for `?inline=all`)."""
@@ -187,6 +194,17 @@ Inline = Annotated[
     ),
 ]
 StatusFilter = Annotated[str | None, QueryParameter(description=f"One of: {_STATUSES}.")]
+_ITEM_STATUSES = ", ".join(s.value for s in TaskStatus)
+ItemStatusFilter = Annotated[
+    str | None,
+    QueryParameter(description=f"Only the items in this status, one of: {_ITEM_STATUSES}."),
+]
+FromIndex = Annotated[
+    int | None,
+    QueryParameter(
+        description="Start the page at this item index (a deep link to one item).", ge=0
+    ),
+]
 KeyFilter = Annotated[
     str | None, QueryParameter(description="Only the run started with this Idempotency-Key.")
 ]
@@ -452,6 +470,9 @@ class RunController(Controller):
     @get(
         "/{run_id:str}/tasks/{task_id:str}/items",
         summary="The items of a map task, by index",
+        description="`status` keeps only the items in that status (the failed ones, say); "
+        "`from_index` starts the page at an index, so one item is a single read "
+        "(`from_index=i&limit=1`).",
         responses=_problems(400, 404),
     )
     async def map_items(
@@ -463,10 +484,16 @@ class RunController(Controller):
         limit: Limit = None,
         cursor: Cursor = None,
         inline: Inline = None,
+        status: ItemStatusFilter = None,
+        from_index: FromIndex = None,
     ) -> MapItemPage:
+        if status is not None and status not in TaskStatus.__members__.values():
+            raise InvalidParameter("status", f"must be one of {_ITEM_STATUSES}; got {status!r}")
         most = services.value_bound(inline)
         size = services.page_size(limit)
-        page = await services.runs.list_map_items(run_id, task_id, size, cursor, most_bytes=most)
+        page = await services.runs.list_map_items(
+            run_id, task_id, size, cursor, most_bytes=most, status=status, from_index=from_index
+        )
         body = MapItemPage(
             items=[map_item_body(i) for i in page.items], next_cursor=page.next_cursor
         )

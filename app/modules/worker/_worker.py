@@ -32,12 +32,21 @@ from treadle.modules.worker._context import AttemptControl, TaskContext, heartbe
 from treadle.modules.worker._eager import EagerIntake
 from treadle.modules.worker._execute import DEFAULT_MAX_OUTPUT_BYTES, execute, failed_attempt
 from treadle.modules.worker._http import HttpExecutor
+from treadle.modules.worker._presence import Presence
 from treadle.modules.worker._registry import HandlerRegistry
 from treadle.modules.worker._secrets import redact_error
 from treadle.modules.worker._start_report import START_REPORT_SECONDS, StartReport
 from treadle.modules.worker._threads import SyncSlot, SyncThreads
 from treadle.observability import Telemetry, current_traceparent, get_logger
-from treadle.ports import Clock, Delivery, DeliveryCounter, EagerOutbox, LocalEvents, Transport
+from treadle.ports import (
+    Clock,
+    Delivery,
+    DeliveryCounter,
+    EagerOutbox,
+    LocalEvents,
+    Transport,
+    WorkerRegistry,
+)
 from treadle.testing.crash import crash_point
 
 log = get_logger(__name__)
@@ -77,6 +86,7 @@ class Worker:
         deliveries: DeliveryCounter | None = None,
         local_events: LocalEvents | None = None,
         eager_outbox: EagerOutbox | None = None,
+        presence: WorkerRegistry | None = None,
     ) -> None:
         # Public: the engine hands the same telemetry to this worker's `http` executor.
         self.telemetry = telemetry or Telemetry.off("worker")
@@ -109,6 +119,9 @@ class Worker:
                 eager_outbox,
                 lease_seconds=settings.eager_lease_seconds,
             )
+        # Where the worker reports itself every `worker.report_interval_seconds` (the
+        # dashboard's workers page); None: it does not.
+        self._presence = presence
         # Redacted from every failure this worker reports, and so from its log lines.
         self._secrets = self._http.known_secrets()
         self._clock = clock
@@ -149,12 +162,27 @@ class Worker:
             if self.eager is not None:
                 consumers.start_soon(self._take_eagerly, self.eager, limiter)
             consumers.start_soon(self._listen_for_cancels)
+            if self._presence is not None:
+                consumers.start_soon(self._presence_of(queues).serve)
             try:
                 await anyio.sleep_forever()
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._drain()
                     await self._http.aclose()
+
+    def _presence_of(self, queues: list[str]) -> Presence:
+        assert self._presence is not None
+        return Presence(
+            self._presence,
+            self._clock,
+            self._source,
+            self._settings.report_interval_seconds,
+            queues=queues,
+            handlers=self._registry.names(),
+            concurrency=self._settings.concurrency,
+            inflight=lambda: self._inflight,
+        )
 
     async def _drain(self) -> None:
         for intake in self._intakes:

@@ -36,3 +36,12 @@ async def beat(ctx: TaskContext, input: Any) -> None:
     by the task's heartbeat_timeout), then keep running until cancelled."""
     await ctx.heartbeat({"done": 3, "of": 10, "note": "<b>not markup</b>"})
     await anyio.sleep(120)
+
+
+@handler("ui.odd_fails")
+async def odd_fails(ctx: TaskContext, input: Any) -> int:
+    """Return an even `n`; raise on an odd one (a map with some failed items)."""
+    n = int(input["n"])
+    if n % 2:
+        raise ValueError(f"item {n} is odd")
+    return n

@@ -91,6 +91,7 @@ async def test_the_openapi_document_lists_every_route(http: httpx.AsyncClient) -
         "/v1/schedules/{schedule_id}/backfill": {"post", "delete"},
         "/v1/schedules/{schedule_id}/pause": {"post"},
         "/v1/schedules/{schedule_id}/resume": {"post"},
+        "/v1/workers": {"get"},
         "/healthz": {"get"},
         "/readyz": {"get"},
         "/metrics": {"get"},

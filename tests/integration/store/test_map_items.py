@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 import pytest
 
@@ -79,6 +81,48 @@ async def test_items_page_in_index_order_with_a_cursor(store: SqlStore) -> None:
     assert [i.index for i in first.items] == [0, 1]
     assert [i.index for i in second.items] == [2, 3, 4]
     assert second.next_cursor is None
+
+
+def every_third_failed(total: int) -> Callable[[RunState], Changes]:
+    """Like `with_map`, but items 0, 3, 6, ... failed."""
+
+    def change(state: RunState) -> Changes:
+        made = with_map(state, total)
+        items = [
+            replace(i, status=TaskStatus.FAILED) if i.index % 3 == 0 else i
+            for i in made.state.map_items
+        ]
+        return Changes(state=replace(made.state, map_items=items))
+
+    return change
+
+
+async def test_items_page_filters_by_status_across_pages(store: SqlStore) -> None:
+    """`status` keeps only the items in it, and its cursor pages on through the rest."""
+    run = make_run()
+    await create_run(store, run, every_third_failed(10))
+    first = await store.list_map_items(run.id, "first", 2, None, status="failed")
+    second = await store.list_map_items(run.id, "first", 10, first.next_cursor, status="failed")
+    assert [i.index for i in first.items] == [0, 3]
+    assert [i.index for i in second.items] == [6, 9]
+    assert second.next_cursor is None
+    assert {i.status for i in first.items + second.items} == {"failed"}
+    none = await store.list_map_items(run.id, "first", 10, None, status="running")
+    assert none.items == []
+
+
+async def test_items_page_starts_at_from_index(store: SqlStore) -> None:
+    """`from_index` starts the page at that index (with the status filter too), in one read."""
+    run = make_run()
+    await create_run(store, run, every_third_failed(1000))
+    one = await store.list_map_items(run.id, "first", 1, None, from_index=777)
+    assert [(i.index, i.input) for i in one.items] == [(777, {"n": 777})]
+    rest = await store.list_map_items(run.id, "first", 3, one.next_cursor, from_index=777)
+    assert [i.index for i in rest.items] == [778, 779, 780]
+    failed = await store.list_map_items(run.id, "first", 2, None, status="failed", from_index=10)
+    assert [i.index for i in failed.items] == [12, 15]
+    past = await store.list_map_items(run.id, "first", 5, None, from_index=1000)
+    assert past.items == []
 
 
 async def test_items_page_of_unknown_run_or_non_map_task_raises(store: SqlStore) -> None:

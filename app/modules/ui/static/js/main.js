@@ -7,6 +7,7 @@ import * as run from "./pages/run.js";
 import * as workflows from "./pages/workflows.js";
 import * as schedules from "./pages/schedules.js";
 import * as system from "./pages/system.js";
+import * as workers from "./pages/workers.js";
 import { RUN_ROUTE, targetOf } from "./links.js";
 
 const root = document.getElementById("app");
@@ -19,6 +20,7 @@ const ROUTES = [
   [/^#\/workflows\/([^/]+)$/, (m) => workflows.renderOne(root, decodeURIComponent(m[1]))],
   [/^#\/workflows$/, () => workflows.render(root)],
   [/^#\/schedules$/, () => schedules.render(root)],
+  [/^#\/workers$/, () => workers.render(root)],
   [/^#\/system$/, () => system.render(root)],
   [/^#\/login$/, () => renderLogin()],
 ];

@@ -4,7 +4,7 @@ import { enc, get, post, qs } from "../api.js";
 import { chip, confirmDialog, errorBox, every, fmtDuration, fmtTime, h, jsonBlock, mount, span } from "../dom.js";
 import { attemptsFrom, drawGantt, placeBars } from "../gantt.js";
 import { aggregate, drawGraph } from "../graph.js";
-import { attemptHref, itemHref, taskHref, traceHref, uiSettings } from "../links.js";
+import { attemptHref, itemHref, runHref, taskHref, traceHref, uiSettings } from "../links.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled", "timed_out"]);
 const HISTORY_PAGE = 500; // events per API request
@@ -132,17 +132,24 @@ function downloadJson(name, value) {
   setTimeout(() => URL.revokeObjectURL(url), 0);
 }
 
-/** A map item by index: the items are paged by index, so walk the pages up to it. */
+const ITEM_ROWS = 50; // items per page of a map's items table
+const ITEM_STATUSES = ["pending", "scheduled", "running", "completed", "failed", "cancelled", "timed_out"];
+const itemsPath = (runId, taskId, params) => `/v1/runs/${enc(runId)}/tasks/${enc(taskId)}/items${qs(params)}`;
+
+/** A map item by index, in one read: the page that starts at it. */
 async function mapItemAt(runId, taskId, index) {
-  let cursor = "";
-  for (;;) {
-    const page = await get(`/v1/runs/${enc(runId)}/tasks/${enc(taskId)}/items${qs({ limit: 500, cursor })}`);
-    const found = page.items.find((i) => i.index === index);
-    if (found) return found;
-    const last = page.items[page.items.length - 1];
-    if (!page.next_cursor || (last && last.index > index)) return null;
-    cursor = page.next_cursor;
-  }
+  const page = await get(itemsPath(runId, taskId, { from_index: index, limit: 1 }));
+  const found = page.items[0];
+  return found && found.index === index ? found : null;
+}
+
+/** An item's error in one line, visible in its row (the traceback is one click away). */
+function itemError(item) {
+  if (!item.error) return "";
+  const line = `${item.error.type}: ${item.error.message}`;
+  return item.error.traceback
+    ? h("details", { class: "item-error-row" }, h("summary", {}, line), h("pre", { class: "code traceback" }, item.error.traceback))
+    : h("span", { class: "item-error-row" }, line);
 }
 
 function pager(total, page, setPage, label) {
@@ -247,6 +254,9 @@ export function render(root, target) {
       run.paused && !done ? h("p", { class: "paused-note muted" }, "Paused: results are recorded, but no task starts until the run is resumed.") : null,
       h("dl", { class: "meta" },
         h("dt", {}, "Workflow"), h("dd", {}, h("a", { href: `#/workflows/${enc(run.workflow)}` }, run.workflow), ` v${run.version}`),
+        run.parent_run_id ? [h("dt", {}, "Parent"), h("dd", { class: "mono" },
+          h("a", { class: "parent-link", href: run.parent_task_id ? taskHref(run.parent_run_id, run.parent_task_id) : runHref(run.parent_run_id) },
+            run.parent_task_id ? `${run.parent_run_id} · ${run.parent_task_id}` : run.parent_run_id))] : null,
         h("dt", {}, "Created"), h("dd", {}, fmtTime(run.created_at)),
         h("dt", {}, "Started"), h("dd", {}, fmtTime(run.started_at)),
         h("dt", {}, "Finished"), h("dd", {}, fmtTime(run.finished_at)),
@@ -286,6 +296,8 @@ export function render(root, target) {
         h("a", { href: taskHref(id, task.task_id), class: "task-link muted", title: "A link to this task" }, "link")),
       h("dl", { class: "meta" },
         h("dt", {}, "Type"), h("dd", {}, task.type),
+        task.child_run_id ? [h("dt", {}, "Child run"), h("dd", { class: "mono" },
+          h("a", { class: "child-link", href: runHref(task.child_run_id) }, task.child_run_id))] : null,
         h("dt", {}, "Waiting for"), h("dd", { class: "task-waiting" }, waitText(task.waiting) || "—"),
         h("dt", {}, "Attempt"), h("dd", {}, String(task.attempt)),
         h("dt", {}, "Scheduled"), h("dd", {}, fmtTime(task.scheduled_at)),
@@ -318,7 +330,8 @@ export function render(root, target) {
     (chosen || panel).scrollIntoView({ block: "nearest" });
   }
 
-  /** A map task's item by index: a form to open one, and the item its URL names. */
+  /** A map task's items: a table (paged by cursor, filtered by status), a form to open one
+   * by index, and the item its URL names. */
   function itemSection(task) {
     const input = h("input", { type: "number", min: 0, id: "item-index", "aria-label": "Item index",
       value: ui.item ?? "", placeholder: "index" });
@@ -326,7 +339,8 @@ export function render(root, target) {
       e.preventDefault();
       if (input.value !== "") location.hash = itemHref(id, task.task_id, Number(input.value));
     } }, h("label", { for: "item-index" }, "Item"), input, h("button", { type: "submit" }, "Open"));
-    if (ui.item === null) return [h("h4", {}, "Map items"), form];
+    const table = itemTable(task);
+    if (ui.item === null) return [h("h4", {}, "Map items"), table, form];
     const box = h("div", { class: "map-item", "data-index": ui.item }, h("p", { class: "muted" }, "Loading…"));
     const index = ui.item;
     mapItemAt(id, task.task_id, index).then((item) => {
@@ -345,7 +359,45 @@ export function render(root, target) {
         item.error ? [h("h4", {}, "Error"), h("p", { class: "error-line item-error" }, h("strong", {}, item.error.type), ": ", item.error.message),
           item.error.traceback ? h("pre", { class: "code traceback" }, item.error.traceback) : null] : null);
     }).catch((err) => mount(box, errorBox(err)));
-    return [h("h4", {}, "Map item"), form, box];
+    return [h("h4", {}, "Map items"), table, form, h("h4", {}, "Map item"), box];
+  }
+
+  /** The items table of a map task, one page of ITEM_ROWS read from the items endpoint;
+   * `ui.items` keeps its filter and the cursors of the pages before, across redraws. */
+  function itemTable(task) {
+    if (!ui.items || ui.items.task !== task.task_id) ui.items = { task: task.task_id, status: "", cursors: [""] };
+    const state = ui.items;
+    const box = h("div", { class: "items-table" });
+    const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+    const filter = h("select", { id: "item-status", "aria-label": "Item status", onchange: (e) => {
+      state.status = e.target.value; state.cursors = [""]; load();
+    } }, h("option", { value: "" }, "Every status"),
+    ITEM_STATUSES.map((st) => h("option", { value: st, selected: st === state.status }, st)));
+    const load = async () => {
+      const cursor = state.cursors[state.cursors.length - 1];
+      let page;
+      try {
+        page = await get(itemsPath(id, task.task_id, { limit: ITEM_ROWS, cursor, status: state.status }));
+      } catch (err) { mount(body, errorBox(err)); return; }
+      const turn = (delta) => {
+        if (delta > 0) state.cursors.push(page.next_cursor); else state.cursors.pop();
+        load();
+      };
+      mount(body, page.items.length ? h("div", { class: "table-wrap" }, h("table", { class: "items" },
+        h("thead", {}, h("tr", {}, ["#", "Status", "Attempts", "Run time", "Error"].map((c) => h("th", {}, c)))),
+        h("tbody", {}, page.items.map((i) => h("tr", { "data-item": i.index, class: i.index === ui.item ? "selected" : null },
+          h("td", {}, h("a", { href: itemHref(id, task.task_id, i.index) }, String(i.index))),
+          h("td", {}, chip(i.status)), h("td", {}, String(i.attempt)),
+          h("td", {}, i.started_at ? fmtDuration(span(i.started_at, i.finished_at)) : "—"),
+          h("td", { class: "item-error-cell" }, itemError(i))))))) : h("p", { class: "muted empty" }, "No items match."),
+      h("div", { class: "pager", "aria-label": "Item pages" },
+        h("button", { type: "button", class: "items-prev", disabled: state.cursors.length < 2, onclick: () => turn(-1) }, "←"),
+        h("span", { class: "muted" }, `page ${state.cursors.length}`),
+        h("button", { type: "button", class: "items-next", disabled: !page.next_cursor, onclick: () => turn(1) }, "→")));
+    };
+    load();
+    mount(box, h("div", { class: "toolbar" }, filter), body);
+    return box;
   }
 
   function drawTasks() {
