@@ -141,3 +141,26 @@ def test_everything_killed_in_process_transport(memory_cluster: Cluster, runs: i
         _kill_and_restart(memory_cluster, proc, times=2, gap=2.5)
         memory_cluster.wait_loaded()
     _finish(memory_cluster, "kill -9 everything (SQLite + in-process transport)")
+
+
+EAGER_ENV = {
+    # Short leases and a quick sweep, so a dead process's leased dispatches go out soon.
+    "TREADLE_WORKER__EAGER_LEASE_SECONDS": "2",
+    "TREADLE_ORCHESTRATOR__OUTBOX_STALE_SECONDS": "1",
+    "TREADLE_ORCHESTRATOR__SWEEP_INTERVAL_SECONDS": "0.5",
+}
+
+
+@ci_and_soak
+def test_all_roles_process_killed_with_eager_attempts(cluster: Cluster, runs: int) -> None:
+    """Two all-roles processes on PostgreSQL + RabbitMQ, each running the dispatches it
+    decides itself (eager, leased); the one taking the starts is killed -9 three times:
+    the attempts it held leased go out once their leases run out, and each run finishes
+    once with nothing lost."""
+    victim = cluster.start("api,orchestrator,worker", **EAGER_ENV)  # first: the load's api
+    cluster.start("api,orchestrator,worker", **EAGER_ENV)
+    cluster.register()
+    with cluster.load(runs):
+        _kill_and_restart(cluster, victim, times=3, gap=2)
+        cluster.wait_loaded()
+    _finish(cluster, "kill -9 an all-roles process running eager attempts")
