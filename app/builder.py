@@ -14,6 +14,9 @@
     wf.task("ship", handler="shipping.create", after=[charge],
             when=charge.output.status == "ok")
     wf.output({"charge": charge.output})
+    route = wf.switch("route", cases=[(wf.input.kind == "gift", ["wrap"])], default=["post"])
+    wf.task("receipt", handler="mail.receipt", after=["wrap", "post"], join="none_failed",
+            input={"subject": f"Order {wf.input.id}"})   # "Order ${ input.id }"
 
 `wf.input.sku` renders as "${ input.sku }" and `reserve.output.id` as
 "${ tasks.reserve.output.id }"; `wf.to_definition()` is the dict the YAML form parses to,
@@ -38,6 +41,10 @@ class Expr:
 
     def render(self) -> str:
         return f"${{ {self.text} }}"
+
+    def __format__(self, spec: str) -> str:
+        # In an f-string it becomes a placeholder: f"https://x/{wf.input.id}" interpolates.
+        return self.render()
 
 
 class Ref(Expr):
@@ -82,10 +89,10 @@ def _literal(value: object) -> str:
 class Retry:
     """A retry policy; unset fields take the engine's defaults."""
 
-    max_attempts: int | None = None
-    initial_interval: str | float | None = None
-    backoff: float | None = None
-    max_interval: str | float | None = None
+    max_attempts: int | Expr | None = None
+    initial_interval: str | float | Expr | None = None
+    backoff: float | Expr | None = None
+    max_interval: str | float | Expr | None = None
     non_retryable: list[str] | None = None
 
     def to_definition(self) -> dict[str, Any]:
@@ -162,6 +169,21 @@ class Workflow:
         self._tasks[task_id] = {k: v for k, v in spec.items() if v is not None}
         return TaskRef(task_id)
 
+    def switch(
+        self,
+        task_id: str,
+        *,
+        cases: Iterable[tuple[Expr, Iterable[TaskRef | str]]],
+        default: Iterable[TaskRef | str] = (),
+        after: Iterable[TaskRef | str] = (),
+    ) -> TaskRef:
+        """Add a switch: the first `(when, tasks)` case that holds runs its tasks."""
+        branches = [{"when": when, "then": _ids(then)} for when, then in cases]
+        fields: dict[str, Any] = {"cases": branches}
+        if default:
+            fields["default"] = _ids(default)
+        return self.task(task_id, type="switch", after=after, **fields)
+
     def output(self, value: Any) -> None:
         """What the run's output is (expressions allowed)."""
         self._output = value
@@ -174,6 +196,10 @@ class Workflow:
         if self._output is not None:
             definition["output"] = _render(self._output)
         return definition
+
+
+def _ids(tasks: Iterable[TaskRef | str]) -> list[str]:
+    return [task.id if isinstance(task, TaskRef) else task for task in tasks]
 
 
 def _render(value: Any) -> Any:

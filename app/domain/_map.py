@@ -38,13 +38,15 @@ from treadle.domain._run_draft import (
     complete_task,
     disarm_dispatch_timeout,
     dispatch_command,
+    dynamic_value_error,
     expression_error,
     fail_run,
     fail_task,
+    retry_policy,
     with_carried_start,
 )
 from treadle.domain._task_rules import CompiledTask
-from treadle.domain.errors import ExpressionError
+from treadle.domain.errors import DynamicValueInvalid, ExpressionError
 from treadle.domain.events import (
     CancelAttempts,
     CancelMapItems,
@@ -455,7 +457,11 @@ def _attempt_failed(
     advance: Advance,
 ) -> None:
     """Retry the item after its backoff if the template's policy allows, else end it."""
-    retry = retry_of(template.retry, item.attempt, error, d.now)
+    try:
+        policy = retry_policy(d, template)
+    except DynamicValueInvalid as exc:  # checked when the map started; kept for totality
+        policy, error = None, dynamic_value_error(exc)
+    retry = None if policy is None else retry_of(policy, item.attempt, error, d.now)
     if retry is not None:
         _set_item(
             d,

@@ -8,9 +8,16 @@ from typing import Any
 
 import msgspec
 
+from treadle.domain import _resolve as resolve
 from treadle.domain._cost import Meter
+from treadle.domain._task_rules import RetryPolicy
 from treadle.domain.compile import CompiledTask, Workflow
-from treadle.domain.errors import ExpressionBudgetExceeded, ExpressionError, ExpressionTooLarge
+from treadle.domain.errors import (
+    DynamicValueInvalid,
+    ExpressionBudgetExceeded,
+    ExpressionError,
+    ExpressionTooLarge,
+)
 from treadle.domain.events import (
     CancelAttempts,
     CancelChildRun,
@@ -206,7 +213,7 @@ def cancel_task_timers(d: Draft, task_id: str, task: TaskState) -> None:
             d.command(CancelTimer(run_id=run_id, kind=kind, task_id=task_id, attempt=task.attempt))
     elif compiled.type == "sleep":
         d.command(CancelTimer(run_id=run_id, kind=TimerKind.SLEEP, task_id=task_id, attempt=1))
-    elif compiled.type == "signal" and compiled.timeout_seconds is not None:
+    elif compiled.type == "signal" and compiled.signal_may_time_out:
         kind = TimerKind.SIGNAL_TIMEOUT
         d.command(CancelTimer(run_id=run_id, kind=kind, task_id=task_id, attempt=1))
     elif compiled.type == "map":
@@ -230,6 +237,22 @@ def after(now: datetime, seconds: float) -> datetime:
         return now + timedelta(seconds=seconds)
     except OverflowError:
         return datetime.max.replace(tzinfo=now.tzinfo)
+
+
+def dynamic_value_error(exc: DynamicValueInvalid) -> ErrorInfo:
+    """A task field written as an expression took a value it cannot have: never retried."""
+    return ErrorInfo(type="InvalidValue", message=str(exc), retryable=False)
+
+
+def retry_policy(d: Draft, compiled: CompiledTask) -> RetryPolicy:
+    """The task's retry policy, its expression fields (if any) evaluated now."""
+    return resolve.retry_policy(
+        compiled.retry, compiled.dynamic, d.context(), d.workflow.limits, path=_retry_path(compiled)
+    )
+
+
+def _retry_path(compiled: CompiledTask) -> str:
+    return f"tasks.{compiled.id}.retry"
 
 
 def expression_error(exc: ExpressionError) -> ErrorInfo:

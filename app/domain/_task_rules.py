@@ -10,11 +10,13 @@ import heapq
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from treadle.domain._dynamic import Dynamic, is_dynamic
 from treadle.domain.definitions import (
     Duration,
     HttpRequestDefinition,
@@ -26,6 +28,7 @@ from treadle.domain.expressions import (
     Template,
     check_template,
     expression_source,
+    has_expression,
     with_literal_fields,
 )
 from treadle.domain.limits import NAME_CHARS, TASK_ID_CHARS, Limits
@@ -42,6 +45,7 @@ _OWN_FIELDS: dict[str, tuple[str, ...]] = {
     "signal": ("signal",),
     "map": ("items", "task", "concurrency", "on_failure"),
     "workflow": ("workflow", "version"),
+    "switch": ("cases", "default"),
 }
 # Fields several types share, and the types they apply to.
 _SHARED_FIELDS: dict[str, frozenset[str]] = {
@@ -64,6 +68,8 @@ class _Scope:
     issues: list[ValidationIssue]
     limits: Limits
     default_schedule_to_start: float | None = None
+    dynamic: dict[str, Template] = dataclass_field(default_factory=dict)
+    """The task's fields written as expressions (see `treadle.domain._dynamic`)."""
 
     def template(
         self, value: Any, path: str, *, allow_secrets: bool = False
@@ -77,6 +83,13 @@ class _Scope:
             tasks=self.known,
             max_cost=self.limits.max_expression_cost,
         )
+
+    def dynamic_value(self, name: str, value: Any, path: str) -> None:
+        """Compile a field written as an expression into `dynamic` (or report it)."""
+        template, found = self.template(value, path)
+        self.issues.extend(found)
+        if template is not None:
+            self.dynamic[name] = template
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +147,39 @@ class CompiledTask:
     on_failure: str = "fail_fast"
     child_workflow: str | None = None
     child_version: int | None = None
+    join: str = "all_success"
+    """The trigger rule over `deps` (see `JoinRule`); the gating switches are not counted."""
+    cases: tuple[SwitchBranch, ...] = ()
+    """A `switch` task's cases, in order."""
+    default_targets: tuple[str, ...] = ()
+    """A `switch` task's tasks to run when no case holds."""
+    switches: tuple[str, ...] = ()
+    """The switch tasks that name this task: it runs only if each of them chose it."""
+    dynamic: Dynamic | None = None
+    """The fields written as expressions, evaluated when the task is ready."""
+
+    @property
+    def signal_may_time_out(self) -> bool:
+        """Whether a `signal` task arms a timeout timer (a fixed or an expression timeout)."""
+        return self.timeout_seconds is not None or (
+            self.dynamic is not None and self.dynamic.timeout is not None
+        )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SwitchBranch:
+    """One case of a switch: its condition and the tasks it runs."""
+
+    when: Template
+    then: tuple[str, ...]
+
+
+def switch_targets(task: TaskDefinition) -> list[str]:
+    """Every task a switch names (in its cases and its default), once each."""
+    if task.type != "switch":
+        return []
+    named = [target for case in task.cases or [] for target in case.then]
+    return list(dict.fromkeys([*named, *(task.default or [])]))
 
 
 def compile_task(
@@ -155,6 +201,10 @@ def compile_task(
         check_name(task_id, path, "task id", issues, most=TASK_ID_CHARS)
     check_name(task.queue, f"{path}.queue", "queue name", issues)
     _check_applicable(task, path, issues)
+    if in_map and task.join != "all_success":
+        issues.append(
+            ValidationIssue(path=f"{path}.join", message="not allowed on the task of a map")
+        )
     deps = _check_after(
         task_id, after=task.after, path=path, known=known, in_map=in_map, issues=issues
     )
@@ -168,7 +218,7 @@ def compile_task(
     when = _check_when(task.when, f"{path}.when", scope)
     task_input, input_issues = scope.template(task.input, f"{path}.input")
     issues.extend(input_issues)
-    retry = _retry_policy(task, f"{path}.retry", issues, limits)
+    retry = _retry_policy(task, f"{path}.retry", scope)
     timeout, wait = _attempt_limits(task, path, scope)
     heartbeat = optional_seconds(task.heartbeat_timeout, f"{path}.heartbeat_timeout", issues)
     specific = _TYPE_RULES[task.type](task_id, task, path, scope)
@@ -186,6 +236,8 @@ def compile_task(
         timeout_seconds=timeout,
         schedule_to_start_seconds=wait,
         heartbeat_timeout_seconds=heartbeat,
+        join=task.join,
+        dynamic=Dynamic(**scope.dynamic) if scope.dynamic else None,
         **specific,
     )
 
@@ -229,7 +281,7 @@ def _attempt_limits(
     task: TaskDefinition, path: str, scope: _Scope
 ) -> tuple[float | None, float | None]:
     """Start-to-close and schedule-to-start seconds; handler/http fall back to defaults."""
-    timeout = optional_seconds(task.timeout, f"{path}.timeout", scope.issues)
+    timeout = _timeout_seconds(task, path, scope)
     wait = optional_seconds(
         task.schedule_to_start_timeout, f"{path}.schedule_to_start_timeout", scope.issues
     )
@@ -237,6 +289,17 @@ def _attempt_limits(
         timeout = scope.default_timeout if timeout is None else timeout
         wait = scope.default_schedule_to_start if wait is None else wait
     return timeout, wait
+
+
+def _timeout_seconds(task: TaskDefinition, path: str, scope: _Scope) -> float | None:
+    if not is_dynamic(task.timeout):
+        return optional_seconds(task.timeout, f"{path}.timeout", scope.issues)
+    if task.type == "signal":
+        scope.dynamic_value("timeout", task.timeout, f"{path}.timeout")
+    else:
+        message = "an expression is only allowed in a signal task's timeout"
+        scope.issues.append(ValidationIssue(path=f"{path}.timeout", message=message))
+    return None
 
 
 def _check_applicable(task: TaskDefinition, path: str, issues: list[ValidationIssue]) -> None:
@@ -298,28 +361,47 @@ HTTP_DEFAULT_RETRY = RetryPolicy(
 timeouts, connection errors) this way: callers of HTTP services expect a blip to pass."""
 
 
-def _retry_policy(
-    task: TaskDefinition, path: str, issues: list[ValidationIssue], limits: Limits
-) -> RetryPolicy:
-    retry = task.retry
+def _retry_policy(task: TaskDefinition, path: str, scope: _Scope) -> RetryPolicy:
+    """The fixed policy; a field written as an expression keeps its default here and is
+    put in `scope.dynamic`, to be evaluated when the task is ready."""
+    retry, issues, limits = task.retry, scope.issues, scope.limits
     if retry is None:
         return HTTP_DEFAULT_RETRY if task.type == "http" else RetryPolicy()
-    if retry.max_attempts < 1:
+    max_attempts = _fixed_number(retry.max_attempts, f"{path}.max_attempts", "max_attempts", scope)
+    if max_attempts is not None and max_attempts < 1:
         issues.append(ValidationIssue(path=f"{path}.max_attempts", message="must be at least 1"))
-    elif retry.max_attempts > limits.max_attempts:
+    elif max_attempts is not None and max_attempts > limits.max_attempts:
         message = f"must be at most {limits.max_attempts} (limits.max_attempts)"
         issues.append(ValidationIssue(path=f"{path}.max_attempts", message=message))
-    if retry.backoff < 1:
+    backoff = _fixed_number(retry.backoff, f"{path}.backoff", "backoff", scope)
+    if backoff is not None and backoff < 1:
         issues.append(ValidationIssue(path=f"{path}.backoff", message="must be at least 1"))
-    initial = _retry_interval(retry.initial_interval, f"{path}.initial_interval", issues, limits)
-    maximum = _retry_interval(retry.max_interval, f"{path}.max_interval", issues, limits)
+    intervals = {}
+    for name in ("initial_interval", "max_interval"):
+        value, where = getattr(retry, name), f"{path}.{name}"
+        if is_dynamic(value):
+            scope.dynamic_value(name, value, where)
+        else:
+            intervals[name] = _retry_interval(value, where, issues, limits)
     return RetryPolicy(
-        max_attempts=max(retry.max_attempts, 1),
-        initial_interval=initial or 1.0,
-        backoff=max(retry.backoff, 1.0),
-        max_interval=maximum or 60.0,
+        max_attempts=max(int(max_attempts or 1), 1),
+        initial_interval=intervals.get("initial_interval") or 1.0,
+        backoff=max(backoff or 2.0, 1.0),
+        max_interval=intervals.get("max_interval") or 60.0,
         non_retryable=frozenset(retry.non_retryable),
     )
+
+
+def _fixed_number(value: float | str, path: str, name: str, scope: _Scope) -> float | None:
+    """A numeric field's fixed value; None when it is an expression (or not a number)."""
+    if isinstance(value, str):
+        if is_dynamic(value):
+            scope.dynamic_value(name, value, path)
+        else:
+            message = "must be a number or an expression written as ${ ... }"
+            scope.issues.append(ValidationIssue(path=path, message=message))
+        return None
+    return value
 
 
 def _retry_interval(
@@ -378,7 +460,7 @@ def _http_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) ->
 def _check_url(url: Any, path: str, issues: list[ValidationIssue]) -> None:
     if url is None:
         issues.append(ValidationIssue(path=path, message="required"))
-    elif expression_source(url) is None and not (
+    elif not has_expression(url) and not (
         isinstance(url, str) and url.startswith(("http://", "https://"))
     ):
         message = "must be an http:// or https:// URL or an expression"
@@ -407,6 +489,12 @@ def _sleep_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -
     if (task.duration is None) == (task.until is None):
         message = "a sleep task needs exactly one of duration and until"
         issues.append(ValidationIssue(path=path, message=message))
+        return {}
+    if is_dynamic(task.duration):
+        scope.dynamic_value("duration", task.duration, f"{path}.duration")
+        return {}
+    if is_dynamic(task.until):
+        scope.dynamic_value("until", task.until, f"{path}.until")
         return {}
     if task.duration is not None:
         seconds = optional_seconds(task.duration, f"{path}.duration", issues, allow_zero=True)
@@ -467,12 +555,20 @@ def _map_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> 
         issues.append(ValidationIssue(path=f"{path}.task.type", message=message))
     if task.task is not None and task.task.when is not None:
         issues.append(ValidationIssue(path=f"{path}.task.when", message="not allowed in a map"))
-    if task.concurrency is not None and task.concurrency < 1:
+    concurrency = task.concurrency
+    if isinstance(concurrency, str):
+        if is_dynamic(concurrency):
+            scope.dynamic_value("concurrency", concurrency, f"{path}.concurrency")
+        else:
+            message = "must be a number or an expression written as ${ ... }"
+            issues.append(ValidationIssue(path=f"{path}.concurrency", message=message))
+        concurrency = None
+    elif concurrency is not None and concurrency < 1:
         issues.append(ValidationIssue(path=f"{path}.concurrency", message="must be at least 1"))
     return {
         "items": items,
         "map_task": template_task,
-        "concurrency": task.concurrency,
+        "concurrency": concurrency,
         "on_failure": task.on_failure,
     }
 
@@ -489,6 +585,37 @@ def _workflow_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope
     return {"child_workflow": task.workflow, "child_version": task.version}
 
 
+def _switch_rules(task_id: str, task: TaskDefinition, path: str, scope: _Scope) -> dict[str, Any]:
+    if not task.cases:
+        message = "a switch needs at least one case"
+        scope.issues.append(ValidationIssue(path=f"{path}.cases", message=message))
+        return {}
+    branches = []
+    for index, case in enumerate(task.cases):
+        where = f"{path}.cases[{index}]"
+        when = _check_when(case.when, f"{where}.when", scope)
+        then = _check_targets(task_id, case.then, f"{where}.then", scope)
+        if when is not None:
+            branches.append(SwitchBranch(when=when, then=then))
+    default = _check_targets(task_id, task.default or [], f"{path}.default", scope)
+    return {"cases": tuple(branches), "default_targets": default}
+
+
+def _check_targets(task_id: str, targets: list[str], path: str, scope: _Scope) -> tuple[str, ...]:
+    seen: set[str] = set()
+    for index, target in enumerate(targets):
+        where = f"{path}[{index}]"
+        if target == task_id:
+            message = "a switch cannot name itself"
+            scope.issues.append(ValidationIssue(path=where, message=message))
+        elif target not in scope.known:
+            scope.issues.append(ValidationIssue(path=where, message=f"unknown task {target!r}"))
+        elif target in seen:
+            scope.issues.append(ValidationIssue(path=where, message=f"{target!r} is named twice"))
+        seen.add(target)
+    return tuple(dict.fromkeys(targets))
+
+
 _TYPE_RULES: dict[str, Callable[[str, TaskDefinition, str, _Scope], dict[str, Any]]] = {
     "handler": _handler_rules,
     "http": _http_rules,
@@ -496,6 +623,7 @@ _TYPE_RULES: dict[str, Callable[[str, TaskDefinition, str, _Scope], dict[str, An
     "signal": _signal_rules,
     "map": _map_rules,
     "workflow": _workflow_rules,
+    "switch": _switch_rules,
 }
 
 
@@ -503,11 +631,17 @@ _TYPE_RULES: dict[str, Callable[[str, TaskDefinition, str, _Scope], dict[str, An
 
 
 def _edges(tasks: Mapping[str, TaskDefinition]) -> dict[str, list[str]]:
-    """Each task's valid dependencies (unknown and self references are reported elsewhere)."""
-    return {
+    """Each task's valid dependencies (unknown and self references are reported elsewhere),
+    with the switches that name it: it waits for them as for its `after`."""
+    edges = {
         task_id: [dep for dep in dict.fromkeys(task.after) if dep in tasks and dep != task_id]
         for task_id, task in tasks.items()
     }
+    for switch_id, task in tasks.items():
+        for target in switch_targets(task):
+            if target in edges and target != switch_id and switch_id not in edges[target]:
+                edges[target].append(switch_id)
+    return edges
 
 
 def find_cycles(tasks: Mapping[str, TaskDefinition]) -> list[list[str]]:

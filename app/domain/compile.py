@@ -8,6 +8,7 @@ tasks in topological order.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from treadle.domain._task_rules import (
     compile_task,
     find_cycles,
     optional_seconds,
+    switch_targets,
     topological_order,
 )
 from treadle.domain.definitions import SignalsDefinition, TaskDefinition, WorkflowDefinition
@@ -173,6 +175,7 @@ def compile_workflow(
         )
         if compiled is not None:
             tasks[task_id] = compiled
+    tasks = _gate_switch_targets(defn.tasks, tasks, issues)
     for cycle in find_cycles(defn.tasks):
         chain = " -> ".join([*cycle, cycle[0]])
         issues.append(ValidationIssue(path=f"tasks.{cycle[0]}.after", message=f"cycle {chain}"))
@@ -206,6 +209,31 @@ def compile_workflow(
         accepts_any_signal=extra_signals.accept_any,
         _input_validator=validator,
     )
+
+
+def _gate_switch_targets(
+    defs: Mapping[str, TaskDefinition],
+    tasks: dict[str, CompiledTask],
+    issues: list[ValidationIssue],
+) -> dict[str, CompiledTask]:
+    """Each task a switch names waits for that switch and runs only if it is chosen."""
+    gates: dict[str, list[str]] = {}
+    for switch_id, task in defs.items():
+        for target in switch_targets(task):
+            if target in defs and target != switch_id:
+                gates.setdefault(target, []).append(switch_id)
+    for task_id, task in defs.items():
+        if task.join != "all_success" and not task.after:
+            message = "a join rule needs the tasks it joins in after"
+            issues.append(ValidationIssue(path=f"tasks.{task_id}.join", message=message))
+    gated = dict(tasks)
+    for target, switches in gates.items():
+        compiled = gated.get(target)
+        if compiled is None:
+            continue
+        deps = tuple(dict.fromkeys([*compiled.deps, *switches]))
+        gated[target] = dataclasses.replace(compiled, deps=deps, switches=tuple(switches))
+    return gated
 
 
 def _input_validator(
@@ -303,8 +331,24 @@ def definition_digest(defn: WorkflowDefinition) -> str:
     builtins = msgspec.to_builtins(defn)
     if builtins.get("signals") is None:  # added later: unset, it leaves digests as they were
         builtins.pop("signals", None)
+    for task in builtins.get("tasks", {}).values():
+        _drop_unset_later_fields(task)
     canonical = msgspec.json.encode(builtins, order="sorted")
     return hashlib.sha256(canonical).hexdigest()
+
+
+_LATER_TASK_FIELDS = {"join": "all_success", "cases": None, "default": None}
+"""Task fields added after definitions were first stored, with their unset values."""
+
+
+def _drop_unset_later_fields(task: dict[str, Any]) -> None:
+    # Unset, a field added later leaves the digest of an older definition as it was.
+    for name, unset in _LATER_TASK_FIELDS.items():
+        if name in task and task[name] == unset:
+            del task[name]
+    inner = task.get("task")
+    if isinstance(inner, dict):
+        _drop_unset_later_fields(inner)
 
 
 def validate_input(workflow: Workflow, value: Any) -> None:

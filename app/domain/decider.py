@@ -21,12 +21,15 @@ from typing import Any
 
 import msgspec
 
+from treadle.domain import _branching as branching
 from treadle.domain import _child as child
 from treadle.domain import _control as control
+from treadle.domain import _dynamic as dynamic
 from treadle.domain import _heartbeat as heartbeat
 from treadle.domain import _map as map_
 from treadle.domain import _map_control as map_control
 from treadle.domain import _redispatch as redispatch
+from treadle.domain import _resolve as resolve
 from treadle.domain._retry import retry_of
 from treadle.domain._run_draft import (
     ACTIVE,
@@ -38,15 +41,17 @@ from treadle.domain._run_draft import (
     complete_task,
     disarm_dispatch_timeout,
     dispatch_command,
+    dynamic_value_error,
     expression_error,
     fail_run,
     fail_task,
     finish,
+    retry_policy,
     with_carried_start,
 )
 from treadle.domain._task_rules import CompiledTask
 from treadle.domain.compile import Workflow
-from treadle.domain.errors import ExpressionError
+from treadle.domain.errors import DynamicValueInvalid, ExpressionError
 from treadle.domain.events import (
     CancelRequested,
     CancelTimer,
@@ -147,20 +152,18 @@ def _advance(d: Draft) -> None:
         task, compiled = d.tasks.get(task_id), d.workflow.tasks.get(task_id)
         if task is None or compiled is None or task.status is not TaskStatus.PENDING:
             continue
-        deps = [d.tasks.get(dep) for dep in compiled.deps]
-        if not all(dep is not None and dep.status.is_terminal for dep in deps):
+        verdict = branching.readiness(compiled, d.tasks)
+        if verdict == branching.WAIT:
             continue
-        blocked = next(
-            (dep for dep in deps if dep and dep.status is not TaskStatus.COMPLETED), None
-        )
-        if blocked is not None:
-            reason = f"dependency '{blocked.task_id}' is {blocked.status.value}"
-            _skip(d, task_id, reason)
+        if isinstance(verdict, branching.Skip):
+            _skip(d, task_id, verdict.reason)
         elif compiled.when is not None and not _when_holds(d, task_id, compiled):
             if d.status is RunStatus.RUNNING:
                 _skip(d, task_id, "its when expression is false")
         else:
-            _START[compiled.type](d, task_id, compiled)
+            ready = _with_dynamic_values(d, task_id, compiled)
+            if ready is not None:
+                _START[compiled.type](d, task_id, ready)
     if d.status is RunStatus.RUNNING and all(t.status.is_terminal for t in d.tasks.values()):
         _complete_run(d)
 
@@ -173,6 +176,15 @@ def _when_holds(d: Draft, task_id: str, compiled: CompiledTask) -> bool:
     except ExpressionError as exc:
         fail_task(d, task_id, expression_error(exc))
         return False
+
+
+def _with_dynamic_values(d: Draft, task_id: str, compiled: CompiledTask) -> CompiledTask | None:
+    """The task with its expression fields evaluated, or None: a bad value failed it."""
+    try:
+        return resolve.resolved(compiled, d.context(), d.workflow.limits, f"tasks.{task_id}")
+    except DynamicValueInvalid as exc:
+        fail_task(d, task_id, dynamic_value_error(exc))
+        return None
 
 
 def _skip(d: Draft, task_id: str, reason: str) -> None:
@@ -275,6 +287,7 @@ _START: dict[str, Callable[[Draft, str, CompiledTask], None]] = {
     "signal": _start_signal,
     "map": map_control.start_map,
     "workflow": child.start_child,
+    "switch": branching.start_switch,
 }
 
 
@@ -365,7 +378,11 @@ def _attempt_failed(
     final_status: TaskStatus,
 ) -> None:
     """Retry after the backoff if the policy allows it, else end the task and the run."""
-    retry = retry_of(compiled.retry, task.attempt, error, d.now)
+    try:
+        policy = retry_policy(d, compiled)
+    except DynamicValueInvalid as exc:
+        policy, error = None, dynamic_value_error(exc)
+    retry = None if policy is None else retry_of(policy, task.attempt, error, d.now)
     if retry is not None:
         d.update_task(
             task.task_id,
@@ -460,13 +477,22 @@ def _signal_timed_out(d: Draft, event: TimerFired) -> None:
     if found is None or found[1].type != "signal":
         return
     task, compiled = found
-    seconds = compiled.timeout_seconds or 0.0
-    message = f"signal '{compiled.signal}' did not arrive within {seconds:g}s"
+    message = f"signal '{compiled.signal}' did not arrive within {_signal_timeout(d, compiled)}"
     error = ErrorInfo(type="TimeoutError", message=message, retryable=False)
     d.update_task(task.task_id, status=TaskStatus.TIMED_OUT, error=error, finished_at=d.now)
     data = {"error": msgspec.to_builtins(error)}
     d.record("task.timed_out", task.task_id, task.attempt, data=data)
     fail_run(d, task.task_id, error)
+
+
+def _signal_timeout(d: Draft, compiled: CompiledTask) -> str:
+    seconds = compiled.timeout_seconds
+    if seconds is None and compiled.dynamic is not None and compiled.dynamic.timeout is not None:
+        try:
+            seconds = dynamic.seconds(compiled.dynamic.timeout, "timeout", d.context())
+        except DynamicValueInvalid:
+            return "its timeout"
+    return f"{seconds or 0.0:g}s"
 
 
 _TIMERS: dict[TimerKind, Callable[[Draft, TimerFired], None]] = {
@@ -490,7 +516,7 @@ def _on_signal_received(d: Draft, event: SignalReceived) -> None:
         d.record("signal.received", data={"name": event.name, "buffered": True})
         return
     d.record("signal.received", waiting.id, 1, data={"name": event.name})
-    if waiting.timeout_seconds is not None:
+    if waiting.signal_may_time_out:
         kind = TimerKind.SIGNAL_TIMEOUT
         d.command(CancelTimer(run_id=d.original.id, kind=kind, task_id=waiting.id, attempt=1))
     complete_task(d, waiting.id, 1, event.payload)

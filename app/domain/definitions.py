@@ -10,9 +10,17 @@ from typing import Any, Literal
 
 import msgspec
 
-TaskType = Literal["handler", "http", "sleep", "signal", "map", "workflow"]
+TaskType = Literal["handler", "http", "sleep", "signal", "map", "workflow", "switch"]
 Duration = str | int | float
 """`30s`, `1m`, `1h30m`, `250ms`, or a number of seconds."""
+
+JoinRule = Literal[
+    "all_success", "all_done", "none_failed", "none_failed_min_one_success", "one_success"
+]
+"""When a task with dependencies runs (Airflow's trigger rules): `all_success` every
+dependency completed; `all_done` every one finished, however; `none_failed` none failed
+(skipped ones are fine); `none_failed_min_one_success` that, and one completed;
+`one_success` as soon as one completed. A task whose rule cannot hold any more is skipped."""
 
 MapFailurePolicy = Literal["fail_fast", "complete_all"]
 
@@ -24,12 +32,21 @@ class _Def(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
 class RetryDefinition(_Def, frozen=True, kw_only=True):
     """How a failed attempt is retried: exponential backoff, capped."""
 
-    max_attempts: int = 1
+    max_attempts: int | str = 1
     initial_interval: Duration = "1s"
-    backoff: float = 2.0
+    backoff: float | str = 2.0
     max_interval: Duration = "1m"
     non_retryable: list[str] = []
     """Error type names (the exception's class name) that stop retries at once."""
+    # Each of the first four may be an expression (`${ input.retries }`), evaluated when
+    # the task becomes ready and again when an attempt fails.
+
+
+class SwitchCase(_Def, frozen=True, kw_only=True):
+    """One branch of a `switch`: the tasks in `then` run when `when` is the first to hold."""
+
+    when: str
+    then: list[str]
 
 
 class HttpRequestDefinition(_Def, frozen=True, kw_only=True):
@@ -49,6 +66,8 @@ class TaskDefinition(_Def, frozen=True, kw_only=True):
 
     type: TaskType = "handler"
     after: list[str] = []
+    join: JoinRule = "all_success"
+    """How the states of the tasks in `after` decide whether this one runs."""
     when: str | None = None
     input: Any = None
     retry: RetryDefinition | None = None
@@ -67,19 +86,25 @@ class TaskDefinition(_Def, frozen=True, kw_only=True):
     expect: list[int] | None = None
     retry_on: list[int] | None = None
     """Status codes worth another attempt besides 5xx and 429 (say 409 or 404)."""
-    # sleep
+    # sleep (either may be an expression, evaluated when the sleep starts)
     duration: Duration | None = None
     until: str | None = None
-    # signal (the signal name; defaults to the task id)
+    # signal (the signal name; defaults to the task id); its `timeout` may be an expression
     signal: str | None = None
     # map: fan `task` out over the list that `items` evaluates to
     items: Any = None
     task: TaskDefinition | None = None
-    concurrency: int | None = None
+    concurrency: int | str | None = None
+    """At most this many items in flight; may be an expression."""
     on_failure: MapFailurePolicy = "fail_fast"
     # workflow (child run)
     workflow: str | None = None
     version: int | None = None
+    # switch: the first case whose `when` holds runs its `then` tasks; the tasks named only
+    # by other cases (or by `default`) are skipped. Each task named waits for the switch.
+    cases: list[SwitchCase] | None = None
+    default: list[str] | None = None
+    """The tasks that run when no case holds."""
 
 
 class SignalsDefinition(_Def, frozen=True, kw_only=True):

@@ -38,6 +38,15 @@ class ExpressionError(TreadleError):
         super().__init__(f"expression {expression!r}: {reason}")
 
 
+class DynamicValueInvalid(TreadleError):
+    """A task field written as an expression evaluated to a value it cannot take."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
 class ExpressionTooLarge(ExpressionError):
     """An expression built a value larger than the configured limit, as JSON."""
 

@@ -1,7 +1,10 @@
 """Templates: literal JSON values with `${ expr }` JMESPath expressions inside.
 
 A string that is exactly `${ expr }` (whitespace allowed inside) is an expression and
-yields the raw value it evaluates to; any other value is a literal. Dicts and lists are
+yields the raw value it evaluates to. A string with `${ expr }` among other text is
+interpolated: each expression's value is written into it as a JSON scalar (a string as
+itself, `42`, `true`, `null`); an object or a list is refused when rendered. `$${` writes a
+literal `${`. Any other value is a literal. Dicts and lists are
 walked, so `{"sku": "${ input.sku }", "qty": 1}` renders to a dict. Expressions are
 compiled once, when the workflow is compiled, and evaluated against the context
 `{"input": ..., "tasks": {id: {"output": ..., "status": ...}}, "run": {"id", "workflow",
@@ -11,12 +14,12 @@ compiled once, when the workflow is compiled, and evaluated against the context
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jmespath
+import msgspec
 from jmespath import functions as jmespath_functions
 from jmespath.exceptions import IncompleteExpressionError, JMESPathError, LexerError, ParseError
 
@@ -28,9 +31,8 @@ from treadle.domain.errors import (
     ExpressionTooLarge,
     ValidationIssue,
 )
-from treadle.domain.secrets import has_secret_reference, malformed_reference
+from treadle.domain.secrets import SECRET_REF, has_secret_reference, malformed_reference
 
-_EXPRESSION = re.compile(r"\$\{(.*)\}", re.DOTALL)
 _KNOWN_FUNCTIONS = frozenset(jmespath_functions.Functions.FUNCTION_TABLE)
 METER = object()
 """The context key (not a string, so no expression can read it) of a decision's `Meter`."""
@@ -104,6 +106,35 @@ class _Expression(Template):
             raise ExpressionError(self.source, str(exc)) from None
 
 
+class _Interpolated(Template):
+    """A string with expressions inside other text: each value is written in as JSON."""
+
+    __slots__ = ("_parts", "_path")
+
+    def __init__(self, parts: list[str | _Expression], path: str) -> None:
+        self._parts = parts
+        self._path = path
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        return "".join(
+            part if isinstance(part, str) else self._scalar_text(part, part.render(context))
+            for part in self._parts
+        )
+
+    def _scalar_text(self, part: _Expression, value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict | list):
+            kind = "an object" if isinstance(value, dict) else "a list"
+            where = f" in {self._path}" if self._path else ""
+            reason = (
+                f"is {kind}{where}; only a string, number, boolean or null can be "
+                "interpolated into a string (a whole-string ${ ... } keeps the value itself)"
+            )
+            raise ExpressionError(part.source, reason)
+        return msgspec.json.encode(value).decode()
+
+
 class _Mapping(Template):
     __slots__ = ("_items",)
 
@@ -146,10 +177,26 @@ def with_literal_fields(template: Template, extra: Mapping[str, Any]) -> Templat
 
 def expression_source(value: Any) -> str | None:
     """The JMESPath text if `value` is exactly `${ expr }`, else None."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or "${" not in value:
         return None
-    match = _EXPRESSION.fullmatch(value)
-    return match.group(1).strip() if match else None
+    try:
+        pieces = split_interpolated(value)
+    except TemplateSyntaxError:
+        return None
+    if len(pieces) == 1 and isinstance(pieces[0], Placeholder):
+        return pieces[0].source
+    return None
+
+
+def has_expression(value: Any) -> bool:
+    """Whether a string holds a `${ expr }` anywhere (a malformed one counts too)."""
+    if not isinstance(value, str) or "${" not in value:
+        return False
+    try:
+        pieces = split_interpolated(value)
+    except TemplateSyntaxError:
+        return True
+    return any(isinstance(piece, Placeholder) for piece in pieces)
 
 
 def compile_template(
@@ -224,10 +271,89 @@ def _compile_string(
 ) -> Template:
     if has_secret_reference(value):
         return _compile_secret_string(value, path, errors, opts.allow_secrets)
-    source = expression_source(value)
-    if source is None:
+    if "${" not in value:
         return _Literal(value)
-    return _compile_expression(source, path, errors, opts)
+    try:
+        pieces = split_interpolated(value)
+    except TemplateSyntaxError as exc:
+        exc.path = path
+        errors.append(exc)
+        return _Literal(None)
+    if len(pieces) == 1 and isinstance(pieces[0], Placeholder):
+        return _compile_expression(pieces[0].source, path, errors, opts)
+    parts: list[str | _Expression] = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            parts.append(piece)
+            continue
+        compiled = _compile_expression(piece.source, path, errors, opts)
+        if isinstance(compiled, _Expression):
+            parts.append(compiled)
+    if all(isinstance(part, str) for part in parts):
+        return _Literal("".join(str(part) for part in parts))
+    return _Interpolated(parts, path)
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    """A `${ expr }` found in a string: the JMESPath text between the braces, trimmed."""
+
+    source: str
+
+
+_QUOTES = frozenset({"'", '"', "`"})
+
+
+def split_interpolated(text: str) -> list[str | Placeholder]:
+    """Split a string into literal text and `${ expr }` placeholders; `$${` is a literal `${`.
+
+    The closing `}` is found the way JMESPath reads the expression: braces of a
+    multiselect (`{a: b}`) nest, and quoted text (`'}'`, `"}"`, a `` `{}` `` literal) is
+    skipped, so `${ {id: input.id} }` is one placeholder. Raises TemplateSyntaxError (with
+    an empty path, which the caller fills in) for a `${` that is never closed.
+    """
+    pieces: list[str | Placeholder] = []
+    literal: list[str] = []
+    index = 0
+    while index < len(text):
+        if text.startswith("$${", index):
+            literal.append("${")
+            index += 3
+        elif text.startswith("${", index):
+            end = _closing_brace(text, index + 2)
+            if literal:
+                pieces.append("".join(literal))
+                literal = []
+            pieces.append(Placeholder(text[index + 2 : end].strip()))
+            index = end + 1
+        else:
+            literal.append(text[index])
+            index += 1
+    if literal:
+        pieces.append("".join(literal))
+    return pieces
+
+
+def _closing_brace(text: str, start: int) -> int:
+    depth, quote, index = 0, "", start
+    while index < len(text):
+        char = text[index]
+        if quote:
+            if char == "\\":
+                index += 1
+            elif char == quote:
+                quote = ""
+        elif char in _QUOTES:
+            quote = char
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            if depth == 0:
+                return index
+            depth -= 1
+        index += 1
+    snippet = text[start - 2 : start + 30]
+    raise TemplateSyntaxError(snippet, "the ${ is never closed with }", "")
 
 
 def _compile_expression(
@@ -296,13 +422,33 @@ def _compile_secret_string(
 ) -> Template:
     # A reference renders to itself: the decider never holds a secret, the worker
     # substitutes it (treadle.domain.secrets explains why).
-    problem = malformed_reference(value)
+    problem = malformed_reference(value) or _mixed_with_secret(value)
     if problem is None and not allow_secrets:
         problem = "secret references are only resolved in an http task's request"
     if problem is not None:
         errors.append(TemplateSyntaxError(value, problem, path))
         return _Literal(None)
     return _Literal(value)
+
+
+def _mixed_with_secret(value: str) -> str | None:
+    # The worker substitutes every reference in the rendered string: an interpolated value
+    # (from a run's input, say) could carry a reference of its own and read that secret.
+    try:
+        pieces = split_interpolated(value)
+    except TemplateSyntaxError as exc:
+        return exc.reason
+    others = [p for p in pieces if isinstance(p, Placeholder) and not _is_secret(p.source)]
+    if others:
+        return (
+            "a string with a secret reference cannot also interpolate other expressions "
+            "(a value could carry a reference of its own)"
+        )
+    return None
+
+
+def _is_secret(source: str) -> bool:
+    return SECRET_REF.fullmatch(f"${{ {source} }}") is not None
 
 
 def _reads_secret_root(node: Any, *, nested: bool = False) -> bool:

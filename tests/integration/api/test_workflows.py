@@ -123,3 +123,24 @@ async def test_unknown_workflow_and_version_are_404_problems(http: httpx.AsyncCl
 async def test_a_version_that_is_not_a_number_is_a_404_problem(http: httpx.AsyncClient) -> None:
     """A non-numeric version matches no route and is answered as a problem, not a 500."""
     problem(await http.get("/v1/workflows/order/versions/latest"), 404)
+
+
+async def test_language_mistakes_are_422_at_their_paths(http: httpx.AsyncClient) -> None:
+    """A switch naming an unknown task, an unclosed interpolation, a bad join and a bad
+    dynamic value are each listed at their path."""
+    bad = {
+        "name": "lang",
+        "tasks": {
+            "route": {"type": "switch", "cases": [{"when": "${ input.a }", "then": ["ghost"]}]},
+            "get": {"type": "http", "request": {"url": "https://x.example/${ input.id"}},
+            "lone": {"handler": "a.b", "join": "all_done"},
+            "fetch": {"handler": "a.b", "retry": {"max_attempts": "many"}},
+        },
+    }
+    body = problem(await http.post("/v1/workflows", json=bad), 422, "definition-invalid")
+    assert sorted(error["path"] for error in body["errors"]) == [
+        "tasks.fetch.retry.max_attempts",
+        "tasks.get.request.url",
+        "tasks.lone.join",
+        "tasks.route.cases[0].then[0]",
+    ]

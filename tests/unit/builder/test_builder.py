@@ -92,3 +92,32 @@ def test_a_task_id_cannot_be_added_twice() -> None:
     wf.task("a", handler="h")
     with pytest.raises(ValueError, match="already"):
         wf.task("a", handler="h")
+
+
+def test_switch_join_interpolation_and_dynamic_retry_build_a_valid_definition() -> None:
+    """`switch`, `join`, an f-string with a reference and an expression retry field become
+    the YAML form's values, and the definition compiles."""
+    wf = Workflow("routed")
+    wrap = wf.task("wrap", handler="gifts.wrap")
+    post = wf.task("post", handler="mail.post")
+    wf.switch("route", cases=[(wf.input.kind == "gift", [wrap])], default=[post])
+    wf.task(
+        "receipt",
+        handler="mail.receipt",
+        after=[wrap, post],
+        join="none_failed",
+        input={"subject": f"Order {wf.input.id} done"},
+        retry=Retry(max_attempts=wf.input.retries),
+    )
+    definition = wf.to_definition()
+    assert definition["tasks"]["route"] == {
+        "type": "switch",
+        "cases": [{"when": "${ input.kind == 'gift' }", "then": ["wrap"]}],
+        "default": ["post"],
+    }
+    receipt = definition["tasks"]["receipt"]
+    assert receipt["join"] == "none_failed"
+    assert receipt["input"] == {"subject": "Order ${ input.id } done"}
+    assert receipt["retry"] == {"max_attempts": "${ input.retries }"}
+    compiled = compile_workflow(parse_definition(definition))
+    assert compiled.tasks["wrap"].switches == ("route",)

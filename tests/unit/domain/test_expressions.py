@@ -23,7 +23,7 @@ CONTEXT: dict[str, Any] = {
 
 
 @pytest.mark.parametrize(
-    "value", ["plain", "${ a } and more", "prefix ${ a }", 3, None, True, {"k": "v"}, [1, "two"]]
+    "value", ["plain", "braces {a} and $ signs", "cost: $5", 3, None, True, {"k": "v"}, [1, "two"]]
 )
 def test_values_without_a_whole_expression_are_literals(value: Any) -> None:
     """Only a string that is exactly `${ expr }` is an expression; the rest renders as is."""
