@@ -329,14 +329,17 @@ def _schema_path(root: str, parts: Any) -> str:
 def definition_digest(defn: WorkflowDefinition) -> str:
     """sha256 hex of the definition's canonical JSON: same content, same digest."""
     builtins = msgspec.to_builtins(defn)
-    if builtins.get("signals") is None:  # added later: unset, it leaves digests as they were
-        builtins.pop("signals", None)
+    for later in _LATER_WORKFLOW_FIELDS:  # added later: unset, they leave digests as they were
+        if builtins.get(later) is None:
+            builtins.pop(later, None)
     for task in builtins.get("tasks", {}).values():
         _drop_unset_later_fields(task)
     canonical = msgspec.json.encode(builtins, order="sorted")
     return hashlib.sha256(canonical).hexdigest()
 
 
+_LATER_WORKFLOW_FIELDS = ("signals", "tags")
+"""Workflow fields added after definitions were first stored (None when unset)."""
 _LATER_TASK_FIELDS = {"join": "all_success", "cases": None, "default": None}
 """Task fields added after definitions were first stored, with their unset values."""
 
