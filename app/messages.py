@@ -100,6 +100,26 @@ def envelope(payload: Payload, *, source: str, traceparent: str | None = None) -
     )
 
 
+EARLIER_DELIVERIES = "treadle-earlier-deliveries"
+"""A message header: how many deliveries of this dispatch the broker never saw (it ran
+eagerly, from its outbox row, before the row was published; see `delivered_once_more`)."""
+
+
+def delivered_once_more(message: Message) -> Message:
+    """`message` marked as delivered once more outside the broker: an eager dispatch's
+    row published after its attempt ran (given back) or after its process died (lease run
+    out). The broker counts from 1 again; the worker adds this (`earlier_deliveries`)."""
+    headers = {**message.headers, EARLIER_DELIVERIES: str(earlier_deliveries(message) + 1)}
+    return msgspec.structs.replace(message, headers=headers)
+
+
+def earlier_deliveries(message: Message) -> int:
+    """The deliveries `delivered_once_more` recorded on `message` (0 for none; a bad value
+    counts as none, since an uncounted delivery only risks one more run)."""
+    raw = message.headers.get(EARLIER_DELIVERIES, "0")
+    return int(raw) if raw.isdigit() else 0
+
+
 def to_message(env: Envelope) -> Message:
     """Encode an envelope; the routing facts ride as headers too, for brokers and tools."""
     headers = {

@@ -316,9 +316,15 @@ class OutboxStore(Protocol):
         """Record that these rows were published."""
         ...
 
-    async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
+    async def claim_unsent(
+        self, older_than: datetime, limit: int, *, leased: bool = False
+    ) -> list[OutboxRecord]:
         """Unsent rows created before `older_than` (left by a crash), oldest first; a row
-        leased to a worker is left alone until its lease has run out."""
+        leased to a worker is left alone until its lease has run out, unless `leased`
+        (start-up recovery: no process is left that holds one).
+
+        A row that was leased goes out marked as delivered once already
+        (`treadle.messages.delivered_once_more`): its attempt ran in the process that died."""
         ...
 
     async def renew_leases(self, ids: Sequence[int], seconds: float) -> None:

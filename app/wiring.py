@@ -206,7 +206,7 @@ class Process:
             max_deliveries=self.settings.transport.max_deliveries,
             max_output_bytes=self.settings.limits.max_output_bytes,
             sync_threads=self.sync_threads,
-            deliveries=self.store if self._counts_deliveries() else None,
+            deliveries=None if self.transport.COUNTS_LOST_DELIVERIES else self.store,
             local_events=self._local_events(),
             eager_outbox=self.relay if self._runs_eagerly() else None,
             presence=self.store,
@@ -219,14 +219,6 @@ class Process:
         """Whether this process's worker takes the dispatches its own decisions write: it
         decides (api or orchestrator role) and `worker.eager` is on."""
         return self.settings.worker.eager and bool({"api", "orchestrator"} & self.roles)
-
-    def _counts_deliveries(self) -> bool:
-        """Whether the worker counts each delivery in the store before running it: on a
-        transport that does not count lost deliveries itself, and whenever dispatches run
-        eagerly, since a leased row published after its process died is a new message to
-        the broker (count 1), and without the store's count an attempt that kills its
-        process would get one more run per eager death."""
-        return self._runs_eagerly() or not self.transport.COUNTS_LOST_DELIVERIES
 
     def _local_events(self) -> EventConsumer | None:
         """Where this process's worker has its events decided without the broker: the

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, true, update
 
 from treadle.ports import OutboxRecord
 from treadle.store import _rows as rows_
@@ -30,13 +30,16 @@ class SqlOutbox:
             async with self._db.transaction(write=True, single=True) as conn:
                 await conn.execute(stmt)
 
-    async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
+    async def claim_unsent(
+        self, older_than: datetime, limit: int, *, leased: bool = False
+    ) -> list[OutboxRecord]:
         """Unsent rows created before `older_than` (left by a crash), oldest first; a row
-        leased to a worker is left alone until its lease has run out."""
+        leased to a worker is left alone until its lease has run out, unless `leased`."""
         lease_over = or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < self._now())
         stmt = (
             select(*rows_.OUTBOX_COLUMNS)
-            .where(UNSENT, outbox.c.created_at < older_than, lease_over)
+            .where(UNSENT, outbox.c.created_at < older_than)
+            .where(true() if leased else lease_over)
             .order_by(outbox.c.created_at, outbox.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)

@@ -23,7 +23,7 @@ from treadle.domain.state import (
     TaskState,
     TaskStatus,
 )
-from treadle.messages import Message
+from treadle.messages import Message, delivered_once_more
 from treadle.ports import DueTimer, MapItemRecord, OutboxRecord, RunSummary, StoredWorkflow
 from treadle.store._tables import history, outbox, runs, tasks, timers, workflows
 from treadle.store._types import as_utc, decode_json, encode_json
@@ -253,6 +253,7 @@ def history_from_row(row: Row[Any]) -> HistoryEntry:
 
 
 OUTBOX_COLUMNS = [outbox.c.id, outbox.c.channel, outbox.c.key, outbox.c.body, outbox.c.headers]
+OUTBOX_COLUMNS += [outbox.c.leased_until]
 
 
 def outbox_values(
@@ -271,11 +272,14 @@ def outbox_values(
 
 
 def outbox_from_row(row: Row[Any]) -> OutboxRecord:
-    """The record of a row of `OUTBOX_COLUMNS`."""
+    """The record of a row of `OUTBOX_COLUMNS`, claimed to publish: a row leased once (its
+    eager attempt's process died) goes out marked as delivered once already."""
     m = row._mapping
     message = Message(
         key=m["key"], body=bytes(m["body"]), headers=decode_json(m["headers"], Headers) or {}
     )
+    if m["leased_until"] is not None:
+        message = delivered_once_more(message)
     return OutboxRecord(id=m["id"], channel=m["channel"], message=message)
 
 

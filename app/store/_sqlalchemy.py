@@ -136,8 +136,10 @@ class SqlStore:
     async def mark_sent(self, ids: Sequence[int]) -> None:
         await self._outbox.mark_sent(ids)
 
-    async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
-        return await self._outbox.claim_unsent(older_than, limit)
+    async def claim_unsent(
+        self, older_than: datetime, limit: int, *, leased: bool = False
+    ) -> list[OutboxRecord]:
+        return await self._outbox.claim_unsent(older_than, limit, leased=leased)
 
     async def renew_leases(self, ids: Sequence[int], seconds: float) -> None:
         await self._outbox.renew_leases(ids, seconds)

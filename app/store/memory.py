@@ -40,6 +40,7 @@ from treadle.domain.schedules import (
     ScheduleNotFound,
 )
 from treadle.domain.state import ItemQuery, MapItem, RunState, RunStatus, TaskState, TaskStatus
+from treadle.messages import delivered_once_more
 from treadle.ports import (
     Applied,
     Changes,
@@ -85,6 +86,16 @@ class _OutboxRow:
     created_at: datetime
     sent_at: datetime | None = None
     leased_until: datetime | None = None
+
+
+def _claimed(row: _OutboxRow) -> OutboxRecord:
+    """A row's record as claimed to publish: nobody's eager dispatch any more, and marked as
+    delivered once already if it was one (its attempt ran in the process that died)."""
+    record = row.record
+    if row.leased_until is None:
+        return record
+    message = delivered_once_more(record.message)
+    return msgspec.structs.replace(record, leased=False, message=message)
 
 
 @dataclass
@@ -505,18 +516,19 @@ class MemoryStore:
             if row is not None:
                 row.sent_at = now
 
-    async def claim_unsent(self, older_than: datetime, limit: int) -> list[OutboxRecord]:
+    async def claim_unsent(
+        self, older_than: datetime, limit: int, *, leased: bool = False
+    ) -> list[OutboxRecord]:
         """Unsent rows created before `older_than` (left by a crash), oldest first."""
         await anyio.lowlevel.checkpoint()
         now = self._now()
         unsent = [r for r in self.data.outbox.values() if r.sent_at is None]
-        free = [r for r in unsent if r.leased_until is None or r.leased_until < now]
+        free = [r for r in unsent if leased or r.leased_until is None or r.leased_until < now]
         stale = sorted(
             (r for r in free if r.created_at < older_than),
             key=lambda r: (r.created_at, r.record.id),
         )
-        # Claimed for the sweeper: no longer any worker's to run eagerly.
-        return [msgspec.structs.replace(r.record, leased=False) for r in stale[:limit]]
+        return [_claimed(r) for r in stale[:limit]]
 
     async def renew_leases(self, ids: Sequence[int], seconds: float) -> None:
         """Extend the leases of these unsent rows to `seconds` from now."""

@@ -14,7 +14,9 @@ looks the same as `os._exit` to the restarted process, so the first death cannot
 against the attempt (a plain kill would then fail every `max_attempts: 1` run in flight):
 an attempt that kills its process on every delivery costs exactly 2 deaths. On Kafka the
 broker hands a dead consumer's records back with their old count, so the count is the
-worker's own, written to the database before each delivery runs: the same 2 deaths.
+worker's own, written to the database before each delivery runs: the same 2 deaths. On
+RabbitMQ the first delivery is an eager one (from the outbox row, in the deciding process):
+the row, published once its lease runs out, carries that delivery in a header.
 
 Each scenario starts the process three times; on a loaded 2-core machine that alone takes
 up to a minute or two.
@@ -112,6 +114,19 @@ def test_exit_on_first_attempt_on_kafka(tmp_path: Path, tansu: PrivateBroker) ->
     cluster = Cluster(tmp_path, transport="kafka", broker_url=tansu.url, broker_env=tansu.env)
     try:
         _exit_on_first_attempt(cluster, "kafka")
+    finally:
+        cluster.close()
+
+
+def test_exit_on_first_attempt_on_rabbitmq(tmp_path: Path) -> None:
+    """The same on RabbitMQ (PostgreSQL): attempt 1 runs eagerly first, from its leased
+    outbox row; once the lease runs out the row goes to the broker marked as delivered once
+    already, so the broker's redelivery after the second death is the third delivery. Without
+    the mark the broker would count from 1 and the process would die a third time."""
+    lease = {"TREADLE_WORKER__EAGER_LEASE_SECONDS": "3"}
+    cluster = Cluster(tmp_path, transport="rabbitmq", broker_env=lease)
+    try:
+        _exit_on_first_attempt(cluster, "rabbitmq, eager first")
     finally:
         cluster.close()
 

@@ -135,7 +135,9 @@ class Orchestrator:
         """
         dropped = 0
         while True:
-            page = await self._store.claim_unsent(self._clock.now(), RECOVERY_PAGE)
+            # Leased rows too: their eager attempts died with the last process (an
+            # in-process transport has only the one).
+            page = await self._store.claim_unsent(self._clock.now(), RECOVERY_PAGE, leased=True)
             ids = [r.id for r in page if r.channel.startswith(TASKS_PREFIX)]
             await self._store.mark_sent(ids)
             dropped += len(ids)

@@ -19,7 +19,7 @@ import anyio.abc
 import msgspec
 
 from treadle.domain.events import DispatchTask
-from treadle.messages import TASKS_PREFIX, Envelope, Message, decode
+from treadle.messages import TASKS_PREFIX, Envelope, Message, decode, delivered_once_more
 from treadle.modules.worker._registry import HandlerRegistry
 from treadle.observability import get_logger
 from treadle.ports import EagerOutbox, OutboxRecord
@@ -142,7 +142,9 @@ class EagerIntake:
 
     async def given_back(self, record: OutboxRecord) -> None:
         self._leased.discard(record.id)
-        await self._outbox.publish([record])
+        # This delivery was the first: the broker's count starts from 1 again.
+        message = delivered_once_more(record.message)
+        await self._outbox.publish([msgspec.structs.replace(record, message=message)])
 
     async def renew(self) -> None:
         """Renew the leases of the attempts running here, until cancelled."""

@@ -23,6 +23,7 @@ from treadle.messages import (
     Envelope,
     Payload,
     decode,
+    earlier_deliveries,
     envelope,
     tasks_channel,
     to_message,
@@ -324,8 +325,13 @@ class Worker:
             return
         assert isinstance(env.payload, DispatchTask), "checked by _decode_dispatch"
         dispatch = env.payload
+        # The broker's count leaves out deliveries made before it had the message (eager
+        # ones, see `delivered_once_more`); the store's count has every delivery.
         counted = await self._count_delivery(dispatch)
-        deliveries = max(delivery.delivery_count, dispatch.delivery, counted)
+        delivery_count = max(
+            earlier_deliveries(delivery.message) + delivery.delivery_count, counted
+        )
+        deliveries = max(delivery_count, dispatch.delivery)
         if deliveries >= self._settings.lost_after_deliveries:
             await self._report_lost(delivery, dispatch, deliveries, env.traceparent)
             return
@@ -349,7 +355,7 @@ class Worker:
             dispatched_at=env.timestamp,
         ):
             published = await self._execute_and_publish(
-                dispatch, env.traceparent, delivery.delivery_count, slot
+                dispatch, env.traceparent, delivery_count, slot
             )
         if published:
             crash_point("after_publish_before_ack")

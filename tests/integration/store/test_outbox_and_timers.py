@@ -11,6 +11,7 @@ from msgspec.structs import replace
 from tests.integration.store.factories import at, make_run, message, timer, unchanged
 from tests.stores import apply, create_run
 from treadle.domain.events import CancelTimer, TimerKind
+from treadle.messages import delivered_once_more, earlier_deliveries
 from treadle.ports import Changes, DueTimer
 from treadle.store._sqlalchemy import SqlStore
 
@@ -61,9 +62,27 @@ async def test_a_leased_row_is_left_to_its_worker_until_the_lease_runs_out(
     await anyio.sleep(0.3)
     assert await store.claim_unsent(later, 10) == [plain]  # renewed: still its worker's
     await anyio.sleep(0.4)
-    # Claimed by a sweeper, it is nobody's eager dispatch any more.
-    assert await store.claim_unsent(later, 10) == [replace(eager, leased=False), plain]
+    # Claimed by a sweeper, it is nobody's eager dispatch any more, and its attempt ran once
+    # in the process that held it.
+    lost = replace(eager, leased=False, message=delivered_once_more(eager.message))
+    assert await store.claim_unsent(later, 10) == [lost, plain]
+    assert earlier_deliveries(lost.message) == 1
     assert (await store.outbox_backlog())[0] == 2
+
+
+async def test_recovery_claims_a_row_under_a_live_lease(store: SqlStore) -> None:
+    """Start-up recovery (`leased=True`) takes a leased row at once: no process is left that
+    holds its lease. Marked as delivered once, like a row whose lease ran out."""
+    leased = replace(message("r", "eager"), lease_seconds=600)
+    applied, _ = await create_run(store, make_run(), lambda s: Changes(state=s, outbox=[leased]))
+    later = datetime.now(UTC) + timedelta(seconds=60)
+    [eager] = applied.outbox
+
+    assert await store.claim_unsent(later, 10) == []
+    [claimed] = await store.claim_unsent(later, 10, leased=True)
+    assert (claimed.id, claimed.leased) == (eager.id, False)
+    assert earlier_deliveries(claimed.message) == 1
+    assert claimed.message.body == eager.message.body
 
 
 async def _run_with_timers(store: SqlStore, *fire_seconds: float) -> str:

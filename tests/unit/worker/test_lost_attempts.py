@@ -10,7 +10,14 @@ from tests.unit.worker.fakes import FakeClock, FakeDelivery, FakeTransport
 from treadle import TaskContext, handler
 from treadle.config import WorkerSettings
 from treadle.domain.events import DispatchTask, TaskCompleted, TaskFailed
-from treadle.messages import EVENTS_CHANNEL, envelope, to_message
+from treadle.messages import (
+    EARLIER_DELIVERIES,
+    EVENTS_CHANNEL,
+    delivered_once_more,
+    earlier_deliveries,
+    envelope,
+    to_message,
+)
 from treadle.modules.worker import HandlerRegistry, Worker
 
 ran: list[int] = []
@@ -22,7 +29,9 @@ async def count_runs(ctx: TaskContext) -> int:
     return ctx.attempt
 
 
-def _delivery(*, broker_count: int = 1, delivery: int = 1, item: int | None = None) -> FakeDelivery:
+def _delivery(
+    *, broker_count: int = 1, delivery: int = 1, item: int | None = None, earlier: int = 0
+) -> FakeDelivery:
     dispatch = DispatchTask(
         run_id="r1",
         task_id="t",
@@ -33,7 +42,10 @@ def _delivery(*, broker_count: int = 1, delivery: int = 1, item: int | None = No
         item=item,
         delivery=delivery,
     )
-    return FakeDelivery(to_message(envelope(dispatch, source="test")), delivery_count=broker_count)
+    message = to_message(envelope(dispatch, source="test"))
+    for _ in range(earlier):
+        message = delivered_once_more(message)
+    return FakeDelivery(message, delivery_count=broker_count)
 
 
 async def _process(delivery: FakeDelivery, transport: FakeTransport, **settings: object) -> None:
@@ -169,3 +181,46 @@ async def test_a_store_that_cannot_count_leaves_the_attempt_running() -> None:
     assert ran == [2]
     [result] = transport.payloads(EVENTS_CHANNEL)
     assert isinstance(result, TaskCompleted)
+
+
+@pytest.mark.anyio
+async def test_a_delivery_made_before_the_broker_had_the_message_counts() -> None:
+    """An eager dispatch whose process died is published marked as delivered once: the
+    broker's second delivery of it is the attempt's third, refused; its first still runs."""
+    transport = FakeTransport()
+    await _process(_delivery(broker_count=1, earlier=1), transport)
+    assert ran == [2]
+    refused = _delivery(broker_count=2, earlier=1)
+    await _process(refused, transport)
+    assert ran == [2]
+    kinds = [type(p).__name__ for p in transport.payloads(EVENTS_CHANNEL)]
+    assert kinds == ["TaskCompleted", "TaskFailed"]
+    assert refused.settled == "ack"
+
+
+@pytest.mark.anyio
+async def test_the_store_count_already_has_the_eager_delivery() -> None:
+    """With deliveries counted in the store, the eager one was counted there as it ran: the
+    mark on the published row adds nothing, so its broker delivery is the second and runs."""
+    transport = FakeTransport()
+    counter = _Counter(start=1)
+    await _process_counted(_delivery(broker_count=1, earlier=1), transport, counter)
+    assert ran == [2]
+
+
+def test_the_earlier_deliveries_mark_adds_up_and_ignores_a_bad_value() -> None:
+    """Each mark adds one; a header that is not a count counts as none (one more run at
+    worst, never a refusal of a first delivery)."""
+    message = to_message(envelope(_dispatch_for_marks(), source="test"))
+    assert earlier_deliveries(message) == 0
+    twice = delivered_once_more(delivered_once_more(message))
+    assert earlier_deliveries(twice) == 2
+    assert twice.body == message.body
+    bad = msgspec.structs.replace(message, headers={**message.headers, EARLIER_DELIVERIES: "-1"})
+    assert earlier_deliveries(bad) == 0
+
+
+def _dispatch_for_marks() -> DispatchTask:
+    return DispatchTask(
+        run_id="r1", task_id="t", attempt=1, task_type="handler", queue="default", handler="h"
+    )
