@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import anyio
 import anyio.abc
 import uvicorn
+from anyio.abc import TaskStatus
 
 from treadle.config import ConfigError, Settings
 from treadle.domain.auth_policy import is_loopback, serve_refusal
@@ -76,14 +77,15 @@ async def _start_roles(
     scopes: list[anyio.CancelScope] = []
     servers: list[_Server] = []
     running: list[anyio.Event] = []
-    # The worker starts first: with the in-process transport, the orchestrator's start-up
-    # recovery re-dispatches to it.
-    if "worker" in roles:
-        tg.start_soon(_in_scope, process.worker().run, scopes, running)
-        process.started_roles.add("worker")
+    # The orchestrator starts first and alone: with the in-process transport its start-up
+    # recovery re-dispatches what the last process left (queued until the worker takes
+    # it), and nothing this process decides may be there to be taken for the dead one's.
     if "orchestrator" in roles:
-        tg.start_soon(_in_scope, process.orchestrator().run, scopes, running)
+        await tg.start(_in_scope, _reports_start(process.orchestrator().run), scopes, running)
         process.started_roles.add("orchestrator")
+    if "worker" in roles:
+        tg.start_soon(_in_scope, _starts_at_once(process.worker().run), scopes, running)
+        process.started_roles.add("worker")
     # Every process listens: the whole API with the api role, else /healthz, /readyz and
     # /metrics alone, on the same host and port (one probe and scrape config per role).
     server = _api_server(process) if "api" in roles else _operations_server(process)
@@ -106,18 +108,44 @@ async def _start_roles(
 
 
 async def _in_scope(
-    run: Callable[[], Awaitable[None]],
+    run: Callable[[TaskStatus[None]], Awaitable[None]],
     scopes: list[anyio.CancelScope],
     running: list[anyio.Event],
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Run a role in a cancel scope of its own (see `stop`), handing it `task_status`."""
     done = anyio.Event()
     running.append(done)
     try:
         with anyio.CancelScope() as scope:
             scopes.append(scope)
-            await run()
+            await run(task_status)
     finally:
         done.set()
+
+
+def _reports_start(
+    run: Callable[..., Awaitable[None]],
+) -> Callable[[TaskStatus[None]], Awaitable[None]]:
+    """`run` reporting its start through `task_status` (`TaskGroup.start`)."""
+
+    async def started(task_status: TaskStatus[None]) -> None:
+        await run(task_status=task_status)
+
+    return started
+
+
+def _starts_at_once(
+    run: Callable[[], Awaitable[None]],
+) -> Callable[[TaskStatus[None]], Awaitable[None]]:
+    """`run`, counted as started as soon as it is called."""
+
+    async def started(task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        await run()
+
+    return started
 
 
 async def _stop_on_signal(process: Process, stop: Callable[[], Awaitable[None]]) -> None:

@@ -92,8 +92,8 @@ async def running(tmp_path: Path, clock: JumpClock) -> AsyncIterator[Process]:
     await engine.connect()
     try:
         async with anyio.create_task_group() as tg:
+            await tg.start(engine.orchestrator().run)  # its recovery first, as serve does
             tg.start_soon(engine.worker().run)
-            tg.start_soon(engine.orchestrator().run)
             try:
                 yield engine
             finally:

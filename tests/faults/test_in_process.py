@@ -74,8 +74,8 @@ async def _drive(engine: Process) -> dict[str, str]:
     names = [w["name"] for w in WORKFLOWS if w["name"] != "f-slow"]
     statuses: dict[str, str] = {}
     async with anyio.create_task_group() as tg:
+        await tg.start(engine.orchestrator().run)  # its recovery first, as serve does
         tg.start_soon(engine.worker().run)
-        tg.start_soon(engine.orchestrator().run)
         ids = []
         for i in range(RUNS):
             run, _ = await engine.run_service.start_run(names[i % len(names)], None, {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import anyio
+from anyio.abc import TaskStatus
 
 from treadle.config import OrchestratorSettings
 from treadle.domain.errors import RunNotFound
@@ -69,10 +70,17 @@ class Orchestrator:
         )
         self._schedules = ScheduleLoop(store, self.run_service, clock)
 
-    async def run(self) -> None:
-        """Recover (in-process transport only), then consume, fire timers and sweep."""
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Recover (in-process transport only), then consume, fire timers and sweep.
+
+        Started with `TaskGroup.start`, it returns once recovery is over: recovery takes
+        every attempt in flight and every unsent dispatch for the dead process's, so work
+        this process decides meanwhile (a run the API starts, an attempt its worker runs
+        eagerly) would be sent twice. The serving code starts the other roles after it.
+        """
         if not self._transport.DURABLE:
             await self.recover()
+        task_status.started()
         settings = self._settings
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._consumer.run)

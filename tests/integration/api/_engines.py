@@ -86,8 +86,8 @@ async def running_engine(
     await engine.connect()
     try:
         async with anyio.create_task_group() as tg:
+            await tg.start(engine.orchestrator().run)  # its recovery first, as serve does
             tg.start_soon(engine.worker().run)
-            tg.start_soon(engine.orchestrator().run)
             yield engine, engine_app(engine)
             tg.cancel_scope.cancel()
     finally:

@@ -68,8 +68,8 @@ async def api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     )
     try:
         async with anyio.create_task_group() as tg:
+            await tg.start(engine.orchestrator().run)  # its recovery first, as serve does
             tg.start_soon(engine.worker().run)
-            tg.start_soon(engine.orchestrator().run)
             transport = httpx.ASGITransport(app)
             async with httpx.AsyncClient(base_url="http://treadle.test", transport=transport) as c:
                 # Like test_real_engine: the store is in use (and the roles running) before a

@@ -63,8 +63,8 @@ async def _api_on_engine(tmp_path: Path, *, announce_ends: bool) -> AsyncIterato
     )
     try:
         async with anyio.create_task_group() as tg:
+            await tg.start(engine.orchestrator().run)  # its recovery first, as serve does
             tg.start_soon(engine.worker().run)
-            tg.start_soon(engine.orchestrator().run)
             async with AsyncClient("http://treadle.test", transport=httpx.ASGITransport(app)) as c:
                 for definition in (GREET, GATE, BOOM):
                     await c.register_workflow(definition)

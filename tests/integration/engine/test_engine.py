@@ -45,8 +45,8 @@ async def running(engine: Process) -> AsyncIterator[Process]:
     await engine.connect()
     try:
         async with anyio.create_task_group() as tg:
+            await tg.start(engine.orchestrator().run)  # its recovery first, as serve does
             tg.start_soon(engine.worker().run)
-            tg.start_soon(engine.orchestrator().run)
             try:
                 yield engine
             finally:
@@ -209,6 +209,33 @@ async def test_an_attempt_in_flight_at_a_stop_is_redispatched_after_restart(
 
     assert done.status is RunStatus.COMPLETED
     assert done.tasks["only"].output == "released"
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("durable_store")
+async def test_the_orchestrator_reports_its_start_once_recovery_is_over(
+    make_settings: SettingsFactory,
+) -> None:
+    """Started with `TaskGroup.start`, the orchestrator returns only after its start-up
+    recovery has re-dispatched what the last process left (delivery 2): nothing decided in
+    this process after that can be taken for the dead one's and sent twice."""
+    settings = make_settings(drain_seconds=0.1)
+    async with running(build(settings)) as engine:
+        await one_task_workflow(engine, "recovered", {"handler": "t.hold"})
+        run, _ = await engine.run_service.start_run("recovered", None, None)
+        await entered(run.id)
+    handlers.RELEASED.add(run.id)
+
+    engine = build(settings)
+    await engine.connect()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(engine.orchestrator().run)
+            state = await engine.store.get_run(run.id)
+            tg.cancel_scope.cancel()
+    finally:
+        await engine.close()
+    assert state.tasks["only"].delivery == 2
 
 
 async def _unsend_dispatches(database_url: str) -> int:

@@ -39,8 +39,8 @@ async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     )
     try:
         async with anyio.create_task_group() as tg:
+            await tg.start(engine.orchestrator().run)  # its recovery first, as serve does
             tg.start_soon(engine.worker().run)
-            tg.start_soon(engine.orchestrator().run)
             transport = httpx.ASGITransport(app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 yield client
